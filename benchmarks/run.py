@@ -1,0 +1,794 @@
+"""Benchmark orchestrator for tanx-async: cancel throughput, CPU, memory and import time.
+
+Starts the fake exchange (``fakeserver.py``, pinned to core 0) per scenario, runs every client
+driver as its own process (pinned to core 1), R times interleaved (so every client sees the same
+noise), checks every cancel succeeded (driver count *and* server-side counter), and writes
+``benchmarks/RESULTS.md``. See ``benchmarks/README.md`` for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import (
+    BENCH,
+    CLIENT_CORE,
+    OUT,
+    REPO,
+    SERVER_CORE,
+    can_pin,
+    child_env,
+    ensure_official_venv,
+    fake_server,
+    official_python,
+    package_versions,
+    run_child,
+    wait_quiet,
+)
+
+WARMUP = 300
+CONCURRENCY = 64
+OFFICIAL_THREADS = 16
+HEAVY_MODULES = (
+    "eth_account",
+    "eth_keys",
+    "eth_abi",
+    "web3",
+    "uvicorn",
+    "starlette",
+    "fastapi",
+    "rich",
+    "aiohttp",
+    "httpx_aiohttp",
+    "pydantic",
+    "coincurve",
+    "Crypto",
+    "click",
+    "hypothesis",
+    "respx",
+)
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    name: str
+    official: bool = False
+    threads: int = 1
+    note: str = ""
+
+    def concurrency(self) -> int:
+        return self.threads if self.official else CONCURRENCY
+
+
+CLIENTS: tuple[ClientSpec, ...] = (
+    ClientSpec("aiohttp", note="raw aiohttp.ClientSession + json.loads (the floor)"),
+    ClientSpec("httpx", note="httpx.AsyncClient, default httpcore transport"),
+    ClientSpec("httpx-aiohttp", note="httpx.AsyncClient(transport=AiohttpTransport())"),
+    ClientSpec("tanx-async", note="AsyncTanxSession.orders.cancel_many"),
+    ClientSpec(
+        "official-seq",
+        official=True,
+        threads=1,
+        note="tanx-connector 2.1.0, sequential",
+    ),
+    ClientSpec(
+        "official-16thr",
+        official=True,
+        threads=OFFICIAL_THREADS,
+        note="tanx-connector 2.1.0, 16 threads, one Client",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    latency: float
+    n: int
+    official_seq_n: (
+        int  # a sequential client at 5 ms would take N*5 ms; it gets a smaller N
+    )
+
+
+@dataclass
+class Cell:
+    """All repeats of one (scenario, client)."""
+
+    scenario: Scenario
+    spec: ClientSpec
+    n: int
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    skipped: str | None = None
+
+    def good(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r.get("_valid")]
+
+    def median(self, key: str) -> float | None:
+        vals = [float(r[key]) for r in self.good()]
+        return statistics.median(vals) if vals else None
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def client_cmd(
+    spec: ClientSpec, url: str, n: int, extra: list[str] | None = None
+) -> list[str]:
+    common = ["--url", url, "-n", str(n), "--warmup", str(WARMUP)]
+    if spec.official:
+        return [
+            str(official_python()),
+            str(BENCH / "driver_official.py"),
+            *common,
+            "--threads",
+            str(spec.threads),
+        ]
+    return [
+        sys.executable,
+        str(BENCH / "driver.py"),
+        "--client",
+        spec.name,
+        *common,
+        "-c",
+        str(CONCURRENCY),
+        *(extra or []),
+    ]
+
+
+def child_timeout(n: int, latency: float, conc: int) -> float:
+    # generous: 3 ms CPU per cancel worst case, plus the latency floor, plus start-up
+    return 60.0 + n * 0.003 + (n * latency / max(conc, 1)) * 3
+
+
+def validate(result: dict[str, Any], n: int, server_delta: int | None) -> str | None:
+    if "error" in result:
+        return str(result["error"])
+    if result.get("ok") != n or result.get("failed"):
+        return f"ok={result.get('ok')} failed={result.get('failed')} of {n}: {result.get('errors')}"
+    if server_delta is not None and server_delta < n + WARMUP:
+        return f"server saw only {server_delta} cancels for {n}+{WARMUP} warm-up"
+    return None
+
+
+def run_scenario(sc: Scenario, specs: list[ClientSpec], repeats: int) -> list[Cell]:
+    cells = [
+        Cell(sc, s, sc.official_seq_n if s.official and s.threads == 1 else sc.n)
+        for s in specs
+    ]
+    with fake_server(sc.latency) as server:
+        log(f"scenario {sc.key}: server {server.url} latency={sc.latency * 1000:g} ms")
+        for rep in range(repeats):
+            for cell in cells:
+                if cell.skipped:
+                    continue
+                before = server.stats()["cancels"]
+                conc = cell.spec.concurrency()
+                res = run_child(
+                    client_cmd(cell.spec, server.url, cell.n),
+                    timeout=child_timeout(cell.n, sc.latency, conc),
+                )
+                delta = server.stats()["cancels"] - before
+                if "skipped" in res:
+                    cell.skipped = str(res["skipped"])
+                    log(f"  {cell.spec.name}: SKIPPED ({cell.skipped})")
+                    continue
+                res["server_cancels"] = delta
+                why = validate(res, cell.n, delta)
+                res["_valid"] = why is None
+                cell.runs.append(res)
+                if why:
+                    cell.problems.append(why)
+                    log(f"  {cell.spec.name} rep {rep + 1}: INVALID {why}")
+                else:
+                    log(
+                        f"  {cell.spec.name} rep {rep + 1}: wall {res['wall_s']:.3f}s "
+                        f"cpu {res['cpu_s'] / cell.n * 1e6:.0f} us/cancel"
+                    )
+                wait_quiet(0.2)
+    return cells
+
+
+# --------------------------------------------------------------------------- memory (c)
+
+
+def run_memory(ns: list[int], repeats: int, tracemalloc: bool) -> list[Cell]:
+    spec = ClientSpec("tanx-async-iter", note="cancel_iter over a generator of ids")
+    sc = Scenario("c", "memory", 0.0, 0, 0)
+    cells = [Cell(sc, spec, n) for n in ns]
+    with fake_server(0.0) as server:
+        log(f"scenario c: server {server.url}")
+        for rep in range(repeats):
+            for cell in cells:
+                if cell.skipped:
+                    continue
+                before = server.stats()["cancels"]
+                extra = ["--tracemalloc"] if tracemalloc else []
+                res = run_child(
+                    client_cmd(spec, server.url, cell.n, extra),
+                    timeout=child_timeout(cell.n, 0.0, CONCURRENCY)
+                    * (3 if tracemalloc else 1),
+                )
+                delta = server.stats()["cancels"] - before
+                if "skipped" in res:
+                    cell.skipped = str(res["skipped"])
+                    log(f"  tanx-async-iter: SKIPPED ({cell.skipped})")
+                    continue
+                why = validate(res, cell.n, delta)
+                res["_valid"] = why is None
+                if (
+                    res.get("hwm_after_kb") is not None
+                    and res.get("rss_before_kb") is not None
+                ):
+                    res["growth_kb"] = res["hwm_after_kb"] - res["rss_before_kb"]
+                cell.runs.append(res)
+                if why:
+                    cell.problems.append(why)
+                    log(f"  N={cell.n} rep {rep + 1}: INVALID {why}")
+                else:
+                    log(
+                        f"  N={cell.n} rep {rep + 1}: wall {res['wall_s']:.2f}s "
+                        f"peak growth {res.get('growth_kb')} kB"
+                    )
+    return cells
+
+
+# --------------------------------------------------------------------------- import (d)
+
+_IMPORTTIME_RE = re.compile(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)")
+
+
+def run_import(repeats: int) -> dict[str, Any]:
+    env = child_env()
+    py = sys.executable
+    totals: list[int] = []
+    children: dict[str, list[int]] = {}
+    for _ in range(repeats):
+        r = subprocess.run(  # noqa: PLW1510
+            [py, "-X", "importtime", "-c", "import tanx_async"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=REPO,
+        )
+        if r.returncode != 0:
+            return {"error": (r.stderr.strip().splitlines() or ["?"])[-1]}
+        # -X importtime prints children before their parent: collect the direct children
+        # (level 1) seen since the previous top-level line, keep them when the parent is ours.
+        pending: list[tuple[str, int]] = []
+        for m in _IMPORTTIME_RE.finditer(r.stderr):
+            _self_us, cum_us, indent, name = m.groups()
+            level = (len(indent) - 1) // 2
+            if level == 0:
+                if name == "tanx_async":
+                    totals.append(int(cum_us))
+                    for child, us in pending:
+                        children.setdefault(child, []).append(us)
+                pending = []
+            elif level == 1:
+                pending.append((name, int(cum_us)))
+    walls = []
+    base_walls = []
+    for _ in range(repeats):
+        for code, sink in (("import tanx_async", walls), ("pass", base_walls)):
+            t0 = time.perf_counter()
+            subprocess.run([py, "-c", code], env=env, cwd=REPO, timeout=120, check=True)
+            sink.append(time.perf_counter() - t0)
+    mods_code = (
+        "import sys, json\nbase = set(sys.modules)\nimport tanx_async\n"
+        "print(json.dumps(sorted(set(sys.modules) - base)))"
+    )
+    r = subprocess.run(  # noqa: PLW1510
+        [py, "-c", mods_code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
+    mods: list[str] = (
+        json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else []
+    )
+    tops = sorted({m.split(".")[0] for m in mods})
+    heavy = {
+        h: any(m == h or m.startswith(h + ".") for m in mods) for h in HEAVY_MODULES
+    }
+    top_children = sorted(
+        ((name, statistics.median(v)) for name, v in children.items()),
+        key=lambda kv: -kv[1],
+    )[:12]
+    return {
+        "import_us": statistics.median(totals) if totals else None,
+        "process_wall_s": statistics.median(walls),
+        "baseline_wall_s": statistics.median(base_walls),
+        "modules_added": len(mods),
+        "top_packages": tops,
+        "heavy": heavy,
+        "top_children": top_children,
+    }
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+def measure_capacity(seconds: float) -> list[dict[str, Any]]:
+    out = []
+    with fake_server(0.0) as server:
+        for depth in (16, 1):
+            res = run_child(
+                [
+                    sys.executable,
+                    str(BENCH / "loadgen.py"),
+                    "--url",
+                    server.url,
+                    "--connections",
+                    "64",
+                    "--depth",
+                    str(depth),
+                    "--seconds",
+                    str(seconds),
+                ],
+                timeout=seconds + 60,
+            )
+            log(f"server capacity depth={depth}: {res}")
+            out.append(res)
+    return out
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def run_profile(n: int) -> dict[str, Any]:
+    with fake_server(0.0) as server:
+        return run_child(
+            [
+                sys.executable,
+                str(BENCH / "profile_tanx.py"),
+                "--url",
+                server.url,
+                "-n",
+                str(n),
+                "-c",
+                str(CONCURRENCY),
+                "--json",
+            ],
+            timeout=300,
+        )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt(v: float | None, spec: str, dash: str = "—") -> str:
+    return dash if v is None else format(v, spec)
+
+
+def machine_info() -> list[str]:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    ours = package_versions(
+        sys.executable,
+        [
+            "tanx-async",
+            "httpx",
+            "httpcore",
+            "h11",
+            "aiohttp",
+            "httpx-aiohttp",
+            "anyio",
+            "orjson",
+        ],
+    )
+    official = (
+        package_versions(
+            official_python(),
+            ["tanx-connector", "requests", "urllib3", "web3", "sympy"],
+        )
+        if official_python().exists()
+        else {}
+    )
+    try:
+        affinity = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = []
+    load = os.getloadavg()
+    pin_note = (
+        f"taskset, server on core {SERVER_CORE}, clients on core {CLIENT_CORE}"
+        if can_pin()
+        else "none (taskset unavailable)"
+    )
+    return [
+        f"- nproc: {os.cpu_count()} (affinity {affinity}); CPU: {cpu}",
+        (
+            f"- Python {platform.python_version()} ({platform.python_implementation()}), "
+            f"{platform.system()} {platform.release()}"
+        ),
+        "- pinning: " + pin_note,
+        (
+            f"- load average at report time: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+            "(other work shares this machine: numbers are noisy, compare ratios within a run)"
+        ),
+        "- main venv: " + ", ".join(f"{k} {v}" for k, v in ours.items()),
+        "- official venv: "
+        + (", ".join(f"{k} {v}" for k, v in official.items()) or "absent"),
+    ]
+
+
+def render(
+    args: argparse.Namespace,
+    cells: list[Cell],
+    capacity: list[dict[str, Any]],
+    memory: list[Cell],
+    imports: dict[str, Any] | None,
+    profile: dict[str, Any] | None,
+    notes: list[str],
+    started: float,
+) -> str:
+    cmd = "python " + " ".join(
+        shlex.quote(a) for a in ["benchmarks/run.py", *sys.argv[1:]]
+    )
+    lines = [
+        "# tanx-async benchmark results",
+        "",
+        (
+            f"Generated {dt.datetime.now().astimezone().isoformat(timespec='seconds')} by `{cmd}` "
+            f"({'QUICK run: small N, 1 repeat' if args.quick else f'{args.repeats} repeats, medians'}; "
+            f"took {time.time() - started:.0f} s). Regenerate with `make bench`."
+        ),
+        "",
+        "## Machine",
+        "",
+        *machine_info(),
+        "",
+        "## Server",
+        "",
+        (
+            "`benchmarks/fakeserver.py`: raw `asyncio.Protocol` HTTP/1.1 loopback server (keep-alive, "
+            "pipelining), answers `POST /sapi/v1/orders/cancel/` with the documented success envelope "
+            "(≈560-byte body) echoing `order_id`; latency injected with `loop.call_later`. One process, "
+            "one core."
+        ),
+        "",
+    ]
+    best = max(
+        (c.n / w for c in cells if (w := c.median("wall_s")) and c.scenario.key == "a"),
+        default=0.0,
+    )
+    for cap in capacity:
+        if "rps" in cap:
+            lines.append(
+                f"- capacity, 64 connections × {cap['depth']} pipelined requests: "
+                f"**{cap['rps']:,.0f} req/s** ({cap['responses']:,} responses in {cap['seconds']:.1f} s)"
+            )
+        else:
+            lines.append(f"- capacity measurement failed: {cap.get('error')}")
+    rps = [c["rps"] for c in capacity if "rps" in c]
+    if rps and best:
+        lines.append(
+            f"- fastest client in scenario (a) reached {best:,.0f} cancels/s = "
+            f"{best / max(rps) * 100:.0f}% of the server's capacity: **the server is not the "
+            "bottleneck**; the client's CPU is."
+        )
+    lines += [
+        "",
+        "## Cancel throughput and CPU (scenarios a, b)",
+        "",
+        (
+            "(a) CPU: latency 0, so the client's own CPU per cancel is what limits it. "
+            "(b) wall: 5 ms server latency, where the floor is N·L/C."
+        ),
+        "",
+        (
+            "| scenario | client | N | latency | concurrency | median wall (s) | cancels/s | "
+            "client CPU / cancel (µs) | CPU vs raw aiohttp | wall vs floor N·L/C | "
+            "throughput vs raw aiohttp | peak RSS (MB) | runs ok |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in ("a", "b"):
+        sc_cells = [c for c in cells if c.scenario.key == key]
+        ref = next((c for c in sc_cells if c.spec.name == "aiohttp"), None)
+        ref_cpu = ref.median("cpu_s") / ref.n if ref and ref.median("cpu_s") else None
+        ref_wall = ref.median("wall_s") if ref else None
+        ref_tput = ref.n / ref_wall if ref and ref_wall else None
+        for c in sc_cells:
+            conc = c.spec.concurrency()
+            lat = c.scenario.latency
+            if c.skipped:
+                lines.append(
+                    f"| {key} | {c.spec.name} | {c.n} | {lat * 1000:g} ms | {conc} | "
+                    f"skipped: {c.skipped[:70]} | | | | | | | 0/0 |"
+                )
+                continue
+            wall = c.median("wall_s")
+            cpu = c.median("cpu_s")
+            rss = c.median("maxrss_kb")
+            cpc = cpu / c.n if cpu is not None else None
+            tput = c.n / wall if wall else None
+            floor = c.n * lat / conc if lat > 0 else None
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        key,
+                        c.spec.name,
+                        str(c.n),
+                        f"{lat * 1000:g} ms",
+                        str(conc),
+                        fmt(wall, ".3f"),
+                        fmt(tput, ",.0f"),
+                        fmt(cpc * 1e6 if cpc is not None else None, ".0f"),
+                        fmt(
+                            cpc / ref_cpu if cpc is not None and ref_cpu else None,
+                            ".2f",
+                        )
+                        + "×",
+                        (fmt(wall / floor, ".2f") + "×") if floor and wall else "—",
+                        fmt(tput / ref_tput if tput and ref_tput else None, ".2f")
+                        + "×",
+                        fmt(rss / 1024 if rss is not None else None, ".0f"),
+                        f"{len(c.good())}/{len(c.runs)}",
+                    ]
+                )
+                + " |"
+            )
+    problems = [(c, p) for c in cells + memory for p in c.problems]
+    if problems:
+        lines += ["", "**Invalid runs (excluded from medians):**", ""]
+        lines += [f"- {c.scenario.key} {c.spec.name} N={c.n}: {p}" for c, p in problems]
+    lines += [
+        "",
+        (
+            "Every run is checked twice: the driver counts responses that are HTTP 200 with "
+            '`"status": "success"` and the requested id (tanx-async: outcomes with `.ok`), and the '
+            "server's own counter must have grown by at least N + warm-up. A run that misses either is "
+            "invalid and excluded from the medians."
+        ),
+        "",
+        "Clients: " + "; ".join(f"`{s.name}` = {s.note}" for s in CLIENTS) + ".",
+        "",
+        "## Memory (scenario c)",
+        "",
+    ]
+    if not memory:
+        lines.append("not run")
+    elif all(c.skipped for c in memory):
+        lines.append(f"skipped: {memory[0].skipped}")
+    else:
+        lines += [
+            (
+                "tanx-async `orders.cancel_iter(<generator of ids>, concurrency=64)`, outcomes counted "
+                "and dropped, latency 0. *Peak growth* = peak RSS during the run (VmHWM, reset via "
+                "`/proc/self/clear_refs` at the start) minus RSS at the start."
+            ),
+            "",
+            (
+                "| N | median wall (s) | cancels/s | CPU / cancel (µs) | peak RSS growth (MB) | "
+                "peak RSS (MB) | tracemalloc peak (MB) | runs ok |"
+            ),
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for c in memory:
+            for r in c.runs:
+                if "tracemalloc_peak_kb" in r.get("extra", {}):
+                    r["tracemalloc_peak_kb"] = r["extra"]["tracemalloc_peak_kb"]
+            wall, cpu, g = c.median("wall_s"), c.median("cpu_s"), c.median("growth_kb")
+            traced = all("tracemalloc_peak_kb" in r for r in c.good()) and c.good()
+            trace = c.median("tracemalloc_peak_kb") if traced else None
+            rss = c.median("maxrss_kb")
+            lines.append(
+                f"| {c.n:,} | {fmt(wall, '.2f')} | {fmt(c.n / wall if wall else None, ',.0f')} | "
+                f"{fmt(cpu / c.n * 1e6 if cpu else None, '.0f')} | "
+                f"{fmt(g / 1024 if g is not None else None, '.1f')} | "
+                f"{fmt(rss / 1024 if rss else None, '.0f')} | "
+                f"{fmt(trace / 1024 if trace is not None else None, '.1f')} | "
+                f"{len(c.good())}/{len(c.runs)} |"
+            )
+        growths = [c.median("growth_kb") for c in memory]
+        if len(growths) == 2 and all(g is not None for g in growths):
+            small, large = growths[0] or 0.0, growths[1] or 0.0
+            ok = large <= small * 1.5 + 2048
+            lines += [
+                "",
+                f"Verdict: N×{memory[1].n // max(memory[0].n, 1)} → peak growth "
+                f"{small / 1024:.1f} MB → {large / 1024:.1f} MB: "
+                + (
+                    "**memory does not scale with N** (bounded in-flight window)."
+                    if ok
+                    else "**memory grows with N** — cancel_iter is holding per-id state."
+                ),
+            ]
+    lines += ["", "## Import (scenario d)", ""]
+    if imports is None:
+        lines.append("not run")
+    elif "error" in imports:
+        lines.append(f"skipped: `import tanx_async` failed: {imports['error']}")
+    else:
+        heavy_in = [k for k, v in imports["heavy"].items() if v]
+        lines += [
+            (
+                f'- `python -X importtime -c "import tanx_async"`: tanx_async cumulative '
+                f"**{imports['import_us'] / 1000:.1f} ms** (median)"
+            ),
+            (
+                f'- process wall `python -c "import tanx_async"` {imports["process_wall_s"] * 1000:.0f} ms '
+                f"vs `python -c pass` {imports['baseline_wall_s'] * 1000:.0f} ms"
+            ),
+            f"- modules added by the import: {imports['modules_added']}; top-level packages: "
+            + ", ".join(f"`{t}`" for t in imports["top_packages"]),
+            "- heavy extras imported: "
+            + (
+                ", ".join(f"**`{h}`**" for h in heavy_in)
+                if heavy_in
+                else "none (checked: " + ", ".join(HEAVY_MODULES) + ")"
+            ),
+            "- largest imports (cumulative, median): "
+            + ", ".join(
+                f"`{n}` {us / 1000:.1f} ms" for n, us in imports["top_children"]
+            ),
+        ]
+    lines += ["", "## Profile of tanx-async's hot path (scenario a, cProfile)", ""]
+    if profile is None:
+        lines.append("not run")
+    elif "error" in profile or "skipped" in profile:
+        lines.append(f"skipped: {profile.get('error') or profile.get('skipped')}")
+    else:
+        lines += [
+            (
+                f"{profile['n']} cancels at concurrency {profile['concurrency']}, latency 0; "
+                f"wall {profile['wall_s']:.2f} s under cProfile (which inflates small calls: compare "
+                "rows, not absolutes). µs per cancel = time / N."
+            ),
+            "",
+            "| cumulative µs/cancel | own µs/cancel | calls/cancel | function |",
+            "|---|---|---|---|",
+        ]
+        for row in profile["rows"]:
+            lines.append(
+                f"| {row['cum_us']:.1f} | {row['tot_us']:.1f} | {row['calls']:.2f} | `{row['func']}` |"
+            )
+        if profile.get("by_package"):
+            lines += [
+                "",
+                "Own time by package (µs/cancel): "
+                + ", ".join(f"`{k}` {v:.0f}" for k, v in profile["by_package"]),
+            ]
+    if notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    p.add_argument("--quick", action="store_true", help="small N, 1 repeat")
+    p.add_argument(
+        "--repeats", "-r", type=int, default=None, help="repeats per measurement (3)"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        help="client name (repeatable or comma-separated): "
+        + ", ".join(s.name for s in CLIENTS),
+    )
+    p.add_argument("--scenarios", default="a,b,c,d", help="subset of a,b,c,d")
+    p.add_argument(
+        "--no-profile", action="store_true", help="skip the tanx-async cProfile"
+    )
+    p.add_argument(
+        "--no-official", action="store_true", help="skip tanx-connector (no venv)"
+    )
+    p.add_argument(
+        "--tracemalloc", action="store_true", help="scenario c: also tracemalloc peak"
+    )
+    p.add_argument(
+        "--output", type=Path, default=None, help="default benchmarks/RESULTS.md"
+    )
+    args = p.parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 3)
+    args.repeats = repeats
+    wanted = {w for item in (args.only or []) for w in item.split(",") if w}
+    unknown = wanted - {s.name for s in CLIENTS}
+    if unknown:
+        p.error(f"unknown client(s) {sorted(unknown)}")
+    specs = [s for s in CLIENTS if not wanted or s.name in wanted]
+    scenarios = set(args.scenarios.split(","))
+    output: Path = args.output or (
+        OUT / "RESULTS-quick.md" if args.quick or wanted else BENCH / "RESULTS.md"
+    )
+    started = time.time()
+    notes: list[str] = []
+    if not can_pin():
+        notes.append(
+            "taskset unavailable: server and clients were not pinned to separate cores"
+        )
+
+    if args.no_official:
+        specs = [s for s in specs if not s.official]
+    elif any(s.official for s in specs):
+        why = ensure_official_venv(log)
+        if why:
+            log(f"official connector unavailable: {why}")
+            notes.append(f"tanx-connector skipped: {why}")
+            specs = [s for s in specs if not s.official]
+
+    n = 1000 if args.quick else 5000
+    tanx_wanted = not wanted or "tanx-async" in wanted
+    cells: list[Cell] = []
+    capacity: list[dict[str, Any]] = []
+    memory: list[Cell] = []
+    imports: dict[str, Any] | None = None
+    profile: dict[str, Any] | None = None
+    OUT.mkdir(exist_ok=True)
+    capacity = measure_capacity(1.0 if args.quick else 3.0)
+    if "a" in scenarios:
+        cells += run_scenario(Scenario("a", "cpu", 0.0, n, n), specs, repeats)
+    if "b" in scenarios:
+        cells += run_scenario(
+            Scenario("b", "wall", 0.005, n, 200 if args.quick else 500), specs, repeats
+        )
+    if "c" in scenarios and tanx_wanted:
+        mem_ns = [2_000, 20_000] if args.quick else [10_000, 100_000]
+        memory = run_memory(mem_ns, 1, args.tracemalloc)
+        notes.append(
+            "scenario (c) runs once per N (peak RSS is a high-water mark, not noisy)"
+        )
+    if "d" in scenarios and tanx_wanted:
+        imports = run_import(3 if args.quick else 5)
+        log(f"import: {imports.get('import_us') or imports.get('error')}")
+    if not args.no_profile and tanx_wanted and "a" in scenarios:
+        profile = run_profile(n)
+        log("profile: " + ("ok" if "rows" in profile else str(profile)))
+    raw = {
+        "cells": [
+            {
+                "scenario": c.scenario.key,
+                "client": c.spec.name,
+                "n": c.n,
+                "runs": c.runs,
+            }
+            for c in cells + memory
+        ],
+        "capacity": capacity,
+        "imports": imports,
+        "profile": profile,
+    }
+    (OUT / "results.json").write_text(json.dumps(raw, indent=1, default=str))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(
+        render(args, cells, capacity, memory, imports, profile, notes, started)
+    )
+    log(f"wrote {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
+    bad = any(c.problems for c in cells + memory)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

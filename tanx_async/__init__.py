@@ -1,0 +1,72 @@
+"""tanx-async: an async client for the tanX exchange, built to pull orders off the book fast.
+
+async with AsyncTanxSession(access_token=..., refresh_token=...) as session:
+    outcomes = await session.orders.cancel_many(order_ids, concurrency=64)
+"""
+
+from __future__ import annotations
+
+from ._auth import AuthPaths, Signer
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    BatchTimeoutError,
+    CancelNotConfirmedError,
+    CancelOutcomeUnknownError,
+    InternalServerError,
+    InvalidOrderIdError,
+    MissingDependencyError,
+    NotAuthenticatedError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseTooLargeError,
+    ResponseValidationError,
+    SessionClosedError,
+    TanxError,
+)
+from ._session import AsyncTanxSession
+from .events import RequestEvent
+from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side, TokenPair, Trade
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncTanxSession",
+    "AuthPaths",
+    "AuthenticationError",
+    "BadRequestError",
+    "BatchTimeoutError",
+    "CancelNotConfirmedError",
+    "CancelOutcome",
+    "CancelOutcomeUnknownError",
+    "CancelStatus",
+    "InternalServerError",
+    "InvalidOrderIdError",
+    "MissingDependencyError",
+    "NotAuthenticatedError",
+    "NotFoundError",
+    "Order",
+    "OrderState",
+    "OrderType",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestEvent",
+    "ResponseTooLargeError",
+    "ResponseValidationError",
+    "SessionClosedError",
+    "Side",
+    "Signer",
+    "TanxError",
+    "TokenPair",
+    "Trade",
+    "__version__",
+]

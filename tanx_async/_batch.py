@@ -1,0 +1,322 @@
+"""The cancel engine: one order's cancel settled into a truthful outcome, and the fan-out.
+
+``cancel_one`` turns whatever happened into a ``CancelOutcome``. When the exchange refused or no
+answer came, it looks the order up (``resolve``) so the caller is told the order's real state,
+not a guess: a refused cancel on an order that is already ``cancel``/``done`` is
+``ALREADY_CLOSED``; a lost answer on an order that is now ``cancel`` is ``CANCELLED``.
+
+``Batch`` fans ids out to a fixed set of workers. Workers never raise: every error becomes an
+outcome, so one failing order cannot abort the others. The batch deadline lives inside the worker
+task (never around the consumer), and ids still in flight or never sent when it expires get
+``UNKNOWN``/``SKIPPED`` outcomes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from . import _constants as C
+from ._convert import is_order_payload, structure_order
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    BatchTimeoutError,
+    CancelNotConfirmedError,
+    InvalidOrderIdError,
+    NotFoundError,
+    RateLimitError,
+    TanxError,
+)
+from ._log import logger
+from ._session import Trace
+from ._validate import order_id as check_order_id
+from .models import CancelOutcome, CancelStatus, Order, OrderState
+
+if TYPE_CHECKING:
+    from ._session import AsyncTanxSession
+
+__all__ = ["Batch", "cancel_one", "fetch_order"]
+
+CANCEL_PATH = "/sapi/v1/orders/cancel/"
+_QUEUED_TEXT = re.compile(r"queued|pending cancel", re.IGNORECASE)
+
+
+async def fetch_order(session: AsyncTanxSession, oid: int) -> Order:
+    path = f"/sapi/v1/orders/{oid}/"
+    body = await session.request("GET", path, idempotent=True)
+    return structure_order(body.get("payload"))
+
+
+async def cancel_one(
+    session: AsyncTanxSession,
+    oid: int,
+    *,
+    resolve: bool = True,
+    confirm: bool = False,
+    confirm_timeout: float = C.CONFIRM_TIMEOUT,
+    trace: Trace | None = None,
+) -> CancelOutcome:
+    """Cancel one (already validated) order id and settle what happened. Never raises a
+    ``TanxError``: it is in the outcome."""
+    trace = trace or Trace()
+    started = time.monotonic()
+
+    def outcome(
+        status: CancelStatus, order: Order | None = None, error: TanxError | None = None
+    ) -> CancelOutcome:
+        return CancelOutcome(
+            order_id=oid,
+            status=status,
+            order=order,
+            error=error,
+            attempts=trace.attempts,
+            elapsed=time.monotonic() - started,
+        )
+
+    try:
+        body = await session.request(
+            "POST", CANCEL_PATH, json={"order_id": oid}, idempotent=True, trace=trace
+        )
+    except NotFoundError as exc:
+        return outcome(CancelStatus.NOT_FOUND, error=exc)
+    except APIStatusError as exc:
+        if isinstance(exc, RateLimitError) or exc.status_code in (401, 403) or not resolve:
+            return outcome(CancelStatus.UNKNOWN if trace.ambiguous else CancelStatus.FAILED, error=exc)
+        return await _settle(session, oid, exc, trace, outcome)
+    except APIConnectionError as exc:
+        if not trace.ambiguous:
+            return outcome(CancelStatus.FAILED, error=exc)
+        if not resolve:
+            return outcome(CancelStatus.UNKNOWN, error=exc)
+        return await _settle(session, oid, exc, trace, outcome)
+    except TanxError as exc:
+        return outcome(CancelStatus.UNKNOWN if trace.ambiguous else CancelStatus.FAILED, error=exc)
+
+    payload = body.get("payload")
+    order: Order | None = None
+    if is_order_payload(payload):
+        try:
+            order = structure_order(payload)
+        except TanxError as exc:
+            # The cancel was accepted; an order we cannot read must not turn that into a failure.
+            logger.warning("order %d: cancel queued, but its echo did not decode: %s", oid, exc)
+    if confirm:
+        return await _confirm(session, oid, order, time.monotonic() + confirm_timeout, outcome)
+    return outcome(CancelStatus.QUEUED, order)
+
+
+_Make = Callable[[CancelStatus, "Order | None", "TanxError | None"], CancelOutcome]
+
+
+async def _settle(
+    session: AsyncTanxSession, oid: int, cause: TanxError, trace: Trace, outcome: _Make
+) -> CancelOutcome:
+    """The cancel was refused or unanswered: look the order up and say what is true."""
+    try:
+        order = await fetch_order(session, oid)
+    except NotFoundError:
+        return outcome(CancelStatus.NOT_FOUND, None, cause)
+    except TanxError:
+        return outcome(CancelStatus.UNKNOWN if trace.ambiguous else CancelStatus.FAILED, None, cause)
+    if order.state == OrderState.CANCEL:
+        # One of our attempts may have been processed before its answer was lost.
+        return outcome(
+            CancelStatus.CANCELLED if trace.ambiguous else CancelStatus.ALREADY_CLOSED, order, None
+        )
+    if order.state == OrderState.DONE:
+        return outcome(CancelStatus.ALREADY_CLOSED, order, None)
+    if isinstance(cause, APIStatusError) and _QUEUED_TEXT.search(cause.message):
+        # Still resting, but the exchange says a cancellation is already queued for it.
+        return outcome(CancelStatus.QUEUED, order, None)
+    if isinstance(cause, APIStatusError) and not trace.ambiguous:
+        return outcome(CancelStatus.FAILED, order, cause)
+    return outcome(CancelStatus.UNKNOWN, order, cause)
+
+
+async def _confirm(
+    session: AsyncTanxSession, oid: int, order: Order | None, deadline: float, outcome: _Make
+) -> CancelOutcome:
+    """Poll the order (with backoff, until ``deadline``) until the exchange reports it closed."""
+    delay = C.CONFIRM_POLL_INITIAL
+    last_error: TanxError | None = None
+    while True:
+        if order is not None and order.state == OrderState.CANCEL:
+            return outcome(CancelStatus.CANCELLED, order, None)
+        if order is not None and order.state == OrderState.DONE:
+            # Filled before the queued cancel took effect.
+            return outcome(CancelStatus.ALREADY_CLOSED, order, None)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            note = f" (last look-up failed: {last_error})" if last_error else ""
+            return outcome(
+                CancelStatus.QUEUED,
+                order,
+                CancelNotConfirmedError(
+                    f"order {oid}: cancel queued but not confirmed in time{note}", order_id=oid, order=order
+                ),
+            )
+        await anyio.sleep(min(delay, remaining))
+        delay = min(delay * 2, C.CONFIRM_POLL_CAP)
+        try:
+            order = await fetch_order(session, oid)
+        except TanxError as exc:
+            last_error = exc
+
+
+class Batch:
+    """One run of the fan-out: ids in, one outcome per (distinct) id out."""
+
+    def __init__(
+        self,
+        session: AsyncTanxSession,
+        ids: Iterable[object],
+        *,
+        concurrency: int,
+        timeout: float | None,
+        confirm: bool,
+        confirm_timeout: float,
+        resolve: bool,
+        dedupe: bool,
+    ) -> None:
+        self._session = session
+        self._ids = ids
+        self._workers = concurrency
+        self._timeout = timeout
+        self._confirm = confirm
+        self._confirm_timeout = confirm_timeout
+        self._resolve = resolve
+        self._dedupe = dedupe
+        self._in_flight: dict[int, Trace] = {}
+        self._unsent: dict[int, CancelOutcome] = {}
+        self._seen: set[int] = set()
+        #: An invalid id met in a lazy input; raised after every sent id has its outcome.
+        self.invalid: InvalidOrderIdError | TypeError | None = None
+
+    async def run(self, out: MemoryObjectSendStream[CancelOutcome]) -> None:
+        """Cancel everything, sending each outcome to ``out``; closes ``out`` when done."""
+        async with out:
+            source = iter(self._ids)
+            send_ids, recv_ids = anyio.create_memory_object_stream[int](0)
+            with anyio.move_on_after(self._timeout) as deadline:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(self._workers):
+                        tg.start_soon(self._worker, recv_ids.clone(), out.clone())
+                    recv_ids.close()
+                    await self._feed(source, send_ids)
+            if deadline.cancelled_caught:
+                await self._expire(source, out)
+
+    async def _feed(self, source: Iterable[object], send_ids: MemoryObjectSendStream[int]) -> None:
+        async with send_ids:
+            for raw in source:
+                oid = self._next_id(raw)
+                if oid is None:
+                    return
+                if oid:
+                    await send_ids.send(oid)
+
+    def _next_id(self, raw: object) -> int | None:
+        """The id to send, 0 for a duplicate to skip, None to stop (an invalid id)."""
+        try:
+            oid = check_order_id(raw)
+        except (TypeError, InvalidOrderIdError) as exc:
+            self.invalid = exc
+            return None
+        if self._dedupe:
+            if oid in self._seen:
+                return 0
+            self._seen.add(oid)
+        return oid
+
+    async def _worker(
+        self, ids: anyio.abc.ObjectReceiveStream[int], out: MemoryObjectSendStream[CancelOutcome]
+    ) -> None:
+        async with ids, out:
+            async for oid in ids:
+                trace = Trace()
+                self._in_flight[oid] = trace
+                try:
+                    result = await cancel_one(
+                        self._session,
+                        oid,
+                        resolve=self._resolve,
+                        confirm=self._confirm,
+                        confirm_timeout=self._confirm_timeout,
+                        trace=trace,
+                    )
+                except Exception as exc:  # a bug must not lose the outcome of the order
+                    logger.exception("order %d: unexpected error while cancelling", oid)
+                    result = CancelOutcome(
+                        order_id=oid,
+                        status=CancelStatus.UNKNOWN if trace.attempts else CancelStatus.FAILED,
+                        error=TanxError(f"unexpected {type(exc).__name__}: {exc}"),
+                        attempts=trace.attempts,
+                    )
+                # Kept until delivered: a deadline striking during the send must not lose it.
+                self._unsent[oid] = result
+                await out.send(result)
+                del self._unsent[oid], self._in_flight[oid]
+
+    async def _expire(self, source: Iterable[object], out: MemoryObjectSendStream[CancelOutcome]) -> None:
+        # The deadline struck: every id still gets an outcome, sent or not.
+        for oid, trace in list(self._in_flight.items()):
+            finished = self._unsent.get(oid)
+            if finished is not None:
+                await out.send(finished)
+                continue
+            sent = trace.attempts > 0
+            await out.send(
+                CancelOutcome(
+                    order_id=oid,
+                    status=CancelStatus.UNKNOWN if sent else CancelStatus.SKIPPED,
+                    error=BatchTimeoutError(f"order {oid}: batch deadline expired", order_id=oid, sent=sent),
+                    attempts=trace.attempts,
+                )
+            )
+        self._in_flight.clear()
+        self._unsent.clear()
+        for raw in source:
+            next_id = self._next_id(raw)
+            if next_id is None:
+                return
+            if not next_id:
+                continue
+            oid = next_id
+            await out.send(
+                CancelOutcome(
+                    order_id=oid,
+                    status=CancelStatus.SKIPPED,
+                    error=BatchTimeoutError(
+                        f"order {oid}: batch deadline expired before it was sent", order_id=oid, sent=False
+                    ),
+                )
+            )
+
+
+async def run_batch(batch: Batch, consume: Callable[[CancelOutcome], Awaitable[None] | None]) -> None:
+    """Run ``batch`` inside a task group owned by the caller's task, feeding ``consume``."""
+    send, recv = anyio.create_memory_object_stream[CancelOutcome](batch._workers)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(batch.run, send)
+        async with recv:
+            async for item in recv:
+                result = consume(item)
+                if result is not None:
+                    await result
+
+
+async def iterate_batch(batch: Batch) -> AsyncIterator[CancelOutcome]:
+    """The batch as an async generator. Close it with ``contextlib.aclosing`` if you stop early."""
+    send, recv = anyio.create_memory_object_stream[CancelOutcome](batch._workers)
+    async with anyio.create_task_group() as tg, recv:
+        tg.start_soon(batch.run, send)
+        async for item in recv:
+            yield item
+    if batch.invalid is not None:
+        raise batch.invalid

@@ -1,0 +1,57 @@
+"""Every tunable default of tanx_async, in one place.
+
+A trading client wants short timeouts: a cancel that takes 30 s is worse than a failed one, so
+these are tuned for pulling orders off a book, not for chat completions.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+MAINNET_URL: Final = "https://api.tanx.fi"
+TESTNET_URL: Final = "https://api-testnet.tanx.fi"
+NETWORKS: Final = {"mainnet": MAINNET_URL, "testnet": TESTNET_URL}
+
+# Timeouts, seconds.
+CONNECT_TIMEOUT: Final = 3.0
+READ_TIMEOUT: Final = 5.0
+WRITE_TIMEOUT: Final = 5.0
+POOL_TIMEOUT: Final = 10.0
+# A refresh or login gets its own bound: every waiting request depends on it.
+AUTH_TIMEOUT: Final = 10.0
+
+# Retries: exponential backoff with full jitter, capped; Retry-After honoured up to a cap.
+MAX_RETRIES: Final = 3
+BACKOFF_BASE: Final = 0.1
+BACKOFF_CAP: Final = 2.0
+RETRY_AFTER_CAP: Final = 30.0
+
+# Connection pool and in-library concurrency. The limiter is kept a little below the pool so a
+# refresh, a login or an order look-up always finds a connection during a cancel burst.
+MAX_CONNECTIONS: Final = 68
+MAX_CONCURRENCY: Final = 64
+POOL_HEADROOM: Final = 4
+KEEPALIVE_EXPIRY: Final = 30.0
+
+# Refresh the access token this long before its JWT ``exp``.
+REFRESH_SKEW: Final = 30.0
+
+# Responses larger than this are refused rather than buffered (tanX answers are a few KiB).
+MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
+
+# Batch cancellation.
+BATCH_CONCURRENCY: Final = 64
+CONFIRM_TIMEOUT: Final = 10.0
+CONFIRM_POLL_INITIAL: Final = 0.05
+CONFIRM_POLL_CAP: Final = 1.0
+
+# Listing orders.
+LIST_PAGE_LIMIT: Final = 100
+LIST_MAX_LIMIT: Final = 100
+
+# Authentication paths (three variants exist in the wild; see AuthPaths).
+NONCE_PATH: Final = "/sapi/v2/auth/nonce/"
+LOGIN_PATH: Final = "/sapi/v2/auth/login/"
+REFRESH_PATH: Final = "/sapi/v1/auth/token/refresh/"
+
+USER_AGENT: Final = "tanx-async"

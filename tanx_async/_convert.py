@@ -1,0 +1,145 @@
+"""The one cattrs converter: JSON payloads in, attrs models out.
+
+Built once at import. Unknown keys are ignored (tanX adds fields over time), ``Decimal`` is parsed
+from the API's strings (floats go through ``str`` so ``0.1`` stays ``0.1``), datetimes come back
+aware and in UTC, and the open enums keep unknown values. Failures become
+``ResponseValidationError`` with JSON-path messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+import cattrs
+from cattrs.gen import make_dict_structure_fn, override
+
+from ._errors import ResponseValidationError
+from .models import Order, OrderState, OrderType, Side, Trade
+
+__all__ = ["converter", "structure", "structure_order"]
+
+T = TypeVar("T")
+
+converter = cattrs.Converter(detailed_validation=True, forbid_extra_keys=False)
+
+
+def _decimal(value: object, _: type) -> Decimal:
+    if isinstance(value, bool):
+        raise TypeError(f"expected a decimal string, got {value!r}")
+    if isinstance(value, str | int):
+        try:
+            result = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"not a decimal: {value!r}") from None
+    elif isinstance(value, float):
+        result = Decimal(repr(value))
+    else:
+        raise TypeError(f"expected a decimal string, got {type(value).__name__}")
+    if not result.is_finite():
+        raise ValueError(f"not a finite decimal: {value!r}")
+    return result
+
+
+def _datetime(value: object, _: type) -> datetime:
+    if isinstance(value, bool):
+        raise TypeError(f"expected a timestamp, got {value!r}")
+    if isinstance(value, int | float):
+        # The websocket stream sends unix seconds.
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO-8601 string, got {type(value).__name__}")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        # Undocumented but possible; the exchange's clock is UTC-based, so assume UTC.
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def _int(value: object, _: type) -> int:
+    # JSON has no int/float distinction a server always respects; bool is never an int here.
+    if isinstance(value, bool):
+        raise TypeError(f"expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise TypeError(f"expected an integer, got {value!r}")
+
+
+def _str(value: object, _: type) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
+def _open_enum(cls: type[T]) -> Callable[[object, type], T]:
+    def structure(value: object, _: type) -> T:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string for {cls.__name__}, got {type(value).__name__}")
+        return cls(value)  # type: ignore[call-arg]
+
+    return structure
+
+
+converter.register_structure_hook(Decimal, _decimal)
+converter.register_structure_hook(datetime, _datetime)
+converter.register_structure_hook(int, _int)
+converter.register_structure_hook(str, _str)
+for _enum in (Side, OrderType, OrderState):
+    converter.register_structure_hook(_enum, _open_enum(_enum))
+
+converter.register_structure_hook(Trade, make_dict_structure_fn(Trade, converter))
+_structure_order_fields = make_dict_structure_fn(Order, converter, trades=override(omit_if_default=True))
+
+
+def _order(value: object, _: type) -> Order:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an order object, got {type(value).__name__}")
+    if "id" not in value and "order_id" in value:
+        # The Brine-era cancel answer names the identifier order_id.
+        value = {**value, "id": value["order_id"]}
+    if value.get("trades") is None and "trades" in value:
+        value = {k: v for k, v in value.items() if k != "trades"}
+    return _structure_order_fields(value, Order)
+
+
+converter.register_structure_hook(Order, _order)
+
+
+def structure(value: object, cls: type[T], *, path: str = "$.payload", raw: bytes = b"") -> T:
+    """Structure ``value`` into ``cls`` or raise ``ResponseValidationError``."""
+    try:
+        return converter.structure(value, cls)
+    except Exception as exc:  # cattrs raises groups and plain errors alike
+        errors = _messages(exc, path)
+        summary = errors[0] if errors else f"{type(exc).__name__} @ {path}"
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ResponseValidationError(
+            f"unexpected response: {summary}{more}", body=raw, errors=errors
+        ) from exc
+
+
+def structure_order(value: object, *, path: str = "$.payload", raw: bytes = b"") -> Order:
+    return structure(value, Order, path=path, raw=raw)
+
+
+def _messages(exc: BaseException, path: str) -> list[str]:
+    try:
+        return list(cattrs.transform_error(exc, path=path))
+    except Exception:  # pragma: no cover - transform_error copes with all cattrs errors
+        return [f"{type(exc).__name__}: {exc} @ {path}"]
+
+
+def is_order_payload(value: Any) -> bool:
+    """True when a cancel answer's payload carries an order (not the bare ``{}`` ack)."""
+    return isinstance(value, dict) and ("id" in value or "order_id" in value)

@@ -1,0 +1,241 @@
+"""The exception tree, named like the SDKs traders already know.
+
+``TanxError`` is the root. Everything that comes from talking to the exchange is an ``APIError``:
+an answer with an error status (``APIStatusError`` and one subclass per status), no usable answer
+(``APIConnectionError``, ``APITimeoutError``), or an answer we could not decode
+(``ResponseValidationError``). No message built here ever includes a token or a signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._httpx import httpx
+    from .models import Order
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BatchTimeoutError",
+    "CancelNotConfirmedError",
+    "CancelOutcomeUnknownError",
+    "InternalServerError",
+    "InvalidOrderIdError",
+    "MissingDependencyError",
+    "NotAuthenticatedError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResponseTooLargeError",
+    "ResponseValidationError",
+    "SessionClosedError",
+    "TanxError",
+]
+
+
+class TanxError(Exception):
+    """Root of every error raised by tanx_async."""
+
+
+class SessionClosedError(TanxError):
+    """The session was used after ``aclose()``."""
+
+
+class NotAuthenticatedError(TanxError):
+    """A private endpoint was called but the session has no way to get an access token."""
+
+
+class MissingDependencyError(TanxError, ImportError):
+    """An optional extra is needed for this feature (the message names the extra)."""
+
+
+class InvalidOrderIdError(TanxError, ValueError):
+    """An order id that cannot be sent (not a positive int); nothing was sent for it."""
+
+
+class APIError(TanxError):
+    """Any failure talking to the exchange.
+
+    ``method`` and ``path`` name the request (never its headers or body).
+    """
+
+    def __init__(self, message: str, *, method: str | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.path = path
+
+    def __str__(self) -> str:
+        where = f" ({self.method} {self.path})" if self.method and self.path else ""
+        return f"{self.message}{where}"
+
+
+class APIStatusError(APIError):
+    """The exchange answered with an HTTP error status or ``"status": "error"``.
+
+    ``message`` is the server's own ``message`` (or a summary of a non-JSON body), ``body`` the
+    decoded JSON body (or the text when it was not JSON), ``payload`` the envelope's payload.
+    """
+
+    status_code: int
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: object,
+        response: httpx.Response | None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, path=path)
+        self.status_code = status_code
+        self.body = body
+        self.response = response
+
+    @property
+    def payload(self) -> object:
+        return self.body.get("payload") if isinstance(self.body, dict) else None
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status_code}: {super().__str__()}"
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400, or a 2xx whose body says ``"status": "error"``."""
+
+
+class AuthenticationError(APIStatusError):
+    """HTTP 401 that a refresh (or re-login) could not cure, or a rejected login."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """HTTP 403."""
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404."""
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429. ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one."""
+
+    retry_after: float | None = None
+
+
+class InternalServerError(APIStatusError):
+    """HTTP 5xx."""
+
+
+class APIConnectionError(APIError):
+    """No usable answer came back.
+
+    ``maybe_processed`` is True when the request may have reached the exchange (the connection
+    broke after it was written, or the read timed out): the action may have happened.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        maybe_processed: bool,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, path=path)
+        self.maybe_processed = maybe_processed
+
+
+class APITimeoutError(APIConnectionError):
+    """A connect, write, read or pool timeout."""
+
+
+class ResponseTooLargeError(APIConnectionError):
+    """The answer was larger than ``max_response_bytes`` and was not read.
+
+    The exchange did answer, so the request was processed: ``maybe_processed`` is always True.
+    """
+
+
+class ResponseValidationError(APIError):
+    """A 2xx answer whose body is not what the API documents.
+
+    ``body`` keeps the raw bytes; ``errors`` lists what was wrong with JSON paths such as
+    ``expected int @ $.payload.id``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        body: bytes,
+        errors: Sequence[str] = (),
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, path=path)
+        self.body = body
+        self.errors = tuple(errors)
+
+
+class CancelOutcomeUnknownError(APIConnectionError):
+    """A cancel may or may not have reached the exchange, and a look-up could not settle it.
+
+    ``order`` is the order as last seen by the look-up (still open), or None when the look-up
+    failed too. Retrying the cancel is safe: cancelling twice cannot cancel anything else.
+    """
+
+    def __init__(self, message: str, *, order_id: int, order: Order | None, cause: TanxError) -> None:
+        super().__init__(message, maybe_processed=True, method="POST", path="/sapi/v1/orders/cancel/")
+        self.order_id = order_id
+        self.order = order
+        self.cause = cause
+
+
+class CancelNotConfirmedError(TanxError):
+    """The cancel was queued but the exchange did not report ``state == "cancel"`` in time."""
+
+    def __init__(self, message: str, *, order_id: int, order: Order | None) -> None:
+        super().__init__(message)
+        self.order_id = order_id
+        self.order = order
+
+
+class BatchTimeoutError(TanxError):
+    """The batch deadline expired before this order's cancel finished (or started)."""
+
+    def __init__(self, message: str, *, order_id: int, sent: bool) -> None:
+        super().__init__(message)
+        self.order_id = order_id
+        self.sent = sent
+
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status_code: int) -> type[APIStatusError]:
+    """The exception class for an HTTP status (a 2xx here means a ``status: error`` body)."""
+    if status_code >= 500:
+        return InternalServerError
+    if status_code < 400:
+        return BadRequestError
+    return _STATUS_ERRORS.get(status_code, APIStatusError)
+
+
+def describe(value: Any, limit: int = 200) -> str:
+    """A short, single-line preview of a non-JSON body for an error message."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,508 @@
+"""``AsyncTanxSession`` and its request pipeline.
+
+The pipeline is one loop in one place (``_Core.request``): flow control -> authenticate ->
+send -> classify -> refresh once on an expired access token -> maybe retry -> decode. Everything
+a session owns (the connection pool, tokens, limiter, rate limit) lives in ``_Core`` so that
+``with_options`` clones share it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+import time
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlencode, urlsplit
+
+import anyio
+
+from . import _constants as C
+from ._auth import Auth, AuthPaths, Signer, TokensCallback
+from ._envelope import decode_envelope, is_access_token_error
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    RateLimitError,
+    SessionClosedError,
+    TanxError,
+)
+from ._flow import FlowControl
+from ._httpx import httpx
+from ._json import dumps
+from ._log import logger
+from ._retry import RetryPolicy, is_ambiguous
+from ._transport import Sender, TransportName, make_sender
+from .events import EventCallback, RequestEvent
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .models import TokenPair
+    from .orders import Orders
+
+__all__ = ["AsyncTanxSession", "Trace"]
+
+Network = Literal["mainnet", "testnet"]
+_DEFAULT_TIMEOUT = httpx.Timeout(
+    C.READ_TIMEOUT, connect=C.CONNECT_TIMEOUT, write=C.WRITE_TIMEOUT, pool=C.POOL_TIMEOUT
+)
+_STATIC_HEADERS = {
+    "Accept": "application/json",
+    "Content-Type": "application/json",
+    "User-Agent": C.USER_AGENT,
+}
+
+
+class Trace:
+    """What happened across the attempts of one logical request (used to classify cancels)."""
+
+    __slots__ = ("ambiguous", "attempts")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        #: True once an attempt failed in a way that may have left it processed.
+        self.ambiguous = False
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _normalise_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds or an httpx.Timeout, got {timeout!r}")
+    return httpx.Timeout(float(timeout))
+
+
+class _Core:
+    """The state a session and all its ``with_options`` clones share."""
+
+    def __init__(
+        self,
+        *,
+        http_client: httpx.AsyncClient | None,
+        transport: TransportName,
+        limits: httpx.Limits,
+        verify: bool | ssl.SSLContext,
+        max_response_bytes: int,
+        max_concurrency: int,
+        flow: FlowControl,
+        auth: Auth,
+        on_event: EventCallback | None,
+    ) -> None:
+        self.http_client = http_client
+        self.transport: TransportName = transport
+        self.limits = limits
+        self.verify = verify
+        self.max_response_bytes = max_response_bytes
+        self.max_concurrency = max_concurrency
+        self.flow = flow
+        self.auth = auth
+        self.on_event = on_event
+        self.sender: Sender | None = None
+        self.limiter: anyio.CapacityLimiter | None = None
+        self.closed = False
+
+    def start(self, timeout: httpx.Timeout) -> tuple[Sender, anyio.CapacityLimiter]:
+        # Built lazily: the transport depends on the running event loop (asyncio or trio), and
+        # anyio primitives must be created inside it.
+        if self.closed:
+            raise SessionClosedError("this AsyncTanxSession is closed")
+        if self.sender is None or self.limiter is None:
+            self.limiter = anyio.CapacityLimiter(self.max_concurrency)
+            self.sender = make_sender(
+                http_client=self.http_client,
+                transport=self.transport,
+                limits=self.limits,
+                verify=self.verify,
+                timeout=timeout,
+                max_response_bytes=self.max_response_bytes,
+            )
+        return self.sender, self.limiter
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        sender, self.sender = self.sender, None
+        if sender is not None:
+            with anyio.CancelScope(shield=True):
+                await sender.aclose()
+
+
+class AsyncTanxSession:
+    """An async session with the tanX exchange.
+
+    One session owns one connection pool, the JWT tokens and their refresh, retries, the
+    client-side rate limit and timeouts. Use it as ``async with AsyncTanxSession(...) as s`` or
+    call ``aclose()``. All arguments are keyword-only:
+
+    - ``base_url`` (default mainnet ``https://api.tanx.fi``) or ``network="mainnet"|"testnet"``.
+    - ``access_token``/``refresh_token``; or ``private_key`` + ``eth_address`` (needs the
+      ``login`` extra) or any ``signer`` to log in (and log in again when the refresh token dies).
+    - ``on_tokens``: called (sync or async) with every new ``TokenPair``, to persist them.
+    - ``timeout``: seconds or an ``httpx.Timeout`` (default connect 3 s, read 5 s, pool 10 s).
+    - ``max_retries`` (default 3), ``limits`` (an ``httpx.Limits``, default 68 connections),
+      ``max_concurrency`` (requests in flight, default 64, at most the pool size),
+      ``rate_limit`` (requests/s, with ``rate_limit_burst``) shared by every task.
+    - ``http_client``: an ``httpx.AsyncClient`` you own (never closed by the session);
+      ``transport``: ``"auto"`` (aiohttp on asyncio, httpx under trio), ``"aiohttp"``, ``"httpx"``.
+    - ``verify``: TLS verification, on unless you pass ``False`` or your own ``ssl.SSLContext``.
+      Plain ``http://`` is refused for non-loopback hosts unless ``allow_insecure_http=True``.
+    - ``auth_paths``, ``max_response_bytes`` (default 8 MiB), ``on_event`` (see ``events``).
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        network: Network | None = None,
+        access_token: str | None = None,
+        refresh_token: str | None = None,
+        private_key: str | None = None,
+        eth_address: str | None = None,
+        signer: Signer | None = None,
+        on_tokens: TokensCallback | None = None,
+        timeout: float | httpx.Timeout = _DEFAULT_TIMEOUT,
+        max_retries: int = C.MAX_RETRIES,
+        limits: httpx.Limits | None = None,
+        max_concurrency: int | None = None,
+        rate_limit: float | None = None,
+        rate_limit_burst: int = 1,
+        http_client: httpx.AsyncClient | None = None,
+        transport: TransportName = "auto",
+        verify: bool | ssl.SSLContext = True,
+        allow_insecure_http: bool = False,
+        auth_paths: AuthPaths | None = None,
+        max_response_bytes: int = C.MAX_RESPONSE_BYTES,
+        refresh_skew: float = C.REFRESH_SKEW,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        self._base_url = _resolve_base_url(base_url, network, allow_insecure_http)
+        for name, value in (("access_token", access_token), ("refresh_token", refresh_token)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise TypeError(f"{name} must be a non-empty string")
+        if private_key is not None:
+            if signer is not None:
+                raise ValueError("pass either private_key or signer, not both")
+            from ._signer import PrivateKeySigner
+
+            signer = PrivateKeySigner(private_key, eth_address=eth_address)
+        elif eth_address is not None and signer is None:
+            raise ValueError("eth_address needs private_key (or pass a signer)")
+        if signer is not None and not isinstance(signer, Signer):
+            raise TypeError("signer must have an `address` and an async `sign(message) -> str`")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if transport not in ("auto", "aiohttp", "httpx"):
+            raise ValueError(f"transport must be 'auto', 'aiohttp' or 'httpx', got {transport!r}")
+        if verify is not True and not isinstance(verify, ssl.SSLContext | bool):
+            raise TypeError("verify must be True, False or an ssl.SSLContext")
+        limits = limits or httpx.Limits(
+            max_connections=C.MAX_CONNECTIONS,
+            max_keepalive_connections=C.MAX_CONNECTIONS,
+            keepalive_expiry=C.KEEPALIVE_EXPIRY,
+        )
+        pool = limits.max_connections
+        ceiling = max(1, pool - C.POOL_HEADROOM) if pool else C.MAX_CONCURRENCY
+        if max_concurrency is None:
+            max_concurrency = min(C.MAX_CONCURRENCY, ceiling)
+        elif isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+        elif pool and max_concurrency > pool:
+            raise ValueError(
+                f"max_concurrency={max_concurrency} exceeds the pool's max_connections={pool}: "
+                "tasks would queue inside the pool and die of pool timeouts"
+            )
+        if max_response_bytes < 1024:
+            raise ValueError("max_response_bytes must be at least 1024")
+        self._timeout = _normalise_timeout(timeout)
+        self._retry = RetryPolicy(max_retries=max_retries)
+        auth = Auth(
+            access_token=access_token,
+            refresh_token=refresh_token,
+            signer=signer,
+            on_tokens=on_tokens,
+            paths=auth_paths or AuthPaths(),
+            skew=refresh_skew,
+        )
+        self._core = _Core(
+            http_client=http_client,
+            transport=transport,
+            limits=limits,
+            verify=verify,
+            max_response_bytes=max_response_bytes,
+            max_concurrency=max_concurrency,
+            flow=FlowControl(rate_limit, rate_limit_burst),
+            auth=auth,
+            on_event=on_event,
+        )
+        auth.bind(self._auth_post)
+        self._init_namespaces()
+
+    def _init_namespaces(self) -> None:
+        from .orders import Orders
+
+        self.orders: Orders = Orders(self)
+
+    # -- public surface -------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._core.max_concurrency
+
+    @property
+    def tokens(self) -> TokenPair | None:
+        """The current token pair (its repr hides the tokens), or None before login."""
+        return self._core.auth.tokens
+
+    @property
+    def closed(self) -> bool:
+        return self._core.closed
+
+    def with_options(
+        self, *, timeout: float | httpx.Timeout | None = None, max_retries: int | None = None
+    ) -> AsyncTanxSession:
+        """A view of this session with other timeouts or retries, sharing its pool and tokens
+        (an aggressive cancel path next to a patient listing path). Closing either closes both."""
+        clone = object.__new__(AsyncTanxSession)
+        clone._base_url = self._base_url
+        clone._core = self._core
+        clone._timeout = self._timeout if timeout is None else _normalise_timeout(timeout)
+        if max_retries is None:
+            clone._retry = self._retry
+        elif isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        else:
+            clone._retry = RetryPolicy(max_retries=max_retries)
+        clone._init_namespaces()
+        return clone
+
+    async def login(self) -> TokenPair:
+        """Log in now with the configured signer (otherwise done on first use)."""
+        auth = self._core.auth
+        await auth.renew(auth.tokens.access if auth.tokens else None)
+        tokens = auth.tokens
+        assert tokens is not None
+        return tokens
+
+    async def refresh(self) -> TokenPair:
+        """Refresh the access token now (single flight with any refresh already running)."""
+        auth = self._core.auth
+        await auth.renew(auth.tokens.access if auth.tokens else None)
+        tokens = auth.tokens
+        assert tokens is not None
+        return tokens
+
+    async def health(self) -> bool:
+        """``GET /sapi/v1/health/``: True when the exchange says it is working."""
+        body = await self.request("GET", "/sapi/v1/health/", private=False, idempotent=True)
+        return body.get("status") == "success"
+
+    async def aclose(self) -> None:
+        """Close the connection pool (never an ``http_client`` you passed in). Idempotent."""
+        await self._core.aclose()
+
+    async def __aenter__(self) -> AsyncTanxSession:
+        if self._core.closed:
+            raise SessionClosedError("this AsyncTanxSession is closed")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<AsyncTanxSession {self._base_url}{' closed' if self.closed else ''}>"
+
+    # -- the pipeline ---------------------------------------------------------------------
+
+    async def _auth_post(self, path: str, body: dict[str, Any], idempotent: bool) -> dict[str, Any]:
+        return await self.request(
+            "POST", path, json=body, private=False, idempotent=idempotent, limited=False
+        )
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        private: bool = True,
+        idempotent: bool,
+        trace: Trace | None = None,
+        limited: bool = True,
+    ) -> dict[str, Any]:
+        """Send one logical request (with its retries) and return the decoded envelope.
+
+        Low-level: prefer the namespaces (``session.orders``). ``idempotent`` says whether a
+        request that may have been processed can be sent again; ``limited=False`` skips the
+        concurrency limiter (auth requests, which others wait on, must not queue behind them).
+        """
+        core = self._core
+        timeout = self._timeout
+        sender, limiter = core.start(timeout)
+        policy = self._retry
+        auth = core.auth
+        url = self._base_url + path
+        if params:
+            url += "?" + urlencode(params)
+        content = dumps(json) if json is not None else None
+        headers = dict(_STATIC_HEADERS)
+        if content is None:
+            del headers["Content-Type"]
+        on_event = core.on_event
+        debug = logger.isEnabledFor(logging.DEBUG)
+        attempt = 0
+        renewed = False
+        while True:
+            if core.closed:
+                raise SessionClosedError("this AsyncTanxSession was closed during the request")
+            token = None
+            if private:
+                token = await auth.token()
+                headers["Authorization"] = "JWT " + token
+            await core.flow.acquire()
+            if trace is not None:
+                trace.attempts += 1
+            started = time.monotonic()
+            error: TanxError
+            try:
+                if limited:
+                    async with limiter:
+                        raw = await sender.send(method, url, headers, content, timeout)
+                else:
+                    raw = await sender.send(method, url, headers, content, timeout)
+            except APIConnectionError as exc:
+                if core.closed:
+                    raise SessionClosedError("this AsyncTanxSession was closed during the request") from exc
+                exc.method, exc.path = method, path
+                error = exc
+            else:
+                elapsed = time.monotonic() - started
+                if debug:
+                    logger.debug(
+                        "%s %s -> %d in %.1f ms (attempt %d)",
+                        method,
+                        path,
+                        raw.status,
+                        elapsed * 1e3,
+                        attempt + 1,
+                    )
+                if on_event is not None:
+                    on_event(
+                        RequestEvent(
+                            kind="response",
+                            method=method,
+                            path=path,
+                            status=raw.status,
+                            elapsed=elapsed,
+                            attempt=attempt,
+                        )
+                    )
+                if token is not None and not renewed and raw.status == 401 and is_access_token_error(raw):
+                    # One refresh and one resend per request; the refresh itself is single-flight.
+                    renewed = True
+                    await auth.renew(token)
+                    if on_event is not None:
+                        on_event(
+                            RequestEvent(kind="token_refreshed", method=method, path=path, attempt=attempt)
+                        )
+                    continue
+                try:
+                    return decode_envelope(raw, method=method, path=path)
+                except APIStatusError as exc:
+                    error = exc
+                    if isinstance(exc, RateLimitError):
+                        # The whole session waits, not just this request.
+                        core.flow.pause(policy.delay(exc, attempt=attempt))
+            if trace is not None and is_ambiguous(error):
+                trace.ambiguous = True
+            if not policy.should_retry(error, attempt=attempt, idempotent=idempotent):
+                if on_event is not None:
+                    on_event(
+                        RequestEvent(
+                            kind="error",
+                            method=method,
+                            path=path,
+                            status=getattr(error, "status_code", None),
+                            attempt=attempt,
+                            error=type(error).__name__,
+                        )
+                    )
+                raise error
+            delay = policy.delay(error, attempt=attempt)
+            logger.warning(
+                "%s %s failed (%s); retry %d/%d in %.2f s",
+                method,
+                path,
+                _brief(error),
+                attempt + 1,
+                policy.max_retries,
+                delay,
+            )
+            if on_event is not None:
+                on_event(
+                    RequestEvent(
+                        kind="retry",
+                        method=method,
+                        path=path,
+                        status=getattr(error, "status_code", None),
+                        attempt=attempt,
+                        delay=delay,
+                        error=type(error).__name__,
+                    )
+                )
+            await anyio.sleep(delay)
+            attempt += 1
+
+
+def _brief(error: TanxError) -> str:
+    if isinstance(error, APIStatusError):
+        return f"HTTP {error.status_code} {error.message}"
+    return (
+        f"{type(error).__name__}: {error.message}"
+        if isinstance(error, APIConnectionError)
+        else type(error).__name__
+    )
+
+
+def _resolve_base_url(base_url: str | None, network: str | None, allow_insecure_http: bool) -> str:
+    if base_url is not None and network is not None:
+        raise ValueError("pass base_url or network, not both")
+    if network is not None:
+        if network not in C.NETWORKS:
+            raise ValueError(f"network must be 'mainnet' or 'testnet', got {network!r}")
+        return C.NETWORKS[network]
+    if base_url is None:
+        return C.MAINNET_URL
+    if not isinstance(base_url, str):
+        raise TypeError("base_url must be a string")
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("base_url must not carry a query or fragment")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure_http:
+        raise ValueError(
+            f"refusing to send credentials over plain http to {parts.hostname}: use https, or "
+            "pass allow_insecure_http=True if you really mean it"
+        )
+    return base_url.strip().rstrip("/")

@@ -1,0 +1,33 @@
+"""Events a session reports to an ``on_event`` callback, for metrics and tracing.
+
+Kinds: ``"response"`` (an answer arrived, any status), ``"retry"`` (a retry is scheduled after
+``delay`` seconds), ``"error"`` (the request failed for good), ``"token_refreshed"`` and
+``"login"``. Events never carry headers, bodies or tokens. The callback runs inline on the event
+loop: keep it cheap (append to a list, observe a histogram) and never raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import attrs
+
+__all__ = ["EventCallback", "EventKind", "RequestEvent"]
+
+EventKind = Literal["response", "retry", "error", "token_refreshed", "login"]
+
+
+@attrs.frozen(kw_only=True)
+class RequestEvent:
+    kind: EventKind
+    method: str
+    path: str
+    status: int | None = None
+    elapsed: float = 0.0
+    attempt: int = 0
+    delay: float | None = None
+    error: str | None = None
+
+
+EventCallback = Callable[[RequestEvent], None]

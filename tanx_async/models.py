@@ -1,0 +1,185 @@
+"""What the exchange answers, as frozen attrs classes.
+
+Money and volumes are ``Decimal`` (exact: ``"0.009000000000000001"`` stays that), timestamps are
+timezone-aware ``datetime`` in UTC, and the enums keep values they do not know: a new order state
+on the exchange must never break a cancel loop.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from ._errors import TanxError
+
+__all__ = [
+    "CancelOutcome",
+    "CancelStatus",
+    "Order",
+    "OrderState",
+    "OrderType",
+    "Side",
+    "TokenPair",
+    "Trade",
+]
+
+
+class _OpenStrEnum(str, enum.Enum):
+    """A string enum that accepts values it does not list, keeping the raw value.
+
+    ``OrderState("reject")`` gives a member-like value with ``.value == "reject"`` that compares
+    equal to ``"reject"``; ``.known`` tells it apart from the documented members.
+    """
+
+    @classmethod
+    def _missing_(cls, value: object) -> _OpenStrEnum | None:
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_ = f"UNKNOWN({value!r})"
+        member._value_ = value
+        return member
+
+    @property
+    def known(self) -> bool:
+        return self._name_ in type(self).__members__
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Side(_OpenStrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(_OpenStrEnum):
+    LIMIT = "limit"
+    MARKET = "market"
+    STOP_LIMIT = "stop_limit"
+    LIMIT_MAKER = "limit_maker"
+
+
+class OrderState(_OpenStrEnum):
+    """``pending``: accepted, not yet on the book; ``wait``: resting (maybe partly filled);
+    ``done``: filled; ``cancel``: cancelled (maybe partly filled)."""
+
+    PENDING = "pending"
+    WAIT = "wait"
+    DONE = "done"
+    CANCEL = "cancel"
+
+    @property
+    def is_open(self) -> bool:
+        return self in (OrderState.PENDING, OrderState.WAIT)
+
+
+@attrs.frozen(kw_only=True)
+class Trade:
+    """One fill of an order (``GET /sapi/v1/orders/{id}/`` lists them under ``trades``)."""
+
+    id: int
+    order_id: int | None = None
+    market: str | None = None
+    side: Side | None = None
+    taker_type: Side | None = None
+    price: Decimal | None = None
+    amount: Decimal | None = None
+    total: Decimal | None = None
+    fee: Decimal | None = None
+    fee_amount: Decimal | None = None
+    fee_currency: str | None = None
+    created_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Order:
+    """An order as the exchange reports it, with the API's own field names.
+
+    ``price`` is None for market orders; ``stop_price`` and ``cancel_reason`` are None when null
+    or absent (older payloads lack them). A cancel answer is the order *as it was when the cancel
+    was queued*: ``state`` may still be ``wait``.
+    """
+
+    id: int
+    market: str
+    side: Side
+    ord_type: OrderType
+    state: OrderState
+    origin_volume: Decimal
+    remaining_volume: Decimal
+    executed_volume: Decimal
+    created_at: datetime
+    updated_at: datetime | None = None
+    uuid: str | None = None
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    avg_price: Decimal | None = None
+    maker_fee: Decimal | None = None
+    taker_fee: Decimal | None = None
+    trades_count: int = 0
+    cancel_reason: str | None = None
+    trades: tuple[Trade, ...] = ()
+
+    @property
+    def is_open(self) -> bool:
+        """Still resting (or about to): ``pending`` or ``wait``."""
+        return self.state.is_open
+
+
+class CancelStatus(str, enum.Enum):
+    """What happened to one order of a cancel batch."""
+
+    #: The exchange accepted the cancel (tanX queues cancellations; not yet confirmed).
+    QUEUED = "queued"
+    #: The exchange reports the order ``cancel`` after our cancel (confirmed or looked up).
+    CANCELLED = "cancelled"
+    #: The order was already ``done`` or ``cancel`` before this cancel: off the book, not by us.
+    ALREADY_CLOSED = "already_closed"
+    #: The exchange does not know the order (or it belongs to someone else).
+    NOT_FOUND = "not_found"
+    #: The cancel was refused or could not be sent; the order is still open as far as we know.
+    FAILED = "failed"
+    #: The request may have reached the exchange but no answer came back, and a look-up could
+    #: not settle it. Cancelling again is safe.
+    UNKNOWN = "unknown"
+    #: Never sent: the batch deadline expired or the batch was cancelled first.
+    SKIPPED = "skipped"
+
+
+_OFF_BOOK = frozenset({CancelStatus.QUEUED, CancelStatus.CANCELLED, CancelStatus.ALREADY_CLOSED})
+
+
+@attrs.frozen(kw_only=True)
+class CancelOutcome:
+    """The outcome of cancelling one order.
+
+    ``ok`` is True when the order is off the book or on its way off (queued, cancelled, or already
+    closed) and nothing went wrong; ``order`` is the exchange's latest view of the order when one
+    was seen; ``error`` is the exception that explains a non-ok outcome.
+    """
+
+    order_id: int
+    status: CancelStatus
+    order: Order | None = None
+    error: TanxError | None = attrs.field(default=None, eq=False)
+    attempts: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in _OFF_BOOK and self.error is None
+
+
+@attrs.frozen
+class TokenPair:
+    """An access/refresh token pair. The repr never shows the tokens."""
+
+    access: str = attrs.field(repr=False)
+    refresh: str | None = attrs.field(repr=False)
+    access_expires_at: datetime | None = None

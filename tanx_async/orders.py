@@ -1,0 +1,338 @@
+"""``session.orders``: cancel one, cancel many, cancel a market, and find orders.
+
+tanX *queues* cancellations: a successful cancel means "queued", and the order may still say
+``state == "wait"`` for a moment. Pass ``confirm=True`` to the batch methods to wait until the
+exchange reports ``cancel``.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncIterator, Collection, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from . import _constants as C
+from . import _validate as V
+from ._batch import Batch, cancel_one, fetch_order, iterate_batch, run_batch
+from ._convert import structure
+from ._errors import CancelOutcomeUnknownError, TanxError
+from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side
+
+if TYPE_CHECKING:
+    from ._session import AsyncTanxSession
+
+__all__ = ["Orders"]
+
+_ORDERS_PATH = "/sapi/v1/orders/"
+_BULK_CANCEL_PATH = "/sapi/v1/user/bulkcancel/"
+
+
+class Orders:
+    """Order operations of one session (``session.orders``)."""
+
+    def __init__(self, session: AsyncTanxSession) -> None:
+        self._session = session
+
+    # -- one order ------------------------------------------------------------------------
+
+    async def cancel(self, order_id: int) -> Order:
+        """Cancel one order; returns the order as the exchange reported it.
+
+        Success means *queued for cancellation*: the returned order may still say
+        ``state == "wait"`` (use ``cancel_many(..., confirm=True)`` to wait for ``cancel``).
+        When the exchange acknowledges with an empty payload (``{}``, seen in the wild), the
+        order is fetched so that what you get is the exchange's current view.
+
+        Raises the exchange's error when the cancel is refused (``NotFoundError`` for an unknown
+        order, ``BadRequestError`` for one already closed), and ``CancelOutcomeUnknownError``
+        when the request may have reached the exchange but neither its answer nor a look-up
+        settled what happened. ``order_id`` must be a positive int (checked before sending).
+        """
+        oid = V.order_id(order_id)
+        result = await cancel_one(self._session, oid)
+        if result.status in (CancelStatus.QUEUED, CancelStatus.CANCELLED) and result.error is None:
+            if result.order is not None:
+                return result.order
+            return await fetch_order(self._session, oid)
+        error = result.error
+        if result.status == CancelStatus.UNKNOWN and error is not None:
+            raise CancelOutcomeUnknownError(
+                f"order {oid}: the cancel may have reached the exchange, but no answer came back ({error})",
+                order_id=oid,
+                order=result.order,
+                cause=error,
+            ) from error
+        if error is not None:
+            raise error
+        # ALREADY_CLOSED settled by a look-up after an ambiguous attempt carries no error.
+        raise TanxError(f"order {oid} is already {result.order.state if result.order else 'closed'}")
+
+    async def get(self, order_id: int) -> Order:
+        """``GET /sapi/v1/orders/{id}/``: the order with its ``trades``."""
+        return await fetch_order(self._session, V.order_id(order_id))
+
+    # -- finding orders -------------------------------------------------------------------
+
+    async def list(
+        self,
+        *,
+        market: str | None = None,
+        state: OrderState | str | None = None,
+        side: Side | Literal["buy", "sell"] | None = None,
+        ord_type: OrderType | str | None = None,
+        base_unit: str | None = None,
+        quote_unit: str | None = None,
+        start_time: datetime | int | None = None,
+        end_time: datetime | int | None = None,
+        limit: int | None = None,
+        page: int | None = None,
+        order_by: Literal["asc", "desc"] | None = None,
+    ) -> builtins.list[Order]:
+        """One page of ``GET /sapi/v1/orders/`` with the documented filters (``limit`` 1-100,
+        ``page`` from 1). Use ``iter`` to walk every page."""
+        params = _filters(
+            market=market,
+            state=state,
+            side=side,
+            ord_type=ord_type,
+            base_unit=base_unit,
+            quote_unit=quote_unit,
+            start_time=start_time,
+            end_time=end_time,
+            order_by=order_by,
+        )
+        if limit is not None:
+            params["limit"] = V.positive_int("limit", limit, maximum=C.LIST_MAX_LIMIT)
+        if page is not None:
+            params["page"] = V.positive_int("page", page)
+        return await self._page(params)
+
+    async def iter(
+        self,
+        *,
+        market: str | None = None,
+        state: OrderState | str | None = None,
+        side: Side | Literal["buy", "sell"] | None = None,
+        ord_type: OrderType | str | None = None,
+        base_unit: str | None = None,
+        quote_unit: str | None = None,
+        start_time: datetime | int | None = None,
+        end_time: datetime | int | None = None,
+        order_by: Literal["asc", "desc"] | None = None,
+        page_size: int = C.LIST_PAGE_LIMIT,
+    ) -> AsyncIterator[Order]:
+        """Every matching order, page after page, until a short page. An order that moves between
+        pages while we walk them is yielded once."""
+        params = _filters(
+            market=market,
+            state=state,
+            side=side,
+            ord_type=ord_type,
+            base_unit=base_unit,
+            quote_unit=quote_unit,
+            start_time=start_time,
+            end_time=end_time,
+            order_by=order_by,
+        )
+        params["limit"] = size = V.positive_int("page_size", page_size, maximum=C.LIST_MAX_LIMIT)
+        seen: set[int] = set()
+        page = 1
+        while True:
+            orders = await self._page({**params, "page": page})
+            fresh = [o for o in orders if o.id not in seen]
+            for order in fresh:
+                seen.add(order.id)
+                yield order
+            if len(orders) < size or not fresh:
+                return
+            page += 1
+
+    async def _page(self, params: dict[str, Any]) -> builtins.list[Order]:
+        body = await self._session.request("GET", _ORDERS_PATH, params=params, idempotent=True)
+        return structure(body.get("payload"), builtins.list[Order])
+
+    # -- many orders ----------------------------------------------------------------------
+
+    async def cancel_many(
+        self,
+        order_ids: Iterable[int],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        confirm: bool = False,
+        confirm_timeout: float = C.CONFIRM_TIMEOUT,
+        resolve: bool = True,
+    ) -> builtins.list[CancelOutcome]:
+        """Cancel many orders at once; one ``CancelOutcome`` per distinct id, in input order.
+
+        Every id is checked before anything is sent (a bad one raises ``TypeError`` or
+        ``ValueError`` and nothing is sent). Duplicates are cancelled once. One failing order
+        never aborts the others. ``concurrency`` (default: the session's ``max_concurrency``,
+        never more) bounds the requests in flight; ``timeout`` is a deadline for the whole
+        batch, after which ids still in flight are ``UNKNOWN`` and ids never sent ``SKIPPED``.
+        ``resolve`` looks an order up when its cancel was refused or unanswered, so the outcome
+        says what is true; ``confirm`` waits (up to ``confirm_timeout`` per order) until the
+        exchange reports the order ``cancel``.
+        """
+        ids = _checked_ids(order_ids)
+        results: dict[int, CancelOutcome] = {}
+        batch = self._batch(ids, concurrency, timeout, confirm, confirm_timeout, resolve, dedupe=True)
+
+        def collect(outcome: CancelOutcome) -> None:
+            results[outcome.order_id] = outcome
+
+        await run_batch(batch, collect)
+        return [results[oid] for oid in ids]
+
+    def cancel_iter(
+        self,
+        order_ids: Iterable[int],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        confirm: bool = False,
+        confirm_timeout: float = C.CONFIRM_TIMEOUT,
+        resolve: bool = True,
+        dedupe: bool | None = None,
+    ) -> AsyncIterator[CancelOutcome]:
+        """Like ``cancel_many``, yielding outcomes as they complete.
+
+        Ids are pulled lazily: a generator of 100,000 ids is never materialised, and memory is
+        bounded by ``concurrency``. A sized collection is checked up front; for a lazy iterable an
+        invalid id stops the feed, every id already sent still gets its outcome, then the error
+        is raised. ``dedupe`` defaults to True for collections and False for lazy iterables
+        (remembering every id would grow with N). If you stop iterating early, close the iterator
+        (``async with contextlib.aclosing(...)``) so the in-flight cancels are wound up at once.
+        """
+        ids: Iterable[object] = order_ids
+        if isinstance(order_ids, Collection):
+            ids = _checked_ids(order_ids)
+            dedupe = True if dedupe is None else dedupe
+        batch = self._batch(ids, concurrency, timeout, confirm, confirm_timeout, resolve, dedupe=bool(dedupe))
+        return iterate_batch(batch)
+
+    async def cancel_all(
+        self,
+        market: str,
+        *,
+        side: Side | Literal["buy", "sell"] | None = None,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        confirm: bool = False,
+        confirm_timeout: float = C.CONFIRM_TIMEOUT,
+    ) -> builtins.list[CancelOutcome]:
+        """Cancel every open order (``wait`` and ``pending``) of a market, one outcome each.
+
+        Unlike ``bulk_cancel`` (one server-side request, at most ``limit`` orders, no list of
+        what it cancelled), this lists the open orders first, then cancels each with the batch
+        engine, so you learn what happened to every one. Orders placed after the listing are
+        not included.
+        """
+        market = V.market_name(market)
+        ids: builtins.list[int] = []
+        for state in (OrderState.WAIT, OrderState.PENDING):
+            async for order in self.iter(market=market, side=side, state=state):
+                ids.append(order.id)
+        return await self.cancel_many(
+            ids, concurrency=concurrency, timeout=timeout, confirm=confirm, confirm_timeout=confirm_timeout
+        )
+
+    async def bulk_cancel(
+        self,
+        market: str,
+        *,
+        side: Side | Literal["buy", "sell"] | None = None,
+        limit: int | None = None,
+    ) -> None:
+        """``POST /sapi/v1/user/bulkcancel/``: the exchange queues the cancellation of up to
+        ``limit`` (server default 100) open orders of ``market`` (optionally one ``side``).
+
+        The answer carries no list of what it cancelled, and which orders are chosen when more
+        are open is undocumented; use ``cancel_all`` to know the outcome of each order.
+        """
+        body: dict[str, Any] = {"market": V.market_name(market)}
+        if side is not None:
+            body["side"] = V.side_value(side)
+        if limit is not None:
+            body["limit"] = V.positive_int("limit", limit)
+        # Idempotent in effect: queueing the same bulk cancellation twice cancels nothing more.
+        await self._session.request("POST", _BULK_CANCEL_PATH, json=body, idempotent=True)
+
+    def _batch(
+        self,
+        ids: Iterable[object],
+        concurrency: int | None,
+        timeout: float | None,
+        confirm: bool,
+        confirm_timeout: float,
+        resolve: bool,
+        *,
+        dedupe: bool,
+    ) -> Batch:
+        ceiling = self._session.max_concurrency
+        workers = ceiling if concurrency is None else min(V.positive_int("concurrency", concurrency), ceiling)
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if (
+            isinstance(confirm_timeout, bool)
+            or not isinstance(confirm_timeout, int | float)
+            or confirm_timeout <= 0
+        ):
+            raise ValueError(f"confirm_timeout must be a positive number of seconds, got {confirm_timeout!r}")
+        return Batch(
+            self._session,
+            ids,
+            concurrency=workers,
+            timeout=timeout,
+            confirm=confirm,
+            confirm_timeout=float(confirm_timeout),
+            resolve=resolve,
+            dedupe=dedupe,
+        )
+
+
+def _checked_ids(order_ids: Iterable[int]) -> builtins.list[int]:
+    """All ids validated (nothing is sent if one is bad), duplicates dropped, order kept."""
+    if isinstance(order_ids, str | bytes):
+        raise TypeError("order_ids must be an iterable of ints, not a string")
+    ids = [V.order_id(oid) for oid in order_ids]
+    return builtins.list(dict.fromkeys(ids))
+
+
+def _filters(
+    *,
+    market: str | None,
+    state: OrderState | str | None,
+    side: str | None,
+    ord_type: OrderType | str | None,
+    base_unit: str | None,
+    quote_unit: str | None,
+    start_time: datetime | int | None,
+    end_time: datetime | int | None,
+    order_by: str | None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if market is not None:
+        params["market"] = V.market_name(market)
+    if state is not None:
+        params["state"] = V.choice("state", state)
+    if side is not None:
+        params["side"] = V.side_value(side)
+    if ord_type is not None:
+        params["ord_type"] = V.choice("ord_type", ord_type)
+    if base_unit is not None:
+        params["base_unit"] = V.choice("base_unit", base_unit).lower()
+    if quote_unit is not None:
+        params["quote_unit"] = V.choice("quote_unit", quote_unit).lower()
+    if start_time is not None:
+        params["start_time"] = V.timestamp("start_time", start_time)
+    if end_time is not None:
+        params["end_time"] = V.timestamp("end_time", end_time)
+    if start_time is not None and end_time is not None and params["start_time"] > params["end_time"]:
+        raise ValueError("start_time must not be after end_time")
+    if order_by is not None:
+        params["order_by"] = V.choice("order_by", order_by, ("asc", "desc"))
+    return params

@@ -1,0 +1,88 @@
+"""Shared fixtures: JWT-shaped tokens, order payloads, respx-backed sessions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from tanx_async import AsyncTanxSession
+
+BASE = "https://api.tanx.fi"
+CANCEL_URL = f"{BASE}/sapi/v1/orders/cancel/"
+REFRESH_URL = f"{BASE}/sapi/v1/auth/token/refresh/"
+
+
+def make_jwt(exp: float | None = None, token_type: str = "access", **claims: Any) -> str:
+    """A JWT-shaped token (unsigned) whose ``exp`` the client reads."""
+
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    body: dict[str, Any] = {"token_type": token_type, **claims}
+    if exp is not None:
+        body["exp"] = int(exp)
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(body)}.c2lnbmF0dXJl"
+
+
+ORDER: dict[str, Any] = {
+    "id": 25768879,
+    "uuid": "17be02d1-34ef-49df-9b92-264705047d99",
+    "side": "buy",
+    "ord_type": "limit",
+    "price": "68733.81",
+    "stop_price": None,
+    "avg_price": "0.0",
+    "state": "wait",
+    "market": "btcusdc",
+    "created_at": "2024-05-31T09:02:00+02:00",
+    "updated_at": "2024-05-31T09:02:00+02:00",
+    "origin_volume": "0.0425",
+    "remaining_volume": "0.0335",
+    "executed_volume": "0.009000000000000001",
+    "maker_fee": "0.0004",
+    "taker_fee": "0.0004",
+    "trades_count": 2,
+    "cancel_reason": None,
+}
+
+ACCESS_401: dict[str, Any] = {
+    "status": "error",
+    "message": "Given token not valid for any token type",
+    "payload": {
+        "token_class": "AccessToken",
+        "token_type": "access",
+        "message": "Token is invalid or expired",
+        "code": "token_not_valid",
+    },
+}
+
+
+def envelope(payload: Any, message: str = "ok", status: str = "success") -> dict[str, Any]:
+    return {"status": status, "message": message, "payload": payload}
+
+
+@pytest.fixture
+def access_token() -> str:
+    return make_jwt(time.time() + 3600)
+
+
+@pytest.fixture
+def router() -> respx.Router:
+    return respx.Router(assert_all_called=False, assert_all_mocked=True)
+
+
+@pytest.fixture
+async def session(router: respx.Router, access_token: str) -> AsyncIterator[AsyncTanxSession]:
+    """A session whose HTTP goes to the respx router (injected, never global patching)."""
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(router.handler)) as client,
+        AsyncTanxSession(access_token=access_token, refresh_token="refresh-1", http_client=client) as s,
+    ):
+        yield s

@@ -172,17 +172,11 @@ class Meter:
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument(
-        "--url", required=True, help="server base URL, e.g. http://127.0.0.1:PORT"
-    )
-    p.add_argument(
-        "-n", "--n", type=int, default=5000, help="orders to cancel (ids 1..N)"
-    )
+    p.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:PORT")
+    p.add_argument("-n", "--n", type=int, default=5000, help="orders to cancel (ids 1..N)")
     p.add_argument("-c", "--concurrency", type=int, default=64)
     p.add_argument("--warmup", type=int, default=300, help="unmeasured requests first")
-    p.add_argument(
-        "--token", default=None, help="access token (default: a fresh fake JWT)"
-    )
+    p.add_argument("--token", default=None, help="access token (default: a fresh fake JWT)")
     return p
 
 

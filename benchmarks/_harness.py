@@ -36,9 +36,7 @@ def child_env() -> dict[str, str]:
     """Environment for every child: no proxies, loopback exempt, the repo importable."""
     env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost,::1"
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO), env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.pop("PYTHONPROFILEIMPORTTIME", None)
     return env
@@ -72,13 +70,11 @@ def last_json_line(text: str) -> dict[str, Any] | None:
     return None
 
 
-def run_child(
-    cmd: list[str], timeout: float, core: int | None = CLIENT_CORE
-) -> dict[str, Any]:
+def run_child(cmd: list[str], timeout: float, core: int | None = CLIENT_CORE) -> dict[str, Any]:
     """Run one pinned child to completion (bounded by ``timeout``) and return its JSON line."""
     full = pinned(core, cmd) if core is not None else cmd
     try:
-        proc = subprocess.run(  # noqa: PLW1510  (exit code checked below)
+        proc = subprocess.run(
             full,
             capture_output=True,
             text=True,
@@ -183,9 +179,7 @@ def ensure_official_venv(log: Any = print) -> str | None:
 
     def importable() -> bool:
         try:
-            r = subprocess.run(
-                check, check=False, capture_output=True, text=True, timeout=120
-            )
+            r = subprocess.run(check, check=False, capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.TimeoutExpired):
             return False
         return r.returncode == 0 and r.stdout.strip() == "2.1.0"
@@ -200,9 +194,7 @@ def ensure_official_venv(log: Any = print) -> str | None:
     ]
     for step in steps:
         try:
-            r = subprocess.run(
-                step, check=False, capture_output=True, text=True, timeout=600
-            )
+            r = subprocess.run(step, check=False, capture_output=True, text=True, timeout=600)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"{' '.join(step[:4])}: {exc}"
         if r.returncode != 0:
@@ -219,7 +211,7 @@ def package_versions(python: str | Path, names: list[str]) -> dict[str, str]:
         "print(json.dumps(out))"
     )
     try:
-        r = subprocess.run(  # noqa: PLW1510
+        r = subprocess.run(
             [str(python), "-c", code, *names],
             capture_output=True,
             text=True,

@@ -41,9 +41,7 @@ CLIENTS = ("aiohttp", "httpx", "httpx-aiohttp", "tanx-async", "tanx-async-iter")
 OneCancel = Callable[[int, Tally], Awaitable[None]]
 
 
-async def run_pool(
-    ids: Iterable[int], concurrency: int, one: OneCancel, tally: Tally
-) -> None:
+async def run_pool(ids: Iterable[int], concurrency: int, one: OneCancel, tally: Tally) -> None:
     """C workers draining one shared iterator (no semaphore, no per-id task)."""
     it = iter(ids)
 
@@ -51,7 +49,7 @@ async def run_pool(
         for order_id in it:  # bounded by the iterator
             try:
                 await one(order_id, tally)
-            except Exception as exc:  # noqa: BLE001  (counted, never hidden)
+            except Exception as exc:  # counted, never hidden
                 tally.fail(f"{type(exc).__name__}: {exc}")
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -72,9 +70,7 @@ def _validate(status: int, raw: bytes, order_id: int, tally: Tally) -> None:
         tally.fail(why)
 
 
-async def bench_raw(
-    client: str, url: str, n: int, c: int, warmup: int, token: str
-) -> None:
+async def bench_raw(client: str, url: str, n: int, c: int, warmup: int, token: str) -> None:
     headers = {"Authorization": f"JWT {token}", "Content-Type": "application/json"}
     endpoint = url.rstrip("/") + CANCEL_PATH
     closer: Callable[[], Awaitable[None]]
@@ -82,9 +78,7 @@ async def bench_raw(
     if client == "aiohttp":
         import aiohttp
 
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=c), headers=headers
-        )
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c), headers=headers)
 
         async def one_aiohttp(order_id: int, tally: Tally) -> None:
             async with session.post(endpoint, data=_body(order_id)) as resp:
@@ -101,9 +95,7 @@ async def bench_raw(
             import httpx_aiohttp
 
             transport = httpx_aiohttp.AiohttpTransport(limits=limits)
-        hclient = httpx.AsyncClient(
-            headers=headers, limits=limits, transport=transport, trust_env=False
-        )
+        hclient = httpx.AsyncClient(headers=headers, limits=limits, transport=transport, trust_env=False)
 
         async def one_httpx(order_id: int, tally: Tally) -> None:
             resp = await hclient.post(endpoint, content=_body(order_id))
@@ -140,23 +132,15 @@ def _outcome_error(outcome: Any) -> str:
     return repr(outcome)[:200]
 
 
-async def bench_tanx(
-    client: str, url: str, n: int, c: int, warmup: int, token: str, trace: bool
-) -> None:
+async def bench_tanx(client: str, url: str, n: int, c: int, warmup: int, token: str, trace: bool) -> None:
     try:
         from tanx_async import AsyncTanxSession
     except ImportError as exc:
-        print(
-            json.dumps(
-                {"client": client, "skipped": f"tanx_async not importable: {exc}"}
-            )
-        )
+        print(json.dumps({"client": client, "skipped": f"tanx_async not importable: {exc}"}))
         return
     async with AsyncTanxSession(base_url=url, access_token=token) as session:
         orders = session.orders
-        warm = await orders.cancel_many(
-            list(range(WARMUP_ID_BASE, WARMUP_ID_BASE + warmup)), concurrency=c
-        )
+        warm = await orders.cancel_many(list(range(WARMUP_ID_BASE, WARMUP_ID_BASE + warmup)), concurrency=c)
         bad = [o for o in warm if not _outcome_ok(o)]
         if bad:
             die(f"warm-up failed: {[_outcome_error(o) for o in bad[:5]]}")
@@ -168,11 +152,13 @@ async def bench_tanx(
             meter.start()
             outcomes = await orders.cancel_many(ids, concurrency=c)
             meter.stop()
-            for o in outcomes:
-                if _outcome_ok(o):
-                    tally.ok += 1
-                else:
+            for want, o in zip(ids, outcomes, strict=False):
+                if not _outcome_ok(o):
                     tally.fail(_outcome_error(o))
+                elif getattr(o, "order_id", want) != want:
+                    tally.fail(f"outcome for {getattr(o, 'order_id', None)} where {want} expected")
+                else:
+                    tally.ok += 1
             if len(outcomes) != n:
                 tally.fail(f"{len(outcomes)} outcomes for {n} ids")
         else:
@@ -184,12 +170,17 @@ async def bench_tanx(
                 tracemalloc.start()
             meter.start()
             stream: AsyncIterator[Any] = orders.cancel_iter(gen(), concurrency=c)
+            id_sum = 0
             async for o in stream:
+                id_sum += int(getattr(o, "order_id", 0))
                 if _outcome_ok(o):
                     tally.ok += 1
                 else:
                     tally.fail(_outcome_error(o))
             meter.stop()
+            # outcomes arrive in completion order: check the ids as a sum, in O(1) memory
+            if id_sum != n * (n + 1) // 2:
+                tally.fail(f"outcome ids sum to {id_sum}, expected {n * (n + 1) // 2}")
             if trace:
                 _, peak = tracemalloc.get_traced_memory()
                 tracemalloc.stop()
@@ -200,9 +191,7 @@ async def bench_tanx(
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__.splitlines()[0] if __doc__ else "driver")
     p.add_argument("--client", required=True, choices=CLIENTS)
-    p.add_argument(
-        "--tracemalloc", action="store_true", help="tanx-async-iter: Python heap peak"
-    )
+    p.add_argument("--tracemalloc", action="store_true", help="tanx-async-iter: Python heap peak")
     args = p.parse_args(argv)
     loopback_only(args.url)
     token = args.token or make_access_token()
@@ -218,13 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             args.tracemalloc,
         )
     else:
-        coro = bench_raw(
-            args.client, args.url, args.n, args.concurrency, args.warmup, token
-        )
+        coro = bench_raw(args.client, args.url, args.n, args.concurrency, args.warmup, token)
     asyncio.run(coro)
-    print(
-        f"driver {args.client}: total {time.perf_counter() - t0:.2f}s", file=sys.stderr
-    )
+    print(f"driver {args.client}: total {time.perf_counter() - t0:.2f}s", file=sys.stderr)
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -33,7 +34,9 @@ _MAX_HEADER_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 1024 * 1024
 
 # The success envelope of docs.tanx.fi (see shared/tanx-api.md §3.4), split around the id.
-_PAYLOAD_HEAD = b'{"status":"success","message":"Order is successfully queued for cancellation","payload":{"id":'
+_PAYLOAD_HEAD = (
+    b'{"status":"success","message":"Order is successfully queued for cancellation","payload":{"id":'
+)
 _PAYLOAD_TAIL = (
     b',"uuid":"17be02d1-34ef-49df-9b92-264705047d99","side":"buy","ord_type":"limit",'
     b'"price":"68733.81","stop_price":null,"avg_price":"0.0","state":"wait","market":"btcusdc",'
@@ -121,20 +124,14 @@ class FakeExchangeProtocol(asyncio.Protocol):
             head_end = buf.find(b"\r\n\r\n")
             if head_end < 0:
                 if len(buf) > _MAX_HEADER_BYTES:
-                    self._send_now(
-                        build_response(
-                            413, _error_body("headers too large"), close=True
-                        )
-                    )
+                    self._send_now(build_response(413, _error_body("headers too large"), close=True))
                     self._close_after_flush()
                 return
             head = bytes(buf[:head_end])
             lines = head.split(b"\r\n")
             parts = lines[0].split(b" ")
             if len(parts) != 3:
-                self._send_now(
-                    build_response(400, _error_body("bad request line"), close=True)
-                )
+                self._send_now(build_response(400, _error_body("bad request line"), close=True))
                 self._close_after_flush()
                 return
             method, target, version = parts
@@ -152,9 +149,7 @@ class FakeExchangeProtocol(asyncio.Protocol):
                     token = value.strip().lower()
                     close = token == b"close" or (close and token != b"keep-alive")
             if length > _MAX_BODY_BYTES:
-                self._send_now(
-                    build_response(413, _error_body("body too large"), close=True)
-                )
+                self._send_now(build_response(413, _error_body("body too large"), close=True))
                 self._close_after_flush()
                 return
             total = head_end + 4 + length
@@ -168,23 +163,17 @@ class FakeExchangeProtocol(asyncio.Protocol):
                 self._closing = True
             self._respond(response, close)
 
-    def _route(
-        self, method: bytes, target: bytes, auth: bytes, body: bytes, close: bool
-    ) -> bytes:
+    def _route(self, method: bytes, target: bytes, auth: bytes, body: bytes, close: bool) -> bytes:
         path = target.partition(b"?")[0]
         if path == CANCEL_PATH and method == b"POST":
             if not auth.startswith(b"JWT "):
                 return build_response(401, _BODY_401, close=close)
             match = _ORDER_ID_RE.search(body)
             if match is None:
-                return build_response(
-                    400, _error_body("order_id is a mandatory field"), close=close
-                )
+                return build_response(400, _error_body("order_id is a mandatory field"), close=close)
             self._stats.cancels += 1
             if close:
-                return build_response(
-                    200, _PAYLOAD_HEAD + match.group(1) + _PAYLOAD_TAIL, close=True
-                )
+                return build_response(200, _PAYLOAD_HEAD + match.group(1) + _PAYLOAD_TAIL, close=True)
             return cancel_success(match.group(1))
         if path == b"/__stats" and method == b"GET":
             stats = {
@@ -253,27 +242,17 @@ async def serve(
     finally:
         server.close()
         # Bounded: don't wait forever for idle keep-alive connections on the way out.
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(server.wait_closed(), timeout=1.0)
-        except TimeoutError:
-            pass
     return stats
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0] if __doc__ else None
-    )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="bind address (loopback only)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (loopback only)")
     parser.add_argument("--port", type=int, default=0, help="0 = ephemeral")
-    parser.add_argument(
-        "--latency", type=float, default=0.0, help="seconds added to every response"
-    )
-    parser.add_argument(
-        "--max-seconds", type=float, default=600.0, help="stop by itself after this"
-    )
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every response")
+    parser.add_argument("--max-seconds", type=float, default=600.0, help="stop by itself after this")
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         parser.error("the fake server binds to loopback only")
@@ -284,9 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    stats = asyncio.run(
-        serve(args.host, args.port, args.latency, args.max_seconds, ready)
-    )
+    stats = asyncio.run(serve(args.host, args.port, args.latency, args.max_seconds, ready))
     print(
         json.dumps(
             {

@@ -26,9 +26,7 @@ def _request(host: str, token: str, order_id: int) -> bytes:
 
 
 class Pipeliner(asyncio.Protocol):
-    def __init__(
-        self, request: bytes, depth: int, deadline: float, done: asyncio.Future[None]
-    ) -> None:
+    def __init__(self, request: bytes, depth: int, deadline: float, done: asyncio.Future[None]) -> None:
         self.request = request
         self.depth = depth
         self.deadline = deadline
@@ -66,9 +64,7 @@ class Pipeliner(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def measure(
-    url: str, connections: int, depth: int, seconds: float
-) -> dict[str, float]:
+async def measure(url: str, connections: int, depth: int, seconds: float) -> dict[str, float]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     request = _request(f"{host}:{port}", make_access_token(), 12345)
@@ -89,11 +85,7 @@ async def measure(
     await asyncio.wait_for(asyncio.gather(*waits), timeout=seconds + 10)
     elapsed = time.perf_counter() - start
     for p in protos:
-        if (
-            p.first is None
-            or b" 200 " not in p.first
-            or b'"status":"success"' not in p.first
-        ):
+        if p.first is None or b" 200 " not in p.first or b'"status":"success"' not in p.first:
             die(f"loadgen: unexpected response {p.first!r}")
         if p.transport is not None:
             p.transport.close()
@@ -102,9 +94,7 @@ async def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description="fake-server capacity (pipelined loopback client)"
-    )
+    p = argparse.ArgumentParser(description="fake-server capacity (pipelined loopback client)")
     p.add_argument("--url", required=True)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--depth", type=int, default=16)

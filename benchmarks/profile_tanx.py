@@ -34,9 +34,7 @@ def _func_name(key: tuple[str, int, str]) -> str:
     for anchor in ("site-packages", "tanx_async", "asyncio", "lib"):
         if anchor in parts:
             i = len(parts) - 1 - parts[::-1].index(anchor)
-            rel = "/".join(
-                parts[i + (1 if anchor in ("site-packages", "lib") else 0) :]
-            )
+            rel = "/".join(parts[i + (1 if anchor in ("site-packages", "lib") else 0) :])
             return f"{rel}:{line}({name})"
     return f"{path.name}:{line}({name})"
 
@@ -58,12 +56,8 @@ def _package(key: tuple[str, int, str]) -> str:
 async def _run(url: str, n: int, c: int, warmup: int, prof: Any) -> tuple[float, int]:
     from tanx_async import AsyncTanxSession
 
-    async with AsyncTanxSession(
-        base_url=url, access_token=make_access_token()
-    ) as session:
-        await session.orders.cancel_many(
-            list(range(WARMUP_ID_BASE, WARMUP_ID_BASE + warmup)), concurrency=c
-        )
+    async with AsyncTanxSession(base_url=url, access_token=make_access_token()) as session:
+        await session.orders.cancel_many(list(range(WARMUP_ID_BASE, WARMUP_ID_BASE + warmup)), concurrency=c)
         ids = list(range(1, n + 1))
         prof.enable()
         t0 = time.perf_counter()
@@ -129,12 +123,8 @@ def profile_pyinstrument(url: str, n: int, c: int, warmup: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0] if __doc__ else None
-    )
-    p.add_argument(
-        "--url", default=None, help="server URL (default: start a fake server)"
-    )
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--url", default=None, help="server URL (default: start a fake server)")
     p.add_argument("-n", "--n", type=int, default=5000)
     p.add_argument("-c", "--concurrency", type=int, default=64)
     p.add_argument("--warmup", type=int, default=300)
@@ -157,16 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(result))
             return
-        print(
-            f"{result['n']} cancels, wall {result['wall_s']:.2f}s under cProfile, ok={result['ok']}"
-        )
-        print(
-            f"{'cum us/cancel':>14} {'own us/cancel':>14} {'calls/cancel':>13}  function"
-        )
+        print(f"{result['n']} cancels, wall {result['wall_s']:.2f}s under cProfile, ok={result['ok']}")
+        print(f"{'cum us/cancel':>14} {'own us/cancel':>14} {'calls/cancel':>13}  function")
         for r in result["rows"]:
-            print(
-                f"{r['cum_us']:14.1f} {r['tot_us']:14.1f} {r['calls']:13.2f}  {r['func']}"
-            )
+            print(f"{r['cum_us']:14.1f} {r['tot_us']:14.1f} {r['calls']:13.2f}  {r['func']}")
         print("own time by package (us/cancel):", result["by_package"])
 
     if args.url:

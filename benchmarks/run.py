@@ -101,9 +101,7 @@ class Scenario:
     title: str
     latency: float
     n: int
-    official_seq_n: (
-        int  # a sequential client at 5 ms would take N*5 ms; it gets a smaller N
-    )
+    official_seq_n: int  # a sequential client at 5 ms would take N*5 ms; it gets a smaller N
 
 
 @dataclass
@@ -129,9 +127,7 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def client_cmd(
-    spec: ClientSpec, url: str, n: int, extra: list[str] | None = None
-) -> list[str]:
+def client_cmd(spec: ClientSpec, url: str, n: int, extra: list[str] | None = None) -> list[str]:
     common = ["--url", url, "-n", str(n), "--warmup", str(WARMUP)]
     if spec.official:
         return [
@@ -169,10 +165,7 @@ def validate(result: dict[str, Any], n: int, server_delta: int | None) -> str | 
 
 
 def run_scenario(sc: Scenario, specs: list[ClientSpec], repeats: int) -> list[Cell]:
-    cells = [
-        Cell(sc, s, sc.official_seq_n if s.official and s.threads == 1 else sc.n)
-        for s in specs
-    ]
+    cells = [Cell(sc, s, sc.official_seq_n if s.official and s.threads == 1 else sc.n) for s in specs]
     with fake_server(sc.latency) as server:
         log(f"scenario {sc.key}: server {server.url} latency={sc.latency * 1000:g} ms")
         for rep in range(repeats):
@@ -223,8 +216,7 @@ def run_memory(ns: list[int], repeats: int, tracemalloc: bool) -> list[Cell]:
                 extra = ["--tracemalloc"] if tracemalloc else []
                 res = run_child(
                     client_cmd(spec, server.url, cell.n, extra),
-                    timeout=child_timeout(cell.n, 0.0, CONCURRENCY)
-                    * (3 if tracemalloc else 1),
+                    timeout=child_timeout(cell.n, 0.0, CONCURRENCY) * (3 if tracemalloc else 1),
                 )
                 delta = server.stats()["cancels"] - before
                 if "skipped" in res:
@@ -233,10 +225,7 @@ def run_memory(ns: list[int], repeats: int, tracemalloc: bool) -> list[Cell]:
                     continue
                 why = validate(res, cell.n, delta)
                 res["_valid"] = why is None
-                if (
-                    res.get("hwm_after_kb") is not None
-                    and res.get("rss_before_kb") is not None
-                ):
+                if res.get("hwm_after_kb") is not None and res.get("rss_before_kb") is not None:
                     res["growth_kb"] = res["hwm_after_kb"] - res["rss_before_kb"]
                 cell.runs.append(res)
                 if why:
@@ -261,7 +250,7 @@ def run_import(repeats: int) -> dict[str, Any]:
     totals: list[int] = []
     children: dict[str, list[int]] = {}
     for _ in range(repeats):
-        r = subprocess.run(  # noqa: PLW1510
+        r = subprocess.run(
             [py, "-X", "importtime", "-c", "import tanx_async"],
             capture_output=True,
             text=True,
@@ -285,8 +274,8 @@ def run_import(repeats: int) -> dict[str, Any]:
                 pending = []
             elif level == 1:
                 pending.append((name, int(cum_us)))
-    walls = []
-    base_walls = []
+    walls: list[float] = []
+    base_walls: list[float] = []
     for _ in range(repeats):
         for code, sink in (("import tanx_async", walls), ("pass", base_walls)):
             t0 = time.perf_counter()
@@ -296,7 +285,7 @@ def run_import(repeats: int) -> dict[str, Any]:
         "import sys, json\nbase = set(sys.modules)\nimport tanx_async\n"
         "print(json.dumps(sorted(set(sys.modules) - base)))"
     )
-    r = subprocess.run(  # noqa: PLW1510
+    r = subprocess.run(
         [py, "-c", mods_code],
         capture_output=True,
         text=True,
@@ -304,13 +293,9 @@ def run_import(repeats: int) -> dict[str, Any]:
         env=env,
         cwd=REPO,
     )
-    mods: list[str] = (
-        json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else []
-    )
+    mods: list[str] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else []
     tops = sorted({m.split(".")[0] for m in mods})
-    heavy = {
-        h: any(m == h or m.startswith(h + ".") for m in mods) for h in HEAVY_MODULES
-    }
+    heavy = {h: any(m == h or m.startswith(h + ".") for m in mods) for h in HEAVY_MODULES}
     top_children = sorted(
         ((name, statistics.median(v)) for name, v in children.items()),
         key=lambda kv: -kv[1],
@@ -434,8 +419,7 @@ def machine_info() -> list[str]:
             "(other work shares this machine: numbers are noisy, compare ratios within a run)"
         ),
         "- main venv: " + ", ".join(f"{k} {v}" for k, v in ours.items()),
-        "- official venv: "
-        + (", ".join(f"{k} {v}" for k, v in official.items()) or "absent"),
+        "- official venv: " + (", ".join(f"{k} {v}" for k, v in official.items()) or "absent"),
     ]
 
 
@@ -449,9 +433,7 @@ def render(
     notes: list[str],
     started: float,
 ) -> str:
-    cmd = "python " + " ".join(
-        shlex.quote(a) for a in ["benchmarks/run.py", *sys.argv[1:]]
-    )
+    cmd = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/run.py", *sys.argv[1:]])
     lines = [
         "# tanx-async benchmark results",
         "",
@@ -482,7 +464,7 @@ def render(
     for cap in capacity:
         if "rps" in cap:
             lines.append(
-                f"- capacity, 64 connections × {cap['depth']} pipelined requests: "
+                f"- capacity, 64 connections x {cap['depth']} pipelined requests: "
                 f"**{cap['rps']:,.0f} req/s** ({cap['responses']:,} responses in {cap['seconds']:.1f} s)"
             )
         else:
@@ -513,7 +495,8 @@ def render(
     for key in ("a", "b"):
         sc_cells = [c for c in cells if c.scenario.key == key]
         ref = next((c for c in sc_cells if c.spec.name == "aiohttp"), None)
-        ref_cpu = ref.median("cpu_s") / ref.n if ref and ref.median("cpu_s") else None
+        ref_cpu_total = ref.median("cpu_s") if ref else None
+        ref_cpu = ref_cpu_total / ref.n if ref and ref_cpu_total else None
         ref_wall = ref.median("wall_s") if ref else None
         ref_tput = ref.n / ref_wall if ref and ref_wall else None
         for c in sc_cells:
@@ -547,10 +530,9 @@ def render(
                             cpc / ref_cpu if cpc is not None and ref_cpu else None,
                             ".2f",
                         )
-                        + "×",
-                        (fmt(wall / floor, ".2f") + "×") if floor and wall else "—",
-                        fmt(tput / ref_tput if tput and ref_tput else None, ".2f")
-                        + "×",
+                        + "x",
+                        (fmt(wall / floor, ".2f") + "x") if floor and wall else "—",
+                        fmt(tput / ref_tput if tput and ref_tput else None, ".2f") + "x",
                         fmt(rss / 1024 if rss is not None else None, ".0f"),
                         f"{len(c.good())}/{len(c.runs)}",
                     ]
@@ -615,7 +597,7 @@ def render(
             ok = large <= small * 1.5 + 2048
             lines += [
                 "",
-                f"Verdict: N×{memory[1].n // max(memory[0].n, 1)} → peak growth "
+                f"Verdict: Nx{memory[1].n // max(memory[0].n, 1)} → peak growth "
                 f"{small / 1024:.1f} MB → {large / 1024:.1f} MB: "
                 + (
                     "**memory does not scale with N** (bounded in-flight window)."
@@ -648,9 +630,7 @@ def render(
                 else "none (checked: " + ", ".join(HEAVY_MODULES) + ")"
             ),
             "- largest imports (cumulative, median): "
-            + ", ".join(
-                f"`{n}` {us / 1000:.1f} ms" for n, us in imports["top_children"]
-            ),
+            + ", ".join(f"`{n}` {us / 1000:.1f} ms" for n, us in imports["top_children"]),
         ]
     lines += ["", "## Profile of tanx-async's hot path (scenario a, cProfile)", ""]
     if profile is None:
@@ -684,33 +664,20 @@ def render(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0] if __doc__ else None
-    )
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="small N, 1 repeat")
-    p.add_argument(
-        "--repeats", "-r", type=int, default=None, help="repeats per measurement (3)"
-    )
+    p.add_argument("--repeats", "-r", type=int, default=None, help="repeats per measurement (3)")
     p.add_argument(
         "--only",
         action="append",
         default=None,
-        help="client name (repeatable or comma-separated): "
-        + ", ".join(s.name for s in CLIENTS),
+        help="client name (repeatable or comma-separated): " + ", ".join(s.name for s in CLIENTS),
     )
     p.add_argument("--scenarios", default="a,b,c,d", help="subset of a,b,c,d")
-    p.add_argument(
-        "--no-profile", action="store_true", help="skip the tanx-async cProfile"
-    )
-    p.add_argument(
-        "--no-official", action="store_true", help="skip tanx-connector (no venv)"
-    )
-    p.add_argument(
-        "--tracemalloc", action="store_true", help="scenario c: also tracemalloc peak"
-    )
-    p.add_argument(
-        "--output", type=Path, default=None, help="default benchmarks/RESULTS.md"
-    )
+    p.add_argument("--no-profile", action="store_true", help="skip the tanx-async cProfile")
+    p.add_argument("--no-official", action="store_true", help="skip tanx-connector (no venv)")
+    p.add_argument("--tracemalloc", action="store_true", help="scenario c: also tracemalloc peak")
+    p.add_argument("--output", type=Path, default=None, help="default benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
     args.repeats = repeats
@@ -720,15 +687,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown client(s) {sorted(unknown)}")
     specs = [s for s in CLIENTS if not wanted or s.name in wanted]
     scenarios = set(args.scenarios.split(","))
-    output: Path = args.output or (
-        OUT / "RESULTS-quick.md" if args.quick or wanted else BENCH / "RESULTS.md"
-    )
+    output: Path = args.output or (OUT / "RESULTS-quick.md" if args.quick or wanted else BENCH / "RESULTS.md")
     started = time.time()
     notes: list[str] = []
     if not can_pin():
-        notes.append(
-            "taskset unavailable: server and clients were not pinned to separate cores"
-        )
+        notes.append("taskset unavailable: server and clients were not pinned to separate cores")
 
     if args.no_official:
         specs = [s for s in specs if not s.official]
@@ -751,15 +714,11 @@ def main(argv: list[str] | None = None) -> int:
     if "a" in scenarios:
         cells += run_scenario(Scenario("a", "cpu", 0.0, n, n), specs, repeats)
     if "b" in scenarios:
-        cells += run_scenario(
-            Scenario("b", "wall", 0.005, n, 200 if args.quick else 500), specs, repeats
-        )
+        cells += run_scenario(Scenario("b", "wall", 0.005, n, 200 if args.quick else 500), specs, repeats)
     if "c" in scenarios and tanx_wanted:
         mem_ns = [2_000, 20_000] if args.quick else [10_000, 100_000]
         memory = run_memory(mem_ns, 1, args.tracemalloc)
-        notes.append(
-            "scenario (c) runs once per N (peak RSS is a high-water mark, not noisy)"
-        )
+        notes.append("scenario (c) runs once per N (peak RSS is a high-water mark, not noisy)")
     if "d" in scenarios and tanx_wanted:
         imports = run_import(3 if args.quick else 5)
         log(f"import: {imports.get('import_us') or imports.get('error')}")
@@ -782,9 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     (OUT / "results.json").write_text(json.dumps(raw, indent=1, default=str))
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(
-        render(args, cells, capacity, memory, imports, profile, notes, started)
-    )
+    output.write_text(render(args, cells, capacity, memory, imports, profile, notes, started))
     log(f"wrote {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
     bad = any(c.problems for c in cells + memory)
     return 1 if bad else 0

@@ -123,7 +123,7 @@ class Auth:
 
     @property
     def has_credentials(self) -> bool:
-        return self._access is not None or self._signer is not None
+        return self._access is not None or self._refresh is not None or self._signer is not None
 
     @property
     def expires_at(self) -> datetime | None:
@@ -144,7 +144,7 @@ class Auth:
         """The access token to send now, refreshed or obtained first when needed."""
         access = self._access
         if access is None:
-            if self._signer is None:
+            if self._signer is None and self._refresh is None:
                 raise NotAuthenticatedError(
                     "this request needs credentials: pass access_token/refresh_token, "
                     "private_key/eth_address or a signer to AsyncTanxSession"
@@ -253,7 +253,21 @@ class Auth:
                 path=self.paths.nonce,
             )
         signature = await signer.sign(message)
-        body = await post(self.paths.login, {"eth_address": address, "user_signature": signature}, False)
+        try:
+            body = await post(self.paths.login, {"eth_address": address, "user_signature": signature}, False)
+        except APIStatusError as exc:
+            # tanX refuses a login with HTTP 400 "Invalid Credentials ..."; that is an
+            # authentication failure, not a malformed request.
+            if exc.status_code not in (400, 401, 403) or isinstance(exc, AuthenticationError):
+                raise
+            raise AuthenticationError(
+                exc.message,
+                status_code=exc.status_code,
+                body=exc.body,
+                response=exc.response,
+                method=exc.method,
+                path=exc.path,
+            ) from exc
         token = body.get("token")
         access = token.get("access") if isinstance(token, dict) else None
         refresh = token.get("refresh") if isinstance(token, dict) else None

@@ -125,18 +125,26 @@ async def _settle(
     except TanxError:
         return outcome(CancelStatus.UNKNOWN if trace.ambiguous else CancelStatus.FAILED, None, cause)
     if order.state == OrderState.CANCEL:
-        # One of our attempts may have been processed before its answer was lost.
-        return outcome(
-            CancelStatus.CANCELLED if trace.ambiguous else CancelStatus.ALREADY_CLOSED, order, None
-        )
+        if trace.ambiguous and not _closed_before(order, trace):
+            # One of our attempts may have been processed before its answer was lost.
+            return outcome(CancelStatus.CANCELLED, order, None)
+        return outcome(CancelStatus.ALREADY_CLOSED, order, cause)
     if order.state == OrderState.DONE:
-        return outcome(CancelStatus.ALREADY_CLOSED, order, None)
+        # Filled: the exchange's refusal stays on the outcome, for the record.
+        return outcome(CancelStatus.ALREADY_CLOSED, order, cause)
     if isinstance(cause, APIStatusError) and _QUEUED_TEXT.search(cause.message):
         # Still resting, but the exchange says a cancellation is already queued for it.
         return outcome(CancelStatus.QUEUED, order, None)
     if isinstance(cause, APIStatusError) and not trace.ambiguous:
         return outcome(CancelStatus.FAILED, order, cause)
     return outcome(CancelStatus.UNKNOWN, order, cause)
+
+
+def _closed_before(order: Order, trace: Trace) -> bool:
+    """The exchange last touched the order clearly before our first attempt left."""
+    if order.updated_at is None or trace.first_sent is None:
+        return False
+    return order.updated_at.timestamp() < trace.first_sent - C.CLOCK_SKEW_TOLERANCE
 
 
 async def _confirm(
@@ -195,6 +203,8 @@ class Batch:
         self._in_flight: dict[int, Trace] = {}
         self._unsent: dict[int, CancelOutcome] = {}
         self._seen: set[int] = set()
+        #: The id being handed to a worker (pulled from the source, not yet received).
+        self._handing: int | None = None
         #: An invalid id met in a lazy input; raised after every sent id has its outcome.
         self.invalid: InvalidOrderIdError | TypeError | None = None
 
@@ -219,7 +229,9 @@ class Batch:
                 if oid is None:
                     return
                 if oid:
+                    self._handing = oid
                     await send_ids.send(oid)
+                    self._handing = None
 
     def _next_id(self, raw: object) -> int | None:
         """The id to send, 0 for a duplicate to skip, None to stop (an invalid id)."""
@@ -279,6 +291,9 @@ class Batch:
                     attempts=trace.attempts,
                 )
             )
+        handing, self._handing = self._handing, None
+        if handing is not None and handing not in self._in_flight:
+            await out.send(self._skipped(handing))
         self._in_flight.clear()
         self._unsent.clear()
         for raw in source:
@@ -287,16 +302,17 @@ class Batch:
                 return
             if not next_id:
                 continue
-            oid = next_id
-            await out.send(
-                CancelOutcome(
-                    order_id=oid,
-                    status=CancelStatus.SKIPPED,
-                    error=BatchTimeoutError(
-                        f"order {oid}: batch deadline expired before it was sent", order_id=oid, sent=False
-                    ),
-                )
-            )
+            await out.send(self._skipped(next_id))
+
+    @staticmethod
+    def _skipped(oid: int) -> CancelOutcome:
+        return CancelOutcome(
+            order_id=oid,
+            status=CancelStatus.SKIPPED,
+            error=BatchTimeoutError(
+                f"order {oid}: batch deadline expired before it was sent", order_id=oid, sent=False
+            ),
+        )
 
 
 async def run_batch(batch: Batch, consume: Callable[[CancelOutcome], Awaitable[None] | None]) -> None:
@@ -316,7 +332,13 @@ async def iterate_batch(batch: Batch) -> AsyncIterator[CancelOutcome]:
     send, recv = anyio.create_memory_object_stream[CancelOutcome](batch._workers)
     async with anyio.create_task_group() as tg, recv:
         tg.start_soon(batch.run, send)
-        async for item in recv:
-            yield item
+        try:
+            async for item in recv:
+                yield item
+        except GeneratorExit:
+            # The consumer stopped early: wind the workers up here, then finish quietly
+            # (re-raising inside the task group would surface as an exception group).
+            tg.cancel_scope.cancel()
+            return
     if batch.invalid is not None:
         raise batch.invalid

@@ -45,6 +45,10 @@ CONFIRM_TIMEOUT: Final = 10.0
 CONFIRM_POLL_INITIAL: Final = 0.05
 CONFIRM_POLL_CAP: Final = 1.0
 
+# How far the exchange's clock may be from ours when deciding whether an order that is now
+# ``cancel`` was closed before our first (unanswered) cancel attempt or possibly by it.
+CLOCK_SKEW_TOLERANCE: Final = 2.0
+
 # Listing orders.
 LIST_PAGE_LIMIT: Final = 100
 LIST_MAX_LIMIT: Final = 100

@@ -57,10 +57,12 @@ _STATIC_HEADERS = {
 class Trace:
     """What happened across the attempts of one logical request (used to classify cancels)."""
 
-    __slots__ = ("ambiguous", "attempts")
+    __slots__ = ("ambiguous", "attempts", "first_sent")
 
     def __init__(self) -> None:
         self.attempts = 0
+        #: Wall-clock time of the first attempt (to compare with the exchange's ``updated_at``).
+        self.first_sent: float | None = None
         #: True once an attempt failed in a way that may have left it processed.
         self.ambiguous = False
 
@@ -382,6 +384,8 @@ class AsyncTanxSession:
             await core.flow.acquire()
             if trace is not None:
                 trace.attempts += 1
+                if trace.first_sent is None:
+                    trace.first_sent = time.time()
             started = time.monotonic()
             error: TanxError
             try:

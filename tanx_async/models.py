@@ -159,9 +159,10 @@ _OFF_BOOK = frozenset({CancelStatus.QUEUED, CancelStatus.CANCELLED, CancelStatus
 class CancelOutcome:
     """The outcome of cancelling one order.
 
-    ``ok`` is True when the order is off the book or on its way off (queued, cancelled, or already
-    closed) and nothing went wrong; ``order`` is the exchange's latest view of the order when one
-    was seen; ``error`` is the exception that explains a non-ok outcome.
+    ``ok`` is True when the order is off the book or on its way off: queued, cancelled, or
+    already closed (then ``error`` keeps the exchange's refusal, for the record). A queued cancel
+    that ``confirm=True`` could not confirm in time is not ok. ``order`` is the exchange's latest
+    view of the order when one was seen; ``error`` explains every non-ok outcome.
     """
 
     order_id: int
@@ -173,7 +174,9 @@ class CancelOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status in _OFF_BOOK and self.error is None
+        if self.status is CancelStatus.QUEUED:
+            return self.error is None
+        return self.status in _OFF_BOOK
 
 
 @attrs.frozen

@@ -63,10 +63,9 @@ class Orders:
                 order=result.order,
                 cause=error,
             ) from error
-        if error is not None:
-            raise error
-        # ALREADY_CLOSED settled by a look-up after an ambiguous attempt carries no error.
-        raise TanxError(f"order {oid} is already {result.order.state if result.order else 'closed'}")
+        if error is None:  # pragma: no cover - every other status carries its error
+            raise TanxError(f"order {oid}: {result.status.value}")
+        raise error
 
     async def get(self, order_id: int) -> Order:
         """``GET /sapi/v1/orders/{id}/``: the order with its ``trades``."""

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 import respx
 
+import tanx_async._flow
 from tanx_async import AsyncTanxSession
 
 BASE = "https://api.tanx.fi"
@@ -86,3 +90,64 @@ async def session(router: respx.Router, access_token: str) -> AsyncIterator[Asyn
         AsyncTanxSession(access_token=access_token, refresh_token="refresh-1", http_client=client) as s,
     ):
         yield s
+
+
+# -- helpers shared by the unit tests ------------------------------------------------------------
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+    """An ``httpx.Response`` with a JSON body (respx side effects return these)."""
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def order_payload(**changes: Any) -> dict[str, Any]:
+    """``ORDER`` with some keys replaced; a value of ``...`` drops the key."""
+    out = dict(ORDER)
+    for key, value in changes.items():
+        if value is ...:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+@contextlib.asynccontextmanager
+async def open_session(
+    router: respx.Router, *, async_handler: bool = False, **kwargs: Any
+) -> AsyncIterator[AsyncTanxSession]:
+    """A session over the respx router with custom options. ``async_handler=True`` lets side
+    effects be coroutines (so a mocked request can suspend, and concurrency really overlaps)."""
+    handler = router.async_handler if async_handler else router.handler
+    kwargs.setdefault("access_token", make_jwt(time.time() + 3600))
+    kwargs.setdefault("refresh_token", "refresh-1")
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client,
+        AsyncTanxSession(http_client=client, **kwargs) as s,
+    ):
+        yield s
+
+
+class FakeClock:
+    """Stands in for ``anyio.sleep`` (records each delay, advances the clock, returns at once)
+    and for the ``time`` module of ``tanx_async._flow`` (its ``monotonic`` reads this clock)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(seconds, 0.0)
+        await anyio.lowlevel.checkpoint()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Patch every sleep of the library (retry backoff, flow control) to record instead of wait."""
+    fake = FakeClock()
+    monkeypatch.setattr(anyio, "sleep", fake.sleep)
+    monkeypatch.setattr(tanx_async._flow, "time", fake)
+    return fake

@@ -365,12 +365,13 @@ async def test_list_orders_filters_and_pagination(
     start = int(exchange.order(ids[100]).created_at) + 1
     recent = await client.get(ORDERS, params={"start_time": start, "limit": 100})
     assert {r["id"] for r in recent.json()["payload"]} <= set(ids[100:] + done)
-    params = {"end_time": start, "limit": 100, "order_by": "asc"}
+    params: dict[str, str | int] = {"end_time": start, "limit": 100, "order_by": "asc"}
     old = await client.get(ORDERS, params=params)
     assert ids[0] in {r["id"] for r in old.json()["payload"]}
 
-    for params in ({"limit": "x"}, {"limit": 0}, {"page": 0}, {"order_by": "up"}):
-        bad = await client.get(ORDERS, params=params)
+    bad_params: list[dict[str, str | int]] = [{"limit": "x"}, {"limit": 0}, {"page": 0}, {"order_by": "up"}]
+    for query in bad_params:
+        bad = await client.get(ORDERS, params=query)
         assert bad.status_code == 400
         assert bad.json()["status"] == "error"
 
@@ -506,7 +507,8 @@ async def test_cancel_errors(
         assert resp.status_code == status
         assert resp.json() == {"status": "error", "message": message, "payload": ""}
     assert not exchange.order(foreign).cancel_queued
-    for body in ({}, {"order_id": "5"}, {"order_id": True}, {"order_id": 1.5}, {"order_id": 0}, []):
+    bodies: list[Any] = [{}, {"order_id": "5"}, {"order_id": True}, {"order_id": 1.5}, {"order_id": 0}, []]
+    for body in bodies:
         resp = await client.post(CANCEL, json=body)
         assert resp.status_code == 400
         assert resp.json()["message"] == "order_id must be a positive integer"
@@ -835,3 +837,27 @@ async def test_in_process_asgi_degrades_socket_faults(
         exchange.faults.stall_seconds = 0.01
         with pytest.raises(SimulatedDisconnect):
             await c.get(ORDERS)
+
+
+def test_in_process_asgi_under_trio(exchange: SandboxExchange, user: tuple[str, str, str]) -> None:
+    trio = pytest.importorskip("trio")
+    ids = exchange.seed_orders(user[0], 10)
+    exchange.faults.latency = 0.05
+    exchange.cancel_delay = 60
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=exchange.app)
+        headers = {"Authorization": f"JWT {user[1]}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://sandbox", headers=headers) as c:
+
+            async def cancel(order_id: int) -> None:
+                resp = await c.post(CANCEL, json={"order_id": order_id})
+                assert resp.status_code == 200
+
+            async with trio.open_nursery() as nursery:
+                for order_id in ids:
+                    nursery.start_soon(cancel, order_id)
+
+    anyio.run(main, backend="trio")
+    assert exchange.peak_in_flight == len(ids)
+    assert all(exchange.order(i).cancel_queued for i in ids)

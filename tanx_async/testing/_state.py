@@ -461,7 +461,10 @@ class SandboxExchange:
             avg_price=str(price) if filled_part else "0.0",
             state=state,
             created_at=created_at,
-            updated_at=created_at + (rng.uniform(1, 600) if filled_part else 0),
+            # never in the future: a fill happened between creation and now
+            updated_at=min(
+                created_at + (rng.uniform(1, 600) if filled_part else 0), max(created_at, self.now())
+            ),
             origin_volume=str(volume),
             remaining_volume=str(remaining) if remaining else "0.0",
             executed_volume=executed,

@@ -1,0 +1,67 @@
+"""Helpers for tests that run against the sandbox exchange over a loopback socket."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import attrs
+
+from tanx_async import AsyncTanxSession, CancelOutcome, CancelStatus
+from tanx_async.testing import SandboxExchange, SandboxServer
+
+
+@attrs.define
+class Sandbox:
+    exchange: SandboxExchange
+    server: SandboxServer
+    uid: str
+    access: str = attrs.field(repr=False)
+    refresh: str = attrs.field(repr=False)
+
+    def session(self, **kwargs: Any) -> AsyncTanxSession:
+        kwargs.setdefault("access_token", self.access)
+        kwargs.setdefault("refresh_token", self.refresh)
+        return AsyncTanxSession(base_url=self.server.url, **kwargs)
+
+
+@contextmanager
+def running_sandbox(seed: int = 1, **exchange_kwargs: Any) -> Iterator[Sandbox]:
+    exchange = SandboxExchange(seed=seed, **exchange_kwargs)
+    uid = exchange.create_user()
+    access, refresh = exchange.issue_tokens(uid)
+    with SandboxServer(exchange) as server:
+        yield Sandbox(exchange, server, uid, access, refresh)
+
+
+@asynccontextmanager
+async def open_session(sandbox: Sandbox, **kwargs: Any) -> AsyncIterator[AsyncTanxSession]:
+    async with sandbox.session(**kwargs) as session:
+        yield session
+
+
+def mismatches(exchange: SandboxExchange, outcomes: list[CancelOutcome], before: dict[int, str]) -> list[str]:
+    """Every outcome checked against the sandbox's final state of its order.
+
+    ``before`` maps each id to its state before the batch (absent = unknown to the exchange).
+    Queued/cancelled needs the order now ``cancel``; already-closed needs it closed before;
+    not-found needs it unknown; failed/unknown/skipped need it still open.
+    """
+    wrong: list[str] = []
+    for outcome in outcomes:
+        oid = outcome.order_id
+        prior = before.get(oid)
+        final = None if prior is None else exchange.order(oid).state
+        status = outcome.status
+        if status in (CancelStatus.QUEUED, CancelStatus.CANCELLED):
+            ok = prior in ("wait", "pending") and final == "cancel"
+        elif status is CancelStatus.ALREADY_CLOSED:
+            ok = prior in ("cancel", "done") and final == prior
+        elif status is CancelStatus.NOT_FOUND:
+            ok = prior is None
+        else:
+            ok = prior in ("wait", "pending") and final == prior
+        if not ok:
+            wrong.append(f"{oid}: {status.value} but the order was {prior} and is now {final}")
+    return wrong

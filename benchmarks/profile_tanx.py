@@ -93,7 +93,9 @@ def profile_cprofile(url: str, n: int, c: int, warmup: int, top: int) -> dict[st
     seen = {r["func"] for r in top_rows}
     top_rows += [r for r in own if r["func"] not in seen]
     pkgs = sorted(((k, v / n * 1e6) for k, v in by_pkg.items()), key=lambda kv: -kv[1])
+    ours = [r for r in rows if r["func"].startswith("tanx_async/")][:top]
     return {
+        "tanx_rows": ours,
         "n": n,
         "concurrency": c,
         "wall_s": wall,
@@ -152,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in result["rows"]:
             print(f"{r['cum_us']:14.1f} {r['tot_us']:14.1f} {r['calls']:13.2f}  {r['func']}")
         print("own time by package (us/cancel):", result["by_package"])
+        print("tanx_async functions by cumulative time:")
+        for r in result["tanx_rows"]:
+            print(f"{r['cum_us']:14.1f} {r['tot_us']:14.1f} {r['calls']:13.2f}  {r['func']}")
 
     if args.url:
         go(args.url)

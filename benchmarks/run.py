@@ -244,36 +244,70 @@ def run_memory(ns: list[int], repeats: int, tracemalloc: bool) -> list[Cell]:
 _IMPORTTIME_RE = re.compile(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)")
 
 
+# httpx's __init__ imports its CLI (httpx._main -> click, rich, pygments) whenever those happen to
+# be installed; a plain ``pip install tanx-async`` does not install them. Blocking them shows the
+# import cost a user without them pays.
+_BLOCK_CLI = "import sys\nfor m in ('rich', 'click', 'pygments'):\n    sys.modules[m] = None\n"
+
+
+def _importtime_once(code: str) -> tuple[int | None, dict[str, int], dict[str, int], str | None]:
+    """(tanx_async cumulative µs, its direct children's µs, third-party packages' µs, error)."""
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(),
+        cwd=REPO,
+    )
+    if r.returncode != 0:
+        return None, {}, {}, (r.stderr.strip().splitlines() or ["?"])[-1]
+    total: int | None = None
+    children: dict[str, int] = {}
+    packages: dict[str, int] = {}
+    stdlib: frozenset[str] = getattr(sys, "stdlib_module_names", frozenset())
+    # -X importtime prints children before their parent: collect the direct children (level 1)
+    # seen since the previous top-level line and keep them when that parent is tanx_async.
+    pending: list[tuple[str, int]] = []
+    for m in _IMPORTTIME_RE.finditer(r.stderr):
+        _self_us, cum_us, indent, name = m.groups()
+        level = (len(indent) - 1) // 2
+        if "." not in name and name not in stdlib and not name.startswith("_") and name != "tanx_async":
+            packages.setdefault(name, int(cum_us))
+        if level == 0:
+            if name == "tanx_async":
+                total = int(cum_us)
+                children.update(pending)
+            pending = []
+        elif level == 1:
+            pending.append((name, int(cum_us)))
+    return total, children, packages, None
+
+
+def _median_map(maps: list[dict[str, int]], top: int) -> list[tuple[str, float]]:
+    keys = {k for m in maps for k in m}
+    meds = ((k, statistics.median([m.get(k, 0) for m in maps])) for k in keys)
+    return sorted(meds, key=lambda kv: -kv[1])[:top]
+
+
 def run_import(repeats: int) -> dict[str, Any]:
     env = child_env()
     py = sys.executable
     totals: list[int] = []
-    children: dict[str, list[int]] = {}
+    blocked: list[int] = []
+    children: list[dict[str, int]] = []
+    packages: list[dict[str, int]] = []
     for _ in range(repeats):
-        r = subprocess.run(
-            [py, "-X", "importtime", "-c", "import tanx_async"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-            cwd=REPO,
-        )
-        if r.returncode != 0:
-            return {"error": (r.stderr.strip().splitlines() or ["?"])[-1]}
-        # -X importtime prints children before their parent: collect the direct children
-        # (level 1) seen since the previous top-level line, keep them when the parent is ours.
-        pending: list[tuple[str, int]] = []
-        for m in _IMPORTTIME_RE.finditer(r.stderr):
-            _self_us, cum_us, indent, name = m.groups()
-            level = (len(indent) - 1) // 2
-            if level == 0:
-                if name == "tanx_async":
-                    totals.append(int(cum_us))
-                    for child, us in pending:
-                        children.setdefault(child, []).append(us)
-                pending = []
-            elif level == 1:
-                pending.append((name, int(cum_us)))
+        total, kids, pkgs, err = _importtime_once("import tanx_async")
+        if err is not None:
+            return {"error": err}
+        if total is not None:
+            totals.append(total)
+        children.append(kids)
+        packages.append(pkgs)
+        total_b, _, _, err = _importtime_once(_BLOCK_CLI + "import tanx_async")
+        if total_b is not None and err is None:
+            blocked.append(total_b)
     walls: list[float] = []
     base_walls: list[float] = []
     for _ in range(repeats):
@@ -294,20 +328,21 @@ def run_import(repeats: int) -> dict[str, Any]:
         cwd=REPO,
     )
     mods: list[str] = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else []
-    tops = sorted({m.split(".")[0] for m in mods})
+    stdlib: frozenset[str] = getattr(sys, "stdlib_module_names", frozenset())
+    third = sorted({m.split(".")[0] for m in mods} - set(stdlib) - {"tanx_async"})
+    third = [t for t in third if not t.startswith("_")]
     heavy = {h: any(m == h or m.startswith(h + ".") for m in mods) for h in HEAVY_MODULES}
-    top_children = sorted(
-        ((name, statistics.median(v)) for name, v in children.items()),
-        key=lambda kv: -kv[1],
-    )[:12]
     return {
         "import_us": statistics.median(totals) if totals else None,
+        "import_no_cli_us": statistics.median(blocked) if blocked else None,
         "process_wall_s": statistics.median(walls),
         "baseline_wall_s": statistics.median(base_walls),
         "modules_added": len(mods),
-        "top_packages": tops,
+        "third_party": third,
+        "httpx_cli": "httpx._main" in mods,
         "heavy": heavy,
-        "top_children": top_children,
+        "top_children": _median_map(children, 10),
+        "top_packages_us": _median_map(packages, 10),
     }
 
 
@@ -612,24 +647,37 @@ def render(
         lines.append(f"skipped: `import tanx_async` failed: {imports['error']}")
     else:
         heavy_in = [k for k, v in imports["heavy"].items() if v]
+        no_cli = imports.get("import_no_cli_us")
         lines += [
-            (
-                f'- `python -X importtime -c "import tanx_async"`: tanx_async cumulative '
-                f"**{imports['import_us'] / 1000:.1f} ms** (median)"
-            ),
-            (
-                f'- process wall `python -c "import tanx_async"` {imports["process_wall_s"] * 1000:.0f} ms '
-                f"vs `python -c pass` {imports['baseline_wall_s'] * 1000:.0f} ms"
-            ),
-            f"- modules added by the import: {imports['modules_added']}; top-level packages: "
-            + ", ".join(f"`{t}`" for t in imports["top_packages"]),
+            f'- `python -X importtime -c "import tanx_async"`: tanx_async cumulative '
+            f"**{imports['import_us'] / 1000:.1f} ms** (median of {args.import_repeats})",
+            f"- the same with rich/click/pygments unavailable (a plain install, see below): "
+            f"**{no_cli / 1000:.1f} ms**"
+            if no_cli is not None
+            else "- (import with rich/click/pygments blocked failed)",
+            f'- process wall `python -c "import tanx_async"` {imports["process_wall_s"] * 1000:.0f} ms '
+            f"vs `python -c pass` {imports['baseline_wall_s'] * 1000:.0f} ms",
+            f"- modules added by the import: {imports['modules_added']}; third-party packages: "
+            + ", ".join(f"`{t}`" for t in imports["third_party"]),
             "- heavy extras imported: "
             + (
                 ", ".join(f"**`{h}`**" for h in heavy_in)
+                + (
+                    " — through `httpx._main`: httpx's `__init__` imports its CLI whenever "
+                    "click, rich and pygments are installed (they are in this dev venv, e.g. via "
+                    "uvicorn); a lazy `import httpx` or a venv without them avoids it"
+                    if imports.get("httpx_cli")
+                    else ""
+                )
                 if heavy_in
-                else "none (checked: " + ", ".join(HEAVY_MODULES) + ")"
-            ),
-            "- largest imports (cumulative, median): "
+                else "none"
+            )
+            + " (checked: "
+            + ", ".join(HEAVY_MODULES)
+            + ")",
+            "- largest third-party packages (cumulative, first import): "
+            + ", ".join(f"`{n}` {us / 1000:.1f} ms" for n, us in imports["top_packages_us"]),
+            "- largest direct submodules of tanx_async (cumulative): "
             + ", ".join(f"`{n}` {us / 1000:.1f} ms" for n, us in imports["top_children"]),
         ]
     lines += ["", "## Profile of tanx-async's hot path (scenario a, cProfile)", ""]
@@ -652,6 +700,18 @@ def render(
             lines.append(
                 f"| {row['cum_us']:.1f} | {row['tot_us']:.1f} | {row['calls']:.2f} | `{row['func']}` |"
             )
+        if profile.get("tanx_rows"):
+            lines += [
+                "",
+                "tanx_async's own functions (coroutines count one call per resumption):",
+                "",
+                "| cumulative µs/cancel | own µs/cancel | calls/cancel | function |",
+                "|---|---|---|---|",
+            ]
+            for row in profile["tanx_rows"]:
+                lines.append(
+                    f"| {row['cum_us']:.1f} | {row['tot_us']:.1f} | {row['calls']:.2f} | `{row['func']}` |"
+                )
         if profile.get("by_package"):
             lines += [
                 "",
@@ -680,6 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=None, help="default benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
+    args.import_repeats = 3 if args.quick else 5
     args.repeats = repeats
     wanted = {w for item in (args.only or []) for w in item.split(",") if w}
     unknown = wanted - {s.name for s in CLIENTS}
@@ -720,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         memory = run_memory(mem_ns, 1, args.tracemalloc)
         notes.append("scenario (c) runs once per N (peak RSS is a high-water mark, not noisy)")
     if "d" in scenarios and tanx_wanted:
-        imports = run_import(3 if args.quick else 5)
+        imports = run_import(args.import_repeats)
         log(f"import: {imports.get('import_us') or imports.get('error')}")
     if not args.no_profile and tanx_wanted and "a" in scenarios:
         profile = run_profile(n)

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
 from . import _constants as C
 from ._convert import is_order_payload, structure_order
@@ -41,7 +40,7 @@ from .models import CancelOutcome, CancelStatus, Order, OrderState
 if TYPE_CHECKING:
     from ._session import AsyncTanxSession
 
-__all__ = ["Batch", "cancel_one", "fetch_order"]
+__all__ = ["Batch", "cancel_one", "fetch_order", "iterate_batch"]
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
 _QUEUED_TEXT = re.compile(r"queued|pending cancel", re.IGNORECASE)
@@ -49,8 +48,9 @@ _QUEUED_TEXT = re.compile(r"queued|pending cancel", re.IGNORECASE)
 
 async def fetch_order(session: AsyncTanxSession, oid: int) -> Order:
     path = f"/sapi/v1/orders/{oid}/"
-    body = await session.request("GET", path, idempotent=True)
-    return structure_order(body.get("payload"))
+    trace = Trace()
+    body = await session.request("GET", path, idempotent=True, trace=trace)
+    return structure_order(body.get("payload"), raw=trace.content)
 
 
 async def cancel_one(
@@ -112,6 +112,7 @@ async def cancel_one(
 
 
 _Make = Callable[[CancelStatus, "Order | None", "TanxError | None"], CancelOutcome]
+Sink = Callable[[CancelOutcome], Awaitable[None]]
 
 
 async def _settle(
@@ -178,7 +179,11 @@ async def _confirm(
 
 
 class Batch:
-    """One run of the fan-out: ids in, one outcome per (distinct) id out."""
+    """One run of the fan-out: ids in, one outcome per (distinct) id out.
+
+    Workers pull ids straight from the (possibly lazy) source, one at a time, only when they are
+    free: memory is bounded by the number of workers, whatever the number of ids.
+    """
 
     def __init__(
         self,
@@ -193,97 +198,82 @@ class Batch:
         dedupe: bool,
     ) -> None:
         self._session = session
-        self._ids = ids
-        self._workers = concurrency
+        self._source: Iterator[object] = iter(ids)
+        self.workers = concurrency
         self._timeout = timeout
         self._confirm = confirm
         self._confirm_timeout = confirm_timeout
         self._resolve = resolve
         self._dedupe = dedupe
+        self._exhausted = False
         self._in_flight: dict[int, Trace] = {}
         self._unsent: dict[int, CancelOutcome] = {}
         self._seen: set[int] = set()
-        #: The id being handed to a worker (pulled from the source, not yet received).
-        self._handing: int | None = None
         #: An invalid id met in a lazy input; raised after every sent id has its outcome.
         self.invalid: InvalidOrderIdError | TypeError | None = None
 
-    async def run(self, out: MemoryObjectSendStream[CancelOutcome]) -> None:
-        """Cancel everything, sending each outcome to ``out``; closes ``out`` when done."""
-        async with out:
-            source = iter(self._ids)
-            send_ids, recv_ids = anyio.create_memory_object_stream[int](0)
-            with anyio.move_on_after(self._timeout) as deadline:
-                async with anyio.create_task_group() as tg:
-                    for _ in range(self._workers):
-                        tg.start_soon(self._worker, recv_ids.clone(), out.clone())
-                    recv_ids.close()
-                    await self._feed(source, send_ids)
-            if deadline.cancelled_caught:
-                await self._expire(source, out)
+    async def run(self, sink: Sink) -> None:
+        """Cancel everything, handing each outcome to ``sink``."""
+        with anyio.move_on_after(self._timeout) as deadline:
+            async with anyio.create_task_group() as tg:
+                for _ in range(self.workers):
+                    tg.start_soon(self._worker, sink)
+        if deadline.cancelled_caught:
+            await self._expire(sink)
 
-    async def _feed(self, source: Iterable[object], send_ids: MemoryObjectSendStream[int]) -> None:
-        async with send_ids:
-            for raw in source:
-                oid = self._next_id(raw)
-                if oid is None:
-                    return
-                if oid:
-                    self._handing = oid
-                    await send_ids.send(oid)
-                    self._handing = None
-
-    def _next_id(self, raw: object) -> int | None:
-        """The id to send, 0 for a duplicate to skip, None to stop (an invalid id)."""
-        try:
-            oid = check_order_id(raw)
-        except (TypeError, InvalidOrderIdError) as exc:
-            self.invalid = exc
+    def _take(self) -> int | None:
+        """The next id to cancel, or None when the source is exhausted (or hit an invalid id)."""
+        if self._exhausted:
             return None
-        if self._dedupe:
-            if oid in self._seen:
-                return 0
-            self._seen.add(oid)
-        return oid
+        for raw in self._source:
+            try:
+                oid = check_order_id(raw)
+            except (TypeError, InvalidOrderIdError) as exc:
+                self.invalid = exc
+                break
+            if self._dedupe:
+                if oid in self._seen:
+                    continue
+                self._seen.add(oid)
+            return oid
+        self._exhausted = True
+        return None
 
-    async def _worker(
-        self, ids: anyio.abc.ObjectReceiveStream[int], out: MemoryObjectSendStream[CancelOutcome]
-    ) -> None:
-        async with ids, out:
-            async for oid in ids:
-                trace = Trace()
-                self._in_flight[oid] = trace
-                try:
-                    result = await cancel_one(
-                        self._session,
-                        oid,
-                        resolve=self._resolve,
-                        confirm=self._confirm,
-                        confirm_timeout=self._confirm_timeout,
-                        trace=trace,
-                    )
-                except Exception as exc:  # a bug must not lose the outcome of the order
-                    logger.exception("order %d: unexpected error while cancelling", oid)
-                    result = CancelOutcome(
-                        order_id=oid,
-                        status=CancelStatus.UNKNOWN if trace.attempts else CancelStatus.FAILED,
-                        error=TanxError(f"unexpected {type(exc).__name__}: {exc}"),
-                        attempts=trace.attempts,
-                    )
-                # Kept until delivered: a deadline striking during the send must not lose it.
-                self._unsent[oid] = result
-                await out.send(result)
-                del self._unsent[oid], self._in_flight[oid]
+    async def _worker(self, sink: Sink) -> None:
+        while (oid := self._take()) is not None:
+            trace = Trace()
+            self._in_flight[oid] = trace
+            try:
+                result = await cancel_one(
+                    self._session,
+                    oid,
+                    resolve=self._resolve,
+                    confirm=self._confirm,
+                    confirm_timeout=self._confirm_timeout,
+                    trace=trace,
+                )
+            except Exception as exc:  # a bug must not lose the outcome of the order
+                logger.exception("order %d: unexpected error while cancelling", oid)
+                result = CancelOutcome(
+                    order_id=oid,
+                    status=CancelStatus.UNKNOWN if trace.attempts else CancelStatus.FAILED,
+                    error=TanxError(f"unexpected {type(exc).__name__}: {exc}"),
+                    attempts=trace.attempts,
+                )
+            # Kept until delivered: a deadline striking during the hand-over must not lose it.
+            self._unsent[oid] = result
+            await sink(result)
+            del self._unsent[oid], self._in_flight[oid]
 
-    async def _expire(self, source: Iterable[object], out: MemoryObjectSendStream[CancelOutcome]) -> None:
+    async def _expire(self, sink: Sink) -> None:
         # The deadline struck: every id still gets an outcome, sent or not.
         for oid, trace in list(self._in_flight.items()):
             finished = self._unsent.get(oid)
             if finished is not None:
-                await out.send(finished)
+                await sink(finished)
                 continue
             sent = trace.attempts > 0
-            await out.send(
+            await sink(
                 CancelOutcome(
                     order_id=oid,
                     status=CancelStatus.UNKNOWN if sent else CancelStatus.SKIPPED,
@@ -291,47 +281,30 @@ class Batch:
                     attempts=trace.attempts,
                 )
             )
-        handing, self._handing = self._handing, None
-        if handing is not None and handing not in self._in_flight:
-            await out.send(self._skipped(handing))
         self._in_flight.clear()
         self._unsent.clear()
-        for raw in source:
-            next_id = self._next_id(raw)
-            if next_id is None:
-                return
-            if not next_id:
-                continue
-            await out.send(self._skipped(next_id))
-
-    @staticmethod
-    def _skipped(oid: int) -> CancelOutcome:
-        return CancelOutcome(
-            order_id=oid,
-            status=CancelStatus.SKIPPED,
-            error=BatchTimeoutError(
-                f"order {oid}: batch deadline expired before it was sent", order_id=oid, sent=False
-            ),
-        )
-
-
-async def run_batch(batch: Batch, consume: Callable[[CancelOutcome], Awaitable[None] | None]) -> None:
-    """Run ``batch`` inside a task group owned by the caller's task, feeding ``consume``."""
-    send, recv = anyio.create_memory_object_stream[CancelOutcome](batch._workers)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(batch.run, send)
-        async with recv:
-            async for item in recv:
-                result = consume(item)
-                if result is not None:
-                    await result
+        while (oid := self._take()) is not None:
+            await sink(
+                CancelOutcome(
+                    order_id=oid,
+                    status=CancelStatus.SKIPPED,
+                    error=BatchTimeoutError(
+                        f"order {oid}: batch deadline expired before it was sent", order_id=oid, sent=False
+                    ),
+                )
+            )
 
 
 async def iterate_batch(batch: Batch) -> AsyncIterator[CancelOutcome]:
     """The batch as an async generator. Close it with ``contextlib.aclosing`` if you stop early."""
-    send, recv = anyio.create_memory_object_stream[CancelOutcome](batch._workers)
+    send, recv = anyio.create_memory_object_stream[CancelOutcome](batch.workers)
+
+    async def produce() -> None:
+        async with send:
+            await batch.run(send.send)
+
     async with anyio.create_task_group() as tg, recv:
-        tg.start_soon(batch.run, send)
+        tg.start_soon(produce)
         try:
             async for item in recv:
                 yield item

@@ -11,6 +11,7 @@ refresh token rotates), so it is only retried when it certainly never arrived.
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -72,9 +73,13 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     value = headers.get("retry-after-ms")
     if value is not None:
         try:
-            return max(float(value) / 1000.0, 0.0)
+            ms = float(value)
         except ValueError:
             pass
+        else:
+            # "nan"/"inf" parse as floats but are no delay; fall back to Retry-After.
+            if math.isfinite(ms):
+                return max(ms / 1000.0, 0.0)
     value = headers.get("retry-after")
     if value is None:
         return None

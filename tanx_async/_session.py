@@ -57,10 +57,12 @@ _STATIC_HEADERS = {
 class Trace:
     """What happened across the attempts of one logical request (used to classify cancels)."""
 
-    __slots__ = ("ambiguous", "attempts", "first_sent")
+    __slots__ = ("ambiguous", "attempts", "content", "first_sent")
 
     def __init__(self) -> None:
         self.attempts = 0
+        #: The raw body of the successful answer (kept for ``ResponseValidationError.body``).
+        self.content = b""
         #: Wall-clock time of the first attempt (to compare with the exchange's ``updated_at``).
         self.first_sent: float | None = None
         #: True once an attempt failed in a way that may have left it processed.
@@ -390,8 +392,15 @@ class AsyncTanxSession:
             error: TanxError
             try:
                 if limited:
-                    async with limiter:
+                    # acquire_nowait first: the uncontended path then costs no event-loop turn.
+                    try:
+                        limiter.acquire_nowait()
+                    except anyio.WouldBlock:
+                        await limiter.acquire()
+                    try:
                         raw = await sender.send(method, url, headers, content, timeout)
+                    finally:
+                        limiter.release()
                 else:
                     raw = await sender.send(method, url, headers, content, timeout)
             except APIConnectionError as exc:
@@ -431,7 +440,10 @@ class AsyncTanxSession:
                         )
                     continue
                 try:
-                    return decode_envelope(raw, method=method, path=path)
+                    decoded = decode_envelope(raw, method=method, path=path)
+                    if trace is not None:
+                        trace.content = raw.content
+                    return decoded
                 except APIStatusError as exc:
                     error = exc
                     if isinstance(exc, RateLimitError):

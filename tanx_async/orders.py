@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import _constants as C
 from . import _validate as V
-from ._batch import Batch, cancel_one, fetch_order, iterate_batch, run_batch
+from ._batch import Batch, cancel_one, fetch_order, iterate_batch
 from ._convert import structure
 from ._errors import CancelOutcomeUnknownError, TanxError
+from ._session import Trace
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side
 
 if TYPE_CHECKING:
@@ -148,8 +149,9 @@ class Orders:
             page += 1
 
     async def _page(self, params: dict[str, Any]) -> builtins.list[Order]:
-        body = await self._session.request("GET", _ORDERS_PATH, params=params, idempotent=True)
-        return structure(body.get("payload"), builtins.list[Order])
+        trace = Trace()
+        body = await self._session.request("GET", _ORDERS_PATH, params=params, idempotent=True, trace=trace)
+        return structure(body.get("payload"), builtins.list[Order], raw=trace.content)
 
     # -- many orders ----------------------------------------------------------------------
 
@@ -178,10 +180,10 @@ class Orders:
         results: dict[int, CancelOutcome] = {}
         batch = self._batch(ids, concurrency, timeout, confirm, confirm_timeout, resolve, dedupe=True)
 
-        def collect(outcome: CancelOutcome) -> None:
+        async def collect(outcome: CancelOutcome) -> None:
             results[outcome.order_id] = outcome
 
-        await run_batch(batch, collect)
+        await batch.run(collect)
         return [results[oid] for oid in ids]
 
     def cancel_iter(

@@ -248,7 +248,7 @@ def test_wrong_types_name_the_json_path(changes: dict[str, Any], path: str) -> N
     with pytest.raises(ResponseValidationError) as info:
         structure_order(order_payload(**changes), raw=raw)
     err = info.value
-    assert any(e.endswith(f"@ {path}") for e in err.errors), err.errors
+    assert any(f"@ {path}" in e for e in err.errors), err.errors
     assert err.body == raw
     assert path in str(err)
 

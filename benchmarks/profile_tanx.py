@@ -1,6 +1,6 @@
 """Profile tanx-async's cancel hot path (scenario a: latency 0, C=64) with cProfile.
 
-Runs ``cancel_many`` over ids 1..N against ``--url`` (or a fake server it starts itself) after a
+Runs ``cancel_many`` (or, with ``--mode iter``, ``cancel_iter`` over a generator) over ids 1..N against ``--url`` (or a fake server it starts itself) after a
 warm-up, and prints the top functions by cumulative time in µs per cancel. ``--json`` prints one
 JSON line for ``run.py``; ``--pyinstrument`` uses pyinstrument instead when it is installed.
 """
@@ -53,28 +53,41 @@ def _package(key: tuple[str, int, str]) -> str:
     return "stdlib/other"
 
 
-async def _run(url: str, n: int, c: int, warmup: int, prof: Any) -> tuple[float, int]:
+async def _run(url: str, n: int, c: int, warmup: int, prof: Any, mode: str = "many") -> tuple[float, int]:
     from tanx_async import AsyncTanxSession
 
     async with AsyncTanxSession(base_url=url, access_token=make_access_token()) as session:
         await session.orders.cancel_many(list(range(WARMUP_ID_BASE, WARMUP_ID_BASE + warmup)), concurrency=c)
-        ids = list(range(1, n + 1))
-        prof.enable()
-        t0 = time.perf_counter()
-        outcomes = await session.orders.cancel_many(ids, concurrency=c)
-        wall = time.perf_counter() - t0
-        prof.disable()
-    return wall, sum(1 for o in outcomes if getattr(o, "ok", False))
+        ok = 0
+        if mode == "many":
+            ids = list(range(1, n + 1))
+            prof.enable()
+            t0 = time.perf_counter()
+            outcomes = await session.orders.cancel_many(ids, concurrency=c)
+            wall = time.perf_counter() - t0
+            prof.disable()
+            ok = sum(1 for o in outcomes if getattr(o, "ok", False))
+        else:
+            prof.enable()
+            t0 = time.perf_counter()
+            async for o in session.orders.cancel_iter((i for i in range(1, n + 1)), concurrency=c):
+                ok += bool(getattr(o, "ok", False))
+            wall = time.perf_counter() - t0
+            prof.disable()
+    return wall, ok
 
 
-def profile_cprofile(url: str, n: int, c: int, warmup: int, top: int) -> dict[str, Any]:
+def profile_cprofile(url: str, n: int, c: int, warmup: int, top: int, mode: str = "many") -> dict[str, Any]:
     prof = cProfile.Profile()
-    wall, ok = asyncio.run(_run(url, n, c, warmup, prof))
+    wall, ok = asyncio.run(_run(url, n, c, warmup, prof, mode))
     stats = pstats.Stats(prof)
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     rows = []
     by_pkg: dict[str, float] = defaultdict(float)
+    loop_turns = 0
     for key, (_cc, nc, tt, ct, _callers) in raw.items():
+        if key[2] == "_run_once" and key[0].endswith("base_events.py"):
+            loop_turns += nc
         by_pkg[_package(key)] += tt
         name = _func_name(key)
         if any(name.startswith(s) for s in _SKIP_PREFIXES):
@@ -95,6 +108,8 @@ def profile_cprofile(url: str, n: int, c: int, warmup: int, top: int) -> dict[st
     pkgs = sorted(((k, v / n * 1e6) for k, v in by_pkg.items()), key=lambda kv: -kv[1])
     ours = [r for r in rows if r["func"].startswith("tanx_async/")][:top]
     return {
+        "mode": mode,
+        "loop_turns_per_cancel": loop_turns / n,
         "tanx_rows": ours,
         "n": n,
         "concurrency": c,
@@ -105,7 +120,7 @@ def profile_cprofile(url: str, n: int, c: int, warmup: int, top: int) -> dict[st
     }
 
 
-def profile_pyinstrument(url: str, n: int, c: int, warmup: int) -> str:
+def profile_pyinstrument(url: str, n: int, c: int, warmup: int, mode: str = "many") -> str:
     from pyinstrument import Profiler
 
     class _Adapter:
@@ -119,7 +134,7 @@ def profile_pyinstrument(url: str, n: int, c: int, warmup: int) -> str:
             self.p.stop()
 
     adapter = _Adapter()
-    asyncio.run(_run(url, n, c, warmup, adapter))
+    asyncio.run(_run(url, n, c, warmup, adapter, mode))
     text: str = adapter.p.output_text(unicode=False, color=False, show_all=False)
     return text
 
@@ -133,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--json", action="store_true")
     p.add_argument("--pyinstrument", action="store_true")
+    p.add_argument(
+        "--mode", choices=("many", "iter"), default="many", help="cancel_many or cancel_iter(generator)"
+    )
     args = p.parse_args(argv)
     try:
         from tanx_async import AsyncTanxSession  # noqa: F401
@@ -143,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     def go(url: str) -> None:
         loopback_only(url)
         if args.pyinstrument:
-            print(profile_pyinstrument(url, args.n, args.concurrency, args.warmup))
+            print(profile_pyinstrument(url, args.n, args.concurrency, args.warmup, args.mode))
             return
-        result = profile_cprofile(url, args.n, args.concurrency, args.warmup, args.top)
+        result = profile_cprofile(url, args.n, args.concurrency, args.warmup, args.top, args.mode)
         if args.json:
             print(json.dumps(result))
             return
@@ -154,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in result["rows"]:
             print(f"{r['cum_us']:14.1f} {r['tot_us']:14.1f} {r['calls']:13.2f}  {r['func']}")
         print("own time by package (us/cancel):", result["by_package"])
+        print(f"event-loop iterations per cancel: {result['loop_turns_per_cancel']:.3f}")
         print("tanx_async functions by cumulative time:")
         for r in result["tanx_rows"]:
             print(f"{r['cum_us']:14.1f} {r['tot_us']:14.1f} {r['calls']:13.2f}  {r['func']}")

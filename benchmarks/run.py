@@ -376,7 +376,7 @@ def measure_capacity(seconds: float) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- profile
 
 
-def run_profile(n: int) -> dict[str, Any]:
+def run_profile(n: int, mode: str = "many") -> dict[str, Any]:
     with fake_server(0.0) as server:
         return run_child(
             [
@@ -388,6 +388,8 @@ def run_profile(n: int) -> dict[str, Any]:
                 str(n),
                 "-c",
                 str(CONCURRENCY),
+                "--mode",
+                mode,
                 "--json",
             ],
             timeout=300,
@@ -465,6 +467,7 @@ def render(
     memory: list[Cell],
     imports: dict[str, Any] | None,
     profile: dict[str, Any] | None,
+    profile_iter: dict[str, Any] | None,
     notes: list[str],
     started: float,
 ) -> str:
@@ -517,7 +520,9 @@ def render(
         "",
         (
             "(a) CPU: latency 0, so the client's own CPU per cancel is what limits it. "
-            "(b) wall: 5 ms server latency, where the floor is N·L/C."
+            "(b) wall: 5 ms server latency, where the floor is N·L/C. At C=64 and L=5 ms that floor is "
+            "78 µs per cancel: a client spending more CPU than that per cancel on its one core cannot "
+            "reach it, so in (b) too the wall time mostly measures CPU."
         ),
         "",
         (
@@ -640,6 +645,18 @@ def render(
                     else "**memory grows with N** — cancel_iter is holding per-id state."
                 ),
             ]
+        many = next((c for c in cells if c.scenario.key == "a" and c.spec.name == "tanx-async"), None)
+        many_cpu = many.median("cpu_s") if many else None
+        iter_cpu = [c.median("cpu_s") for c in memory]
+        if many and many_cpu and iter_cpu[-1]:
+            per_iter = (iter_cpu[-1] or 0.0) / memory[-1].n
+            per_many = many_cpu / many.n
+            lines += [
+                "",
+                f"CPU per cancel through `cancel_iter` ({per_iter * 1e6:.0f} µs at N={memory[-1].n:,}) vs "
+                f"`cancel_many` in scenario (a) ({per_many * 1e6:.0f} µs): {per_iter / per_many:.2f}x "
+                "(see the cancel_iter profile below for why).",
+            ]
     lines += ["", "## Import (scenario d)", ""]
     if imports is None:
         lines.append("not run")
@@ -676,7 +693,7 @@ def render(
             + ", ".join(HEAVY_MODULES)
             + ")",
             "- largest third-party packages (cumulative, first import): "
-            + ", ".join(f"`{n}` {us / 1000:.1f} ms" for n, us in imports["top_packages_us"]),
+            + ", ".join(f"`{n}` {us / 1000:.1f} ms" for n, us in imports["top_packages_us"] if us >= 500),
             "- largest direct submodules of tanx_async (cumulative): "
             + ", ".join(f"`{n}` {us / 1000:.1f} ms" for n, us in imports["top_children"]),
         ]
@@ -716,8 +733,55 @@ def render(
             lines += [
                 "",
                 "Own time by package (µs/cancel): "
-                + ", ".join(f"`{k}` {v:.0f}" for k, v in profile["by_package"]),
+                + ", ".join(f"`{k}` {v:.0f}" for k, v in profile["by_package"])
+                + f"; event-loop iterations per cancel: {profile.get('loop_turns_per_cancel', 0):.3f}.",
             ]
+        if profile_iter and "rows" in profile_iter:
+            lines += [
+                "",
+                "### The same for `cancel_iter` over a generator (scenario c's path)",
+                "",
+                f"wall {profile_iter['wall_s']:.2f} s under cProfile; event-loop iterations per cancel: "
+                f"**{profile_iter.get('loop_turns_per_cancel', 0):.3f}** (cancel_many: "
+                f"{profile.get('loop_turns_per_cancel', 0):.3f}). Own time by package (µs/cancel): "
+                + ", ".join(f"`{k}` {v:.0f}" for k, v in profile_iter["by_package"])
+                + ".",
+                "",
+                "| cumulative µs/cancel | own µs/cancel | calls/cancel | function |",
+                "|---|---|---|---|",
+            ]
+            for row in profile_iter["tanx_rows"][:12]:
+                lines.append(
+                    f"| {row['cum_us']:.1f} | {row['tot_us']:.1f} | {row['calls']:.2f} | `{row['func']}` |"
+                )
+    notes = list(notes)
+    contended = [
+        f"{c.spec.name}"
+        for c in cells
+        if c.scenario.key == "a"
+        and not c.spec.official
+        and any(r["wall_s"] > 1.3 * r["cpu_s"] for r in c.good())
+    ]
+    if contended:
+        notes.append(
+            "in scenario (a) some runs of "
+            + ", ".join(f"`{n}`" for n in contended)
+            + " took >1.3x longer in wall time than in CPU time: the client core was shared with "
+            "other work then, so trust the CPU columns over the wall/throughput ones for those"
+        )
+    httpx_cell = next((c for c in cells if c.scenario.key == "a" and c.spec.name == "httpx"), None)
+    aio_cell = next((c for c in cells if c.scenario.key == "a" and c.spec.name == "aiohttp"), None)
+    hx, ax = (
+        (httpx_cell.median("cpu_s") if httpx_cell else None),
+        (aio_cell.median("cpu_s") if aio_cell else None),
+    )
+    if hx and ax and hx > 5 * ax:
+        notes.append(
+            f"httpx's own transport costs {hx / ax:.0f}x raw aiohttp's CPU per cancel at concurrency 64 "
+            "(known upstream: encode/httpx#3215; httpcore's `_assign_requests_to_connections` rescans "
+            "every connection and request on each state change, encode/httpcore#1035). It grows with "
+            "concurrency, which is why the library must not put a cancel burst through it"
+        )
     if notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
@@ -770,6 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     memory: list[Cell] = []
     imports: dict[str, Any] | None = None
     profile: dict[str, Any] | None = None
+    profile_iter: dict[str, Any] | None = None
     OUT.mkdir(exist_ok=True)
     capacity = measure_capacity(1.0 if args.quick else 3.0)
     if "a" in scenarios:
@@ -786,6 +851,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_profile and tanx_wanted and "a" in scenarios:
         profile = run_profile(n)
         log("profile: " + ("ok" if "rows" in profile else str(profile)))
+        if "rows" in profile and ("c" in scenarios):
+            profile_iter = run_profile(n, "iter")
+            log("profile (cancel_iter): " + ("ok" if "rows" in profile_iter else str(profile_iter)))
     raw = {
         "cells": [
             {
@@ -799,10 +867,11 @@ def main(argv: list[str] | None = None) -> int:
         "capacity": capacity,
         "imports": imports,
         "profile": profile,
+        "profile_iter": profile_iter,
     }
     (OUT / "results.json").write_text(json.dumps(raw, indent=1, default=str))
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render(args, cells, capacity, memory, imports, profile, notes, started))
+    output.write_text(render(args, cells, capacity, memory, imports, profile, profile_iter, notes, started))
     log(f"wrote {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
     bad = any(c.problems for c in cells + memory)
     return 1 if bad else 0

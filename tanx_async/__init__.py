@@ -30,6 +30,7 @@ from ._errors import (
     TanxError,
 )
 from ._session import AsyncTanxSession
+from ._signer import PrivateKeySigner
 from .events import RequestEvent
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side, TokenPair, Trade
 
@@ -58,6 +59,7 @@ __all__ = [
     "OrderState",
     "OrderType",
     "PermissionDeniedError",
+    "PrivateKeySigner",
     "RateLimitError",
     "RequestEvent",
     "ResponseTooLargeError",

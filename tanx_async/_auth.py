@@ -34,6 +34,7 @@ from ._errors import (
 )
 from ._json import loads
 from ._log import logger
+from .events import EventCallback, RequestEvent
 from .models import TokenPair
 
 __all__ = ["Auth", "AuthPaths", "Signer", "TokensCallback", "jwt_expiry"]
@@ -99,7 +100,9 @@ class Auth:
         paths: AuthPaths,
         skew: float,
         timeout: float = C.AUTH_TIMEOUT,
+        on_event: EventCallback | None = None,
     ) -> None:
+        self._on_event = on_event
         self._access = access_token
         self._refresh = refresh_token
         self._exp = jwt_expiry(access_token) if access_token else None
@@ -169,16 +172,18 @@ class Auth:
             raise NotAuthenticatedError("no access token after renewal")
         return token
 
-    async def renew(self, stale: str | None) -> None:
-        """Replace ``stale`` with a fresh access token, once for all concurrent callers."""
+    async def renew(self, stale: str | None) -> bool:
+        """Replace ``stale`` with a fresh access token, once for all concurrent callers.
+
+        True for the one caller whose call made the refresh (or login), False for the others."""
         if self._access != stale:
-            return  # someone else already renewed it
+            return False  # someone else already renewed it
         flight = self._flight
         if flight is not None:
             await flight.event.wait()
             if flight.error is not None:
                 raise flight.error
-            return
+            return False
         flight = self._flight = _Flight()
         try:
             with anyio.CancelScope(shield=True):
@@ -195,6 +200,7 @@ class Auth:
         finally:
             self._flight = None
             flight.event.set()
+        return True
 
     async def _renew(self) -> None:
         if self._refresh is not None:
@@ -236,6 +242,8 @@ class Auth:
                 path=self.paths.refresh,
             )
         self.refresh_count += 1
+        if self._on_event is not None:
+            self._on_event(RequestEvent(kind="token_refreshed", method="POST", path=self.paths.refresh))
         logger.warning("access token refreshed")
         await self._store(access, new_refresh)
 
@@ -284,7 +292,9 @@ class Auth:
         uid = payload.get("uid") if isinstance(payload, dict) else None
         self.uid = uid if isinstance(uid, str) else None
         self.login_count += 1
-        logger.warning("logged in as %s", address)
+        if self._on_event is not None:
+            self._on_event(RequestEvent(kind="login", method="POST", path=self.paths.login))
+        logger.info("logged in as %s", address)
         await self._store(access, refresh)
 
     async def _store(self, access: str, refresh: str) -> None:

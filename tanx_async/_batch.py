@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import anyio
@@ -44,6 +44,8 @@ __all__ = ["Batch", "cancel_one", "fetch_order", "iterate_batch"]
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
 _QUEUED_TEXT = re.compile(r"queued|pending cancel", re.IGNORECASE)
+_FILLED_TEXT = re.compile(r"already (?:been )?(?:filled|executed)", re.IGNORECASE)
+_CANCELLED_TEXT = re.compile(r"already (?:been )?cancel", re.IGNORECASE)
 
 
 async def fetch_order(session: AsyncTanxSession, oid: int) -> Order:
@@ -124,6 +126,15 @@ async def _settle(
     except NotFoundError:
         return outcome(CancelStatus.NOT_FOUND, None, cause)
     except TanxError:
+        # No look-up: the refusal's own words may still settle it ("failed" would claim the
+        # order is still open although the exchange just said it is not).
+        if isinstance(cause, APIStatusError) and 400 <= cause.status_code < 500:
+            if _QUEUED_TEXT.search(cause.message):
+                return outcome(CancelStatus.QUEUED, None, None)
+            if _FILLED_TEXT.search(cause.message) or (
+                not trace.ambiguous and _CANCELLED_TEXT.search(cause.message)
+            ):
+                return outcome(CancelStatus.ALREADY_CLOSED, None, cause)
         return outcome(CancelStatus.UNKNOWN if trace.ambiguous else CancelStatus.FAILED, None, cause)
     if order.state == OrderState.CANCEL:
         if trace.ambiguous and not _closed_before(order, trace):
@@ -283,30 +294,49 @@ class Batch:
             )
         self._in_flight.clear()
         self._unsent.clear()
-        while (oid := self._take()) is not None:
+        while (left := self._take()) is not None:
             await sink(
                 CancelOutcome(
-                    order_id=oid,
+                    order_id=left,
                     status=CancelStatus.SKIPPED,
                     error=BatchTimeoutError(
-                        f"order {oid}: batch deadline expired before it was sent", order_id=oid, sent=False
+                        f"order {left}: batch deadline expired before it was sent", order_id=left, sent=False
                     ),
                 )
             )
 
 
-async def iterate_batch(batch: Batch) -> AsyncIterator[CancelOutcome]:
+async def iterate_batch(batch: Batch) -> AsyncGenerator[CancelOutcome, None]:
     """The batch as an async generator. Close it with ``contextlib.aclosing`` if you stop early."""
     send, recv = anyio.create_memory_object_stream[CancelOutcome](batch.workers)
 
+    # anyio's stream send/receive yield to the event loop on every call; trying the no-wait
+    # forms first keeps a hand-over that need not wait from costing a loop turn per outcome.
+    async def hand_over(outcome: CancelOutcome) -> None:
+        try:
+            send.send_nowait(outcome)
+        except anyio.WouldBlock:
+            await send.send(outcome)
+
     async def produce() -> None:
         async with send:
-            await batch.run(send.send)
+            await batch.run(hand_over)
 
-    async with anyio.create_task_group() as tg, recv:
+    # recv outlives the task group: closed first, a worker still handing over an outcome while
+    # the consumer is being cancelled would die of BrokenResourceError (an exception group).
+    async with recv, anyio.create_task_group() as tg:
         tg.start_soon(produce)
         try:
-            async for item in recv:
+            while True:
+                try:
+                    item = recv.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        item = await recv.receive()
+                    except anyio.EndOfStream:
+                        break
+                except anyio.EndOfStream:
+                    break
                 yield item
         except GeneratorExit:
             # The consumer stopped early: wind the workers up here, then finish quietly

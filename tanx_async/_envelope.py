@@ -46,7 +46,8 @@ def decode_envelope(raw: RawResponse, *, method: str, path: str) -> dict[str, An
         ) from None
     if not isinstance(body, dict):
         if status >= 400:
-            raise _status_error(raw, describe(body), body, method, path)
+            # A JSON "" or "   " says nothing: fall back to the status.
+            raise _status_error(raw, describe(body) or f"HTTP {status} error", body, method, path)
         raise ResponseValidationError(
             f"HTTP {status} with a JSON {type(body).__name__} instead of an envelope",
             body=raw.content,
@@ -87,8 +88,9 @@ def _message(body: dict[str, Any], status: int) -> str:
 
 def _text_summary(raw: RawResponse) -> str:
     match = _TITLE.search(raw.content[:65536])
-    if match:
-        return describe(match.group(1).decode("utf-8", "replace"))
+    title = describe(match.group(1).decode("utf-8", "replace")) if match else ""
+    if title:
+        return title
     text = raw.content[:1000].decode("utf-8", "replace")
     return describe(text) if text.strip() else f"empty body (HTTP {raw.status})"
 

@@ -237,6 +237,7 @@ class AsyncTanxSession:
             on_tokens=on_tokens,
             paths=auth_paths or AuthPaths(),
             skew=refresh_skew,
+            on_event=on_event,
         )
         self._core = _Core(
             http_client=http_client,
@@ -271,6 +272,11 @@ class AsyncTanxSession:
     def tokens(self) -> TokenPair | None:
         """The current token pair (its repr hides the tokens), or None before login."""
         return self._core.auth.tokens
+
+    @property
+    def uid(self) -> str | None:
+        """The exchange's user id, known after a wallet login."""
+        return self._core.auth.uid
 
     @property
     def closed(self) -> bool:
@@ -320,8 +326,8 @@ class AsyncTanxSession:
         await self._core.aclose()
 
     async def __aenter__(self) -> AsyncTanxSession:
-        if self._core.closed:
-            raise SessionClosedError("this AsyncTanxSession is closed")
+        # Build the transport now (it imports aiohttp on first use), not inside the first request.
+        self._core.start(self._timeout)
         return self
 
     async def __aexit__(
@@ -405,9 +411,19 @@ class AsyncTanxSession:
                     raw = await sender.send(method, url, headers, content, timeout)
             except APIConnectionError as exc:
                 if core.closed:
-                    raise SessionClosedError("this AsyncTanxSession was closed during the request") from exc
+                    raise _closed_during(exc, trace) from exc
                 exc.method, exc.path = method, path
                 error = exc
+                if debug:
+                    # One line per attempt, answered or not.
+                    logger.debug(
+                        "%s %s -> %s in %.1f ms (attempt %d)",
+                        method,
+                        path,
+                        type(exc).__name__,
+                        (time.monotonic() - started) * 1e3,
+                        attempt + 1,
+                    )
             else:
                 elapsed = time.monotonic() - started
                 if debug:
@@ -434,10 +450,6 @@ class AsyncTanxSession:
                     # One refresh and one resend per request; the refresh itself is single-flight.
                     renewed = True
                     await auth.renew(token)
-                    if on_event is not None:
-                        on_event(
-                            RequestEvent(kind="token_refreshed", method=method, path=path, attempt=attempt)
-                        )
                     continue
                 try:
                     decoded = decode_envelope(raw, method=method, path=path)
@@ -488,6 +500,13 @@ class AsyncTanxSession:
                 )
             await anyio.sleep(delay)
             attempt += 1
+
+
+def _closed_during(exc: APIConnectionError, trace: Trace | None) -> SessionClosedError:
+    if trace is not None and exc.maybe_processed:
+        # Closed under a request already written: it may have been processed.
+        trace.ambiguous = True
+    return SessionClosedError("this AsyncTanxSession was closed during the request")
 
 
 def _brief(error: TanxError) -> str:

@@ -59,11 +59,20 @@ class RawResponse:
         if self._response is None:
             self._response = httpx.Response(
                 self.status,
-                headers=list(self.headers.items()),
+                # As bytes: aiohttp hands over UTF-8 (surrogate-escaped) text, which httpx would
+                # try to encode as ASCII and fail on while we classify an error.
+                headers=[(_header_bytes(k), _header_bytes(v)) for k, v in self.headers.items()],
                 content=self.content,
                 request=httpx.Request(self.method, self.url),
             )
         return self._response
+
+
+def _header_bytes(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
 
 
 class Sender(Protocol):
@@ -75,6 +84,8 @@ class Sender(Protocol):
         content: bytes | None,
         timeout: httpx.Timeout,
     ) -> RawResponse: ...
+
+    def connections_in_use(self) -> int: ...
 
     async def aclose(self) -> None: ...
 
@@ -91,8 +102,34 @@ class HttpxSender:
         self.client = client
         self.owned = owned
         self._cap = max_response_bytes
+        self._closing = False
+        #: One cancel scope per request in flight, so that ``aclose`` can wind them up first.
+        self._in_flight: set[Any] = set()  # anyio.CancelScope
 
     async def send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        content: bytes | None,
+        timeout: httpx.Timeout,
+    ) -> RawResponse:
+        if self._closing or self.client.is_closed:
+            # Closed while this request waited (limiter, rate limit, refresh): never sent.
+            raise APIConnectionError("the connection pool is closed", maybe_processed=False)
+        from anyio import CancelScope  # under trio too; imported here, like aiohttp below
+
+        scope = CancelScope()
+        self._in_flight.add(scope)
+        try:
+            with scope:
+                return await self._send(method, url, headers, content, timeout)
+        finally:
+            self._in_flight.discard(scope)
+        # Only reached when ``aclose`` cancelled this request mid-flight.
+        raise APIConnectionError("the connection pool was closed during the request", maybe_processed=True)
+
+    async def _send(
         self,
         method: str,
         url: str,
@@ -118,16 +155,35 @@ class HttpxSender:
                 await response.aclose()
         except httpx.TransportError as exc:
             raise _from_httpx(exc) from exc
+        # No ``response=``: errors get a response rebuilt on a request without the live token
+        # (``APIStatusError.response.request.headers`` must not carry it).
         return RawResponse(
             response.status_code,
             response.headers,
             b"".join(chunks),
             method=method,
             url=url,
-            response=response,
         )
 
+    def connections_in_use(self) -> int:
+        """Connections checked out of the pool now (0 if the client's transport has no pool)."""
+        pool = getattr(getattr(self.client, "_transport", None), "_pool", None)
+        connections = getattr(pool, "connections", None) or ()
+        return sum(1 for c in connections if not c.is_idle() and not c.is_closed())
+
     async def aclose(self) -> None:
+        # httpcore keeps a connection that is still being opened out of its pool's reach: closing
+        # the client under it leaks the socket. Cancel our requests in flight (httpcore closes
+        # their connections as they unwind), give them a moment, then close.
+        from anyio import sleep
+
+        self._closing = True
+        for scope in list(self._in_flight):
+            scope.cancel()
+        for _ in range(100):
+            if not self._in_flight:
+                break
+            await sleep(0.01)
         if self.owned:
             await self.client.aclose()
 
@@ -174,16 +230,21 @@ class AiohttpSender:
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     def _timeout(self, timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
+        """httpx's four timeouts as aiohttp's: ``pool + connect`` bounds getting a connection,
+        ``connect`` the TCP/TLS set-up, and ``connect + read`` the whole attempt.
+
+        A total per attempt rather than aiohttp's ``sock_read``: for answers of a few KiB it
+        bounds the same thing, and it costs one timer per request instead of one re-armed on
+        every chunk read (about 10% of the CPU of a cancel).
+        """
         key = (timeout.connect, timeout.read, timeout.write, timeout.pool)
         cached = self._timeouts.get(key)
         if cached is None:
-            pool = timeout.pool
-            connect = timeout.connect
+            pool, connect, read = timeout.pool, timeout.connect, timeout.read
             cached = self._aiohttp.ClientTimeout(
-                total=None,
-                connect=(pool or 0) + (connect or 0) if pool is not None or connect is not None else None,
+                total=None if read is None else read + (connect or 0),
+                connect=None if pool is None and connect is None else (pool or 0) + (connect or 0),
                 sock_connect=connect,
-                sock_read=timeout.read,
             )
             self._timeouts[key] = cached
         return cached
@@ -197,6 +258,9 @@ class AiohttpSender:
         timeout: httpx.Timeout,
     ) -> RawResponse:
         aiohttp = self._aiohttp
+        if self.session.closed:
+            # Closed while this request waited (limiter, rate limit, refresh): never sent.
+            raise APIConnectionError("the connection pool is closed", maybe_processed=False)
         try:
             async with self.session.request(
                 method,
@@ -225,6 +289,10 @@ class AiohttpSender:
             raise _from_aiohttp(aiohttp, exc) from exc
         except asyncio.TimeoutError as exc:
             raise APITimeoutError("timed out waiting for the response", maybe_processed=True) from exc
+
+    def connections_in_use(self) -> int:
+        """Connections checked out of the pool now (a leak shows as a count that stays up)."""
+        return len(getattr(self.session.connector, "_acquired", ()))
 
     async def aclose(self) -> None:
         await self.session.close()

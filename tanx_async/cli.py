@@ -27,7 +27,7 @@ import attrs
 
 from . import _constants as C
 from . import _validate as V
-from ._errors import APIError, MissingDependencyError, NotAuthenticatedError, TanxError
+from ._errors import APIError, APIStatusError, MissingDependencyError, NotAuthenticatedError, TanxError
 from .models import CancelOutcome, Order, OrderState
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--network", choices=("mainnet", "testnet"), default=default(None), help="default: mainnet"
     )
     net.add_argument(
-        "--base-url", metavar="URL", default=default(None), help="exchange URL (overrides --network)"
+        "--base-url", metavar="URL", default=default(None), help="exchange URL (instead of --network)"
     )
     parser.add_argument(
         "--json", action="store_true", default=default(False), help="JSON lines on stdout, for scripts"
@@ -308,11 +308,22 @@ class Output:
     def table(self, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[str]]) -> None:
         """``columns``: (title, "l" or "r")."""
         if self._console is not None:
+            from rich import box
             from rich.table import Table
 
-            table = Table(show_edge=False, header_style="bold")
-            for title, align in columns:
-                table.add_column(title, justify="right" if align == "r" else "left", overflow="fold")
+            table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+            last = len(columns) - 1
+            for i, (title, align) in enumerate(columns):
+                # Every column keeps its width; only the last (free text) gives way on a narrow
+                # terminal, folding its text.
+                width = max([len(title), *(len(row[i]) for row in rows)])
+                table.add_column(
+                    title,
+                    justify="right" if align == "r" else "left",
+                    no_wrap=i != last,
+                    min_width=width if i != last else min(width, 12),
+                    overflow="fold",
+                )
             for row in rows:
                 table.add_row(*row)
             self._console.print(table)
@@ -395,8 +406,6 @@ _OUTCOME_COLUMNS = (
     ("market", "l"),
     ("side", "l"),
     ("state", "l"),
-    ("price", "r"),
-    ("remaining", "r"),
     ("tries", "r"),
     ("ms", "r"),
     ("error", "l"),
@@ -426,12 +435,17 @@ def _outcome_row(outcome: CancelOutcome) -> list[str]:
         _text(order.market if order else None),
         _text(order.side if order else None),
         _text(order.state if order else None),
-        _text(order.price if order else None),
-        _text(order.remaining_volume if order else None),
         str(outcome.attempts),
         f"{outcome.elapsed * 1e3:.0f}",
-        f"{type(error).__name__}: {error}" if error is not None else "",
+        _brief(error) if error is not None else "",
     ]
+
+
+def _brief(error: TanxError) -> str:
+    """A table cell for an error (the JSON output carries the full text)."""
+    if isinstance(error, APIStatusError):
+        return f"HTTP {error.status_code}: {error.message}"
+    return f"{type(error).__name__}: {getattr(error, 'message', None) or error}"
 
 
 def _order_row(order: Order) -> list[str]:
@@ -460,7 +474,8 @@ def _print_outcomes(out: Output, outcomes: Sequence[CancelOutcome]) -> None:
         counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
     ok = sum(o.ok for o in outcomes)
     summary = ", ".join(f"{n} {status}" for status, n in counts.items())
-    out.line(f"{len(outcomes)} orders: {summary} ({ok} ok, {len(outcomes) - ok} not ok)")
+    n = len(outcomes)
+    out.line(f"{n} order{'s' if n != 1 else ''}: {summary} ({ok} ok, {n - ok} not ok)")
 
 
 # -- credentials and the session --------------------------------------------------------------
@@ -494,23 +509,30 @@ def credentials_from_env(env: Mapping[str, str]) -> Credentials:
     return creds
 
 
-def make_session(args: argparse.Namespace, creds: Credentials) -> AsyncTanxSession:
-    """The session the options describe. Bad options or credentials raise ``UsageError``."""
-    from ._httpx import httpx
-    from ._session import AsyncTanxSession
-
+def session_options(concurrency: int | None, timeout: float | None = None) -> dict[str, Any]:
+    """``AsyncTanxSession`` keyword arguments for ``--concurrency`` and ``--timeout``."""
     kwargs: dict[str, Any] = {}
-    if args.timeout is not None:
-        kwargs["timeout"] = args.timeout
-    if args.concurrency is not None:
-        # The limiter must stay below the pool (see _constants.POOL_HEADROOM).
-        connections = args.concurrency + C.POOL_HEADROOM
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    if concurrency is not None:
+        from ._httpx import httpx
+
+        # A pool a little larger than the limiter, as the session's defaults have (POOL_HEADROOM).
+        connections = concurrency + C.POOL_HEADROOM
         kwargs["limits"] = httpx.Limits(
             max_connections=connections,
             max_keepalive_connections=connections,
             keepalive_expiry=C.KEEPALIVE_EXPIRY,
         )
-        kwargs["max_concurrency"] = args.concurrency
+        kwargs["max_concurrency"] = concurrency
+    return kwargs
+
+
+def make_session(args: argparse.Namespace, creds: Credentials) -> AsyncTanxSession:
+    """The session the options describe. Bad options or credentials raise ``UsageError``."""
+    from ._session import AsyncTanxSession
+
+    kwargs = session_options(args.concurrency, args.timeout)
     try:
         return AsyncTanxSession(
             base_url=args.base_url,
@@ -539,6 +561,7 @@ async def _cancel_ids(
         return await session.orders.cancel_many(ids, concurrency=args.concurrency, confirm=args.confirm)
     results: dict[int, CancelOutcome] = {}
     with progress:
+        # An async generator: closed at once if we stop early (Ctrl-C), winding up in-flight cancels.
         batch = session.orders.cancel_iter(ids, concurrency=args.concurrency, confirm=args.confirm)
         async with contextlib.aclosing(batch) as outcomes:
             async for outcome in outcomes:

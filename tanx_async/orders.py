@@ -8,7 +8,7 @@ exchange reports ``cancel``.
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncGenerator, Collection, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,7 +16,7 @@ from . import _constants as C
 from . import _validate as V
 from ._batch import Batch, cancel_one, fetch_order, iterate_batch
 from ._convert import structure
-from ._errors import CancelOutcomeUnknownError, TanxError
+from ._errors import CancelOutcomeUnknownError, SessionClosedError, TanxError
 from ._session import Trace
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side
 
@@ -121,7 +121,7 @@ class Orders:
         end_time: datetime | int | None = None,
         order_by: Literal["asc", "desc"] | None = None,
         page_size: int = C.LIST_PAGE_LIMIT,
-    ) -> AsyncIterator[Order]:
+    ) -> AsyncGenerator[Order, None]:
         """Every matching order, page after page, until a short page. An order that moves between
         pages while we walk them is yielded once."""
         params = _filters(
@@ -196,7 +196,7 @@ class Orders:
         confirm_timeout: float = C.CONFIRM_TIMEOUT,
         resolve: bool = True,
         dedupe: bool | None = None,
-    ) -> AsyncIterator[CancelOutcome]:
+    ) -> AsyncGenerator[CancelOutcome, None]:
         """Like ``cancel_many``, yielding outcomes as they complete.
 
         Ids are pulled lazily: a generator of 100,000 ids is never materialised, and memory is
@@ -271,6 +271,9 @@ class Orders:
         *,
         dedupe: bool,
     ) -> Batch:
+        if self._session.closed:
+            # A programming error, not one failed outcome per id.
+            raise SessionClosedError("this AsyncTanxSession is closed")
         ceiling = self._session.max_concurrency
         workers = ceiling if concurrency is None else min(V.positive_int("concurrency", concurrency), ceiling)
         if timeout is not None and (

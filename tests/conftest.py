@@ -6,7 +6,7 @@ import base64
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -134,13 +134,16 @@ class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
         self.sleeps: list[float] = []
+        #: False freezes the clock (sleeps are only recorded): for callers that sleep concurrently.
+        self.advance = True
 
     def monotonic(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
-        self.now += max(seconds, 0.0)
+        if self.advance:
+            self.now += max(seconds, 0.0)
         await anyio.lowlevel.checkpoint()
 
 
@@ -151,3 +154,17 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     monkeypatch.setattr(anyio, "sleep", fake.sleep)
     monkeypatch.setattr(tanx_async._flow, "time", fake)
     return fake
+
+
+Effect = httpx.Response | Callable[[httpx.Request], httpx.Response]
+
+
+def sequence(*effects: Effect) -> Callable[[httpx.Request], httpx.Response]:
+    """A side effect answering each call with the next item (a response, or a handler for it)."""
+    remaining = iter(effects)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        effect = next(remaining)
+        return effect if isinstance(effect, httpx.Response) else effect(request)
+
+    return handler

@@ -27,7 +27,7 @@ from tanx_async import (
 from tanx_async._envelope import decode_envelope, is_access_token_error
 from tanx_async._errors import status_error_class
 from tanx_async._transport import RawResponse
-from tests.conftest import ACCESS_401, BASE, REFRESH_URL, envelope, json_response
+from tests.conftest import ACCESS_401, BASE, REFRESH_URL, FakeClock, envelope, json_response
 
 PATH = "/sapi/v1/orders/7/"
 URL = BASE + PATH
@@ -39,8 +39,16 @@ HTML_503 = (
     b"<!DOCTYPE html><html><head><meta charset='utf-8'><TITLE>\n  Service Temporarily Unavailable\n"
     b"</TITLE></head><body>down for maintenance</body></html>"
 )
-NO_CREDENTIALS = {"status": "error", "message": "Authentication credentials were not provided.", "payload": ""}
-REFRESH_401 = {"status": "error", "message": "Token is invalid or expired", "payload": {"code": "token_not_valid"}}
+NO_CREDENTIALS = {
+    "status": "error",
+    "message": "Authentication credentials were not provided.",
+    "payload": "",
+}
+REFRESH_401 = {
+    "status": "error",
+    "message": "Token is invalid or expired",
+    "payload": {"code": "token_not_valid"},
+}
 
 
 async def _fail(session: AsyncTanxSession) -> APIError:
@@ -60,25 +68,48 @@ def _check_response(err: APIStatusError, status: int, content: bytes) -> None:
 @pytest.mark.parametrize(
     ("status", "body", "cls", "message"),
     [
-        (400, envelope("", "please enter a valid market", "error"), BadRequestError, "please enter a valid market"),
+        (
+            400,
+            envelope("", "please enter a valid market", "error"),
+            BadRequestError,
+            "please enter a valid market",
+        ),
         (
             400,
             envelope({"destination_address": "0x1", "exists": False}, "User does not exist", "error"),
             BadRequestError,
             "User does not exist",
         ),
-        (200, envelope("", "Invalid Credentials or Token Expired, Kindly login again.", "error"), BadRequestError,
-         "Invalid Credentials or Token Expired, Kindly login again."),
+        (
+            200,
+            envelope("", "Invalid Credentials or Token Expired, Kindly login again.", "error"),
+            BadRequestError,
+            "Invalid Credentials or Token Expired, Kindly login again.",
+        ),
         (201, {"status": "error", "message": "nope"}, BadRequestError, "nope"),
         (401, REFRESH_401, AuthenticationError, "Token is invalid or expired"),
         (401, NO_CREDENTIALS, AuthenticationError, "Authentication credentials were not provided."),
         (403, NO_CREDENTIALS, PermissionDeniedError, "Authentication credentials were not provided."),
-        (403, envelope("", "Invalid organization key", "error"), PermissionDeniedError, "Invalid organization key"),
+        (
+            403,
+            envelope("", "Invalid organization key", "error"),
+            PermissionDeniedError,
+            "Invalid organization key",
+        ),
         (404, {"detail": "Not found."}, NotFoundError, "Not found."),
         (404, {"status": "error", "message": "Not found"}, NotFoundError, "Not found"),
-        (429, {"detail": "Request was throttled. Expected available in 3 seconds."}, RateLimitError,
-         "Request was throttled. Expected available in 3 seconds."),
-        (500, {"status": "error", "message": "Internal Server Error"}, InternalServerError, "Internal Server Error"),
+        (
+            429,
+            {"detail": "Request was throttled. Expected available in 3 seconds."},
+            RateLimitError,
+            "Request was throttled. Expected available in 3 seconds.",
+        ),
+        (
+            500,
+            {"status": "error", "message": "Internal Server Error"},
+            InternalServerError,
+            "Internal Server Error",
+        ),
         (500, {"status": "error", "payload": {"message": "inner text"}}, InternalServerError, "inner text"),
         (422, {"error": "unprocessable"}, APIStatusError, "unprocessable"),
         (400, {"status": "error", "message": "", "payload": ""}, BadRequestError, "HTTP 400 error"),
@@ -130,7 +161,9 @@ async def test_no_credentials_payload_string_does_not_refresh(
     assert refresh.call_count == 0
 
 
-async def test_401_access_shape_that_survives_a_refresh(session: AsyncTanxSession, router: respx.Router) -> None:
+async def test_401_access_shape_that_survives_a_refresh(
+    session: AsyncTanxSession, router: respx.Router
+) -> None:
     refresh = router.post(REFRESH_URL).mock(
         return_value=json_response(200, envelope({"access": "new-access", "refresh": "refresh-2"}))
     )
@@ -151,6 +184,7 @@ async def test_401_access_shape_that_survives_a_refresh(session: AsyncTanxSessio
         (504, b"upstream request timeout", "upstream request timeout"),
         (500, b"", "empty body (HTTP 500)"),
         (502, b"\r\n", "empty body (HTTP 502)"),
+        (502, b"<html><title> </title><body>Bad gateway</body></html>", None),
         (500, b"\xff\xfe\x00garbage", None),
         (400, b"Bad Request (400)", "Bad Request (400)"),
         (404, b"<h1>Not Found</h1><p>The requested resource was not found.</p>", None),
@@ -159,7 +193,9 @@ async def test_401_access_shape_that_survives_a_refresh(session: AsyncTanxSessio
 async def test_non_json_error_bodies(
     session: AsyncTanxSession, router: respx.Router, status: int, content: bytes, message: str | None
 ) -> None:
-    router.get(URL).mock(return_value=httpx.Response(status, content=content, headers={"Content-Type": "text/html"}))
+    router.get(URL).mock(
+        return_value=httpx.Response(status, content=content, headers={"Content-Type": "text/html"})
+    )
     err = await _fail(session)
     assert isinstance(err, status_error_class(status))
     assert isinstance(err, APIStatusError)
@@ -180,8 +216,10 @@ async def test_long_html_body_is_summarised(session: AsyncTanxSession, router: r
     assert err.message.endswith("...")
 
 
-@pytest.mark.parametrize("content", [b"[]", b'"x"', b"null", b"42", b"[1, 2]", b"true"])
-async def test_non_dict_json_error_bodies(session: AsyncTanxSession, router: respx.Router, content: bytes) -> None:
+@pytest.mark.parametrize("content", [b"[]", b'"x"', b"null", b"42", b"[1, 2]", b"true", b'""', b'"   "'])
+async def test_non_dict_json_error_bodies(
+    session: AsyncTanxSession, router: respx.Router, content: bytes
+) -> None:
     router.get(URL).mock(return_value=httpx.Response(400, content=content))
     err = await _fail(session)
     assert isinstance(err, BadRequestError)
@@ -191,8 +229,10 @@ async def test_non_dict_json_error_bodies(session: AsyncTanxSession, router: res
     _check_response(err, 400, content)
 
 
-@pytest.mark.parametrize("content", [b"[]", b'"x"', b"null", b"42"])
-async def test_non_dict_json_success_bodies(session: AsyncTanxSession, router: respx.Router, content: bytes) -> None:
+@pytest.mark.parametrize("content", [b"[]", b'"x"', b"null", b"42", b""])
+async def test_non_dict_json_success_bodies(
+    session: AsyncTanxSession, router: respx.Router, content: bytes
+) -> None:
     router.get(URL).mock(return_value=httpx.Response(200, content=content))
     err = await _fail(session)
     assert isinstance(err, ResponseValidationError)
@@ -201,7 +241,9 @@ async def test_non_dict_json_success_bodies(session: AsyncTanxSession, router: r
 
 
 @pytest.mark.parametrize("payload", ["", None, {}, {"a": 1}, [], "text"])
-async def test_success_payload_shapes(session: AsyncTanxSession, router: respx.Router, payload: object) -> None:
+async def test_success_payload_shapes(
+    session: AsyncTanxSession, router: respx.Router, payload: object
+) -> None:
     body: dict[str, Any] = {"status": "success", "message": "ok"}
     if payload is not None:
         body["payload"] = payload
@@ -221,7 +263,9 @@ async def test_error_payload_shapes(session: AsyncTanxSession, router: respx.Rou
     assert err.payload == payload
 
 
-async def test_429_retry_after_seconds_and_date(session: AsyncTanxSession, router: respx.Router) -> None:
+async def test_429_retry_after_seconds_and_date(
+    session: AsyncTanxSession, router: respx.Router, clock: FakeClock
+) -> None:
     router.get(URL).mock(
         side_effect=[
             httpx.Response(429, json=envelope("", "slow down", "error"), headers={"Retry-After": "120"}),
@@ -240,6 +284,8 @@ async def test_429_retry_after_seconds_and_date(session: AsyncTanxSession, route
     third = await _fail(session)
     assert isinstance(third, RateLimitError)
     assert third.retry_after is None
+    # Not retried (max_retries=0), but each 429 paused the session: 120 s capped at 30 s.
+    assert clock.sleeps[0] == 30.0
 
 
 # -- the classifier alone ----------------------------------------------------------------------

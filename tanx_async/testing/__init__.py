@@ -24,6 +24,7 @@ from ._faults import Faults, SimulatedDisconnect
 from ._server import SandboxServer, is_loopback, serve
 from ._state import RequestRecord, SandboxExchange, SandboxOrder
 from ._tokens import fingerprint as token_fingerprint
+from ._uvicorn import UvicornSandboxServer
 
 __all__ = [
     "Faults",
@@ -32,6 +33,7 @@ __all__ = [
     "SandboxOrder",
     "SandboxServer",
     "SimulatedDisconnect",
+    "UvicornSandboxServer",
     "is_loopback",
     "serve",
     "token_fingerprint",

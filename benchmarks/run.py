@@ -478,7 +478,7 @@ def render(
         (
             f"Generated {dt.datetime.now().astimezone().isoformat(timespec='seconds')} by `{cmd}` "
             f"({'QUICK run: small N, 1 repeat' if args.quick else f'{args.repeats} repeats, medians'}; "
-            f"took {time.time() - started:.0f} s). Regenerate with `make bench`."
+            f"took {time.time() - started:.0f} s). Regenerate with `python benchmarks/run.py` (from the project venv)."
         ),
         "",
         "## Machine",

@@ -1,6 +1,7 @@
 """Reading tanX's envelope: ``{"status": "success"|"error", "message": str, "payload": ...}``.
 
-Failure is an HTTP status >= 400 *or* ``"status": "error"`` in any body. ``payload`` may be ``""``,
+Failure is any status outside 2xx (we never follow redirects: a 3xx is an error too) *or*
+``"status": "error"`` in any body. ``payload`` may be ``""``,
 an object or missing, and the body may not be JSON at all (a proxy's HTML 502 page): every shape
 becomes the right ``APIStatusError`` (or ``ResponseValidationError`` for a 2xx we cannot read),
 never a ``JSONDecodeError`` or ``AttributeError``.
@@ -32,10 +33,11 @@ _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 def decode_envelope(raw: RawResponse, *, method: str, path: str) -> dict[str, Any]:
     """The decoded body of a successful answer, or raise the error it describes."""
     status = raw.status
+    failed = not 200 <= status < 300
     try:
         body: Any = loads(raw.content)
     except ValueError:
-        if status >= 400:
+        if failed:
             raise _status_error(raw, _text_summary(raw), None, method, path) from None
         raise ResponseValidationError(
             f"HTTP {status} with a body that is not JSON: {_text_summary(raw)}",
@@ -45,7 +47,7 @@ def decode_envelope(raw: RawResponse, *, method: str, path: str) -> dict[str, An
             path=path,
         ) from None
     if not isinstance(body, dict):
-        if status >= 400:
+        if failed:
             # A JSON "" or "   " says nothing: fall back to the status.
             raise _status_error(raw, describe(body) or f"HTTP {status} error", body, method, path)
         raise ResponseValidationError(
@@ -55,7 +57,7 @@ def decode_envelope(raw: RawResponse, *, method: str, path: str) -> dict[str, An
             method=method,
             path=path,
         )
-    if status >= 400 or body.get("status") == "error":
+    if failed or body.get("status") == "error":
         raise _status_error(raw, _message(body, status), body, method, path)
     return body
 

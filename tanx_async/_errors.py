@@ -227,10 +227,11 @@ _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
 
 
 def status_error_class(status_code: int) -> type[APIStatusError]:
-    """The exception class for an HTTP status (a 2xx here means a ``status: error`` body)."""
+    """The exception class for an HTTP status (a 2xx here means a ``status: error`` body; a 1xx
+    or 3xx, which the API never documents, is a plain ``APIStatusError``)."""
     if status_code >= 500:
         return InternalServerError
-    if status_code < 400:
+    if 200 <= status_code < 300:
         return BadRequestError
     return _STATUS_ERRORS.get(status_code, APIStatusError)
 

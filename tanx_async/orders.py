@@ -43,7 +43,8 @@ class Orders:
         Success means *queued for cancellation*: the returned order may still say
         ``state == "wait"`` (use ``cancel_many(..., confirm=True)`` to wait for ``cancel``).
         When the exchange acknowledges with an empty payload (``{}``, seen in the wild), the
-        order is fetched so that what you get is the exchange's current view.
+        order is fetched so that what you get is the exchange's current view. If that look-up
+        fails, its error (``method == "GET"``) is raised although the cancel itself was queued.
 
         Raises the exchange's error when the cancel is refused (``NotFoundError`` for an unknown
         order, ``BadRequestError`` for one already closed), and ``CancelOutcomeUnknownError``

@@ -310,6 +310,10 @@ def _raw(status: int, content: bytes, headers: dict[str, str] | None = None) -> 
         (503, InternalServerError),
         (599, InternalServerError),
         (200, BadRequestError),
+        (204, BadRequestError),
+        (301, APIStatusError),
+        (302, APIStatusError),
+        (101, APIStatusError),
     ],
 )
 def test_status_error_class(status: int, cls: type[APIStatusError]) -> None:
@@ -361,3 +365,17 @@ def test_str_of_errors_without_a_request() -> None:
     assert str(err) == "HTTP 400: bad"
     conn = APITimeoutError("ReadTimeout", maybe_processed=True, method="POST", path="/c/")
     assert str(conn) == "ReadTimeout (POST /c/)"
+
+
+async def test_a_redirect_is_an_error_not_a_success(session: AsyncTanxSession, router: respx.Router) -> None:
+    """We never follow redirects; a 3xx with a success-looking body must not pass as success."""
+    route = router.get(f"{BASE}/sapi/v1/orders/5/").mock(
+        return_value=httpx.Response(
+            301, headers={"Location": "/elsewhere/"}, json={"status": "success", "payload": {}}
+        )
+    )
+    with pytest.raises(APIStatusError) as info:
+        await session.orders.get(5)
+    assert type(info.value) is APIStatusError
+    assert info.value.status_code == 301
+    assert route.call_count == 1  # not retried, not followed

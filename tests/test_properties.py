@@ -200,7 +200,7 @@ def _expected_class(status: int) -> type[APIStatusError]:
         403: PermissionDeniedError,
         404: NotFoundError,
         429: RateLimitError,
-    }.get(status, APIStatusError if status >= 400 else BadRequestError)
+    }.get(status, BadRequestError if 200 <= status < 300 else APIStatusError)
 
 
 ENVELOPES = st.fixed_dictionaries(
@@ -254,18 +254,18 @@ def test_decode_envelope_returns_a_dict_or_the_right_error(
         assert str(error).startswith(f"HTTP {status}: ")
         if isinstance(error, RateLimitError):
             assert error.retry_after is None or (math.isfinite(error.retry_after) and error.retry_after >= 0)
-        if status < 400:
-            # Below 400 only an explicit "status": "error" envelope is a failure.
+        if 200 <= status < 300:
+            # A 2xx fails only with an explicit "status": "error" envelope.
             decoded = json.loads(content)
             assert isinstance(decoded, dict) and decoded.get("status") == "error"
     elif isinstance(error, ResponseValidationError):
         # A success status whose body is not an envelope.
-        assert status < 400
+        assert 200 <= status < 300
         assert error.body == content
         assert error.errors
     else:
         assert error is None, f"unexpected {type(error).__name__}"
-        assert status < 400
+        assert 200 <= status < 300
         assert isinstance(body, dict)
         assert body.get("status") != "error"
 

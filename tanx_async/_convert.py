@@ -27,6 +27,14 @@ converter = cattrs.Converter(detailed_validation=True, forbid_extra_keys=False)
 
 
 def _decimal(value: object, _: type) -> Decimal:
+    if type(value) is str:  # the API's form: the fast path of every cancel's decode
+        try:
+            result = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"not a decimal: {value!r}") from None
+        if result.is_finite():
+            return result
+        raise ValueError(f"not a finite decimal: {value!r}")
     if isinstance(value, bool):
         raise TypeError(f"expected a decimal string, got {value!r}")
     if isinstance(value, str | int):
@@ -44,6 +52,15 @@ def _decimal(value: object, _: type) -> Decimal:
 
 
 def _datetime(value: object, _: type) -> datetime:
+    if type(value) is str:
+        # The API's form, "2024-05-31T09:02:00+02:00": the fast path of every cancel's decode.
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(timezone.utc)
     if isinstance(value, bool):
         raise TypeError(f"expected a timestamp, got {value!r}")
     if isinstance(value, int | float):
@@ -97,6 +114,22 @@ converter.register_structure_hook(int, _int)
 converter.register_structure_hook(str, _str)
 for _enum in (Side, OrderType, OrderState):
     converter.register_structure_hook(_enum, _open_enum(_enum))
+
+
+def _optional(hook: Callable[[object, type], T]) -> Callable[[object, type], T | None]:
+    def structure(value: object, cls: type) -> T | None:
+        return None if value is None else hook(value, cls)
+
+    return structure
+
+
+# Direct hooks for the optional fields: cattrs' generic Optional handler dispatches on every call,
+# and an order has eight of them (a quarter of the cost of decoding a cancel answer).
+converter.register_structure_hook(Decimal | None, _optional(_decimal))
+converter.register_structure_hook(datetime | None, _optional(_datetime))
+converter.register_structure_hook(str | None, _optional(_str))
+converter.register_structure_hook(int | None, _optional(_int))
+converter.register_structure_hook(Side | None, _optional(_open_enum(Side)))
 
 converter.register_structure_hook(Trade, make_dict_structure_fn(Trade, converter))
 _structure_order_fields = make_dict_structure_fn(Order, converter, trades=override(omit_if_default=True))

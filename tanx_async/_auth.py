@@ -81,6 +81,18 @@ def jwt_expiry(token: str) -> float | None:
     return float(exp)
 
 
+def _as_authentication_error(exc: APIStatusError) -> AuthenticationError:
+    """A refused refresh or login (tanX may say so with a 400 or 403) as the 401 class."""
+    return AuthenticationError(
+        exc.message,
+        status_code=exc.status_code,
+        body=exc.body,
+        response=exc.response,
+        method=exc.method,
+        path=exc.path,
+    )
+
+
 class _Flight:
     __slots__ = ("error", "event")
 
@@ -214,14 +226,7 @@ class Auth:
                     self.forget()
                     if isinstance(exc, AuthenticationError):
                         raise
-                    raise AuthenticationError(
-                        exc.message,
-                        status_code=exc.status_code,
-                        body=exc.body,
-                        response=exc.response,
-                        method=exc.method,
-                        path=exc.path,
-                    ) from exc
+                    raise _as_authentication_error(exc) from exc
                 logger.warning("refresh token rejected (%s); logging in again", exc.message)
         if self._signer is None:
             raise NotAuthenticatedError("the access token expired and there is no refresh token or signer")
@@ -268,14 +273,7 @@ class Auth:
             # authentication failure, not a malformed request.
             if exc.status_code not in (400, 401, 403) or isinstance(exc, AuthenticationError):
                 raise
-            raise AuthenticationError(
-                exc.message,
-                status_code=exc.status_code,
-                body=exc.body,
-                response=exc.response,
-                method=exc.method,
-                path=exc.path,
-            ) from exc
+            raise _as_authentication_error(exc) from exc
         token = body.get("token")
         access = token.get("access") if isinstance(token, dict) else None
         refresh = token.get("refresh") if isinstance(token, dict) else None

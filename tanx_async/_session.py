@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit
 import anyio
 
 from . import _constants as C
+from . import _validate as V
 from ._auth import Auth, AuthPaths, Signer, TokensCallback
 from ._envelope import decode_envelope, is_access_token_error
 from ._errors import (
@@ -81,9 +82,7 @@ def _is_loopback(host: str) -> bool:
 def _normalise_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
     if isinstance(timeout, httpx.Timeout):
         return timeout
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ValueError(f"timeout must be a positive number of seconds or an httpx.Timeout, got {timeout!r}")
-    return httpx.Timeout(float(timeout))
+    return httpx.Timeout(V.seconds("timeout", timeout, also=" or an httpx.Timeout"))
 
 
 class _Core:
@@ -204,8 +203,7 @@ class AsyncTanxSession:
             raise ValueError("eth_address needs private_key (or pass a signer)")
         if signer is not None and not isinstance(signer, Signer):
             raise TypeError("signer must have an `address` and an async `sign(message) -> str`")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        V.setting_int("max_retries", max_retries, minimum=0)
         if transport not in ("auto", "aiohttp", "httpx"):
             raise ValueError(f"transport must be 'auto', 'aiohttp' or 'httpx', got {transport!r}")
         if verify is not True and not isinstance(verify, ssl.SSLContext | bool):
@@ -219,9 +217,7 @@ class AsyncTanxSession:
         ceiling = max(1, pool - C.POOL_HEADROOM) if pool else C.MAX_CONCURRENCY
         if max_concurrency is None:
             max_concurrency = min(C.MAX_CONCURRENCY, ceiling)
-        elif isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
-        elif pool and max_concurrency > pool:
+        elif V.setting_int("max_concurrency", max_concurrency, minimum=1) > (pool or max_concurrency):
             raise ValueError(
                 f"max_concurrency={max_concurrency} exceeds the pool's max_connections={pool}: "
                 "tasks would queue inside the pool and die of pool timeouts"
@@ -293,10 +289,8 @@ class AsyncTanxSession:
         clone._timeout = self._timeout if timeout is None else _normalise_timeout(timeout)
         if max_retries is None:
             clone._retry = self._retry
-        elif isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         else:
-            clone._retry = RetryPolicy(max_retries=max_retries)
+            clone._retry = RetryPolicy(max_retries=V.setting_int("max_retries", max_retries, minimum=0))
         clone._init_namespaces()
         return clone
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from ._errors import InvalidOrderIdError
 
-__all__ = ["market_name", "order_id", "positive_int", "side_value", "timestamp"]
+__all__ = ["market_name", "order_id", "positive_int", "seconds", "setting_int", "side_value", "timestamp"]
 
 _MARKET = re.compile(r"[a-z0-9]{2,32}")
 _MAX_ORDER_ID = 2**63 - 1
@@ -31,6 +31,21 @@ def positive_int(name: str, value: object, *, maximum: int | None = None) -> int
         bound = f" and at most {maximum}" if maximum is not None else ""
         raise ValueError(f"{name} must be at least 1{bound}, got {value}")
     return int(value)
+
+
+def setting_int(name: str, value: object, *, minimum: int) -> int:
+    """An int setting (``max_retries``, ``max_concurrency``): ``ValueError`` for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def seconds(name: str, value: object, *, also: str = "") -> float:
+    """A positive number of seconds: ``ValueError`` for anything else (``also`` names another
+    accepted form in the message)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds{also}, got {value!r}")
+    return float(value)
 
 
 def market_name(value: object) -> str:

@@ -277,16 +277,9 @@ class Orders:
             raise SessionClosedError("this AsyncTanxSession is closed")
         ceiling = self._session.max_concurrency
         workers = ceiling if concurrency is None else min(V.positive_int("concurrency", concurrency), ceiling)
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-        ):
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if (
-            isinstance(confirm_timeout, bool)
-            or not isinstance(confirm_timeout, int | float)
-            or confirm_timeout <= 0
-        ):
-            raise ValueError(f"confirm_timeout must be a positive number of seconds, got {confirm_timeout!r}")
+        if timeout is not None:
+            V.seconds("timeout", timeout)
+        V.seconds("confirm_timeout", confirm_timeout)
         return Batch(
             self._session,
             ids,

@@ -157,7 +157,9 @@ class AsyncTanxSession:
       ``max_concurrency`` (requests in flight, default 64, at most the pool size),
       ``rate_limit`` (requests/s, with ``rate_limit_burst``) shared by every task.
     - ``http_client``: an ``httpx.AsyncClient`` you own (never closed by the session);
-      ``transport``: ``"auto"`` (aiohttp on asyncio, httpx under trio), ``"aiohttp"``, ``"httpx"``.
+      ``transport``: ``"auto"`` (``"native"`` on asyncio, ``"httpx"`` under trio),
+      ``"native"`` (our HTTP/1.1 client, asyncio only), ``"aiohttp"`` (the ``aiohttp`` extra),
+      ``"httpx"``.
     - ``verify``: TLS verification, on unless you pass ``False`` or your own ``ssl.SSLContext``.
       Plain ``http://`` is refused for non-loopback hosts unless ``allow_insecure_http=True``.
     - ``auth_paths``, ``max_response_bytes`` (default 8 MiB), ``on_event`` (see ``events``).
@@ -204,8 +206,8 @@ class AsyncTanxSession:
         if signer is not None and not isinstance(signer, Signer):
             raise TypeError("signer must have an `address` and an async `sign(message) -> str`")
         V.setting_int("max_retries", max_retries, minimum=0)
-        if transport not in ("auto", "aiohttp", "httpx"):
-            raise ValueError(f"transport must be 'auto', 'aiohttp' or 'httpx', got {transport!r}")
+        if transport not in ("auto", "native", "aiohttp", "httpx"):
+            raise ValueError(f"transport must be 'auto', 'native', 'aiohttp' or 'httpx', got {transport!r}")
         if verify is not True and not isinstance(verify, ssl.SSLContext | bool):
             raise TypeError("verify must be True, False or an ssl.SSLContext")
         limits = limits or httpx.Limits(
@@ -320,7 +322,7 @@ class AsyncTanxSession:
         await self._core.aclose()
 
     async def __aenter__(self) -> AsyncTanxSession:
-        # Build the transport now (it imports aiohttp on first use), not inside the first request.
+        # Build the transport now (on the running loop), not inside the first request.
         self._core.start(self._timeout)
         return self
 

@@ -1,13 +1,17 @@
-"""How bytes go over the wire: one small ``Sender`` interface, two implementations, one choice.
+"""How bytes go over the wire: one small ``Sender`` interface, three implementations, one choice.
 
-- ``AiohttpSender`` (the default on asyncio): aiohttp's connection pool driven directly. httpx's
-  own pool costs 15-30x more CPU per request at the concurrency a cancel burst runs at, and the
-  ``httpx-aiohttp`` adapter maps a connection dropped *after* the request was written to
-  ``ConnectTimeout``, which would make a possibly-processed cancel look safely unsent.
+- ``Http11Sender`` (``_http11.py``, ``transport="native"``, the default on asyncio): our own
+  HTTP/1.1 keep-alive client on ``asyncio.Protocol``, about half the CPU per request of aiohttp's
+  ``ClientSession`` (see ``benchmarks/RESULTS.md``).
+- ``AiohttpSender`` (``transport="aiohttp"``, the ``aiohttp`` extra): aiohttp's connection pool
+  driven directly. Not through the ``httpx-aiohttp`` adapter: it maps a connection dropped
+  *after* the request was written to ``ConnectTimeout``, which would make a possibly-processed
+  cancel look safely unsent.
 - ``HttpxSender``: an ``httpx.AsyncClient``; used under trio, when asked for, and always for a
-  client the caller injects (we never close that one).
+  client the caller injects (we never close that one). httpx's own pool costs 15-30x more CPU
+  per request at the concurrency a cancel burst runs at.
 
-Both read the whole body (refusing more than ``max_response_bytes``) and raise the library's own
+All read the whole body (refusing more than ``max_response_bytes``) and raise the library's own
 connection errors with ``maybe_processed`` set honestly. ``make_sender`` is the only place the
 choice is made.
 """
@@ -22,14 +26,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from . import _constants as C
 from ._errors import APIConnectionError, APITimeoutError, MissingDependencyError, ResponseTooLargeError
 from ._httpx import httpx
-from ._log import logger
 
 if TYPE_CHECKING:
     import aiohttp
 
 __all__ = ["RawResponse", "Sender", "TransportName", "make_sender"]
 
-TransportName = Literal["auto", "aiohttp", "httpx"]
+TransportName = Literal["auto", "native", "aiohttp", "httpx"]
 
 
 class RawResponse:
@@ -331,17 +334,24 @@ def make_sender(
     """The one place that decides how this session talks to the exchange."""
     if http_client is not None:
         return HttpxSender(http_client, owned=False, max_response_bytes=max_response_bytes)
-    if transport == "aiohttp" or (transport == "auto" and _on_asyncio()):
-        if not _on_asyncio():
-            raise RuntimeError("transport='aiohttp' needs asyncio; use transport='httpx' under trio")
+    if transport in ("native", "aiohttp") and not _on_asyncio():
+        raise RuntimeError(f"transport={transport!r} needs asyncio; use transport='httpx' under trio")
+    if transport == "native" or (transport == "auto" and _on_asyncio()):
+        from ._http11 import Http11Sender  # imported here: it imports this module
+
+        return Http11Sender(
+            limits=limits,
+            verify=verify,
+            max_response_bytes=max_response_bytes,
+            keepalive_expiry=C.KEEPALIVE_EXPIRY,
+        )
+    if transport == "aiohttp":
         try:
             return AiohttpSender(limits=limits, verify=verify, max_response_bytes=max_response_bytes)
         except ImportError as exc:
-            if transport == "aiohttp":
-                raise MissingDependencyError(
-                    "transport='aiohttp' needs aiohttp: pip install aiohttp"
-                ) from exc
-            logger.debug("aiohttp is not importable; using httpx's own transport")
+            raise MissingDependencyError(
+                "transport='aiohttp' needs aiohttp: pip install 'tanx-async[aiohttp]'"
+            ) from exc
     client = httpx.AsyncClient(
         limits=limits,
         timeout=timeout,

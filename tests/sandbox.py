@@ -9,7 +9,17 @@ from typing import Any
 import attrs
 
 from tanx_async import AsyncTanxSession, CancelOutcome, CancelStatus
+from tanx_async._transport import TransportName
 from tanx_async.testing import SandboxExchange, SandboxServer
+
+#: Every transport a session can use on asyncio; tests that touch the wire run on each.
+TRANSPORTS = ["native", "aiohttp", "httpx"]
+
+
+def transport_name(transport: str) -> TransportName:
+    """``native`` is the default on asyncio (``"auto"``); the others are asked for by name."""
+    names: dict[str, TransportName] = {"native": "auto", "aiohttp": "aiohttp", "httpx": "httpx"}
+    return names[transport]
 
 
 @attrs.define

@@ -20,10 +20,9 @@ from tanx_async import (
     SessionClosedError,
 )
 
-from .sandbox import Sandbox, mismatches, running_sandbox
+from .sandbox import TRANSPORTS, Sandbox, mismatches, running_sandbox, transport_name
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
-TRANSPORTS = ["aiohttp", "httpx"]
 
 
 async def drain(outcomes: AsyncIterator[CancelOutcome], into: list[CancelOutcome]) -> None:
@@ -91,7 +90,7 @@ async def cancelled_batch(sandbox: Sandbox, delay: float, mode: str, how: str, t
         else:
             await drain(session.orders.cancel_iter(ids, concurrency=32), got)
 
-    async with sandbox.session(transport="auto" if transport == "aiohttp" else "httpx") as session:
+    async with sandbox.session(transport=transport_name(transport)) as session:
         with anyio.fail_after(10):
             if how == "move_on_after":
                 with anyio.move_on_after(delay):
@@ -161,9 +160,7 @@ async def test_aclose_during_a_batch_finishes_it_cleanly(transport: str, rate_li
         with running_sandbox(seed=32, cancel_delay=0.0) as sandbox:
             ids = sandbox.exchange.seed_orders(sandbox.uid, 200)
             sandbox.exchange.faults.latency = 0.02
-            session = sandbox.session(
-                transport="auto" if transport == "aiohttp" else "httpx", rate_limit=rate_limit
-            )
+            session = sandbox.session(transport=transport_name(transport), rate_limit=rate_limit)
             results: list[CancelOutcome] = []
 
             async def run() -> None:
@@ -194,7 +191,7 @@ async def test_aclose_during_a_batch_finishes_it_cleanly(transport: str, rate_li
 async def test_a_closed_session_raises_session_closed_error(transport: str) -> None:
     with running_sandbox(seed=33, cancel_delay=0.0) as sandbox:
         ids = sandbox.exchange.seed_orders(sandbox.uid, 3)
-        session = sandbox.session(transport="auto" if transport == "aiohttp" else "httpx")
+        session = sandbox.session(transport=transport_name(transport))
         async with session:
             assert await session.health() is True
         await session.aclose()  # idempotent

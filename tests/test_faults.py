@@ -30,21 +30,21 @@ from tanx_async import (
     ResponseTooLargeError,
     TanxError,
 )
+from tanx_async._http11 import Http11Sender
 from tanx_async._signer import random_wallet
 from tanx_async._transport import AiohttpSender, HttpxSender
 from tanx_async.testing import SandboxExchange, SandboxServer
 
-from .sandbox import Sandbox, mismatches, running_sandbox
+from .sandbox import TRANSPORTS, Sandbox, mismatches, running_sandbox, transport_name
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
 REFRESH_PATH = "/sapi/v1/auth/token/refresh/"
 LOGIN_PATH = "/sapi/v2/auth/login/"
-TRANSPORTS = ["aiohttp", "httpx"]
 
 
 def session_for(sandbox: Sandbox, transport: str, **kwargs: Any) -> AsyncTanxSession:
-    """``transport="aiohttp"`` is the default on asyncio (``"auto"``); ``"httpx"`` is asked for."""
-    return sandbox.session(transport="auto" if transport == "aiohttp" else "httpx", **kwargs)
+    """``transport="native"`` is the default on asyncio (``"auto"``); the others are asked for."""
+    return sandbox.session(transport=transport_name(transport), **kwargs)
 
 
 def in_use(session: AsyncTanxSession) -> int:
@@ -160,7 +160,8 @@ async def test_fault_gives_the_right_error_and_leaks_no_connection(
         assert await settled_in_use(session) == 0
 
         sender = session._core.sender
-        assert isinstance(sender, AiohttpSender if transport == "aiohttp" else HttpxSender)
+        expected = {"native": Http11Sender, "aiohttp": AiohttpSender, "httpx": HttpxSender}[transport]
+        assert isinstance(sender, expected)
         # The session recovers once the exchange behaves.
         exchange.faults.reset()
         assert await session.health() is True
@@ -348,7 +349,7 @@ async def test_refresh_lost_with_a_signer_recovers_by_logging_in(transport: str)
             base_url=sb.server.url,
             private_key=key,
             eth_address=address,
-            transport="auto" if transport == "aiohttp" else "httpx",
+            transport=transport_name(transport),
         ) as session:
             await session.login()
             exchange.faults.only_paths = (REFRESH_PATH,)
@@ -378,7 +379,7 @@ async def test_login_dropped_after_processing_is_not_replayed(transport: str) ->
             private_key=key,
             eth_address=address,
             max_retries=3,
-            transport="auto" if transport == "aiohttp" else "httpx",
+            transport=transport_name(transport),
         ) as session:
             with pytest.raises(APIConnectionError) as got:
                 await session.login()

@@ -27,18 +27,12 @@ from tanx_async import (
     RequestEvent,
     TokenPair,
 )
+from tanx_async._http11 import Http11Sender
 from tanx_async._signer import PrivateKeySigner, random_wallet
-from tanx_async._transport import AiohttpSender, HttpxSender, TransportName
+from tanx_async._transport import AiohttpSender, HttpxSender
 
 from .conftest import CANCEL_URL
-from .sandbox import running_sandbox
-
-TRANSPORTS = ["aiohttp", "httpx"]
-
-
-def transport_name(transport: str) -> TransportName:
-    """``aiohttp`` is the default on asyncio (``"auto"``); ``httpx`` is asked for."""
-    return "auto" if transport == "aiohttp" else "httpx"
+from .sandbox import TRANSPORTS, running_sandbox, transport_name
 
 
 class Capture(logging.Handler):
@@ -243,7 +237,12 @@ async def test_tls_verification_is_on_unless_switched_off(transport: str) -> Non
         session = AsyncTanxSession(access_token="t", transport=name, **kwargs)
         try:
             sender, _ = session._core.start(session._timeout)
-            if isinstance(sender, AiohttpSender):
+            if isinstance(sender, Http11Sender):
+                assert transport == "native"
+                context = sender.ssl_context()
+                assert context.verify_mode == expected
+                assert context.check_hostname is verify
+            elif isinstance(sender, AiohttpSender):
                 assert transport == "aiohttp"
                 assert sender.session.connector is not None
                 assert sender.session.connector._ssl is verify  # type: ignore[attr-defined]

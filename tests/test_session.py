@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 import time
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import respx
@@ -13,10 +16,12 @@ import respx
 from tanx_async import (
     AsyncTanxSession,
     InternalServerError,
+    MissingDependencyError,
     RequestEvent,
     ResponseTooLargeError,
     SessionClosedError,
 )
+from tanx_async._http11 import Http11Sender
 from tanx_async._transport import HttpxSender
 from tests.conftest import (
     ACCESS_401,
@@ -143,6 +148,64 @@ async def test_async_with_closes_an_owned_aiohttp_session() -> None:
         aiohttp_session: Any = sender.session  # type: ignore[attr-defined]
         assert not aiohttp_session.closed
     assert aiohttp_session.closed
+
+
+async def test_auto_is_the_native_transport_on_asyncio_and_aclose_closes_its_connections() -> None:
+    server_done = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            body = b'{"status":"success","message":"Working fine!","payload":""}'
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+            assert await reader.read() == b""  # until our side closes the kept-alive connection
+        finally:
+            writer.close()
+            server_done.set()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with AsyncTanxSession(base_url=f"http://127.0.0.1:{port}") as session:
+            sender, _ = session._core.start(session._timeout)
+            assert isinstance(sender, Http11Sender)
+            assert await session.health() is True
+            assert sender._open == 1  # kept alive
+        assert not sender._idle
+        assert sender.connections_in_use() == 0
+        with anyio.fail_after(5):
+            await server_done.wait()  # the server saw the connection closed
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_under_trio_auto_is_httpx_and_asyncio_only_transports_are_refused() -> None:
+    trio = pytest.importorskip("trio")
+
+    async def main() -> None:
+        async with AsyncTanxSession(access_token="t") as session:
+            sender, _ = session._core.start(session._timeout)
+            assert isinstance(sender, HttpxSender)
+        for name in ("native", "aiohttp"):
+            with pytest.raises(RuntimeError, match="needs asyncio"):
+                AsyncTanxSession(access_token="t", transport=name)._core.start(httpx.Timeout(1.0))
+
+    trio.run(main)
+
+
+def test_unknown_transport_is_refused() -> None:
+    with pytest.raises(ValueError, match="transport must be 'auto', 'native', 'aiohttp' or 'httpx'"):
+        AsyncTanxSession(transport="requests")  # type: ignore[arg-type]
+
+
+async def test_aiohttp_transport_without_aiohttp_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "aiohttp", None)
+    session = AsyncTanxSession(access_token="t", transport="aiohttp")
+    with pytest.raises(MissingDependencyError, match=r"pip install 'tanx-async\[aiohttp\]'"):
+        session._core.start(session._timeout)
+    await session.aclose()
 
 
 async def test_injected_client_is_not_closed(router: respx.Router) -> None:

@@ -1,10 +1,12 @@
 """Benchmark driver: cancel orders 1..N at concurrency C with one async client; print one JSON line.
 
 Clients (``--client``):
-- ``aiohttp``: raw ``aiohttp.ClientSession`` + ``json.loads``; the floor for Python.
+- ``aiohttp``: raw ``aiohttp.ClientSession`` + ``json.loads``; the reference every ratio uses.
 - ``httpx``: ``httpx.AsyncClient`` with its own (httpcore) transport.
 - ``httpx-aiohttp``: ``httpx.AsyncClient(transport=httpx_aiohttp.AiohttpTransport())``.
-- ``tanx-async``: ``AsyncTanxSession.orders.cancel_many(ids, concurrency=C)``.
+- ``tanx-async``: ``AsyncTanxSession.orders.cancel_many(ids, concurrency=C)`` (default transport:
+  the built-in HTTP/1.1 client).
+- ``tanx-async-aiohttp``: the same with ``transport="aiohttp"`` (what the built-in client saves).
 - ``tanx-async-iter``: ``AsyncTanxSession.orders.cancel_iter(<generator of ids>, concurrency=C)``;
   the memory scenario (outcomes are counted and dropped, never kept).
 
@@ -36,7 +38,7 @@ from _common import (
     make_access_token,
 )
 
-CLIENTS = ("aiohttp", "httpx", "httpx-aiohttp", "tanx-async", "tanx-async-iter")
+CLIENTS = ("aiohttp", "httpx", "httpx-aiohttp", "tanx-async", "tanx-async-aiohttp", "tanx-async-iter")
 
 OneCancel = Callable[[int, Tally], Awaitable[None]]
 
@@ -138,7 +140,8 @@ async def bench_tanx(client: str, url: str, n: int, c: int, warmup: int, token: 
     except ImportError as exc:
         print(json.dumps({"client": client, "skipped": f"tanx_async not importable: {exc}"}))
         return
-    async with AsyncTanxSession(base_url=url, access_token=token) as session:
+    transport: Any = "aiohttp" if client == "tanx-async-aiohttp" else "auto"
+    async with AsyncTanxSession(base_url=url, access_token=token, transport=transport) as session:
         orders = session.orders
         warm = await orders.cancel_many(list(range(WARMUP_ID_BASE, WARMUP_ID_BASE + warmup)), concurrency=c)
         bad = [o for o in warm if not _outcome_ok(o)]
@@ -147,7 +150,7 @@ async def bench_tanx(client: str, url: str, n: int, c: int, warmup: int, token: 
         tally = Tally()
         meter = Meter()
         extra: dict[str, Any] = {}
-        if client == "tanx-async":
+        if client != "tanx-async-iter":
             ids = list(range(1, n + 1))
             meter.start()
             outcomes = await orders.cancel_many(ids, concurrency=c)

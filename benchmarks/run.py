@@ -78,8 +78,9 @@ class ClientSpec:
 CLIENTS: tuple[ClientSpec, ...] = (
     # tanx-async runs right after raw aiohttp in every repeat: the ratio that matters is measured
     # on adjacent runs, so a shift in the shared machine's speed between them stays small.
-    ClientSpec("aiohttp", note="raw aiohttp.ClientSession + json.loads (the floor)"),
-    ClientSpec("tanx-async", note="AsyncTanxSession.orders.cancel_many"),
+    ClientSpec("aiohttp", note="raw aiohttp.ClientSession + json.loads (the reference)"),
+    ClientSpec("tanx-async", note="AsyncTanxSession.orders.cancel_many, default (native) transport"),
+    ClientSpec("tanx-async-aiohttp", note="the same with transport='aiohttp'"),
     ClientSpec("httpx", note="httpx.AsyncClient, default httpcore transport"),
     ClientSpec("httpx-aiohttp", note="httpx.AsyncClient(transport=AiohttpTransport())"),
     ClientSpec(

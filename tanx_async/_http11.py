@@ -168,7 +168,12 @@ class _Connection(asyncio.Protocol):
 
     async def request(self, payload: bytes, method: str, url: str, read_timeout: float | None) -> RawResponse:
         transport = self.transport
-        assert transport is not None
+        if transport is None or self.closed or transport.is_closing():
+            # Lost between leaving the pool and now; asyncio would drop the bytes silently.
+            self.keep_alive = False
+            raise APIConnectionError(
+                "the connection closed before the request was sent", maybe_processed=False
+            )
         loop = self._loop
         self.keep_alive = False
         self._method, self._url = method, url

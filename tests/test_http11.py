@@ -226,6 +226,17 @@ async def test_bodies_over_the_cap_are_refused(data: bytes) -> None:
     assert got.value.maybe_processed is True
 
 
+async def test_a_connection_lost_before_writing_says_nothing_was_sent() -> None:
+    conn = _Connection(asyncio.get_running_loop(), CAP)
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    conn.connection_lost(ConnectionResetError())
+    with pytest.raises(APIConnectionError) as got:
+        await conn.request(b"REQUEST", "POST", URL, 5.0)
+    assert got.value.maybe_processed is False
+    assert transport.written == []
+
+
 async def test_no_body_for_head_204_and_304() -> None:
     raw, conn = await feed([b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n"])
     assert (raw.status, raw.content, conn.keep_alive) == (204, b"", True)
@@ -571,3 +582,38 @@ async def test_gzip_answer_over_the_socket() -> None:
     assert raw.content == body
     assert "content-encoding" not in raw.headers
     assert raw.to_httpx().json()["status"] == "success"
+
+
+async def test_interoperates_with_aiohttp_servers_chunked_and_compressed_answers() -> None:
+    """An independent server implementation: chunked streaming and gzip, on one kept-alive socket."""
+    web = pytest.importorskip("aiohttp.web")
+    body = b'{"status":"success","payload":[' + b",".join(b'{"id":%d}' % i for i in range(2000)) + b"]}"
+
+    async def streamed(request: Any) -> Any:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_compression()  # gzip or deflate, as our Accept-Encoding allows
+        await response.prepare(request)
+        for i in range(0, len(body), 1000):
+            await response.write(body[i : i + 1000])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/stream", streamed)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    sender = Http11Sender(limits=httpx.Limits(), verify=True, max_response_bytes=CAP, keepalive_expiry=5)
+    try:
+        for _ in range(3):
+            raw = await sender.send("GET", f"http://127.0.0.1:{port}/stream", {}, None, TIMEOUT)
+            assert raw.status == 200
+            assert raw.content == body
+            assert raw.headers["transfer-encoding"] == "chunked"
+            assert "content-encoding" not in raw.headers  # decoded
+        assert sender._open == 1  # chunked answers keep the connection alive
+    finally:
+        await sender.aclose()
+        await runner.cleanup()

@@ -221,14 +221,15 @@ def untruthful(exchange: SandboxExchange, outcomes: list[CancelOutcome], before:
     ``mismatches`` reads ``unknown`` and ``failed`` as "still open". An ``unknown`` outcome
     makes no claim about the order (under post-processing faults the cancel may well have
     happened: that is why it is unknown); a ``failed`` one claims our cancel did not happen,
-    which for an order closed before the batch whose look-up failed too is all it can say.
+    which for an order closed before the batch (or unknown to the exchange) whose look-up failed
+    too is all it can say: only the look-up could have told it otherwise.
     """
     processed = processed_cancels(exchange)
     judged = [
         o
         for o in outcomes
         if o.status is not CancelStatus.UNKNOWN
-        and not (o.status is CancelStatus.FAILED and before.get(o.order_id) in ("cancel", "done"))
+        and not (o.status is CancelStatus.FAILED and before.get(o.order_id) in ("cancel", "done", None))
     ]
     wrong = mismatches(exchange, judged, before)
     wrong += [

@@ -7,6 +7,7 @@ Clients (``--client``):
 - ``tanx-async``: ``AsyncTanxSession.orders.cancel_many(ids, concurrency=C)`` (default transport:
   the built-in HTTP/1.1 client).
 - ``tanx-async-aiohttp``: the same with ``transport="aiohttp"`` (what the built-in client saves).
+- ``tanx-async-uvloop``: ``tanx-async`` on a uvloop event loop instead of asyncio's own.
 - ``tanx-async-iter``: ``AsyncTanxSession.orders.cancel_iter(<generator of ids>, concurrency=C)``;
   the memory scenario (outcomes are counted and dropped, never kept).
 
@@ -38,7 +39,15 @@ from _common import (
     make_access_token,
 )
 
-CLIENTS = ("aiohttp", "httpx", "httpx-aiohttp", "tanx-async", "tanx-async-aiohttp", "tanx-async-iter")
+CLIENTS = (
+    "aiohttp",
+    "httpx",
+    "httpx-aiohttp",
+    "tanx-async",
+    "tanx-async-aiohttp",
+    "tanx-async-uvloop",
+    "tanx-async-iter",
+)
 
 OneCancel = Callable[[int, Tally], Awaitable[None]]
 
@@ -211,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         coro = bench_raw(args.client, args.url, args.n, args.concurrency, args.warmup, token)
-    asyncio.run(coro)
+    if args.client == "tanx-async-uvloop":
+        import uvloop
+
+        uvloop.run(coro)
+    else:
+        asyncio.run(coro)
     print(f"driver {args.client}: total {time.perf_counter() - t0:.2f}s", file=sys.stderr)
     return 0
 

@@ -81,6 +81,7 @@ CLIENTS: tuple[ClientSpec, ...] = (
     ClientSpec("aiohttp", note="raw aiohttp.ClientSession + json.loads (the reference)"),
     ClientSpec("tanx-async", note="AsyncTanxSession.orders.cancel_many, default (native) transport"),
     ClientSpec("tanx-async-aiohttp", note="the same with transport='aiohttp'"),
+    ClientSpec("tanx-async-uvloop", note="tanx-async on a uvloop event loop"),
     ClientSpec("httpx", note="httpx.AsyncClient, default httpcore transport"),
     ClientSpec("httpx-aiohttp", note="httpx.AsyncClient(transport=AiohttpTransport())"),
     ClientSpec(

@@ -38,6 +38,10 @@ REFRESH_SKEW: Final = 30.0
 
 # Responses larger than this are refused rather than buffered (tanX answers are a few KiB).
 MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
+# The built-in transport: the status line plus headers may not exceed this (tanX sends < 2 KiB),
+# and the next address of a host is raced after this many seconds (happy eyeballs, RFC 8305).
+MAX_HEAD_BYTES: Final = 64 * 1024
+HAPPY_EYEBALLS_DELAY: Final = 0.25
 
 # Batch cancellation.
 BATCH_CONCURRENCY: Final = 64

@@ -25,6 +25,7 @@ is closed, never reused, and says True.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 import zlib
@@ -32,16 +33,15 @@ from collections import deque
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from ._errors import APIConnectionError, APITimeoutError, ResponseTooLargeError
-from ._transport import RawResponse
+from . import _constants as C
+from ._errors import APIConnectionError, APITimeoutError
+from ._transport import RawResponse, too_large
 
 if TYPE_CHECKING:
     from ._httpx import httpx
 
 __all__ = ["Http11Sender"]
 
-#: Status line plus headers may not exceed this (tanX answers carry well under 2 KiB of them).
-MAX_HEAD_BYTES = 64 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _URL_CACHE_SIZE = 256
@@ -231,8 +231,8 @@ class _Connection(asyncio.Protocol):
             if mode == 0:
                 end = buf.find(b"\r\n\r\n")
                 if end < 0:
-                    if len(buf) > MAX_HEAD_BYTES:
-                        raise _Failure(_malformed(f"headers longer than {MAX_HEAD_BYTES} bytes"))
+                    if len(buf) > C.MAX_HEAD_BYTES:
+                        raise _Failure(_malformed(f"headers longer than {C.MAX_HEAD_BYTES} bytes"))
                     return
                 head = bytes(buf[:end])
                 del buf[: end + 4]
@@ -262,7 +262,7 @@ class _Connection(asyncio.Protocol):
                 if size < 0:
                     raise _Failure(_malformed("negative chunk size"))
                 if self._size + size > self._cap:
-                    raise _Failure(_too_large(None, self._cap))
+                    raise _Failure(too_large(None, self._cap))
                 if size == 0:
                     del buf[: line_end + 2]
                     self._mode = 4
@@ -283,7 +283,7 @@ class _Connection(asyncio.Protocol):
                     return
                 end = buf.find(b"\r\n\r\n")
                 if end < 0:
-                    if len(buf) > MAX_HEAD_BYTES:
+                    if len(buf) > C.MAX_HEAD_BYTES:
                         raise _Failure(_malformed("trailers too long"))
                     return
                 del buf[: end + 4]
@@ -346,7 +346,7 @@ class _Connection(asyncio.Protocol):
                 raise _Failure(_malformed(f"bad content-length {length!r}"))
             self._remaining = int(first)
             if self._remaining > self._cap:
-                raise _Failure(_too_large(self._remaining, self._cap))
+                raise _Failure(too_large(self._remaining, self._cap))
             self._mode = 1
             return True
         self._mode = 3
@@ -360,7 +360,7 @@ class _Connection(asyncio.Protocol):
 
     def _check_size(self, size: int) -> None:
         if size > self._cap:
-            raise _Failure(_too_large(None, self._cap))
+            raise _Failure(too_large(None, self._cap))
 
     def _finish(self, *, close: bool) -> None:
         waiter = self._waiter
@@ -402,7 +402,7 @@ def _decode(headers: dict[str, str], body: bytes, cap: int) -> bytes:
     except zlib.error as exc:
         raise _Failure(_malformed(f"cannot decode {coding} body: {exc}")) from None
     if len(out) > cap or decoder.unconsumed_tail:
-        raise _Failure(_too_large(None, cap))
+        raise _Failure(too_large(None, cap))
     del headers["content-encoding"]
     headers.pop("content-length", None)
     return out
@@ -414,13 +414,6 @@ def _unsafe_header(headers: dict[str, str]) -> APIConnectionError:
     return APIConnectionError(
         f"header {names[0] if names else '?'!r} has a line break or NUL in it; not sent",
         maybe_processed=False,
-    )
-
-
-def _too_large(size: int | None, cap: int) -> ResponseTooLargeError:
-    got = f"{size} bytes" if size is not None else "more"
-    return ResponseTooLargeError(
-        f"response body of {got} exceeds max_response_bytes={cap}", maybe_processed=True
     )
 
 
@@ -612,14 +605,7 @@ class Http11Sender:
         if origin.tls:
             context = self.ssl_context()
         conn = _Connection(loop, self._cap)
-        connecting = loop.create_connection(
-            lambda: conn,
-            origin.host,
-            origin.port,
-            ssl=context,
-            server_hostname=origin.host if context is not None else None,
-            happy_eyeballs_delay=0.25,
-        )
+        connecting = self._dial(origin, conn, context)
         try:
             await asyncio.wait_for(connecting, timeout.connect)
         except asyncio.TimeoutError:
@@ -634,10 +620,42 @@ class Http11Sender:
             raise APIConnectionError(
                 f"could not connect to {origin.host}:{origin.port}: {text}", maybe_processed=False
             ) from exc
+        except BaseException:
+            # Cancelled: when the connection was made in the same instant, ``wait_for`` drops
+            # the transport it returned, but ``connection_made`` handed it to us; close it here.
+            conn.close()
+            raise
         if self._closed:
             conn.close()
             raise APIConnectionError("the connection pool is closed", maybe_processed=False)
         return conn
+
+    async def _dial(self, origin: _Origin, conn: _Connection, context: ssl.SSLContext | None) -> None:
+        """Resolve, connect (happy eyeballs, RFC 8305: a dead IPv6 route must not eat the whole
+        connect timeout) and wrap the socket in a transport whose protocol is ``conn``.
+
+        ``aiohappyeyeballs`` (aio-libs) rather than ``create_connection(happy_eyeballs_delay=)``:
+        the standard library's race leaks a socket when cancelled mid-connect (3.11), and
+        uvloop's ``create_connection`` does not take the option at all.
+        """
+        import aiohappyeyeballs
+
+        loop = self._loop
+        infos = await loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+        if not infos:  # pragma: no cover - getaddrinfo raises rather than answer nothing
+            raise OSError(f"no address for {origin.host}")
+        sock = await aiohappyeyeballs.start_connection(infos, happy_eyeballs_delay=C.HAPPY_EYEBALLS_DELAY)
+        try:
+            await loop.create_connection(
+                lambda: conn,
+                sock=sock,
+                ssl=context,
+                server_hostname=origin.host if context is not None else None,
+            )
+        except BaseException:
+            if conn.transport is None:
+                sock.close()  # never handed to a transport (which would close it itself)
+            raise
 
     def _release(self, key: tuple[str, str, int], conn: _Connection) -> None:
         self._in_use -= 1

@@ -93,7 +93,7 @@ class Sender(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _too_large(size: int | None, cap: int) -> ResponseTooLargeError:
+def too_large(size: int | None, cap: int) -> ResponseTooLargeError:
     got = f"{size} bytes" if size is not None else "more"
     return ResponseTooLargeError(
         f"response body of {got} exceeds max_response_bytes={cap}", maybe_processed=True
@@ -146,13 +146,13 @@ class HttpxSender:
             try:
                 declared = response.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) > self._cap:
-                    raise _too_large(int(declared), self._cap)
+                    raise too_large(int(declared), self._cap)
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
                     if size > self._cap:
-                        raise _too_large(None, self._cap)
+                        raise too_large(None, self._cap)
                     chunks.append(chunk)
             finally:
                 await response.aclose()
@@ -275,7 +275,7 @@ class AiohttpSender:
             ) as response:
                 length = response.content_length
                 if length is not None and length > self._cap:
-                    raise _too_large(length, self._cap)
+                    raise too_large(length, self._cap)
                 if length is not None:
                     body = await response.read()
                 else:
@@ -284,7 +284,7 @@ class AiohttpSender:
                     async for chunk in response.content.iter_any():
                         size += len(chunk)
                         if size > self._cap:
-                            raise _too_large(None, self._cap)
+                            raise too_large(None, self._cap)
                         parts.append(chunk)
                     body = b"".join(parts)
                 return RawResponse(response.status, response.headers, body, method=method, url=url)

@@ -8,7 +8,9 @@ The sandbox's socket faults run against this transport too (tests/test_faults.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
+import socket
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -354,6 +356,11 @@ async def answer_ok(request: bytes, writer: asyncio.StreamWriter) -> None:
     writer.write(ok())
 
 
+async def answer_slowly(request: bytes, writer: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(0.01)
+    writer.write(ok())
+
+
 @asynccontextmanager
 async def scripted(
     handler: Handler = answer_ok, **limits: Any
@@ -461,11 +468,11 @@ async def test_idle_connections_expire() -> None:
 
 
 async def test_the_pool_never_opens_more_than_max_connections() -> None:
-    async def slow(request: bytes, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(0.01)
-        writer.write(ok())
-
-    async with scripted(slow, max_connections=3, max_keepalive_connections=3) as (script, sender, url):
+    async with scripted(answer_slowly, max_connections=3, max_keepalive_connections=3) as (
+        script,
+        sender,
+        url,
+    ):
         results = await asyncio.gather(*(sender.send("GET", url, {}, None, TIMEOUT) for _ in range(30)))
         assert [r.status for r in results] == [200] * 30
     assert script.max_open == 3
@@ -473,11 +480,11 @@ async def test_the_pool_never_opens_more_than_max_connections() -> None:
 
 
 async def test_only_max_keepalive_connections_stay_idle() -> None:
-    async def slow(request: bytes, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(0.01)
-        writer.write(ok())
-
-    async with scripted(slow, max_connections=4, max_keepalive_connections=1) as (_script, sender, url):
+    async with scripted(answer_slowly, max_connections=4, max_keepalive_connections=1) as (
+        _script,
+        sender,
+        url,
+    ):
         await asyncio.gather(*(sender.send("GET", url, {}, None, TIMEOUT) for _ in range(4)))
         assert sum(len(v) for v in sender._idle.values()) == 1
 
@@ -617,3 +624,41 @@ async def test_interoperates_with_aiohttp_servers_chunked_and_compressed_answers
     finally:
         await sender.aclose()
         await runner.cleanup()
+
+
+async def test_happy_eyeballs_moves_past_an_address_that_black_holes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first address swallows SYNs (a full accept queue on loopback: the kernel drops them,
+    as a dead IPv6 route would); the second answers. We connect within the race delay, not the
+    connect timeout."""
+    black_hole = socket.socket()
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen(0)
+    hole_port = black_hole.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # fill the accept queue (never accepted)
+        s = socket.socket()
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.1", hole_port))
+        fillers.append(s)
+    await asyncio.sleep(0.05)
+    try:
+        async with scripted() as (script, sender, _url):
+            loop = asyncio.get_running_loop()
+
+            async def two_addresses(host: str, port: int, **kwargs: Any) -> list[Any]:
+                assert host == "exchange.test"
+                tcp = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "")
+                return [(*tcp, ("127.0.0.1", hole_port)), (*tcp, ("127.0.0.1", script.port))]
+
+            monkeypatch.setattr(loop, "getaddrinfo", two_addresses)
+            started = loop.time()
+            raw = await sender.send("GET", f"http://exchange.test:{script.port}/x", {}, None, TIMEOUT)
+            took = loop.time() - started
+            assert raw.status == 200
+            assert script.requests[0].startswith(b"GET /x HTTP/1.1\r\nHost: exchange.test:")
+            assert took < 1.0, f"{took:.2f} s: the black hole was waited out"
+    finally:
+        for s in fillers:
+            s.close()
+        black_hole.close()

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import ssl
-import subprocess
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +27,7 @@ from tanx_async import (
 )
 from tanx_async._http11 import Http11Sender
 from tanx_async._signer import PrivateKeySigner, random_wallet
-from tanx_async._transport import AiohttpSender, HttpxSender
+from tanx_async._transport import AiohttpSender, HttpxSender, TransportName
 
 from .conftest import CANCEL_URL
 from .sandbox import TRANSPORTS, running_sandbox, transport_name
@@ -255,29 +253,16 @@ async def test_tls_verification_is_on_unless_switched_off(transport: str) -> Non
             await session.aclose()
 
 
-@pytest.fixture
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a throwaway certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"),
-            *("-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return cert, key
-
-
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_untrusted_certificate_is_refused_by_default(
     self_signed: tuple[Path, Path], transport: str
 ) -> None:
-    """A real TLS handshake on loopback with a self-signed certificate."""
+    await tls_round_trip(self_signed, transport_name(transport))
+
+
+async def tls_round_trip(self_signed: tuple[Path, Path], name: TransportName) -> None:
+    """A real TLS handshake on loopback with a self-signed certificate: refused by default, and
+    answered with ``verify=False``."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*self_signed)
     body = b'{"status":"success","message":"Working fine!","payload":""}'
@@ -298,7 +283,6 @@ async def test_untrusted_certificate_is_refused_by_default(
 
     server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
     port = server.sockets[0].getsockname()[1]
-    name = transport_name(transport)
     try:
         with anyio.fail_after(10):
             async with AsyncTanxSession(

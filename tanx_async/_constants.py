@@ -42,6 +42,9 @@ MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
 # and the next address of a host is raced after this many seconds (happy eyeballs, RFC 8305).
 MAX_HEAD_BYTES: Final = 64 * 1024
 HAPPY_EYEBALLS_DELAY: Final = 0.25
+# An idle connection is not reused within this many seconds of the server's own idle timeout
+# (``Keep-Alive: timeout=N``): a request written as the server closes may or may not be processed.
+SERVER_IDLE_MARGIN: Final = 1.0
 
 # Batch cancellation.
 BATCH_CONCURRENCY: Final = 64

@@ -107,6 +107,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        #: How long the server said it keeps this connection idle (``Keep-Alive: timeout=N``).
+        self.server_idle: float | None = None
         self.keep_alive = False
         self._waiter: asyncio.Future[RawResponse] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -329,6 +331,9 @@ class _Connection(asyncio.Protocol):
         self._headers = headers
         connection = headers.get("connection", "").lower()
         self.keep_alive = "keep-alive" in connection if http10 else "close" not in connection
+        hint = headers.get("keep-alive")
+        if hint is not None:
+            self.server_idle = _idle_timeout(hint)
         if self._method == "HEAD" or status in _NO_BODY_STATUS:
             self._mode, self._remaining = 1, 0
             return True
@@ -380,6 +385,19 @@ class _Connection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         waiter.set_result(RawResponse(self._status, headers, body, method=self._method, url=self._url))
+
+
+def _idle_timeout(hint: str) -> float | None:
+    """``timeout=N`` of a ``Keep-Alive`` header (RFC 2068 19.7.1.1), or None."""
+    for part in hint.split(","):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "timeout":
+            try:
+                seconds = float(value.strip().strip('"'))
+            except ValueError:
+                return None
+            return seconds if seconds >= 0 and seconds == seconds else None
+    return None
 
 
 def _decode(headers: dict[str, str], body: bytes, cap: int) -> bytes:
@@ -548,7 +566,14 @@ class Http11Sender:
                 now = time.monotonic()
                 while idle:
                     conn = idle.pop()
-                    if conn.closed or now - conn.idle_since > self._expiry or conn.is_closing():
+                    idle_for = now - conn.idle_since
+                    server_idle = conn.server_idle
+                    if (
+                        conn.closed
+                        or idle_for > self._expiry
+                        or (server_idle is not None and idle_for > server_idle - C.SERVER_IDLE_MARGIN)
+                        or conn.is_closing()
+                    ):
                         self._discard(conn)
                         continue
                     self._in_use += 1

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tanx_async import APIConnectionError, APITimeoutError, ResponseTooLargeError
-from tanx_async._http11 import Http11Sender, _Connection, _Origin
+from tanx_async._http11 import Http11Sender, _Connection, _idle_timeout, _Origin
 from tanx_async._httpx import httpx
 from tanx_async._transport import RawResponse
 
@@ -487,6 +487,35 @@ async def test_only_max_keepalive_connections_stay_idle() -> None:
     ):
         await asyncio.gather(*(sender.send("GET", url, {}, None, TIMEOUT) for _ in range(4)))
         assert sum(len(v) for v in sender._idle.values()) == 1
+
+
+async def test_the_servers_keep_alive_timeout_is_respected() -> None:
+    async def short_idle(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(ok(extra=b"Keep-Alive: timeout=1.3, max=100\r\n"))
+
+    async with scripted(short_idle) as (script, sender, url):
+        await sender.send("GET", url, {}, None, TIMEOUT)
+        await sender.send("GET", url, {}, None, TIMEOUT)  # within 1.3 s - 1 s margin
+        assert script.connections == 1
+        await asyncio.sleep(0.4)  # past the server's timeout minus our margin
+        await sender.send("GET", url, {}, None, TIMEOUT)
+        assert script.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("hint", "seconds"),
+    [
+        ("timeout=5", 5.0),
+        ("timeout=5, max=1000", 5.0),
+        ('max=3, Timeout="2.5"', 2.5),
+        ("max=3", None),
+        ("timeout=x", None),
+        ("timeout=-1", None),
+        ("timeout=nan", None),
+    ],
+)
+def test_keep_alive_hints(hint: str, seconds: float | None) -> None:
+    assert _idle_timeout(hint) == seconds
 
 
 async def test_pool_timeout_says_nothing_was_sent() -> None:

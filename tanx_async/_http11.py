@@ -202,6 +202,8 @@ class _Connection(asyncio.Protocol):
                 # Cancelled mid-flight, failed, or the server will not keep it: never reused.
                 self.keep_alive = False
                 self.close()
+                if waiter.done() and not waiter.cancelled():
+                    waiter.exception()  # failed, then we were cancelled: not "never retrieved"
 
     def _on_timeout(self, seconds: float) -> None:
         self._timer = None

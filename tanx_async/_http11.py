@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from . import _constants as C
 from ._errors import APIConnectionError, APITimeoutError
-from ._transport import RawResponse, too_large
+from ._transport import RawResponse, pool_closed, too_large
 
 if TYPE_CHECKING:
     from ._httpx import httpx
@@ -491,8 +491,7 @@ class Http11Sender:
         timeout: httpx.Timeout,
     ) -> RawResponse:
         if self._closed:
-            # Closed while this request waited (limiter, rate limit, refresh): never sent.
-            raise APIConnectionError("the connection pool is closed", maybe_processed=False)
+            raise pool_closed()
         origin = self._origins.get(url)
         if origin is None:
             origin = _Origin(url)
@@ -594,7 +593,7 @@ class Http11Sender:
                 deadline = time.monotonic() + timeout.pool
             await self._wait_for_room(deadline, timeout)
             if self._closed:
-                raise APIConnectionError("the connection pool is closed", maybe_processed=False)
+                raise pool_closed()
 
     async def _wait_for_room(self, deadline: float | None, timeout: httpx.Timeout) -> None:
         waiter: asyncio.Future[None] = self._loop.create_future()
@@ -654,7 +653,7 @@ class Http11Sender:
             raise
         if self._closed:
             conn.close()
-            raise APIConnectionError("the connection pool is closed", maybe_processed=False)
+            raise pool_closed()
         return conn
 
     async def _dial(self, origin: _Origin, conn: _Connection, context: ssl.SSLContext | None) -> None:

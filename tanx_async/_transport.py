@@ -93,6 +93,12 @@ class Sender(Protocol):
     async def aclose(self) -> None: ...
 
 
+def pool_closed() -> APIConnectionError:
+    """The session closed its pool while this request waited (limiter, rate limit, refresh, a
+    free connection): nothing was sent."""
+    return APIConnectionError("the connection pool is closed", maybe_processed=False)
+
+
 def too_large(size: int | None, cap: int) -> ResponseTooLargeError:
     got = f"{size} bytes" if size is not None else "more"
     return ResponseTooLargeError(
@@ -118,8 +124,7 @@ class HttpxSender:
         timeout: httpx.Timeout,
     ) -> RawResponse:
         if self._closing or self.client.is_closed:
-            # Closed while this request waited (limiter, rate limit, refresh): never sent.
-            raise APIConnectionError("the connection pool is closed", maybe_processed=False)
+            raise pool_closed()
         from anyio import CancelScope  # under trio too; imported here, like aiohttp below
 
         scope = CancelScope()
@@ -262,8 +267,7 @@ class AiohttpSender:
     ) -> RawResponse:
         aiohttp = self._aiohttp
         if self.session.closed:
-            # Closed while this request waited (limiter, rate limit, refresh): never sent.
-            raise APIConnectionError("the connection pool is closed", maybe_processed=False)
+            raise pool_closed()
         try:
             async with self.session.request(
                 method,

@@ -389,6 +389,13 @@ class _Connection(asyncio.Protocol):
         waiter.set_result(RawResponse(self._status, headers, body, method=self._method, url=self._url))
 
 
+def _pool_timeout(waiter: asyncio.Future[_Connection | None], seconds: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(
+            APITimeoutError(f"no free connection within {seconds:g} s (pool timeout)", maybe_processed=False)
+        )
+
+
 def _idle_timeout(hint: str) -> float | None:
     """``timeout=N`` of a ``Keep-Alive`` header (RFC 2068 19.7.1.1), or None."""
     for part in hint.split(","):
@@ -475,7 +482,8 @@ class Http11Sender:
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._open = 0  # connections opening, in use or idle
         self._in_use = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        #: Requests queued for a connection, oldest first, with the origin each wants.
+        self._waiters: deque[tuple[asyncio.Future[_Connection | None], tuple[str, str, int]]] = deque()
         self._origins: dict[str, _Origin] = {}
         self._closed = False
         self._busy: set[_Connection] = set()
@@ -500,12 +508,19 @@ class Http11Sender:
             self._origins[url] = origin
         payload = self._payload(method, origin, headers, content)
         conn = await self._acquire(origin, timeout)
+        if self.closed:  # closed while we queued or connected: nothing sent
+            self._release(origin.key, conn)
+            raise pool_closed()
         self._busy.add(conn)
         try:
             return await conn.request(payload, method, url, timeout.read)
         finally:
             self._busy.discard(conn)
             self._release(origin.key, conn)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def connections_in_use(self) -> int:
         """Connections checked out of the pool now (a leak shows as a count that stays up)."""
@@ -522,9 +537,9 @@ class Http11Sender:
                 APIConnectionError("the connection pool was closed during the request", maybe_processed=True)
             )
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter, _ = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_exception(pool_closed())
         # Let the transports run their close callbacks before the loop may go away.
         await asyncio.sleep(0)
 
@@ -560,81 +575,104 @@ class Http11Sender:
         return head + content if content else head
 
     async def _acquire(self, origin: _Origin, timeout: httpx.Timeout) -> _Connection:
-        deadline: float | None = None
-        while True:
-            idle = self._idle.get(origin.key)
-            if idle:
-                now = time.monotonic()
-                while idle:
-                    conn = idle.pop()
-                    idle_for = now - conn.idle_since
-                    server_idle = conn.server_idle
-                    if (
-                        conn.closed
-                        or idle_for > self._expiry
-                        or (server_idle is not None and idle_for > server_idle - C.SERVER_IDLE_MARGIN)
-                        or conn.is_closing()
-                    ):
-                        self._discard(conn)
-                        continue
-                    self._in_use += 1
-                    return conn
-            if self._max is None or self._open < self._max or self._evict_idle():
-                self._open += 1
-                self._in_use += 1
-                try:
-                    return await self._connect(origin, timeout)
-                except BaseException:
-                    self._open -= 1
-                    self._in_use -= 1
-                    self._wake()
-                    raise
-            if deadline is None and timeout.pool is not None:
-                deadline = time.monotonic() + timeout.pool
-            await self._wait_for_room(deadline, timeout)
-            if self._closed:
-                raise pool_closed()
-
-    async def _wait_for_room(self, deadline: float | None, timeout: httpx.Timeout) -> None:
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        self._waiters.append(waiter)
+        """A live idle connection, else a new one within ``max_connections``, else a place in
+        the queue (first come, first served: a freed connection or slot is handed to the
+        longest waiter, never left for a newcomer to take)."""
+        conn = self._pop_idle(origin.key)
+        if conn is not None:
+            self._in_use += 1
+            return conn
+        if self._max is None or self._open < self._max:
+            self._open += 1
+        elif self._reuse_idle_slot():
+            pass  # the slot of an idle connection to another origin, closed for us
+        else:
+            got = await self._wait_for_room(origin.key, timeout)
+            if got is not None:
+                return got  # handed over, already counted in use
+            # else: a slot was reserved for us (counted in _open)
+        self._in_use += 1
         try:
-            if deadline is None:
-                await waiter
-            else:
-                await asyncio.wait_for(waiter, max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            raise APITimeoutError(
-                f"no free connection within {timeout.pool:g} s (pool timeout)", maybe_processed=False
-            ) from None
+            return await self._connect(origin, timeout)
         except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self._wake()  # woken, then cancelled: pass the turn on
+            self._in_use -= 1
+            self._free_slot()
+            raise
+
+    def _pop_idle(self, key: tuple[str, str, int]) -> _Connection | None:
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            idle_for = now - conn.idle_since
+            server_idle = conn.server_idle
+            if (
+                conn.closed
+                or idle_for > self._expiry
+                or (server_idle is not None and idle_for > server_idle - C.SERVER_IDLE_MARGIN)
+                or conn.is_closing()
+            ):
+                self._discard(conn)
+                continue
+            return conn
+        return None
+
+    async def _wait_for_room(self, key: tuple[str, str, int], timeout: httpx.Timeout) -> _Connection | None:
+        """Queue for a connection of ``key`` (returned, counted in use) or a reserved slot (None).
+
+        The pool timeout is a timer that fails the future, not ``asyncio.wait_for``: on Python
+        <= 3.11 that returns a result that arrived together with a cancellation, swallowing
+        the cancellation.
+        """
+        waiter: asyncio.Future[_Connection | None] = self._loop.create_future()
+        entry = (waiter, key)
+        self._waiters.append(entry)
+        timer = None
+        if timeout.pool is not None:
+            timer = self._loop.call_later(timeout.pool, _pool_timeout, waiter, timeout.pool)
+        try:
+            return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # Handed a connection or a slot, then cancelled: pass it on, never lose it.
+                handed = waiter.result()
+                if handed is None:
+                    self._free_slot()
+                else:
+                    self._release(key, handed)
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             if not waiter.done():
                 waiter.cancel()
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            if entry in self._waiters:
+                self._waiters.remove(entry)
 
-    def _evict_idle(self) -> bool:
-        """At the limit: close one idle connection (of any origin) to make room."""
+    def _reuse_idle_slot(self) -> bool:
+        """At the limit: close one idle connection (of another origin) and take its slot."""
         for idle in self._idle.values():
             if idle:
-                self._discard(idle.pop(0))
+                idle.pop(0).close()
                 return True
         return False
 
     async def _connect(self, origin: _Origin, timeout: httpx.Timeout) -> _Connection:
+        from anyio import fail_after  # imported here, as in _transport (only new connections)
+
         loop = self._loop
         context = None
         if origin.tls:
             context = self.ssl_context()
         conn = _Connection(loop, self._cap)
-        connecting = self._dial(origin, conn, context)
         try:
-            await asyncio.wait_for(connecting, timeout.connect)
-        except asyncio.TimeoutError:
+            # anyio's deadline, not ``asyncio.wait_for`` (which, on Python <= 3.11, can drop a
+            # cancellation that arrives as the connection completes).
+            with fail_after(timeout.connect):
+                await self._dial(origin, conn, context)
+        except TimeoutError:  # our deadline, or the kernel's ETIMEDOUT
             conn.close()
             raise APITimeoutError(
                 f"could not connect to {origin.host}:{origin.port} within {timeout.connect:g} s",
@@ -647,8 +685,7 @@ class Http11Sender:
                 f"could not connect to {origin.host}:{origin.port}: {text}", maybe_processed=False
             ) from exc
         except BaseException:
-            # Cancelled: when the connection was made in the same instant, ``wait_for`` drops
-            # the transport it returned, but ``connection_made`` handed it to us; close it here.
+            # Cancelled: ``connection_made`` may already have handed us the transport.
             conn.close()
             raise
         if self._closed:
@@ -685,26 +722,44 @@ class Http11Sender:
 
     def _release(self, key: tuple[str, str, int], conn: _Connection) -> None:
         self._in_use -= 1
-        if conn.keep_alive and not conn.closed and not self._closed:
-            idle = self._idle.get(key)
-            if idle is None:
-                idle = self._idle[key] = []
-            if self._max_idle is None or len(idle) < self._max_idle:
-                conn.idle_since = time.monotonic()
-                idle.append(conn)
-                self._wake()
-                return
-        self._discard(conn)
-        self._wake()
+        if not (conn.keep_alive and not conn.closed and not self._closed):
+            self._discard(conn)
+            return
+        waiter = self._next_waiter()
+        if waiter is not None:
+            future, wanted = waiter
+            if wanted == key:
+                self._in_use += 1
+                future.set_result(conn)  # straight to the longest waiter
+            else:
+                conn.close()
+                future.set_result(None)  # its slot goes to a waiter for another origin
+            return
+        idle = self._idle.get(key)
+        if idle is None:
+            idle = self._idle[key] = []
+        if self._max_idle is not None and len(idle) >= self._max_idle:
+            self._discard(conn)
+            return
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
 
     def _discard(self, conn: _Connection) -> None:
         conn.close()
-        self._open -= 1
+        self._free_slot()
 
-    def _wake(self) -> None:
+    def _free_slot(self) -> None:
+        """A connection's slot is free: reserve it for the longest waiter, or give it back."""
+        waiter = self._next_waiter()
+        if waiter is None:
+            self._open -= 1
+        else:
+            waiter[0].set_result(None)
+
+    def _next_waiter(self) -> tuple[asyncio.Future[_Connection | None], tuple[str, str, int]] | None:
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+            if not waiter[0].done():
+                return waiter
+        return None

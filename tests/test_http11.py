@@ -518,6 +518,48 @@ def test_keep_alive_hints(hint: str, seconds: float | None) -> None:
     assert _idle_timeout(hint) == seconds
 
 
+async def test_a_freed_connection_goes_to_the_longest_waiter_not_a_newcomer() -> None:
+    """A newcomer scheduled just before a connection is released must queue behind the request
+    that was already waiting (otherwise waiters can starve into pool timeouts under load)."""
+    served: list[bytes] = []
+
+    async def record(request: bytes, writer: asyncio.StreamWriter) -> None:
+        served.append(request.split(b"X-Who: ")[1].split(b"\r\n")[0])
+        writer.write(ok())
+
+    async with scripted(record, max_connections=1) as (_script, sender, url):
+        origin = _Origin(url)
+        held = await sender._acquire(origin, TIMEOUT)  # the pool is now full
+        waiter = asyncio.ensure_future(sender.send("GET", url, {"X-Who": "waiter"}, None, TIMEOUT))
+        await asyncio.sleep(0.01)
+        assert len(sender._waiters) == 1
+        newcomer = asyncio.ensure_future(sender.send("GET", url, {"X-Who": "newcomer"}, None, TIMEOUT))
+        sender._release(origin.key, held)  # in the same step: the newcomer runs first
+        await asyncio.gather(waiter, newcomer)
+    assert served == [b"waiter", b"newcomer"]
+
+
+@pytest.mark.parametrize("reusable", [True, False])
+async def test_a_waiter_cancelled_after_being_handed_a_connection_passes_it_on(reusable: bool) -> None:
+    async with scripted(max_connections=1) as (script, sender, url):
+        origin = _Origin(url)
+        held = await sender._acquire(origin, TIMEOUT)
+        held.keep_alive = reusable  # reusable: the connection itself is handed over; else its slot
+        first = asyncio.ensure_future(sender.send("GET", url, {}, None, TIMEOUT))
+        second = asyncio.ensure_future(sender.send("GET", url, {}, None, TIMEOUT))
+        await asyncio.sleep(0.01)
+        assert len(sender._waiters) == 2
+        sender._release(origin.key, held)  # handed to ``first``...
+        first.cancel()  # ...which is cancelled before it runs
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert (await second).status == 200
+        assert sender.connections_in_use() == 0
+        assert sender._open == 1  # exactly the one kept-alive connection
+        assert (await sender.send("GET", url, {}, None, TIMEOUT)).status == 200
+    assert len(script.requests) == 2
+
+
 async def test_pool_timeout_says_nothing_was_sent() -> None:
     release = asyncio.Event()
 

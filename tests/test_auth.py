@@ -135,6 +135,18 @@ async def test_second_401_after_refresh_is_an_authentication_error(router: respx
 # -- single flight ------------------------------------------------------------------------------
 
 
+def _cancel_accepting_only(access: str, *, delay: float) -> Any:
+    """A cancel endpoint that answers 401 (access token expired) to any other token."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(delay)
+        if _auth(request) != f"JWT {access}":
+            return json_response(401, ACCESS_401)
+        return _cancel_ok(request)
+
+    return handler
+
+
 async def _slow_refresh(access: str, calls: list[str]) -> Any:
     async def handler(request: httpx.Request) -> httpx.Response:
         calls.append(json.loads(request.content)["refresh"])
@@ -177,13 +189,7 @@ async def test_100_concurrent_401s_refresh_once(router: respx.Router) -> None:
     calls: list[str] = []
     refresh = router.post(REFRESH_URL).mock(side_effect=await _slow_refresh("new-access", calls))
 
-    async def cancel_handler(request: httpx.Request) -> httpx.Response:
-        await anyio.sleep(0.01)
-        if _auth(request) != "JWT new-access":
-            return json_response(401, ACCESS_401)
-        return _cancel_ok(request)
-
-    cancel = router.post(CANCEL_URL).mock(side_effect=cancel_handler)
+    cancel = router.post(CANCEL_URL).mock(side_effect=_cancel_accepting_only("new-access", delay=0.01))
     async with open_session(router, access_token="opaque-old", async_handler=True) as session:
         results = await _cancel_all(session, range(1, 101))
     assert refresh.call_count == 1
@@ -399,13 +405,7 @@ async def test_reactive_refresh_with_one_slot(router: respx.Router) -> None:
     calls: list[str] = []
     refresh = router.post(REFRESH_URL).mock(side_effect=await _slow_refresh("new-access", calls))
 
-    async def cancel_handler(request: httpx.Request) -> httpx.Response:
-        await anyio.sleep(0.005)
-        if _auth(request) != "JWT new-access":
-            return json_response(401, ACCESS_401)
-        return _cancel_ok(request)
-
-    router.post(CANCEL_URL).mock(side_effect=cancel_handler)
+    router.post(CANCEL_URL).mock(side_effect=_cancel_accepting_only("new-access", delay=0.005))
     async with open_session(router, access_token="old", async_handler=True, max_concurrency=1) as session:
         results = await _cancel_all(session, range(1, 11))
     assert len(results) == 10

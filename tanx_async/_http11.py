@@ -170,7 +170,7 @@ class _Connection(asyncio.Protocol):
 
     async def request(self, payload: bytes, method: str, url: str, read_timeout: float | None) -> RawResponse:
         transport = self.transport
-        if transport is None or self.closed or transport.is_closing():
+        if transport is None or self.is_closing():
             # Lost between leaving the pool and now; asyncio would drop the bytes silently.
             self.keep_alive = False
             raise APIConnectionError(
@@ -219,7 +219,8 @@ class _Connection(asyncio.Protocol):
         self.close()
 
     def is_closing(self) -> bool:
-        return self.transport is None or self.transport.is_closing()
+        """Closed by us, by the server (EOF, reset) or not connected: never to be written to."""
+        return self.closed or self.transport is None or self.transport.is_closing()
 
     def close(self) -> None:
         self.closed = True
@@ -469,7 +470,6 @@ class Http11Sender:
         limits: httpx.Limits,
         verify: bool | ssl.SSLContext,
         max_response_bytes: int,
-        keepalive_expiry: float,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._cap = max_response_bytes
@@ -478,7 +478,8 @@ class Http11Sender:
         self._max = limits.max_connections
         keepalive = limits.max_keepalive_connections
         self._max_idle = keepalive if keepalive is not None else self._max
-        self._expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else keepalive_expiry
+        expiry = limits.keepalive_expiry
+        self._expiry = expiry if expiry is not None else C.KEEPALIVE_EXPIRY
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._open = 0  # connections opening, in use or idle
         self._in_use = 0
@@ -609,10 +610,9 @@ class Http11Sender:
             idle_for = now - conn.idle_since
             server_idle = conn.server_idle
             if (
-                conn.closed
+                conn.is_closing()
                 or idle_for > self._expiry
                 or (server_idle is not None and idle_for > server_idle - C.SERVER_IDLE_MARGIN)
-                or conn.is_closing()
             ):
                 self._discard(conn)
                 continue
@@ -688,9 +688,6 @@ class Http11Sender:
             # Cancelled: ``connection_made`` may already have handed us the transport.
             conn.close()
             raise
-        if self._closed:
-            conn.close()
-            raise pool_closed()
         return conn
 
     async def _dial(self, origin: _Origin, conn: _Connection, context: ssl.SSLContext | None) -> None:
@@ -722,7 +719,7 @@ class Http11Sender:
 
     def _release(self, key: tuple[str, str, int], conn: _Connection) -> None:
         self._in_use -= 1
-        if not (conn.keep_alive and not conn.closed and not self._closed):
+        if not conn.keep_alive or conn.is_closing() or self._closed:
             self._discard(conn)
             return
         waiter = self._next_waiter()

@@ -347,7 +347,6 @@ def make_sender(
             limits=limits,
             verify=verify,
             max_response_bytes=max_response_bytes,
-            keepalive_expiry=C.KEEPALIVE_EXPIRY,
         )
     if transport == "aiohttp":
         try:

@@ -372,7 +372,6 @@ async def scripted(
         limits=httpx.Limits(**{"max_connections": 8, "max_keepalive_connections": 8, **limits}),
         verify=True,
         max_response_bytes=CAP,
-        keepalive_expiry=30.0,
     )
     try:
         yield script, sender, f"http://127.0.0.1:{script.port}/sapi/v1/orders/cancel/?a=1"
@@ -604,7 +603,7 @@ async def test_refused_connection_was_never_sent() -> None:
     port = server.sockets[0].getsockname()[1]
     server.close()
     await server.wait_closed()
-    sender = Http11Sender(limits=httpx.Limits(), verify=True, max_response_bytes=CAP, keepalive_expiry=5)
+    sender = Http11Sender(limits=httpx.Limits(), verify=True, max_response_bytes=CAP)
     try:
         with pytest.raises(APIConnectionError) as got:
             await sender.send("POST", f"http://127.0.0.1:{port}/", {}, b"{}", TIMEOUT)
@@ -683,7 +682,7 @@ async def test_interoperates_with_aiohttp_servers_chunked_and_compressed_answers
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
-    sender = Http11Sender(limits=httpx.Limits(), verify=True, max_response_bytes=CAP, keepalive_expiry=5)
+    sender = Http11Sender(limits=httpx.Limits(), verify=True, max_response_bytes=CAP)
     try:
         for _ in range(3):
             raw = await sender.send("GET", f"http://127.0.0.1:{port}/stream", {}, None, TIMEOUT)

@@ -3,8 +3,9 @@ transport on asyncio.
 
 Why our own: a cancel burst is a few hundred small request/response pairs on warm keep-alive
 connections to one host, and there the general-purpose clients spend most of the CPU in their
-own layers (aiohttp's ``ClientSession.request`` ~80-100 us per request here, httpx's pool
-15-30x more). This client does exactly what the exchange needs and nothing else:
+own layers (``benchmarks/RESULTS.md``: the same library over aiohttp spends 70-80 us more CPU
+per cancel than over this client; httpx's own pool costs 16-22x raw aiohttp's CPU). This client
+does exactly what the exchange needs and nothing else:
 
 - one request per connection at a time (no pipelining), a LIFO pool of idle connections per
   origin, bounded by ``max_connections`` (waiters queue with the pool timeout);

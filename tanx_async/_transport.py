@@ -8,8 +8,8 @@
   *after* the request was written to ``ConnectTimeout``, which would make a possibly-processed
   cancel look safely unsent.
 - ``HttpxSender``: an ``httpx.AsyncClient``; used under trio, when asked for, and always for a
-  client the caller injects (we never close that one). httpx's own pool costs 16-22x more CPU
-  per request at the concurrency a cancel burst runs at.
+  client the caller injects (we never close that one). httpx's own pool costs 16-22x raw aiohttp's
+  CPU per cancel at the concurrency a cancel burst runs at (``benchmarks/RESULTS.md``).
 
 All read the whole body (refusing more than ``max_response_bytes``) and raise the library's own
 connection errors with ``maybe_processed`` set honestly. ``make_sender`` is the only place the

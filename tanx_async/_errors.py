@@ -240,3 +240,11 @@ def describe(value: Any, limit: int = 200) -> str:
     """A short, single-line preview of a non-JSON body for an error message."""
     text = " ".join(str(value).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def brief(error: BaseException) -> str:
+    """One line for an error in a log line or a table cell (full texts live on the error)."""
+    if isinstance(error, APIStatusError):
+        return f"HTTP {error.status_code}: {error.message}"
+    message = getattr(error, "message", None) or str(error)
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from . import _constants as C
+from ._config import ssl_context as make_ssl_context
 from ._errors import APIConnectionError, APITimeoutError
 from ._transport import RawResponse, pool_closed, too_large
 
@@ -446,22 +447,6 @@ def _unsafe_header(headers: dict[str, str]) -> APIConnectionError:
     )
 
 
-def _ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
-    if isinstance(verify, ssl.SSLContext):
-        return verify
-    try:
-        import certifi  # httpx's own dependency: the same CA bundle as the httpx transport
-
-        context = ssl.create_default_context(cafile=certifi.where())
-    except ImportError:  # pragma: no cover - certifi comes with httpx
-        context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["http/1.1"])
-    return context
-
-
 class Http11Sender:
     """The pool: idle connections per origin (LIFO), at most ``max_connections`` open."""
 
@@ -548,7 +533,7 @@ class Http11Sender:
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS context for ``https`` origins (built on first use: it loads the CA bundle)."""
         if self._ssl is None:
-            self._ssl = _ssl_context(self._verify)
+            self._ssl = make_ssl_context(self._verify)
         return self._ssl
 
     # internals

@@ -8,18 +8,18 @@ a session owns (the connection pool, tokens, limiter, rate limit) lives in ``_Co
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import ssl
 import time
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import anyio
 
 from . import _constants as C
 from . import _validate as V
 from ._auth import Auth, AuthPaths, Signer, TokensCallback
+from ._config import concurrency_for, pool_limits, resolve_base_url
 from ._envelope import decode_envelope, is_access_token_error
 from ._errors import (
     APIConnectionError,
@@ -27,6 +27,7 @@ from ._errors import (
     RateLimitError,
     SessionClosedError,
     TanxError,
+    brief,
 )
 from ._flow import FlowControl
 from ._httpx import httpx
@@ -68,15 +69,6 @@ class Trace:
         self.first_sent: float | None = None
         #: True once an attempt failed in a way that may have left it processed.
         self.ambiguous = False
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _normalise_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
@@ -191,7 +183,7 @@ class AsyncTanxSession:
         refresh_skew: float = C.REFRESH_SKEW,
         on_event: EventCallback | None = None,
     ) -> None:
-        self._base_url = _resolve_base_url(base_url, network, allow_insecure_http)
+        self._base_url = resolve_base_url(base_url, network, allow_insecure_http)
         for name, value in (("access_token", access_token), ("refresh_token", refresh_token)):
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise TypeError(f"{name} must be a non-empty string")
@@ -210,20 +202,8 @@ class AsyncTanxSession:
             raise ValueError(f"transport must be 'auto', 'native', 'aiohttp' or 'httpx', got {transport!r}")
         if verify is not True and not isinstance(verify, ssl.SSLContext | bool):
             raise TypeError("verify must be True, False or an ssl.SSLContext")
-        limits = limits or httpx.Limits(
-            max_connections=C.MAX_CONNECTIONS,
-            max_keepalive_connections=C.MAX_CONNECTIONS,
-            keepalive_expiry=C.KEEPALIVE_EXPIRY,
-        )
-        pool = limits.max_connections
-        ceiling = max(1, pool - C.POOL_HEADROOM) if pool else C.MAX_CONCURRENCY
-        if max_concurrency is None:
-            max_concurrency = min(C.MAX_CONCURRENCY, ceiling)
-        elif V.setting_int("max_concurrency", max_concurrency, minimum=1) > (pool or max_concurrency):
-            raise ValueError(
-                f"max_concurrency={max_concurrency} exceeds the pool's max_connections={pool}: "
-                "tasks would queue inside the pool and die of pool timeouts"
-            )
+        limits = limits or pool_limits()
+        max_concurrency = concurrency_for(limits, max_concurrency)
         if max_response_bytes < 1024:
             raise ValueError("max_response_bytes must be at least 1024")
         self._timeout = _normalise_timeout(timeout)
@@ -477,7 +457,7 @@ class AsyncTanxSession:
                 "%s %s failed (%s); retry %d/%d in %.2f s",
                 method,
                 path,
-                _brief(error),
+                brief(error),
                 attempt + 1,
                 policy.max_retries,
                 delay,
@@ -503,37 +483,3 @@ def _closed_during(exc: APIConnectionError, trace: Trace | None) -> SessionClose
         # Closed under a request already written: it may have been processed.
         trace.ambiguous = True
     return SessionClosedError("this AsyncTanxSession was closed during the request")
-
-
-def _brief(error: TanxError) -> str:
-    if isinstance(error, APIStatusError):
-        return f"HTTP {error.status_code} {error.message}"
-    return (
-        f"{type(error).__name__}: {error.message}"
-        if isinstance(error, APIConnectionError)
-        else type(error).__name__
-    )
-
-
-def _resolve_base_url(base_url: str | None, network: str | None, allow_insecure_http: bool) -> str:
-    if base_url is not None and network is not None:
-        raise ValueError("pass base_url or network, not both")
-    if network is not None:
-        if network not in C.NETWORKS:
-            raise ValueError(f"network must be 'mainnet' or 'testnet', got {network!r}")
-        return C.NETWORKS[network]
-    if base_url is None:
-        return C.MAINNET_URL
-    if not isinstance(base_url, str):
-        raise TypeError("base_url must be a string")
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
-    if parts.query or parts.fragment:
-        raise ValueError("base_url must not carry a query or fragment")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure_http:
-        raise ValueError(
-            f"refusing to send credentials over plain http to {parts.hostname}: use https, or "
-            "pass allow_insecure_http=True if you really mean it"
-        )
-    return base_url.strip().rstrip("/")

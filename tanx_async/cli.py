@@ -27,7 +27,8 @@ import attrs
 
 from . import _constants as C
 from . import _validate as V
-from ._errors import APIError, APIStatusError, MissingDependencyError, NotAuthenticatedError, TanxError
+from ._config import pool_limits
+from ._errors import APIError, MissingDependencyError, NotAuthenticatedError, TanxError, brief
 from .models import CancelOutcome, Order, OrderState
 
 if TYPE_CHECKING:
@@ -434,15 +435,8 @@ def _outcome_row(outcome: CancelOutcome) -> list[str]:
         _text(order.state if order else None),
         str(outcome.attempts),
         f"{outcome.elapsed * 1e3:.0f}",
-        _brief(error) if error is not None else "",
+        brief(error) if error is not None else "",
     ]
-
-
-def _brief(error: TanxError) -> str:
-    """A table cell for an error (the JSON output carries the full text)."""
-    if isinstance(error, APIStatusError):
-        return f"HTTP {error.status_code}: {error.message}"
-    return f"{type(error).__name__}: {getattr(error, 'message', None) or error}"
 
 
 def _order_row(order: Order) -> list[str]:
@@ -512,15 +506,7 @@ def session_options(concurrency: int | None, timeout: float | None = None) -> di
     if timeout is not None:
         kwargs["timeout"] = timeout
     if concurrency is not None:
-        from ._httpx import httpx
-
-        # A pool a little larger than the limiter, as the session's defaults have (POOL_HEADROOM).
-        connections = concurrency + C.POOL_HEADROOM
-        kwargs["limits"] = httpx.Limits(
-            max_connections=connections,
-            max_keepalive_connections=connections,
-            keepalive_expiry=C.KEEPALIVE_EXPIRY,
-        )
+        kwargs["limits"] = pool_limits(concurrency)
         kwargs["max_concurrency"] = concurrency
     return kwargs
 

@@ -1,0 +1,103 @@
+"""Settings derived from what the caller passes: where the exchange is, TLS, and pool sizing.
+
+The defaults themselves live in ``_constants``; this module turns them and the caller's
+arguments into the values the session and its transports use, in one place:
+
+- ``resolve_base_url``: ``base_url`` or ``network`` into one URL (plain http only to loopback,
+  unless the caller insists).
+- ``pool_limits`` / ``concurrency_for``: the connection pool is sized a little above the
+  in-flight limit (``POOL_HEADROOM``) so a refresh or a look-up always finds a connection.
+- ``ssl_context``: the TLS context for the built-in transport (certifi's bundle, like httpx).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from urllib.parse import urlsplit
+
+from . import _constants as C
+from . import _validate as V
+from ._httpx import httpx
+
+__all__ = ["concurrency_for", "is_loopback", "pool_limits", "resolve_base_url", "ssl_context"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback name (``localhost``, ``*.localhost``) or address
+    (``127.0.0.0/8``, ``::1``, with or without brackets)."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_base_url(base_url: str | None, network: str | None, allow_insecure_http: bool) -> str:
+    """The exchange's base URL, without a trailing slash."""
+    if base_url is not None and network is not None:
+        raise ValueError("pass base_url or network, not both")
+    if network is not None:
+        if network not in C.NETWORKS:
+            raise ValueError(f"network must be 'mainnet' or 'testnet', got {network!r}")
+        return C.NETWORKS[network]
+    if base_url is None:
+        return C.MAINNET_URL
+    if not isinstance(base_url, str):
+        raise TypeError("base_url must be a string")
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError("base_url must not carry a query or fragment")
+    if parts.scheme == "http" and not is_loopback(parts.hostname) and not allow_insecure_http:
+        raise ValueError(
+            f"refusing to send credentials over plain http to {parts.hostname}: use https, or "
+            "pass allow_insecure_http=True if you really mean it"
+        )
+    return base_url.strip().rstrip("/")
+
+
+def pool_limits(concurrency: int | None = None) -> httpx.Limits:
+    """The pool for ``concurrency`` requests in flight (default ``MAX_CONCURRENCY``), with
+    ``POOL_HEADROOM`` connections more for token refresh and order look-ups."""
+    connections = (C.MAX_CONCURRENCY if concurrency is None else concurrency) + C.POOL_HEADROOM
+    return httpx.Limits(
+        max_connections=connections,
+        max_keepalive_connections=connections,
+        keepalive_expiry=C.KEEPALIVE_EXPIRY,
+    )
+
+
+def concurrency_for(limits: httpx.Limits, requested: int | None) -> int:
+    """The in-flight limit for a pool: ``requested`` if the pool can carry it, else the pool
+    size less the headroom. A limit above the pool would make tasks queue inside the pool and
+    die of pool timeouts, so it is refused."""
+    pool = limits.max_connections
+    if requested is None:
+        ceiling = max(1, pool - C.POOL_HEADROOM) if pool else C.MAX_CONCURRENCY
+        return min(C.MAX_CONCURRENCY, ceiling)
+    if V.setting_int("max_concurrency", requested, minimum=1) > (pool or requested):
+        raise ValueError(
+            f"max_concurrency={requested} exceeds the pool's max_connections={pool}: "
+            "tasks would queue inside the pool and die of pool timeouts"
+        )
+    return requested
+
+
+def ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
+    """The TLS context for ``verify`` (``True``: certifi's CA bundle, the one httpx uses)."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    try:
+        import certifi  # httpx's own dependency: the same CA bundle as the httpx transport
+
+        context = ssl.create_default_context(cafile=certifi.where())
+    except ImportError:  # pragma: no cover - certifi comes with httpx
+        context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    return context

@@ -9,8 +9,9 @@ from typing import Any
 import attrs
 
 from tanx_async import AsyncTanxSession, CancelOutcome, CancelStatus
-from tanx_async._transport import TransportName
 from tanx_async.testing import SandboxExchange, SandboxServer
+
+from .internals import TransportName
 
 #: Every transport a session can use on asyncio; tests that touch the wire run on each.
 TRANSPORTS = ["native", "aiohttp", "httpx"]

@@ -171,6 +171,12 @@ class AsyncTanxSession:
         return self._pipeline.auth.uid
 
     @property
+    def eth_address(self) -> str | None:
+        """The wallet address of the signer (``private_key``/``eth_address`` or ``signer``)."""
+        signer = self._pipeline.auth.signer
+        return signer.address if signer is not None else None
+
+    @property
     def closed(self) -> bool:
         return self._pipeline.closed
 

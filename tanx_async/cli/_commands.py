@@ -149,10 +149,8 @@ async def cmd_order(session: AsyncTanxSession, args: argparse.Namespace, out: Ou
 
 async def cmd_login(session: AsyncTanxSession, args: argparse.Namespace, out: Output) -> int:
     tokens = await session.login()
-    auth = session._core.auth
-    uid = auth.uid
-    signer = auth._signer
-    address = signer.address if signer is not None else None
+    uid = session.uid
+    address = session.eth_address
     expires = tokens.access_expires_at
     if out.json_mode:
         obj: dict[str, Any] = {

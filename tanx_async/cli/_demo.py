@@ -261,7 +261,7 @@ async def run_demo(
                         on_progress(done, total)
             wall_time = time.monotonic() - started
             concurrency = min(options.concurrency or session.max_concurrency, session.max_concurrency)
-            uid_seen = session._core.auth.uid or uid
+            uid_seen = session.uid or uid
             tg.cancel_scope.cancel()  # the 429 burst task, if still running
 
     # Let the cancels queued by the last outcomes take effect before reading the final state.

@@ -21,12 +21,12 @@ from ._pipeline import Pipeline, Response
 from ._retry import RetryPolicy
 from ._transports import TransportName
 from .events import EventCallback
+from .orders import Orders
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from .models import TokenPair
-    from .orders import Orders
 
 __all__ = ["AsyncTanxSession"]
 
@@ -146,9 +146,7 @@ class AsyncTanxSession:
                 policy=self._retry,
             )
         self._pipeline = _pipeline
-        from .orders import Orders  # orders imports this module only for type checking
-
-        self.orders: Orders = Orders(self)
+        self.orders = Orders(self)
 
     # -- public surface -------------------------------------------------------------------
 

@@ -43,18 +43,18 @@ class TanxSandbox:
     other option is passed to :class:`SandboxExchange` (for example ``cancel_delay``).
     """
 
-    #: The fake exchange: seed orders, switch faults, inspect requests and order states.
     exchange: SandboxExchange
-    #: The loopback server hosting :attr:`exchange`.
+    """The fake exchange: seed orders, switch faults, inspect requests and order states."""
     server: SandboxServer
-    #: The user the tokens belong to.
+    """The loopback server hosting :attr:`exchange`."""
     uid: str
-    #: A valid access token of :attr:`uid` (never shown in a repr).
+    """The user the tokens belong to."""
     access_token: str = attrs.field(repr=False)
-    #: A valid refresh token of :attr:`uid` (never shown in a repr).
+    """A valid access token of :attr:`uid` (never shown in a repr)."""
     refresh_token: str = attrs.field(repr=False)
-    #: Ids of the open orders seeded by the ``orders`` option (empty without it).
+    """A valid refresh token of :attr:`uid` (never shown in a repr)."""
     order_ids: list[int] = attrs.field(factory=list)
+    """Ids of the open orders seeded by the ``orders`` option (empty without it)."""
 
     @property
     def url(self) -> str:

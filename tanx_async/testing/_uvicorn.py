@@ -45,7 +45,7 @@ class UvicornSandboxServer:
         self._host = host
         self._timeout = start_timeout
         self._thread: threading.Thread | None = None
-        self.port = port
+        self.port: int = port
 
     @property
     def url(self) -> str:

@@ -2,13 +2,13 @@
 
 - Proactive: when the access token's JWT ``exp`` (read without verification) is within the skew,
   it is refreshed before the request is sent.
-- Reactive: the pipeline calls ``renew(stale)`` on a 401 for an access token.
-- Single flight: however many tasks notice the same stale token, one refresh (or login) request
-  is made; the others wait on an event for its result. The refresh runs shielded and bounded by
-  its own timeout, so a cancelled caller cannot strand the waiters, and it bypasses the session's
-  concurrency limiter so it never queues behind the batch that is waiting for it.
+- Reactive: the pipeline renews on a 401 for an access token.
+- ``Auth`` never sends anything itself: ``renewal()`` is a flow that *yields* the requests a
+  refresh or a login needs and receives their answers. The pipeline (``_pipeline.py``) drives it,
+  once for all the requests that noticed the expiry (single flight), shielded, bounded by its
+  own timeout and outside the session's concurrency limiter.
 - A refresh is never replayed when it may have reached the server (the refresh token rotates).
-- When the refresh token is rejected and a signer is configured, the session logs in again.
+- When the refresh token is rejected and a signer is configured, the flow logs in again.
 """
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ from __future__ import annotations
 import base64
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime, timezone
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
-import anyio
 import attrs
 
 from . import _constants as C
 from ._errors import (
     APIStatusError,
-    APITimeoutError,
     AuthenticationError,
     NotAuthenticatedError,
     ResponseValidationError,
@@ -37,10 +35,12 @@ from ._log import logger
 from .events import EventCallback, RequestEvent
 from .models import TokenPair
 
-__all__ = ["Auth", "AuthPaths", "Signer", "TokensCallback", "jwt_expiry"]
+if TYPE_CHECKING:
+    from ._pipeline import Response
+
+__all__ = ["Auth", "AuthPaths", "AuthRequest", "Signer", "TokensCallback", "jwt_expiry"]
 
 TokensCallback = Callable[[TokenPair], Awaitable[None] | None]
-PostJSON = Callable[[str, dict[str, Any], bool], Awaitable[dict[str, Any]]]
 
 
 @runtime_checkable
@@ -93,15 +93,36 @@ def _as_authentication_error(exc: APIStatusError) -> AuthenticationError:
     )
 
 
-class _Flight:
-    __slots__ = ("error", "event")
+@attrs.frozen
+class AuthRequest:
+    """A request an auth flow needs sent: always an unauthenticated JSON POST."""
 
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.error: BaseException | None = None
+    path: str
+    body: dict[str, Any]
+    #: False for a refresh and a login: the refresh token rotates, so a replay could fail.
+    idempotent: bool
+
+
+#: What an auth flow is sent back for each request: the answer, or the error it raised.
+Reply = Union["Response", TanxError]
+Flow = AsyncGenerator[AuthRequest, Reply]
+
+
+def _body(reply: Reply) -> dict[str, Any]:
+    if isinstance(reply, TanxError):
+        raise reply
+    return reply.body
+
+
+def _shape_error(message: str, error: str, path: str, reply: Reply) -> ResponseValidationError:
+    """An auth answer of the wrong shape, with its raw bytes kept."""
+    content = reply.content if not isinstance(reply, TanxError) else b""
+    return ResponseValidationError(message, body=content, errors=(error,), method="POST", path=path)
 
 
 class Auth:
+    """The tokens, and the flows that renew them (see the module docstring)."""
+
     def __init__(
         self,
         *,
@@ -122,23 +143,32 @@ class Auth:
         self._on_tokens = on_tokens
         self.paths = paths
         self._skew = skew
-        self._timeout = timeout
-        self._flight: _Flight | None = None
-        self._post: PostJSON | None = None
+        #: The bound on one whole renewal (refresh, or nonce + sign + login).
+        self.timeout = timeout
         self.uid: str | None = None
-        self.refresh_count = 0
-        self.login_count = 0
 
     def __repr__(self) -> str:
         return f"<Auth access={'set' if self._access else 'unset'} signer={self._signer is not None}>"
 
-    def bind(self, post: PostJSON) -> None:
-        """Give the auth layer the session's unauthenticated, unlimited JSON POST."""
-        self._post = post
+    @property
+    def access(self) -> str | None:
+        return self._access
 
     @property
-    def has_credentials(self) -> bool:
-        return self._access is not None or self._refresh is not None or self._signer is not None
+    def signer(self) -> Signer | None:
+        return self._signer
+
+    @property
+    def can_renew(self) -> bool:
+        """A refresh token or a signer is there to get a new access token."""
+        return self._refresh is not None or self._signer is not None
+
+    def expiring(self) -> bool:
+        """The access token's ``exp`` is within the refresh skew (refresh it early)."""
+        return self._exp is not None and self._exp - self._skew <= time.time()
+
+    def expired(self) -> bool:
+        return self._exp is not None and self._exp <= time.time()
 
     @property
     def expires_at(self) -> datetime | None:
@@ -155,69 +185,14 @@ class Auth:
         self._access = self._refresh = None
         self._exp = None
 
-    async def token(self) -> str:
-        """The access token to send now, refreshed or obtained first when needed."""
-        access = self._access
-        if access is None:
-            if self._signer is None and self._refresh is None:
-                raise NotAuthenticatedError(
-                    "this request needs credentials: pass access_token/refresh_token, "
-                    "private_key/eth_address or a signer to AsyncTanxSession"
+    async def renewal(self, *, login: bool = False) -> Flow:
+        """The flow that gets a fresh access token: refresh, or log in with the signer when
+        there is no refresh token, it is refused, or ``login`` asks for a login."""
+        if self._refresh is not None and not login:
+            try:
+                await self._refresh_tokens(
+                    (yield AuthRequest(self.paths.refresh, {"refresh": self._refresh}, False))
                 )
-            await self.renew(None)
-        elif (
-            self._exp is not None
-            and self._exp - self._skew <= time.time()
-            and (self._refresh is not None or self._signer is not None)
-        ):
-            try:
-                await self.renew(access)
-            except (APIStatusError, ResponseValidationError):
-                raise
-            except TanxError as exc:
-                if self._exp is None or self._exp <= time.time():
-                    raise
-                # Early refresh failed for a transient reason; the token is still valid.
-                logger.warning("early token refresh failed (%s); using the current token", type(exc).__name__)
-        token = self._access
-        if token is None:  # pragma: no cover - renew either sets a token or raises
-            raise NotAuthenticatedError("no access token after renewal")
-        return token
-
-    async def renew(self, stale: str | None) -> bool:
-        """Replace ``stale`` with a fresh access token, once for all concurrent callers.
-
-        True for the one caller whose call made the refresh (or login), False for the others."""
-        if self._access != stale:
-            return False  # someone else already renewed it
-        flight = self._flight
-        if flight is not None:
-            await flight.event.wait()
-            if flight.error is not None:
-                raise flight.error
-            return False
-        flight = self._flight = _Flight()
-        try:
-            with anyio.CancelScope(shield=True):
-                try:
-                    with anyio.fail_after(self._timeout):
-                        await self._renew()
-                except TimeoutError:
-                    raise APITimeoutError(
-                        f"token renewal took longer than {self._timeout} s", maybe_processed=True
-                    ) from None
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        finally:
-            self._flight = None
-            flight.event.set()
-        return True
-
-    async def _renew(self) -> None:
-        if self._refresh is not None:
-            try:
-                await self._refresh_tokens(self._refresh)
                 return
             except (AuthenticationError, APIStatusError) as exc:
                 if isinstance(exc, APIStatusError) and exc.status_code not in (400, 401, 403):
@@ -229,45 +204,49 @@ class Auth:
                     raise _as_authentication_error(exc) from exc
                 logger.warning("refresh token rejected (%s); logging in again", exc.message)
         if self._signer is None:
+            if login:
+                raise NotAuthenticatedError("login() needs a signer: pass private_key/eth_address or signer")
             raise NotAuthenticatedError("the access token expired and there is no refresh token or signer")
-        await self._login(self._signer)
+        signer = self._signer
+        address = signer.address
+        message = self._nonce((yield AuthRequest(self.paths.nonce, {"eth_address": address}, True)))
+        signature = await signer.sign(message)
+        reply = yield AuthRequest(
+            self.paths.login, {"eth_address": address, "user_signature": signature}, False
+        )
+        await self._logged_in(reply, address)
 
-    async def _refresh_tokens(self, refresh: str) -> None:
-        post = self._require_post()
-        body = await post(self.paths.refresh, {"refresh": refresh}, False)
-        payload = body.get("payload")
+    async def _refresh_tokens(self, reply: Reply) -> None:
+        refresh = self._refresh
+        payload = _body(reply).get("payload")
         access = payload.get("access") if isinstance(payload, dict) else None
         new_refresh = payload.get("refresh", refresh) if isinstance(payload, dict) else None
         if not isinstance(access, str) or not isinstance(new_refresh, str) or not access:
-            raise ResponseValidationError(
+            raise _shape_error(
                 "refresh answer has no tokens under payload.access/payload.refresh",
-                body=b"",
-                errors=("expected a string @ $.payload.access",),
-                method="POST",
-                path=self.paths.refresh,
+                "expected a string @ $.payload.access",
+                self.paths.refresh,
+                reply,
             )
-        self.refresh_count += 1
         if self._on_event is not None:
             self._on_event(RequestEvent(kind="token_refreshed", method="POST", path=self.paths.refresh))
-        logger.warning("access token refreshed")
+        logger.info("access token refreshed")
         await self._store(access, new_refresh)
 
-    async def _login(self, signer: Signer) -> None:
-        post = self._require_post()
-        address = signer.address
-        body = await post(self.paths.nonce, {"eth_address": address}, True)
-        message = body.get("payload")
+    def _nonce(self, reply: Reply) -> str:
+        message = _body(reply).get("payload")
         if not isinstance(message, str) or not message:
-            raise ResponseValidationError(
+            raise _shape_error(
                 "nonce answer has no message to sign under payload",
-                body=b"",
-                errors=("expected a string @ $.payload",),
-                method="POST",
-                path=self.paths.nonce,
+                "expected a string @ $.payload",
+                self.paths.nonce,
+                reply,
             )
-        signature = await signer.sign(message)
+        return message
+
+    async def _logged_in(self, reply: Reply, address: str) -> None:
         try:
-            body = await post(self.paths.login, {"eth_address": address, "user_signature": signature}, False)
+            body = _body(reply)
         except APIStatusError as exc:
             # tanX refuses a login with HTTP 400 "Invalid Credentials ..."; that is an
             # authentication failure, not a malformed request.
@@ -289,7 +268,6 @@ class Auth:
         payload = body.get("payload")
         uid = payload.get("uid") if isinstance(payload, dict) else None
         self.uid = uid if isinstance(uid, str) else None
-        self.login_count += 1
         if self._on_event is not None:
             self._on_event(RequestEvent(kind="login", method="POST", path=self.paths.login))
         logger.info("logged in as %s", address)
@@ -305,8 +283,3 @@ class Auth:
                 await result
         except Exception as exc:  # a persistence hook must not break trading
             logger.warning("on_tokens callback raised %s; tokens are in use anyway", type(exc).__name__)
-
-    def _require_post(self) -> PostJSON:
-        if self._post is None:  # pragma: no cover - the session binds it at construction
-            raise RuntimeError("Auth is not bound to a session")
-        return self._post

@@ -33,7 +33,7 @@ from ._errors import (
     TanxError,
 )
 from ._log import logger
-from ._session import Trace
+from ._pipeline import Attempts
 from ._validate import order_id as check_order_id
 from .models import CancelOutcome, CancelStatus, Order, OrderState
 
@@ -42,17 +42,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Batch", "cancel_one", "fetch_order", "iterate_batch"]
 
-CANCEL_PATH = "/sapi/v1/orders/cancel/"
 _QUEUED_TEXT = re.compile(r"queued|pending cancel", re.IGNORECASE)
 _FILLED_TEXT = re.compile(r"already (?:been )?(?:filled|executed)", re.IGNORECASE)
 _CANCELLED_TEXT = re.compile(r"already (?:been )?cancel", re.IGNORECASE)
 
 
 async def fetch_order(session: AsyncTanxSession, oid: int) -> Order:
-    path = f"/sapi/v1/orders/{oid}/"
-    trace = Trace()
-    body = await session.request("GET", path, idempotent=True, trace=trace)
-    return structure_order(body.get("payload"), raw=trace.content)
+    response = await session._send("GET", f"{C.ORDERS_PATH}{oid}/", idempotent=True)
+    return structure_order(response.payload, raw=response.content)
 
 
 async def cancel_one(
@@ -62,11 +59,11 @@ async def cancel_one(
     resolve: bool = True,
     confirm: bool = False,
     confirm_timeout: float = C.CONFIRM_TIMEOUT,
-    trace: Trace | None = None,
+    record: Attempts | None = None,
 ) -> CancelOutcome:
     """Cancel one (already validated) order id and settle what happened. Never raises a
     ``TanxError``: it is in the outcome."""
-    trace = trace or Trace()
+    record = record or Attempts()
     started = time.monotonic()
 
     def outcome(
@@ -77,30 +74,30 @@ async def cancel_one(
             status=status,
             order=order,
             error=error,
-            attempts=trace.attempts,
+            attempts=record.count,
             elapsed=time.monotonic() - started,
         )
 
     try:
-        body = await session.request(
-            "POST", CANCEL_PATH, json={"order_id": oid}, idempotent=True, trace=trace
+        response = await session._send(
+            "POST", C.CANCEL_PATH, json={"order_id": oid}, idempotent=True, attempts=record
         )
     except NotFoundError as exc:
         return outcome(CancelStatus.NOT_FOUND, error=exc)
     except APIStatusError as exc:
         if isinstance(exc, RateLimitError) or exc.status_code in (401, 403) or not resolve:
-            return outcome(CancelStatus.UNKNOWN if trace.ambiguous else CancelStatus.FAILED, error=exc)
-        return await _settle(session, oid, exc, trace, outcome)
+            return outcome(CancelStatus.UNKNOWN if record.ambiguous else CancelStatus.FAILED, error=exc)
+        return await _settle(session, oid, exc, record, outcome)
     except APIConnectionError as exc:
-        if not trace.ambiguous:
+        if not record.ambiguous:
             return outcome(CancelStatus.FAILED, error=exc)
         if not resolve:
             return outcome(CancelStatus.UNKNOWN, error=exc)
-        return await _settle(session, oid, exc, trace, outcome)
+        return await _settle(session, oid, exc, record, outcome)
     except TanxError as exc:
-        return outcome(CancelStatus.UNKNOWN if trace.ambiguous else CancelStatus.FAILED, error=exc)
+        return outcome(CancelStatus.UNKNOWN if record.ambiguous else CancelStatus.FAILED, error=exc)
 
-    payload = body.get("payload")
+    payload = response.payload
     order: Order | None = None
     if is_order_payload(payload):
         try:
@@ -118,7 +115,7 @@ Sink = Callable[[CancelOutcome], Awaitable[None]]
 
 
 async def _settle(
-    session: AsyncTanxSession, oid: int, cause: TanxError, trace: Trace, outcome: _Make
+    session: AsyncTanxSession, oid: int, cause: TanxError, record: Attempts, outcome: _Make
 ) -> CancelOutcome:
     """The cancel was refused or unanswered: look the order up and say what is true."""
     try:
@@ -132,12 +129,12 @@ async def _settle(
             if _QUEUED_TEXT.search(cause.message):
                 return outcome(CancelStatus.QUEUED, None, None)
             if _FILLED_TEXT.search(cause.message) or (
-                not trace.ambiguous and _CANCELLED_TEXT.search(cause.message)
+                not record.ambiguous and _CANCELLED_TEXT.search(cause.message)
             ):
                 return outcome(CancelStatus.ALREADY_CLOSED, None, cause)
-        return outcome(CancelStatus.UNKNOWN if trace.ambiguous else CancelStatus.FAILED, None, cause)
+        return outcome(CancelStatus.UNKNOWN if record.ambiguous else CancelStatus.FAILED, None, cause)
     if order.state == OrderState.CANCEL:
-        if trace.ambiguous and not _closed_before(order, trace):
+        if record.ambiguous and not _closed_before(order, record):
             # One of our attempts may have been processed before its answer was lost.
             return outcome(CancelStatus.CANCELLED, order, None)
         return outcome(CancelStatus.ALREADY_CLOSED, order, cause)
@@ -147,16 +144,16 @@ async def _settle(
     if isinstance(cause, APIStatusError) and _QUEUED_TEXT.search(cause.message):
         # Still resting, but the exchange says a cancellation is already queued for it.
         return outcome(CancelStatus.QUEUED, order, None)
-    if isinstance(cause, APIStatusError) and not trace.ambiguous:
+    if isinstance(cause, APIStatusError) and not record.ambiguous:
         return outcome(CancelStatus.FAILED, order, cause)
     return outcome(CancelStatus.UNKNOWN, order, cause)
 
 
-def _closed_before(order: Order, trace: Trace) -> bool:
+def _closed_before(order: Order, record: Attempts) -> bool:
     """The exchange last touched the order clearly before our first attempt left."""
-    if order.updated_at is None or trace.first_sent is None:
+    if order.updated_at is None or record.first_sent is None:
         return False
-    return order.updated_at.timestamp() < trace.first_sent - C.CLOCK_SKEW_TOLERANCE
+    return order.updated_at.timestamp() < record.first_sent - C.CLOCK_SKEW_TOLERANCE
 
 
 async def _confirm(
@@ -202,7 +199,7 @@ class Batch:
         ids: Iterable[object],
         *,
         concurrency: int,
-        timeout: float | None,
+        deadline: float | None,
         confirm: bool,
         confirm_timeout: float,
         resolve: bool,
@@ -211,13 +208,13 @@ class Batch:
         self._session = session
         self._source: Iterator[object] = iter(ids)
         self.workers = concurrency
-        self._timeout = timeout
+        self._deadline = deadline
         self._confirm = confirm
         self._confirm_timeout = confirm_timeout
         self._resolve = resolve
         self._dedupe = dedupe
         self._exhausted = False
-        self._in_flight: dict[int, Trace] = {}
+        self._in_flight: dict[int, Attempts] = {}
         self._unsent: dict[int, CancelOutcome] = {}
         self._seen: set[int] = set()
         #: An invalid id met in a lazy input; raised after every sent id has its outcome.
@@ -225,7 +222,7 @@ class Batch:
 
     async def run(self, sink: Sink) -> None:
         """Cancel everything, handing each outcome to ``sink``."""
-        with anyio.move_on_after(self._timeout) as deadline:
+        with anyio.move_on_after(self._deadline) as deadline:
             async with anyio.create_task_group() as tg:
                 for _ in range(self.workers):
                     tg.start_soon(self._worker, sink)
@@ -252,8 +249,8 @@ class Batch:
 
     async def _worker(self, sink: Sink) -> None:
         while (oid := self._take()) is not None:
-            trace = Trace()
-            self._in_flight[oid] = trace
+            record = Attempts()
+            self._in_flight[oid] = record
             try:
                 result = await cancel_one(
                     self._session,
@@ -261,15 +258,15 @@ class Batch:
                     resolve=self._resolve,
                     confirm=self._confirm,
                     confirm_timeout=self._confirm_timeout,
-                    trace=trace,
+                    record=record,
                 )
             except Exception as exc:  # a bug must not lose the outcome of the order
                 logger.exception("order %d: unexpected error while cancelling", oid)
                 result = CancelOutcome(
                     order_id=oid,
-                    status=CancelStatus.UNKNOWN if trace.attempts else CancelStatus.FAILED,
+                    status=CancelStatus.UNKNOWN if record.count else CancelStatus.FAILED,
                     error=TanxError(f"unexpected {type(exc).__name__}: {exc}"),
-                    attempts=trace.attempts,
+                    attempts=record.count,
                 )
             # Kept until delivered: a deadline striking during the hand-over must not lose it.
             self._unsent[oid] = result
@@ -278,18 +275,18 @@ class Batch:
 
     async def _expire(self, sink: Sink) -> None:
         # The deadline struck: every id still gets an outcome, sent or not.
-        for oid, trace in list(self._in_flight.items()):
+        for oid, record in list(self._in_flight.items()):
             finished = self._unsent.get(oid)
             if finished is not None:
                 await sink(finished)
                 continue
-            sent = trace.attempts > 0
+            sent = record.count > 0
             await sink(
                 CancelOutcome(
                     order_id=oid,
                     status=CancelStatus.UNKNOWN if sent else CancelStatus.SKIPPED,
                     error=BatchTimeoutError(f"order {oid}: batch deadline expired", order_id=oid, sent=sent),
-                    attempts=trace.attempts,
+                    attempts=record.count,
                 )
             )
         self._in_flight.clear()

@@ -20,7 +20,7 @@ POOL_TIMEOUT: Final = 10.0
 # A refresh or login gets its own bound: every waiting request depends on it.
 AUTH_TIMEOUT: Final = 10.0
 
-# Retries: exponential backoff with full jitter, capped; Retry-After honoured up to a cap.
+# Retries: exponential backoff with equal jitter (half fixed, half random), capped; Retry-After honoured up to a cap.
 MAX_RETRIES: Final = 3
 BACKOFF_BASE: Final = 0.1
 BACKOFF_CAP: Final = 2.0
@@ -47,7 +47,6 @@ HAPPY_EYEBALLS_DELAY: Final = 0.25
 SERVER_IDLE_MARGIN: Final = 1.0
 
 # Batch cancellation.
-BATCH_CONCURRENCY: Final = 64
 CONFIRM_TIMEOUT: Final = 10.0
 CONFIRM_POLL_INITIAL: Final = 0.05
 CONFIRM_POLL_CAP: Final = 1.0
@@ -59,6 +58,12 @@ CLOCK_SKEW_TOLERANCE: Final = 2.0
 # Listing orders.
 LIST_PAGE_LIMIT: Final = 100
 LIST_MAX_LIMIT: Final = 100
+
+# Endpoints.
+CANCEL_PATH: Final = "/sapi/v1/orders/cancel/"
+ORDERS_PATH: Final = "/sapi/v1/orders/"
+BULK_CANCEL_PATH: Final = "/sapi/v1/user/bulkcancel/"
+HEALTH_PATH: Final = "/sapi/v1/health/"
 
 # Authentication paths (three variants exist in the wild; see AuthPaths).
 NONCE_PATH: Final = "/sapi/v2/auth/nonce/"

@@ -23,7 +23,7 @@ from ._json import loads
 from ._retry import parse_retry_after
 
 if TYPE_CHECKING:
-    from ._transport import RawResponse
+    from ._transports import RawResponse
 
 __all__ = ["decode_envelope", "is_access_token_error"]
 

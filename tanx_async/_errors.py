@@ -1,15 +1,37 @@
-"""The exception tree, named like the SDKs traders already know.
+"""The exception tree, named like the SDKs traders already know (drawn as httpx draws its own)::
 
-``TanxError`` is the root. Everything that comes from talking to the exchange is an ``APIError``:
-an answer with an error status (``APIStatusError`` and one subclass per status), no usable answer
-(``APIConnectionError``, ``APITimeoutError``), or an answer we could not decode
-(``ResponseValidationError``). No message built here ever includes a token or a signature.
+    TanxError
+    ├── SessionClosedError            the session was used after aclose()
+    ├── NotAuthenticatedError         no token, refresh token or signer to authenticate with
+    ├── MissingDependencyError        an optional extra is needed (also an ImportError)
+    ├── InvalidOrderIdError           an order id that cannot be sent (also a ValueError)
+    ├── CancelNotConfirmedError       queued, but not seen "cancel" in time (confirm=True)
+    ├── BatchTimeoutError             the batch deadline struck before this order settled
+    └── APIError                      talking to the exchange went wrong (.method, .path)
+        ├── APIStatusError            an error answer (.status_code, .message, .body, .response)
+        │   ├── BadRequestError           400
+        │   ├── AuthenticationError       401 (and a refused refresh or login)
+        │   ├── PermissionDeniedError     403
+        │   ├── NotFoundError             404
+        │   ├── RateLimitError            429 (.retry_after)
+        │   └── InternalServerError       5xx
+        ├── APIConnectionError        no usable answer (.maybe_processed: may it have arrived?)
+        │   ├── APITimeoutError
+        │   ├── ResponseTooLargeError
+        │   └── CancelOutcomeUnknownError  a cancel nothing could settle (.order_id, .cause)
+        └── ResponseValidationError   a 2xx answer we could not decode (.body, .errors)
+
+Everything that comes from talking to the exchange is an ``APIError``. ``maybe_processed`` on a
+connection error is what decides whether a cancel is retried or looked up. No message built here
+ever includes a token or a signature.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from . import _constants as C
 
 if TYPE_CHECKING:
     from ._httpx import httpx
@@ -193,7 +215,7 @@ class CancelOutcomeUnknownError(APIConnectionError):
     """
 
     def __init__(self, message: str, *, order_id: int, order: Order | None, cause: TanxError) -> None:
-        super().__init__(message, maybe_processed=True, method="POST", path="/sapi/v1/orders/cancel/")
+        super().__init__(message, maybe_processed=True, method="POST", path=C.CANCEL_PATH)
         self.order_id = order_id
         self.order = order
         self.cause = cause

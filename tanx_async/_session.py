@@ -1,136 +1,45 @@
-"""``AsyncTanxSession`` and its request pipeline.
+"""``AsyncTanxSession``: what the caller configures, checked once, and the public surface.
 
-The pipeline is one loop in one place (``_Core.request``): flow control -> authenticate ->
-send -> classify -> refresh once on an expired access token -> maybe retry -> decode. Everything
-a session owns (the connection pool, tokens, limiter, rate limit) lives in ``_Core`` so that
-``with_options`` clones share it.
+The session validates its arguments, builds the shared ``Pipeline`` (``_pipeline.py``: the
+transport, tokens, limiter and the request loop) and hands requests to it with its own timeout
+and retry policy. ``with_options`` views go through the constructor again and share the pipeline.
 """
 
 from __future__ import annotations
 
-import logging
 import ssl
-import time
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlencode
-
-import anyio
 
 from . import _constants as C
 from . import _validate as V
 from ._auth import Auth, AuthPaths, Signer, TokensCallback
 from ._config import concurrency_for, pool_limits, resolve_base_url
-from ._envelope import decode_envelope, is_access_token_error
-from ._errors import (
-    APIConnectionError,
-    APIStatusError,
-    RateLimitError,
-    SessionClosedError,
-    TanxError,
-    brief,
-)
+from ._errors import NotAuthenticatedError
 from ._flow import FlowControl
 from ._httpx import httpx
-from ._json import dumps
-from ._log import logger
-from ._retry import RetryPolicy, is_ambiguous
-from ._transport import Sender, TransportName, make_sender
-from .events import EventCallback, RequestEvent
+from ._pipeline import Pipeline, Response
+from ._retry import RetryPolicy
+from ._transports import TransportName
+from .events import EventCallback
+from .orders import Orders
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from .models import TokenPair
-    from .orders import Orders
 
-__all__ = ["AsyncTanxSession", "Trace"]
+__all__ = ["AsyncTanxSession"]
 
 Network = Literal["mainnet", "testnet"]
 _DEFAULT_TIMEOUT = httpx.Timeout(
     C.READ_TIMEOUT, connect=C.CONNECT_TIMEOUT, write=C.WRITE_TIMEOUT, pool=C.POOL_TIMEOUT
 )
-_STATIC_HEADERS = {
-    "Accept": "application/json",
-    "Content-Type": "application/json",
-    "User-Agent": C.USER_AGENT,
-}
-
-
-class Trace:
-    """What happened across the attempts of one logical request (used to classify cancels)."""
-
-    __slots__ = ("ambiguous", "attempts", "content", "first_sent")
-
-    def __init__(self) -> None:
-        self.attempts = 0
-        #: The raw body of the successful answer (kept for ``ResponseValidationError.body``).
-        self.content = b""
-        #: Wall-clock time of the first attempt (to compare with the exchange's ``updated_at``).
-        self.first_sent: float | None = None
-        #: True once an attempt failed in a way that may have left it processed.
-        self.ambiguous = False
 
 
 def _normalise_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
     if isinstance(timeout, httpx.Timeout):
         return timeout
     return httpx.Timeout(V.seconds("timeout", timeout, also=" or an httpx.Timeout"))
-
-
-class _Core:
-    """The state a session and all its ``with_options`` clones share."""
-
-    def __init__(
-        self,
-        *,
-        http_client: httpx.AsyncClient | None,
-        transport: TransportName,
-        limits: httpx.Limits,
-        verify: bool | ssl.SSLContext,
-        max_response_bytes: int,
-        max_concurrency: int,
-        flow: FlowControl,
-        auth: Auth,
-        on_event: EventCallback | None,
-    ) -> None:
-        self.http_client = http_client
-        self.transport: TransportName = transport
-        self.limits = limits
-        self.verify = verify
-        self.max_response_bytes = max_response_bytes
-        self.max_concurrency = max_concurrency
-        self.flow = flow
-        self.auth = auth
-        self.on_event = on_event
-        self.sender: Sender | None = None
-        self.limiter: anyio.CapacityLimiter | None = None
-        self.closed = False
-
-    def start(self, timeout: httpx.Timeout) -> tuple[Sender, anyio.CapacityLimiter]:
-        # Built lazily: the transport depends on the running event loop (asyncio or trio), and
-        # anyio primitives must be created inside it.
-        if self.closed:
-            raise SessionClosedError("this AsyncTanxSession is closed")
-        if self.sender is None or self.limiter is None:
-            self.limiter = anyio.CapacityLimiter(self.max_concurrency)
-            self.sender = make_sender(
-                http_client=self.http_client,
-                transport=self.transport,
-                limits=self.limits,
-                verify=self.verify,
-                timeout=timeout,
-                max_response_bytes=self.max_response_bytes,
-            )
-        return self.sender, self.limiter
-
-    async def aclose(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        sender, self.sender = self.sender, None
-        if sender is not None:
-            with anyio.CancelScope(shield=True):
-                await sender.aclose()
 
 
 class AsyncTanxSession:
@@ -182,7 +91,10 @@ class AsyncTanxSession:
         max_response_bytes: int = C.MAX_RESPONSE_BYTES,
         refresh_skew: float = C.REFRESH_SKEW,
         on_event: EventCallback | None = None,
+        _pipeline: Pipeline | None = None,
     ) -> None:
+        # Every argument, as given: ``with_options`` builds its view through this constructor.
+        options = {name: value for name, value in locals().items() if name not in ("self", "_pipeline")}
         self._base_url = resolve_base_url(base_url, network, allow_insecure_http)
         for name, value in (("access_token", access_token), ("refresh_token", refresh_token)):
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -197,6 +109,9 @@ class AsyncTanxSession:
             raise ValueError("eth_address needs private_key (or pass a signer)")
         if signer is not None and not isinstance(signer, Signer):
             raise TypeError("signer must have an `address` and an async `sign(message) -> str`")
+        # A view shares this session's tokens and signer through the pipeline: no secret is kept.
+        options.update(private_key=None, eth_address=None, signer=signer, access_token=None, refresh_token=None)
+        self._options = options
         V.setting_int("max_retries", max_retries, minimum=0)
         if transport not in ("auto", "native", "aiohttp", "httpx"):
             raise ValueError(f"transport must be 'auto', 'native', 'aiohttp' or 'httpx', got {transport!r}")
@@ -208,33 +123,31 @@ class AsyncTanxSession:
             raise ValueError("max_response_bytes must be at least 1024")
         self._timeout = _normalise_timeout(timeout)
         self._retry = RetryPolicy(max_retries=max_retries)
-        auth = Auth(
-            access_token=access_token,
-            refresh_token=refresh_token,
-            signer=signer,
-            on_tokens=on_tokens,
-            paths=auth_paths or AuthPaths(),
-            skew=refresh_skew,
-            on_event=on_event,
-        )
-        self._core = _Core(
-            http_client=http_client,
-            transport=transport,
-            limits=limits,
-            verify=verify,
-            max_response_bytes=max_response_bytes,
-            max_concurrency=max_concurrency,
-            flow=FlowControl(rate_limit, rate_limit_burst),
-            auth=auth,
-            on_event=on_event,
-        )
-        auth.bind(self._auth_post)
-        self._init_namespaces()
-
-    def _init_namespaces(self) -> None:
-        from .orders import Orders
-
-        self.orders: Orders = Orders(self)
+        if _pipeline is None:
+            _pipeline = Pipeline(
+                base_url=self._base_url,
+                http_client=http_client,
+                transport=transport,
+                limits=limits,
+                verify=verify,
+                max_response_bytes=max_response_bytes,
+                max_concurrency=max_concurrency,
+                flow=FlowControl(rate_limit, rate_limit_burst),
+                auth=Auth(
+                    access_token=access_token,
+                    refresh_token=refresh_token,
+                    signer=signer,
+                    on_tokens=on_tokens,
+                    paths=auth_paths or AuthPaths(),
+                    skew=refresh_skew,
+                    on_event=on_event,
+                ),
+                on_event=on_event,
+                timeout=self._timeout,
+                policy=self._retry,
+            )
+        self._pipeline = _pipeline
+        self.orders = Orders(self)
 
     # -- public surface -------------------------------------------------------------------
 
@@ -244,66 +157,77 @@ class AsyncTanxSession:
 
     @property
     def max_concurrency(self) -> int:
-        return self._core.max_concurrency
+        return self._pipeline.max_concurrency
 
     @property
     def tokens(self) -> TokenPair | None:
         """The current token pair (its repr hides the tokens), or None before login."""
-        return self._core.auth.tokens
+        return self._pipeline.auth.tokens
 
     @property
     def uid(self) -> str | None:
         """The exchange's user id, known after a wallet login."""
-        return self._core.auth.uid
+        return self._pipeline.auth.uid
+
+    @property
+    def eth_address(self) -> str | None:
+        """The wallet address of the signer (``private_key``/``eth_address`` or ``signer``)."""
+        signer = self._pipeline.auth.signer
+        return signer.address if signer is not None else None
 
     @property
     def closed(self) -> bool:
-        return self._core.closed
+        return self._pipeline.closed
 
     def with_options(
         self, *, timeout: float | httpx.Timeout | None = None, max_retries: int | None = None
     ) -> AsyncTanxSession:
         """A view of this session with other timeouts or retries, sharing its pool and tokens
-        (an aggressive cancel path next to a patient listing path). Closing either closes both."""
-        clone = object.__new__(AsyncTanxSession)
-        clone._base_url = self._base_url
-        clone._core = self._core
-        clone._timeout = self._timeout if timeout is None else _normalise_timeout(timeout)
-        if max_retries is None:
-            clone._retry = self._retry
-        else:
-            clone._retry = RetryPolicy(max_retries=V.setting_int("max_retries", max_retries, minimum=0))
-        clone._init_namespaces()
-        return clone
+        (an aggressive cancel path next to a patient listing path). Closing either closes both.
+
+        Built through the constructor with this session's own arguments, so every setting
+        carries over and the new values are checked the same way."""
+        changes = {"timeout": timeout, "max_retries": max_retries}
+        options = {**self._options, **{k: v for k, v in changes.items() if v is not None}}
+        return AsyncTanxSession(**options, _pipeline=self._pipeline)
 
     async def login(self) -> TokenPair:
-        """Log in now with the configured signer (otherwise done on first use)."""
-        auth = self._core.auth
-        await auth.renew(auth.tokens.access if auth.tokens else None)
-        tokens = auth.tokens
-        assert tokens is not None
-        return tokens
+        """Log in now with the configured signer (otherwise done on first use), even when the
+        current tokens are still valid. Without a signer, raises ``NotAuthenticatedError``
+        (use ``refresh()`` to renew with a refresh token)."""
+        pipeline = self._pipeline
+        if pipeline.auth.signer is None:
+            raise NotAuthenticatedError(
+                "login() needs a signer: pass private_key/eth_address or signer (refresh() renews tokens)"
+            )
+        await pipeline.renew(pipeline.auth.access, login=True)
+        return self._current_tokens()
 
     async def refresh(self) -> TokenPair:
-        """Refresh the access token now (single flight with any refresh already running)."""
-        auth = self._core.auth
-        await auth.renew(auth.tokens.access if auth.tokens else None)
-        tokens = auth.tokens
-        assert tokens is not None
+        """Refresh the access token now (single flight with any refresh already running); with no
+        refresh token, a signer logs in instead."""
+        pipeline = self._pipeline
+        await pipeline.renew(pipeline.auth.access)
+        return self._current_tokens()
+
+    def _current_tokens(self) -> TokenPair:
+        tokens = self._pipeline.auth.tokens
+        if tokens is None:  # pragma: no cover - a renewal either stores tokens or raises
+            raise NotAuthenticatedError("no tokens after renewal")
         return tokens
 
     async def health(self) -> bool:
         """``GET /sapi/v1/health/``: True when the exchange says it is working."""
-        body = await self.request("GET", "/sapi/v1/health/", private=False, idempotent=True)
+        body = await self.request("GET", C.HEALTH_PATH, private=False, idempotent=True)
         return body.get("status") == "success"
 
     async def aclose(self) -> None:
         """Close the connection pool (never an ``http_client`` you passed in). Idempotent."""
-        await self._core.aclose()
+        await self._pipeline.aclose()
 
     async def __aenter__(self) -> AsyncTanxSession:
         # Build the transport now (on the running loop), not inside the first request.
-        self._core.start(self._timeout)
+        self._pipeline.start(self._timeout)
         return self
 
     async def __aexit__(
@@ -317,12 +241,7 @@ class AsyncTanxSession:
     def __repr__(self) -> str:
         return f"<AsyncTanxSession {self._base_url}{' closed' if self.closed else ''}>"
 
-    # -- the pipeline ---------------------------------------------------------------------
-
-    async def _auth_post(self, path: str, body: dict[str, Any], idempotent: bool) -> dict[str, Any]:
-        return await self.request(
-            "POST", path, json=body, private=False, idempotent=idempotent, limited=False
-        )
+    # -- requests ---------------------------------------------------------------------------
 
     async def request(
         self,
@@ -333,153 +252,18 @@ class AsyncTanxSession:
         json: Any = None,
         private: bool = True,
         idempotent: bool,
-        trace: Trace | None = None,
-        limited: bool = True,
     ) -> dict[str, Any]:
         """Send one logical request (with its retries) and return the decoded envelope.
 
         Low-level: prefer the namespaces (``session.orders``). ``idempotent`` says whether a
-        request that may have been processed can be sent again; ``limited=False`` skips the
-        concurrency limiter (auth requests, which others wait on, must not queue behind them).
+        request that may have been processed can be sent again.
         """
-        core = self._core
-        timeout = self._timeout
-        sender, limiter = core.start(timeout)
-        policy = self._retry
-        auth = core.auth
-        url = self._base_url + path
-        if params:
-            url += "?" + urlencode(params)
-        content = dumps(json) if json is not None else None
-        headers = dict(_STATIC_HEADERS)
-        if content is None:
-            del headers["Content-Type"]
-        on_event = core.on_event
-        debug = logger.isEnabledFor(logging.DEBUG)
-        attempt = 0
-        renewed = False
-        while True:
-            if core.closed:
-                raise SessionClosedError("this AsyncTanxSession was closed during the request")
-            token = None
-            if private:
-                token = await auth.token()
-                headers["Authorization"] = "JWT " + token
-            await core.flow.acquire()
-            if trace is not None:
-                trace.attempts += 1
-                if trace.first_sent is None:
-                    trace.first_sent = time.time()
-            started = time.monotonic()
-            error: TanxError
-            try:
-                if limited:
-                    # acquire_nowait first: the uncontended path then costs no event-loop turn.
-                    try:
-                        limiter.acquire_nowait()
-                    except anyio.WouldBlock:
-                        await limiter.acquire()
-                    try:
-                        raw = await sender.send(method, url, headers, content, timeout)
-                    finally:
-                        limiter.release()
-                else:
-                    raw = await sender.send(method, url, headers, content, timeout)
-            except APIConnectionError as exc:
-                if core.closed:
-                    raise _closed_during(exc, trace) from exc
-                exc.method, exc.path = method, path
-                error = exc
-                if debug:
-                    # One line per attempt, answered or not.
-                    logger.debug(
-                        "%s %s -> %s in %.1f ms (attempt %d)",
-                        method,
-                        path,
-                        type(exc).__name__,
-                        (time.monotonic() - started) * 1e3,
-                        attempt + 1,
-                    )
-            else:
-                elapsed = time.monotonic() - started
-                if debug:
-                    logger.debug(
-                        "%s %s -> %d in %.1f ms (attempt %d)",
-                        method,
-                        path,
-                        raw.status,
-                        elapsed * 1e3,
-                        attempt + 1,
-                    )
-                if on_event is not None:
-                    on_event(
-                        RequestEvent(
-                            kind="response",
-                            method=method,
-                            path=path,
-                            status=raw.status,
-                            elapsed=elapsed,
-                            attempt=attempt,
-                        )
-                    )
-                if token is not None and not renewed and raw.status == 401 and is_access_token_error(raw):
-                    # One refresh and one resend per request; the refresh itself is single-flight.
-                    renewed = True
-                    await auth.renew(token)
-                    continue
-                try:
-                    decoded = decode_envelope(raw, method=method, path=path)
-                    if trace is not None:
-                        trace.content = raw.content
-                    return decoded
-                except APIStatusError as exc:
-                    error = exc
-                    if isinstance(exc, RateLimitError):
-                        # The whole session waits, not just this request.
-                        core.flow.pause(policy.delay(exc, attempt=attempt))
-            if trace is not None and is_ambiguous(error):
-                trace.ambiguous = True
-            if not policy.should_retry(error, attempt=attempt, idempotent=idempotent):
-                if on_event is not None:
-                    on_event(
-                        RequestEvent(
-                            kind="error",
-                            method=method,
-                            path=path,
-                            status=getattr(error, "status_code", None),
-                            attempt=attempt,
-                            error=type(error).__name__,
-                        )
-                    )
-                raise error
-            delay = policy.delay(error, attempt=attempt)
-            logger.warning(
-                "%s %s failed (%s); retry %d/%d in %.2f s",
-                method,
-                path,
-                brief(error),
-                attempt + 1,
-                policy.max_retries,
-                delay,
-            )
-            if on_event is not None:
-                on_event(
-                    RequestEvent(
-                        kind="retry",
-                        method=method,
-                        path=path,
-                        status=getattr(error, "status_code", None),
-                        attempt=attempt,
-                        delay=delay,
-                        error=type(error).__name__,
-                    )
-                )
-            await anyio.sleep(delay)
-            attempt += 1
+        response = await self._send(
+            method, path, params=params, json=json, private=private, idempotent=idempotent
+        )
+        return response.body
 
-
-def _closed_during(exc: APIConnectionError, trace: Trace | None) -> SessionClosedError:
-    if trace is not None and exc.maybe_processed:
-        # Closed under a request already written: it may have been processed.
-        trace.ambiguous = True
-    return SessionClosedError("this AsyncTanxSession was closed during the request")
+    async def _send(self, method: str, path: str, **options: Any) -> Response:
+        """``request`` with the whole answer (raw bytes and attempt history too), for the
+        namespaces; ``options`` are ``Pipeline.send``'s (``attempts=`` among them)."""
+        return await self._pipeline.send(method, path, timeout=self._timeout, policy=self._retry, **options)

@@ -1,4 +1,8 @@
-"""Checking what the caller passes, before anything is sent."""
+"""Checking what the caller passes, before anything is sent.
+
+One rule throughout: a value of the wrong type raises ``TypeError``, a value of the right type
+outside its range raises ``ValueError`` (``InvalidOrderIdError`` is a ``ValueError``).
+"""
 
 from __future__ import annotations
 
@@ -34,16 +38,22 @@ def positive_int(name: str, value: object, *, maximum: int | None = None) -> int
 
 
 def setting_int(name: str, value: object, *, minimum: int) -> int:
-    """An int setting (``max_retries``, ``max_concurrency``): ``ValueError`` for anything else."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """An int setting (``max_retries``, ``max_concurrency``) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
 
 
 def seconds(name: str, value: object, *, also: str = "") -> float:
-    """A positive number of seconds: ``ValueError`` for anything else (``also`` names another
-    accepted form in the message)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    """A positive (finite) number of seconds (``also`` names another accepted form in the
+    message)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"{name} must be a positive number of seconds{also}, got {type(value).__name__} {value!r}"
+        )
+    if not 0 < value < float("inf"):
         raise ValueError(f"{name} must be a positive number of seconds{also}, got {value!r}")
     return float(value)
 
@@ -78,6 +88,8 @@ def timestamp(name: str, value: Any) -> int:
         if value.tzinfo is None:
             raise ValueError(f"{name} must be timezone-aware")
         return int(value.timestamp())
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an aware datetime or unix seconds (int >= 0), got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be unix seconds >= 0, got {value!r}")
     return value

@@ -8,6 +8,7 @@ exchange reports ``cancel``.
 from __future__ import annotations
 
 import builtins
+import warnings
 from collections.abc import AsyncGenerator, Collection, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,16 +18,12 @@ from . import _validate as V
 from ._batch import Batch, cancel_one, fetch_order, iterate_batch
 from ._convert import structure
 from ._errors import CancelOutcomeUnknownError, SessionClosedError, TanxError
-from ._session import Trace
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side
 
 if TYPE_CHECKING:
     from ._session import AsyncTanxSession
 
 __all__ = ["Orders"]
-
-_ORDERS_PATH = "/sapi/v1/orders/"
-_BULK_CANCEL_PATH = "/sapi/v1/user/bulkcancel/"
 
 
 class Orders:
@@ -150,9 +147,8 @@ class Orders:
             page += 1
 
     async def _page(self, params: dict[str, Any]) -> builtins.list[Order]:
-        trace = Trace()
-        body = await self._session.request("GET", _ORDERS_PATH, params=params, idempotent=True, trace=trace)
-        return structure(body.get("payload"), builtins.list[Order], raw=trace.content)
+        response = await self._session._send("GET", C.ORDERS_PATH, params=params, idempotent=True)
+        return structure(response.payload, builtins.list[Order], raw=response.content)
 
     # -- many orders ----------------------------------------------------------------------
 
@@ -161,25 +157,29 @@ class Orders:
         order_ids: Iterable[int],
         *,
         concurrency: int | None = None,
-        timeout: float | None = None,
+        deadline: float | None = None,
         confirm: bool = False,
         confirm_timeout: float = C.CONFIRM_TIMEOUT,
         resolve: bool = True,
+        timeout: float | None = None,
     ) -> builtins.list[CancelOutcome]:
         """Cancel many orders at once; one ``CancelOutcome`` per distinct id, in input order.
 
         Every id is checked before anything is sent (a bad one raises ``TypeError`` or
         ``ValueError`` and nothing is sent). Duplicates are cancelled once. One failing order
         never aborts the others. ``concurrency`` (default: the session's ``max_concurrency``,
-        never more) bounds the requests in flight; ``timeout`` is a deadline for the whole
-        batch, after which ids still in flight are ``UNKNOWN`` and ids never sent ``SKIPPED``.
+        never more) bounds the requests in flight; ``deadline`` (seconds) bounds the whole
+        batch, after which ids still in flight are ``UNKNOWN`` and ids never sent ``SKIPPED``
+        (``timeout=`` is its old name: it still works, with a ``DeprecationWarning``).
         ``resolve`` looks an order up when its cancel was refused or unanswered, so the outcome
         says what is true; ``confirm`` waits (up to ``confirm_timeout`` per order) until the
         exchange reports the order ``cancel``.
         """
         ids = _checked_ids(order_ids)
         results: dict[int, CancelOutcome] = {}
-        batch = self._batch(ids, concurrency, timeout, confirm, confirm_timeout, resolve, dedupe=True)
+        batch = self._batch(
+            ids, concurrency, _deadline(deadline, timeout), confirm, confirm_timeout, resolve, dedupe=True
+        )
 
         async def collect(outcome: CancelOutcome) -> None:
             results[outcome.order_id] = outcome
@@ -192,11 +192,12 @@ class Orders:
         order_ids: Iterable[int],
         *,
         concurrency: int | None = None,
-        timeout: float | None = None,
+        deadline: float | None = None,
         confirm: bool = False,
         confirm_timeout: float = C.CONFIRM_TIMEOUT,
         resolve: bool = True,
         dedupe: bool | None = None,
+        timeout: float | None = None,
     ) -> AsyncGenerator[CancelOutcome, None]:
         """Like ``cancel_many``, yielding outcomes as they complete.
 
@@ -211,7 +212,15 @@ class Orders:
         if isinstance(order_ids, Collection):
             ids = _checked_ids(order_ids)
             dedupe = True if dedupe is None else dedupe
-        batch = self._batch(ids, concurrency, timeout, confirm, confirm_timeout, resolve, dedupe=bool(dedupe))
+        batch = self._batch(
+            ids,
+            concurrency,
+            _deadline(deadline, timeout),
+            confirm,
+            confirm_timeout,
+            resolve,
+            dedupe=bool(dedupe),
+        )
         return iterate_batch(batch)
 
     async def cancel_all(
@@ -220,9 +229,10 @@ class Orders:
         *,
         side: Side | Literal["buy", "sell"] | None = None,
         concurrency: int | None = None,
-        timeout: float | None = None,
+        deadline: float | None = None,
         confirm: bool = False,
         confirm_timeout: float = C.CONFIRM_TIMEOUT,
+        timeout: float | None = None,
     ) -> builtins.list[CancelOutcome]:
         """Cancel every open order (``wait`` and ``pending``) of a market, one outcome each.
 
@@ -237,7 +247,11 @@ class Orders:
             async for order in self.iter(market=market, side=side, state=state):
                 ids.append(order.id)
         return await self.cancel_many(
-            ids, concurrency=concurrency, timeout=timeout, confirm=confirm, confirm_timeout=confirm_timeout
+            ids,
+            concurrency=concurrency,
+            deadline=_deadline(deadline, timeout),
+            confirm=confirm,
+            confirm_timeout=confirm_timeout,
         )
 
     async def bulk_cancel(
@@ -259,13 +273,13 @@ class Orders:
         if limit is not None:
             body["limit"] = V.positive_int("limit", limit)
         # Idempotent in effect: queueing the same bulk cancellation twice cancels nothing more.
-        await self._session.request("POST", _BULK_CANCEL_PATH, json=body, idempotent=True)
+        await self._session.request("POST", C.BULK_CANCEL_PATH, json=body, idempotent=True)
 
     def _batch(
         self,
         ids: Iterable[object],
         concurrency: int | None,
-        timeout: float | None,
+        deadline: float | None,
         confirm: bool,
         confirm_timeout: float,
         resolve: bool,
@@ -277,19 +291,33 @@ class Orders:
             raise SessionClosedError("this AsyncTanxSession is closed")
         ceiling = self._session.max_concurrency
         workers = ceiling if concurrency is None else min(V.positive_int("concurrency", concurrency), ceiling)
-        if timeout is not None:
-            V.seconds("timeout", timeout)
+        if deadline is not None:
+            V.seconds("deadline", deadline)
         V.seconds("confirm_timeout", confirm_timeout)
         return Batch(
             self._session,
             ids,
             concurrency=workers,
-            timeout=timeout,
+            deadline=deadline,
             confirm=confirm,
             confirm_timeout=float(confirm_timeout),
             resolve=resolve,
             dedupe=dedupe,
         )
+
+
+def _deadline(deadline: float | None, timeout: float | None) -> float | None:
+    """``deadline``, or the deprecated ``timeout=`` spelling of it (never both)."""
+    if timeout is None:
+        return deadline
+    if deadline is not None:
+        raise TypeError("pass deadline= only (timeout= is its deprecated name)")
+    warnings.warn(
+        "timeout= on a batch is deprecated: it is the whole batch's deadline, so pass deadline=",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return timeout
 
 
 def _checked_ids(order_ids: Iterable[int]) -> builtins.list[int]:

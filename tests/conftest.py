@@ -18,8 +18,9 @@ import httpx
 import pytest
 import respx
 
-import tanx_async._flow
 from tanx_async import AsyncTanxSession
+
+from .internals import flow_module
 
 BASE = "https://api.tanx.fi"
 CANCEL_URL = f"{BASE}/sapi/v1/orders/cancel/"
@@ -155,7 +156,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """Patch every sleep of the library (retry backoff, flow control) to record instead of wait."""
     fake = FakeClock()
     monkeypatch.setattr(anyio, "sleep", fake.sleep)
-    monkeypatch.setattr(tanx_async._flow, "time", fake)
+    monkeypatch.setattr(flow_module, "time", fake)
     return fake
 
 

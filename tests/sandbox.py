@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
 
 from tanx_async import AsyncTanxSession, CancelOutcome, CancelStatus
-from tanx_async._transport import TransportName
 from tanx_async.testing import SandboxExchange, SandboxServer
+
+from .internals import TransportName
 
 #: Every transport a session can use on asyncio; tests that touch the wire run on each.
 TRANSPORTS = ["native", "aiohttp", "httpx"]
@@ -43,12 +44,6 @@ def running_sandbox(seed: int = 1, **exchange_kwargs: Any) -> Iterator[Sandbox]:
     access, refresh = exchange.issue_tokens(uid)
     with SandboxServer(exchange) as server:
         yield Sandbox(exchange, server, uid, access, refresh)
-
-
-@asynccontextmanager
-async def open_session(sandbox: Sandbox, **kwargs: Any) -> AsyncIterator[AsyncTanxSession]:
-    async with sandbox.session(**kwargs) as session:
-        yield session
 
 
 def mismatches(exchange: SandboxExchange, outcomes: list[CancelOutcome], before: dict[int, str]) -> list[str]:

@@ -21,7 +21,6 @@ from tanx_async import (
     ResponseValidationError,
     TokenPair,
 )
-from tanx_async._auth import jwt_expiry
 from tests.conftest import (
     ACCESS_401,
     BASE,
@@ -35,6 +34,8 @@ from tests.conftest import (
     order_payload,
     sequence,
 )
+
+from .internals import jwt_expiry
 
 REFRESH_401 = {
     "status": "error",

@@ -189,7 +189,7 @@ async def test_batch_deadline_gives_every_id_an_outcome(sandbox: Sandbox) -> Non
     sandbox.exchange.faults.latency = 0.4
     async with sandbox.session() as session:
         started = time.monotonic()
-        outcomes = await session.orders.cancel_many(ids, concurrency=8, timeout=0.2)
+        outcomes = await session.orders.cancel_many(ids, concurrency=8, deadline=0.2)
         elapsed = time.monotonic() - started
         sandbox.exchange.faults.latency = 0
         follow_up = await session.orders.cancel_many(ids[-2:])
@@ -200,6 +200,24 @@ async def test_batch_deadline_gives_every_id_an_outcome(sandbox: Sandbox) -> Non
     assert counts[CancelStatus.SKIPPED] == 32  # never sent
     assert all(o.error is not None for o in outcomes)
     assert len(follow_up) == 2
+
+
+async def test_timeout_is_the_deprecated_name_of_deadline(sandbox: Sandbox) -> None:
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 20)
+    sandbox.exchange.faults.latency = 0.4
+    async with sandbox.session() as session:
+        with pytest.warns(DeprecationWarning, match="deadline=") as caught:
+            outcomes = await session.orders.cancel_many(ids, concurrency=4, timeout=0.2)
+        assert caught[0].filename == __file__  # the warning points at the caller's line
+        with pytest.raises(TypeError, match="deadline= only"):
+            await session.orders.cancel_many(ids, deadline=1, timeout=1)
+        with pytest.warns(DeprecationWarning, match="deadline="):
+            stream = session.orders.cancel_iter(ids[:1], timeout=5)
+        sandbox.exchange.faults.latency = 0
+        async with contextlib.aclosing(stream):
+            assert [o.order_id async for o in stream] == ids[:1]
+    # Same meaning as deadline=: the batch stopped at 0.2 s with an outcome for every id.
+    assert Counter(o.status for o in outcomes) == {CancelStatus.UNKNOWN: 4, CancelStatus.SKIPPED: 16}
 
 
 async def test_caller_cancellation_stops_the_batch_cleanly(sandbox: Sandbox) -> None:

@@ -22,8 +22,9 @@ from tanx_async import (
     Side,
     Trade,
 )
-from tanx_async._convert import structure, structure_order
 from tests.conftest import BASE, CANCEL_URL, ORDER, envelope, json_response, order_payload
+
+from .internals import structure, structure_order
 
 GET_URL = f"{BASE}/sapi/v1/orders/{ORDER['id']}/"
 LIST_URL = f"{BASE}/sapi/v1/orders/"

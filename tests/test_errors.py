@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,10 +26,9 @@ from tanx_async import (
     ResponseValidationError,
     TanxError,
 )
-from tanx_async._envelope import decode_envelope, is_access_token_error
-from tanx_async._errors import status_error_class
-from tanx_async._transport import RawResponse
 from tests.conftest import ACCESS_401, BASE, REFRESH_URL, FakeClock, envelope, json_response
+
+from .internals import RawResponse, decode_envelope, is_access_token_error, status_error_class
 
 PATH = "/sapi/v1/orders/7/"
 URL = BASE + PATH
@@ -379,3 +380,32 @@ async def test_a_redirect_is_an_error_not_a_success(session: AsyncTanxSession, r
     assert type(info.value) is APIStatusError
     assert info.value.status_code == 301
     assert route.call_count == 1  # not retried, not followed
+
+
+def test_the_tree_drawn_in_the_errors_docstring_is_the_real_hierarchy() -> None:
+    """The drawing at the top of ``_errors.py`` (and the README's copy) cannot drift from the
+    classes: each drawn child's first tanx_async base is the drawn parent, and every exported
+    error is drawn."""
+    import tanx_async
+    from tanx_async import _errors
+
+    doc = _errors.__doc__ or ""
+    drawn: dict[str, str | None] = {}
+    stack: list[tuple[int, str]] = []
+    for line in doc.splitlines():
+        match = re.match(r"^[ │├└─]*([A-Z]\w+Error)\b", line)
+        if not match or not line.startswith("    "):
+            continue
+        depth = line.index(match.group(1)) // 4
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        drawn[match.group(1)] = stack[-1][1] if stack else None
+        stack.append((depth, match.group(1)))
+    exported = {n for n in tanx_async.__all__ if n.endswith("Error")}
+    assert set(drawn) == exported
+    for name, parent in drawn.items():
+        cls = getattr(tanx_async, name)
+        ours = [b.__name__ for b in cls.__bases__ if b.__module__.startswith("tanx_async")]
+        assert ours[:1] == ([parent] if parent else []), (name, ours, parent)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert all(name in readme for name in drawn)

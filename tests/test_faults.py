@@ -30,11 +30,9 @@ from tanx_async import (
     ResponseTooLargeError,
     TanxError,
 )
-from tanx_async._http11 import Http11Sender
-from tanx_async._signer import random_wallet
-from tanx_async._transport import AiohttpSender, HttpxSender
 from tanx_async.testing import SandboxExchange, SandboxServer
 
+from .internals import AiohttpSender, Http11Sender, HttpxSender, random_wallet, sender_of
 from .sandbox import TRANSPORTS, Sandbox, mismatches, running_sandbox, transport_name
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
@@ -48,7 +46,7 @@ def session_for(sandbox: Sandbox, transport: str, **kwargs: Any) -> AsyncTanxSes
 
 
 def in_use(session: AsyncTanxSession) -> int:
-    sender = session._core.sender
+    sender = sender_of(session)
     return 0 if sender is None else sender.connections_in_use()
 
 
@@ -159,7 +157,7 @@ async def test_fault_gives_the_right_error_and_leaks_no_connection(
             check_error(got.value, case)
         assert await settled_in_use(session) == 0
 
-        sender = session._core.sender
+        sender = sender_of(session)
         expected = {"native": Http11Sender, "aiohttp": AiohttpSender, "httpx": HttpxSender}[transport]
         assert isinstance(sender, expected)
         # The session recovers once the exchange behaves.

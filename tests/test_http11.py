@@ -21,9 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tanx_async import APIConnectionError, APITimeoutError, ResponseTooLargeError
-from tanx_async._http11 import Http11Sender, _Connection, _idle_timeout, _Origin
-from tanx_async._httpx import httpx
-from tanx_async._transport import RawResponse
+
+from .internals import Http11Sender, RawResponse, _Connection, _idle_timeout, _Origin, httpx
 
 URL = "http://127.0.0.1:9/sapi/v1/orders/cancel/"
 TIMEOUT = httpx.Timeout(connect=2.0, read=2.0, write=2.0, pool=2.0)

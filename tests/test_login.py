@@ -18,11 +18,13 @@ from tanx_async import (
     AsyncTanxSession,
     AuthenticationError,
     MissingDependencyError,
+    NotAuthenticatedError,
     Signer,
     TanxError,
 )
-from tanx_async._signer import PrivateKeySigner, random_wallet
 from tanx_async.testing import SandboxExchange, SandboxServer
+
+from .internals import PrivateKeySigner, auth_of, random_wallet
 
 KEY = "0x" + "11" * 32
 ADDRESS = "0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A"
@@ -145,7 +147,7 @@ def test_malformed_eth_address_is_not_echoed() -> None:
 def test_key_never_in_repr_str_or_pickle(sandbox: Sandbox) -> None:
     signer = PrivateKeySigner(KEY, eth_address=ADDRESS)
     session = sandbox.session()
-    for text in (repr(signer), str(signer), repr(session), str(session), repr(session._core.auth)):
+    for text in (repr(signer), str(signer), repr(session), str(session), repr(auth_of(session))):
         assert not _leaks(text), text
     assert ADDRESS in repr(signer)
     assert not hasattr(signer, "__dict__")
@@ -211,7 +213,7 @@ async def test_login_on_first_use(sandbox: Sandbox) -> None:
         assert [r.result for r in ex.requests[:2]] == ["nonce", "login_ok"]
         tokens = session.tokens
         assert tokens is not None and tokens.access_expires_at is not None
-        assert session._core.auth.uid == sandbox.uid
+        assert auth_of(session).uid == sandbox.uid
         await session.orders.get(sandbox.ids[1])
         assert ex.login_count == 1
 
@@ -222,6 +224,24 @@ async def test_explicit_login_returns_the_tokens(sandbox: Sandbox) -> None:
         assert sandbox.exchange.decode_token(tokens.access) is not None
         assert tokens.refresh is not None
         assert sandbox.exchange.login_count == 1
+
+
+async def test_login_logs_in_again_even_with_valid_tokens(sandbox: Sandbox) -> None:
+    async with sandbox.session() as session:
+        first = await session.login()
+        second = await session.login()
+        assert sandbox.exchange.login_count == 2 and sandbox.exchange.refresh_count == 0
+        assert second.access != first.access
+        refreshed = await session.refresh()
+        assert sandbox.exchange.refresh_count == 1 and refreshed.access != second.access
+
+
+async def test_login_without_a_signer_says_so_and_sends_nothing() -> None:
+    async with AsyncTanxSession(
+        base_url="http://127.0.0.1:9", access_token="a", refresh_token="r"
+    ) as session:
+        with pytest.raises(NotAuthenticatedError, match="signer"):
+            await session.login()
 
 
 async def test_relogin_when_the_refresh_token_is_rejected(sandbox: Sandbox) -> None:

@@ -19,8 +19,9 @@ from tanx_async import (
     Side,
     TokenPair,
 )
-from tanx_async._convert import structure_order
 from tests.conftest import make_jwt, order_payload
+
+from .internals import structure_order
 
 
 @pytest.mark.parametrize(

@@ -95,7 +95,7 @@ async def test_cancel_many_checks_every_id_before_sending(
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"concurrency": 0}, {"timeout": 0}, {"timeout": -1}, {"confirm_timeout": 0}, {"concurrency": 1.5}],
+    [{"concurrency": 0}, {"deadline": 0}, {"deadline": -1}, {"confirm_timeout": 0}, {"concurrency": 1.5}],
 )
 async def test_cancel_many_option_errors(
     session: AsyncTanxSession, router: respx.Router, kwargs: dict[str, Any]
@@ -120,7 +120,7 @@ async def test_cancel_many_option_errors(
         ({"order_by": "up"}, ValueError),
         ({"start_time": datetime(2024, 1, 1)}, ValueError),  # naive
         ({"end_time": datetime(2024, 1, 1)}, ValueError),
-        ({"start_time": -1}, TypeError),
+        ({"start_time": -1}, ValueError),
         ({"start_time": 1.5}, TypeError),
         ({"start_time": 200, "end_time": 100}, ValueError),
     ],

@@ -24,11 +24,9 @@ from tanx_async import (
     RateLimitError,
     ResponseValidationError,
 )
-from tanx_async._convert import structure, structure_order
-from tanx_async._envelope import decode_envelope
-from tanx_async._retry import parse_retry_after
-from tanx_async._transport import RawResponse
 from tests.conftest import ORDER
+
+from .internals import RawResponse, decode_envelope, parse_retry_after, structure, structure_order
 
 # Reproducible in CI: the same examples on every run, bounded so the suite stays fast.
 PROFILE = settings(

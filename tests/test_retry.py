@@ -27,9 +27,6 @@ from tanx_async import (
     ResponseValidationError,
     TanxError,
 )
-from tanx_async._errors import APIStatusError
-from tanx_async._flow import FlowControl
-from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tests.conftest import (
     ACCESS_401,
     BASE,
@@ -42,6 +39,8 @@ from tests.conftest import (
     open_session,
 )
 
+from .internals import APIStatusError, FlowControl, RetryPolicy, is_ambiguous, parse_retry_after
+
 PATH = "/sapi/v1/orders/7/"
 URL = BASE + PATH
 OK = envelope({"id": 7})
@@ -49,7 +48,7 @@ TOKENS = envelope({"access": "new-access", "refresh": "refresh-2"})
 
 
 def _status(code: int, retry_after: float | None = None) -> APIStatusError:
-    from tanx_async._errors import status_error_class
+    from .internals import status_error_class
 
     err = status_error_class(code)("x", status_code=code, body=None, response=None)
     if isinstance(err, RateLimitError):

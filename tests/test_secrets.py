@@ -25,11 +25,18 @@ from tanx_async import (
     RequestEvent,
     TokenPair,
 )
-from tanx_async._http11 import Http11Sender
-from tanx_async._signer import PrivateKeySigner, random_wallet
-from tanx_async._transport import AiohttpSender, HttpxSender, TransportName
 
 from .conftest import CANCEL_URL
+from .internals import (
+    AiohttpSender,
+    Http11Sender,
+    HttpxSender,
+    PrivateKeySigner,
+    TransportName,
+    auth_of,
+    random_wallet,
+    start_transport,
+)
 from .sandbox import TRANSPORTS, running_sandbox, transport_name
 
 
@@ -137,7 +144,7 @@ async def test_no_secret_in_logs_errors_outcomes_events_or_reprs(captured: Captu
             max_retries=1,
             transport=transport_name(transport),
         ) as session:
-            texts += [repr(session), str(session), repr(session.tokens), repr(session._core.auth)]
+            texts += [repr(session), str(session), repr(session.tokens), repr(auth_of(session))]
             await session.login()
             texts += [repr(session.tokens), str(session.tokens)]
             exchange.expire_access_tokens()  # -> one refresh
@@ -165,7 +172,7 @@ async def test_no_secret_in_logs_errors_outcomes_events_or_reprs(captured: Captu
             with pytest.raises(NotFoundError) as not_found_cancel:
                 await session.orders.cancel(99_999_999)
             texts += error_texts(not_found_cancel.value)
-            texts += [repr(session), repr(session.tokens), repr(session._core.auth)]
+            texts += [repr(session), repr(session.tokens), repr(auth_of(session))]
 
         # A session holding only tokens: a rotated-away refresh token fails in the open.
         stale = pairs[-1]
@@ -234,7 +241,7 @@ async def test_tls_verification_is_on_unless_switched_off(transport: str) -> Non
         kwargs: dict[str, Any] = {} if verify else {"verify": False}
         session = AsyncTanxSession(access_token="t", transport=name, **kwargs)
         try:
-            sender, _ = session._core.start(session._timeout)
+            sender = start_transport(session)
             if isinstance(sender, Http11Sender):
                 assert transport == "native"
                 context = sender.ssl_context()

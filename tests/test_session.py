@@ -21,8 +21,6 @@ from tanx_async import (
     ResponseTooLargeError,
     SessionClosedError,
 )
-from tanx_async._http11 import Http11Sender
-from tanx_async._transport import HttpxSender
 from tests.conftest import (
     ACCESS_401,
     BASE,
@@ -35,6 +33,8 @@ from tests.conftest import (
     make_jwt,
     open_session,
 )
+
+from .internals import Http11Sender, HttpxSender, auth_of, sender_of, shares_pipeline, start_transport
 
 HEALTH_URL = f"{BASE}/sapi/v1/health/"
 GET_URL = f"{BASE}/sapi/v1/orders/{ORDER['id']}/"
@@ -86,15 +86,16 @@ def test_base_url(kwargs: dict[str, Any], url: str) -> None:
         ({"base_url": "https://api.tanx.fi/#frag"}, ValueError, "fragment"),
         ({"base_url": 5}, TypeError, "string"),
         ({"max_retries": -1}, ValueError, "max_retries"),
-        ({"max_retries": 1.5}, ValueError, "max_retries"),
-        ({"max_retries": True}, ValueError, "max_retries"),
+        ({"max_retries": 1.5}, TypeError, "max_retries"),
+        ({"max_retries": True}, TypeError, "max_retries"),
         ({"max_concurrency": 0}, ValueError, "max_concurrency"),
-        ({"max_concurrency": True}, ValueError, "max_concurrency"),
+        ({"max_concurrency": True}, TypeError, "max_concurrency"),
         ({"max_concurrency": 100}, ValueError, "max_connections"),
         ({"max_concurrency": 11, "limits": httpx.Limits(max_connections=10)}, ValueError, "max_connections"),
         ({"timeout": 0}, ValueError, "timeout"),
         ({"timeout": -1.0}, ValueError, "timeout"),
-        ({"timeout": "5"}, ValueError, "timeout"),
+        ({"timeout": "5"}, TypeError, "timeout"),
+        ({"timeout": float("inf")}, ValueError, "timeout"),
         ({"access_token": ""}, TypeError, "access_token"),
         ({"access_token": "   "}, TypeError, "access_token"),
         ({"refresh_token": 5}, TypeError, "refresh_token"),
@@ -134,7 +135,7 @@ async def test_constructor_sends_nothing(router: respx.Router) -> None:
 
 async def test_async_with_closes_an_owned_httpx_client() -> None:
     async with AsyncTanxSession(transport="httpx") as session:
-        sender, _ = session._core.start(session._timeout)  # built lazily; no request is sent
+        sender = start_transport(session)  # built lazily; no request is sent
         assert isinstance(sender, HttpxSender)
         assert sender.owned
         assert not sender.client.is_closed
@@ -144,8 +145,8 @@ async def test_async_with_closes_an_owned_httpx_client() -> None:
 
 async def test_async_with_closes_an_owned_aiohttp_session() -> None:
     async with AsyncTanxSession(transport="aiohttp") as session:
-        sender, _ = session._core.start(session._timeout)
-        aiohttp_session: Any = sender.session  # type: ignore[attr-defined]
+        sender = start_transport(session)
+        aiohttp_session: Any = sender.session
         assert not aiohttp_session.closed
     assert aiohttp_session.closed
 
@@ -168,7 +169,7 @@ async def test_auto_is_the_native_transport_on_asyncio_and_aclose_closes_its_con
     port = server.sockets[0].getsockname()[1]
     try:
         async with AsyncTanxSession(base_url=f"http://127.0.0.1:{port}") as session:
-            sender, _ = session._core.start(session._timeout)
+            sender = start_transport(session)
             assert isinstance(sender, Http11Sender)
             assert await session.health() is True
             assert sender._open == 1  # kept alive
@@ -186,11 +187,11 @@ def test_under_trio_auto_is_httpx_and_asyncio_only_transports_are_refused() -> N
 
     async def main() -> None:
         async with AsyncTanxSession(access_token="t") as session:
-            sender, _ = session._core.start(session._timeout)
+            sender = start_transport(session)
             assert isinstance(sender, HttpxSender)
         for name in ("native", "aiohttp"):
             with pytest.raises(RuntimeError, match="needs asyncio"):
-                AsyncTanxSession(access_token="t", transport=name)._core.start(httpx.Timeout(1.0))
+                start_transport(AsyncTanxSession(access_token="t", transport=name))
 
     trio.run(main)
 
@@ -204,7 +205,7 @@ async def test_aiohttp_transport_without_aiohttp_says_which_extra(monkeypatch: p
     monkeypatch.setitem(sys.modules, "aiohttp", None)
     session = AsyncTanxSession(access_token="t", transport="aiohttp")
     with pytest.raises(MissingDependencyError, match=r"pip install 'tanx-async\[aiohttp\]'"):
-        session._core.start(session._timeout)
+        start_transport(session)
     await session.aclose()
 
 
@@ -253,15 +254,41 @@ async def test_with_options_shares_pool_and_tokens(session: AsyncTanxSession, ro
     cancel = router.post(CANCEL_URL).mock(return_value=json_response(200, envelope(ORDER)))
     view = session.with_options(timeout=1.5, max_retries=0)
     assert view is not session
-    assert view._core is session._core
+    assert shares_pipeline(view, session)
     assert view.base_url == session.base_url
     await view.refresh()
     assert session.tokens is not None and session.tokens.access == "new-access"
     await session.orders.cancel(1)
     assert cancel.calls.last.request.headers["Authorization"] == "JWT new-access"
-    first_sender = session._core.sender
+    first_sender = sender_of(session)
     await view.orders.cancel(1)
-    assert session._core.sender is first_sender
+    assert sender_of(session) is first_sender
+
+
+def test_with_options_goes_through_the_constructor() -> None:
+    """Every setting carries over to the view (it is rebuilt from the session's own arguments),
+    and the new values are checked exactly as the constructor checks them."""
+    events: list[RequestEvent] = []
+    session = AsyncTanxSession(
+        base_url="http://127.0.0.1:9",
+        access_token="a",
+        refresh_token="r",
+        max_concurrency=8,
+        limits=httpx.Limits(max_connections=12),
+        rate_limit=50,
+        max_response_bytes=4096,
+        on_event=events.append,
+    )
+    view = session.with_options(max_retries=0)
+    assert shares_pipeline(view, session)
+    assert (view.base_url, view.max_concurrency) == (session.base_url, 8)
+    assert view.with_options(timeout=2).base_url == session.base_url
+    with pytest.raises(ValueError, match="max_retries"):
+        session.with_options(max_retries=-1)
+    with pytest.raises(TypeError, match="timeout"):
+        session.with_options(timeout="5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout"):
+        session.with_options(timeout=0)
 
 
 async def test_with_options_timeout_reaches_the_request(
@@ -321,7 +348,7 @@ async def test_repr_never_shows_tokens(router: respx.Router) -> None:
             repr(session),
             str(session),
             repr(session.tokens),
-            repr(session._core.auth),
+            repr(auth_of(session)),
             repr(session.with_options(max_retries=1)),
         ]
         try:

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 
 from tanx_async import APITimeoutError, CancelStatus
-from tanx_async._http11 import Http11Sender
-from tanx_async._httpx import httpx
 
+from .internals import Http11Sender, httpx, sender_of
 from .sandbox import mismatches, running_sandbox
 from .test_http11 import TIMEOUT, answer_slowly, scripted
 from .test_secrets import tls_round_trip
@@ -48,7 +47,7 @@ def test_a_faulted_batch_is_truthful_under_uvloop() -> None:
         async def main() -> None:
             async with sandbox.session() as session:
                 outcomes = await session.orders.cancel_many(ids + missing, concurrency=32)
-                sender = session._core.sender
+                sender = sender_of(session)
                 assert isinstance(sender, Http11Sender)
                 assert sender.connections_in_use() == 0
             assert [o.order_id for o in outcomes] == ids + missing

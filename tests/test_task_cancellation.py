@@ -20,6 +20,7 @@ from tanx_async import (
     SessionClosedError,
 )
 
+from .internals import sender_of
 from .sandbox import TRANSPORTS, Sandbox, mismatches, running_sandbox, transport_name
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
@@ -37,7 +38,7 @@ async def drain(outcomes: AsyncIterator[CancelOutcome], into: list[CancelOutcome
 
 
 def in_use(session: AsyncTanxSession) -> int:
-    sender = session._core.sender
+    sender = sender_of(session)
     return 0 if sender is None else sender.connections_in_use()
 
 

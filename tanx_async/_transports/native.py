@@ -34,13 +34,13 @@ from collections import deque
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from . import _constants as C
-from ._config import ssl_context as make_ssl_context
-from ._errors import APIConnectionError, APITimeoutError
-from ._transport import RawResponse, pool_closed, too_large
+from .. import _constants as C
+from .._config import ssl_context as make_ssl_context
+from .._errors import APIConnectionError, APITimeoutError
+from .base import RawResponse, pool_closed, too_large
 
 if TYPE_CHECKING:
-    from ._httpx import httpx
+    from .._httpx import httpx
 
 __all__ = ["Http11Sender"]
 

@@ -1,0 +1,376 @@
+"""The request pipeline: every HTTP request a session makes goes through ``Pipeline.send``.
+
+One loop in one place: flow control -> authenticate -> send -> classify -> refresh once on an
+expired access token -> maybe retry -> decode. The pipeline owns what a session and all its
+``with_options`` views share: the transport (built lazily on the running event loop), the
+concurrency limiter, the rate limit and 429 pause, and the tokens (``Auth``).
+
+Authentication is driven from here: ``Auth`` holds the tokens and decides *what* a refresh or a
+login needs (``Auth.renewal`` yields the requests), the pipeline sends them, once for all the
+requests that noticed the expiry (single flight), shielded and bounded by its own timeout.
+
+``send`` returns a ``Response``: the decoded envelope, the raw bytes and the ``Attempts`` record
+(how many attempts, when the first left, whether one may have been processed). A caller that
+must observe a request while it runs (the batch deadline) passes its own ``Attempts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+from urllib.parse import urlencode
+
+import anyio
+
+from . import _constants as C
+from ._auth import Auth, AuthRequest
+from ._envelope import decode_envelope, is_access_token_error
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    NotAuthenticatedError,
+    RateLimitError,
+    ResponseValidationError,
+    SessionClosedError,
+    TanxError,
+    brief,
+)
+from ._flow import FlowControl
+from ._httpx import httpx
+from ._json import dumps
+from ._log import logger
+from ._retry import RetryPolicy, is_ambiguous
+from ._transports import Sender, TransportName, make_sender
+from .events import EventCallback, EventKind, RequestEvent
+
+__all__ = ["Attempts", "Pipeline", "Response"]
+
+_STATIC_HEADERS = {
+    "Accept": "application/json",
+    "Content-Type": "application/json",
+    "User-Agent": C.USER_AGENT,
+}
+
+
+class Attempts:
+    """What happened across the attempts of one logical request."""
+
+    __slots__ = ("ambiguous", "count", "first_sent")
+
+    def __init__(self) -> None:
+        self.count = 0
+        #: Wall-clock time of the first attempt (to compare with the exchange's ``updated_at``).
+        self.first_sent: float | None = None
+        #: True once an attempt failed in a way that may have left it processed.
+        self.ambiguous = False
+
+
+class Response:
+    """One answered request: the decoded envelope, its raw bytes and the attempt history."""
+
+    __slots__ = ("attempts", "body", "content")
+
+    def __init__(self, body: dict[str, Any], content: bytes, attempts: Attempts) -> None:
+        self.body = body
+        self.content = content
+        self.attempts = attempts
+
+    @property
+    def payload(self) -> Any:
+        return self.body.get("payload")
+
+
+class _Flight:
+    """One refresh or login in progress; other requests wait on it."""
+
+    __slots__ = ("error", "event")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.error: BaseException | None = None
+
+
+class Pipeline:
+    """The state a session and all its ``with_options`` views share, and the request loop."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        http_client: httpx.AsyncClient | None,
+        transport: TransportName,
+        limits: httpx.Limits,
+        verify: Any,
+        max_response_bytes: int,
+        max_concurrency: int,
+        flow: FlowControl,
+        auth: Auth,
+        on_event: EventCallback | None,
+        timeout: httpx.Timeout,
+        policy: RetryPolicy,
+    ) -> None:
+        self.base_url = base_url
+        #: The session's own timeout and retry policy (its views may have others): auth uses them.
+        self.timeout = timeout
+        self.policy = policy
+        self.http_client = http_client
+        self.transport: TransportName = transport
+        self.limits = limits
+        self.verify = verify
+        self.max_response_bytes = max_response_bytes
+        self.max_concurrency = max_concurrency
+        self.flow = flow
+        self.auth = auth
+        self.on_event = on_event
+        self.sender: Sender | None = None
+        self.limiter: anyio.CapacityLimiter | None = None
+        self.closed = False
+        self._flight: _Flight | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, timeout: httpx.Timeout) -> tuple[Sender, anyio.CapacityLimiter]:
+        """The transport and limiter, built on first use: the transport depends on the running
+        event loop (asyncio or trio), and anyio primitives must be created inside it."""
+        if self.closed:
+            raise SessionClosedError("this AsyncTanxSession is closed")
+        if self.sender is None or self.limiter is None:
+            self.limiter = anyio.CapacityLimiter(self.max_concurrency)
+            self.sender = make_sender(
+                http_client=self.http_client,
+                transport=self.transport,
+                limits=self.limits,
+                verify=self.verify,
+                timeout=timeout,
+                max_response_bytes=self.max_response_bytes,
+            )
+        return self.sender, self.limiter
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        sender, self.sender = self.sender, None
+        if sender is not None:
+            with anyio.CancelScope(shield=True):
+                await sender.aclose()
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    def emit(self, kind: EventKind, method: str, path: str, **fields: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(RequestEvent(kind=kind, method=method, path=path, **fields))
+
+    # -- the request loop -----------------------------------------------------------------
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: httpx.Timeout,  # noqa: ASYNC109 - the HTTP timeouts of each attempt, not a deadline
+        policy: RetryPolicy,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        private: bool = True,
+        idempotent: bool,
+        limited: bool = True,
+        attempts: Attempts | None = None,
+    ) -> Response:
+        """Send one logical request (with its retries); return the answer or raise its error.
+
+        ``idempotent`` says whether a request that may have been processed can be sent again;
+        ``limited=False`` skips the concurrency limiter (auth requests, which others wait on,
+        must not queue behind them)."""
+        sender, limiter = self.start(timeout)
+        record = attempts if attempts is not None else Attempts()
+        url = self.base_url + path
+        if params:
+            url += "?" + urlencode(params)
+        content = dumps(json) if json is not None else None
+        headers = dict(_STATIC_HEADERS)
+        if content is None:
+            del headers["Content-Type"]
+        on_event = self.on_event
+        debug = logger.isEnabledFor(logging.DEBUG)
+        attempt = 0
+        renewed = False
+        while True:
+            if self.closed:
+                raise SessionClosedError("this AsyncTanxSession was closed during the request")
+            token = None
+            if private:
+                token = await self.token()
+                headers["Authorization"] = "JWT " + token
+            await self.flow.acquire()
+            record.count += 1
+            if record.first_sent is None:
+                record.first_sent = time.time()
+            started = time.monotonic()
+            error: TanxError
+            try:
+                if limited:
+                    # acquire_nowait first: the uncontended path then costs no event-loop turn.
+                    try:
+                        limiter.acquire_nowait()
+                    except anyio.WouldBlock:
+                        await limiter.acquire()
+                    try:
+                        raw = await sender.send(method, url, headers, content, timeout)
+                    finally:
+                        limiter.release()
+                else:
+                    raw = await sender.send(method, url, headers, content, timeout)
+            except APIConnectionError as exc:
+                if self.is_closed():  # (a method: the check above was before an await)
+                    if exc.maybe_processed:
+                        # Closed under a request already written: it may have been processed.
+                        record.ambiguous = True
+                    raise SessionClosedError("this AsyncTanxSession was closed during the request") from exc
+                exc.method, exc.path = method, path
+                error = exc
+                if debug:
+                    # One line per attempt, answered or not.
+                    logger.debug(
+                        "%s %s -> %s in %.1f ms (attempt %d)",
+                        method,
+                        path,
+                        type(exc).__name__,
+                        (time.monotonic() - started) * 1e3,
+                        attempt + 1,
+                    )
+            else:
+                elapsed = time.monotonic() - started
+                if debug:
+                    logger.debug(
+                        "%s %s -> %d in %.1f ms (attempt %d)",
+                        method,
+                        path,
+                        raw.status,
+                        elapsed * 1e3,
+                        attempt + 1,
+                    )
+                if on_event is not None:
+                    self.emit("response", method, path, status=raw.status, elapsed=elapsed, attempt=attempt)
+                if token is not None and not renewed and raw.status == 401 and is_access_token_error(raw):
+                    # One refresh and one resend per request; the refresh itself is single-flight.
+                    renewed = True
+                    await self.renew(token)
+                    continue
+                try:
+                    return Response(decode_envelope(raw, method=method, path=path), raw.content, record)
+                except APIStatusError as exc:
+                    error = exc
+                    if isinstance(exc, RateLimitError):
+                        # The whole session waits, not just this request.
+                        self.flow.pause(policy.delay(exc, attempt=attempt))
+            if is_ambiguous(error):
+                record.ambiguous = True
+            status = getattr(error, "status_code", None)
+            if not policy.should_retry(error, attempt=attempt, idempotent=idempotent):
+                self.emit("error", method, path, status=status, attempt=attempt, error=type(error).__name__)
+                raise error
+            delay = policy.delay(error, attempt=attempt)
+            logger.warning(
+                "%s %s failed (%s); retry %d/%d in %.2f s",
+                method,
+                path,
+                brief(error),
+                attempt + 1,
+                policy.max_retries,
+                delay,
+            )
+            self.emit(
+                "retry", method, path, status=status, attempt=attempt, delay=delay, error=type(error).__name__
+            )
+            await anyio.sleep(delay)
+            attempt += 1
+
+    # -- authentication -------------------------------------------------------------------
+
+    async def token(self) -> str:
+        """The access token to send now, refreshed or obtained first when needed."""
+        auth = self.auth
+        access = auth.access
+        if access is None:
+            if not auth.can_renew:
+                raise NotAuthenticatedError(
+                    "this request needs credentials: pass access_token/refresh_token, "
+                    "private_key/eth_address or a signer to AsyncTanxSession"
+                )
+            await self.renew(None)
+        elif auth.expiring() and auth.can_renew:
+            try:
+                await self.renew(access)
+            except (APIStatusError, ResponseValidationError):
+                raise
+            except TanxError as exc:
+                if auth.expired():
+                    raise
+                # Early refresh failed for a transient reason; the token is still valid.
+                logger.warning("early token refresh failed (%s); using the current token", type(exc).__name__)
+        token = auth.access
+        if token is None:  # pragma: no cover - renew either sets a token or raises
+            raise NotAuthenticatedError("no access token after renewal")
+        return token
+
+    async def renew(self, stale: str | None, *, login: bool = False) -> bool:
+        """Replace ``stale`` with a fresh access token, once for all concurrent callers.
+
+        True for the one caller whose call made the refresh (or login), False for the others.
+        ``login=True`` logs in with the signer instead of refreshing."""
+        if self.auth.access != stale:
+            return False  # someone else already renewed it
+        flight = self._flight
+        if flight is not None:
+            await flight.event.wait()
+            if flight.error is not None:
+                raise flight.error
+            return False
+        flight = self._flight = _Flight()
+        timeout = self.auth.timeout
+        try:
+            with anyio.CancelScope(shield=True):
+                try:
+                    with anyio.fail_after(timeout):
+                        await self._drive(self.auth.renewal(login=login))
+                except TimeoutError:
+                    raise APITimeoutError(
+                        f"token renewal took longer than {timeout} s", maybe_processed=True
+                    ) from None
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            self._flight = None
+            flight.event.set()
+        return True
+
+    async def _drive(self, flow: AsyncGenerator[AuthRequest, Response | TanxError]) -> None:
+        """Send the requests an auth flow yields and hand each answer (or error) back to it."""
+        try:
+            step = await flow.__anext__()
+            while True:
+                reply: Response | TanxError
+                try:
+                    reply = await self.send(
+                        "POST",
+                        step.path,
+                        json=step.body,
+                        private=False,
+                        idempotent=step.idempotent,
+                        limited=False,
+                        timeout=self.timeout,
+                        policy=self.policy,
+                    )
+                except TanxError as exc:
+                    reply = exc
+                step = await flow.asend(reply)
+        except StopAsyncIteration:
+            return
+        finally:
+            await flow.aclose()

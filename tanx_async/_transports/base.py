@@ -1,0 +1,89 @@
+"""What every transport shares: the ``Sender`` interface, the answer it returns, its errors.
+
+A sender reads the whole body (refusing more than ``max_response_bytes``) and raises the
+library's own connection errors with ``maybe_processed`` set honestly: only a failure before a
+byte of the request left says False.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal, Protocol
+
+from .._errors import APIConnectionError, ResponseTooLargeError
+from .._httpx import httpx
+
+__all__ = ["RawResponse", "Sender", "TransportName", "pool_closed", "too_large"]
+
+TransportName = Literal["auto", "native", "aiohttp", "httpx"]
+
+
+class RawResponse:
+    """Status, headers and the whole body of one answer; an ``httpx.Response`` on demand."""
+
+    __slots__ = ("_response", "content", "headers", "method", "status", "url")
+
+    def __init__(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        content: bytes,
+        *,
+        method: str,
+        url: str,
+        response: httpx.Response | None = None,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.content = content
+        self.method = method
+        self.url = url
+        self._response = response
+
+    def to_httpx(self) -> httpx.Response:
+        """The answer as an ``httpx.Response`` (built lazily: only error paths need it)."""
+        if self._response is None:
+            self._response = httpx.Response(
+                self.status,
+                # As bytes: aiohttp hands over UTF-8 (surrogate-escaped) text, which httpx would
+                # try to encode as ASCII and fail on while we classify an error.
+                headers=[(_header_bytes(k), _header_bytes(v)) for k, v in self.headers.items()],
+                content=self.content,
+                request=httpx.Request(self.method, self.url),
+            )
+        return self._response
+
+
+def _header_bytes(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
+class Sender(Protocol):
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        content: bytes | None,
+        timeout: httpx.Timeout,
+    ) -> RawResponse: ...
+
+    def connections_in_use(self) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+def pool_closed() -> APIConnectionError:
+    """The session closed its pool while this request waited (limiter, rate limit, refresh, a
+    free connection): nothing was sent."""
+    return APIConnectionError("the connection pool is closed", maybe_processed=False)
+
+
+def too_large(size: int | None, cap: int) -> ResponseTooLargeError:
+    got = f"{size} bytes" if size is not None else "more"
+    return ResponseTooLargeError(
+        f"response body of {got} exceeds max_response_bytes={cap}", maybe_processed=True
+    )

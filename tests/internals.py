@@ -1,0 +1,77 @@
+"""The one place tests reach into tanx_async's private machinery.
+
+Tests import private classes and reach into a session's internals only through here, so that a
+move inside the package changes this file and not the tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tanx_async import AsyncTanxSession
+from tanx_async import _flow as flow_module
+from tanx_async._auth import Auth, jwt_expiry
+from tanx_async._convert import structure, structure_order
+from tanx_async._envelope import decode_envelope, is_access_token_error
+from tanx_async._errors import APIStatusError, status_error_class
+from tanx_async._flow import FlowControl
+from tanx_async._httpx import httpx
+from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
+from tanx_async._signer import PrivateKeySigner, random_wallet
+from tanx_async._transports import RawResponse, Sender, TransportName
+from tanx_async._transports.aiohttp_sender import AiohttpSender
+from tanx_async._transports.httpx_sender import HttpxSender
+from tanx_async._transports.native import Http11Sender, _Connection, _idle_timeout, _Origin
+
+__all__ = [
+    "APIStatusError",
+    "AiohttpSender",
+    "Auth",
+    "FlowControl",
+    "Http11Sender",
+    "HttpxSender",
+    "PrivateKeySigner",
+    "RawResponse",
+    "RetryPolicy",
+    "Sender",
+    "TransportName",
+    "_Connection",
+    "_Origin",
+    "_idle_timeout",
+    "auth_of",
+    "decode_envelope",
+    "flow_module",
+    "httpx",
+    "is_access_token_error",
+    "is_ambiguous",
+    "jwt_expiry",
+    "parse_retry_after",
+    "random_wallet",
+    "sender_of",
+    "shares_pipeline",
+    "start_transport",
+    "status_error_class",
+    "structure",
+    "structure_order",
+]
+
+
+def start_transport(session: AsyncTanxSession) -> Any:
+    """Build the session's transport now (as its first request would) and return it."""
+    sender, _ = session._pipeline.start(session._timeout)
+    return sender
+
+
+def sender_of(session: AsyncTanxSession) -> Any:
+    """The transport the session built (None before first use or after close)."""
+    return session._pipeline.sender
+
+
+def auth_of(session: AsyncTanxSession) -> Auth:
+    """The session's token holder."""
+    return session._pipeline.auth
+
+
+def shares_pipeline(a: AsyncTanxSession, b: AsyncTanxSession) -> bool:
+    """Whether two sessions share one pool and one set of tokens (a ``with_options`` view)."""
+    return a._pipeline is b._pipeline

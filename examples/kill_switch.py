@@ -95,7 +95,7 @@ async def flatten(session: AsyncTanxSession, deadline: float) -> tuple[list[Canc
     """
     with anyio.move_on_after(deadline * 2):
         open_now = await open_order_ids(session)
-        outcomes = await session.orders.cancel_many(list(open_now), confirm=True, timeout=deadline)
+        outcomes = await session.orders.cancel_many(list(open_now), confirm=True, deadline=deadline)
         return outcomes, await open_order_ids(session)
     return [], {0: "(unknown: the kill switch ran out of time listing orders)"}
 

@@ -49,7 +49,7 @@ class Tally:
 async def pull(session: AsyncTanxSession, order_ids: set[int], deadline: float, tally: Tally) -> None:
     """Cancel ``order_ids``; whatever is not ok within ``deadline`` stays in ``tally.carried``."""
     tally.carried |= order_ids
-    batch = session.orders.cancel_iter(sorted(tally.carried), timeout=deadline)
+    batch = session.orders.cancel_iter(sorted(tally.carried), deadline=deadline)
     async with contextlib.aclosing(batch) as outcomes:
         async for outcome in outcomes:
             if outcome.ok:

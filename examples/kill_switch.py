@@ -8,7 +8,7 @@ cancels every open order of the account with confirmation (``cancel_many(confirm
 by ``--deadline``), lists the open orders again, prints a report, and exits
 
 - 0 when nothing is left open,
-- 1 when an order is still open (or its fate is unknown): look at the report and act.
+- 1 when an order is still open, or what is open could not be checked: read the report and act.
 
 ``--now`` skips the waiting and fires at once. Credentials come from the environment, never the
 command line: ``TANX_ACCESS_TOKEN`` and ``TANX_REFRESH_TOKEN``; ``--base-url`` (default mainnet).
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import anyio
 
-from tanx_async import AsyncTanxSession, CancelOutcome, OrderState
+from tanx_async import AsyncTanxSession, CancelOutcome, OrderState, TanxError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -88,31 +88,37 @@ async def wait_for_reason(
     return reason
 
 
-async def flatten(session: AsyncTanxSession, deadline: float) -> tuple[list[CancelOutcome], dict[int, str]]:
-    """Cancel every open order with confirmation; return the outcomes and what is still open.
+async def flatten(
+    session: AsyncTanxSession, deadline: float
+) -> tuple[list[CancelOutcome], dict[int, str] | None]:
+    """Cancel every open order with confirmation; return the outcomes and what is still open
+    (None when that could not be checked: then nothing may be assumed).
 
     ``deadline`` bounds the cancels; the listings before and after get as long again.
     """
+    outcomes: list[CancelOutcome] = []
     with anyio.move_on_after(deadline * 2):
-        open_now = await open_order_ids(session)
-        outcomes = await session.orders.cancel_many(list(open_now), confirm=True, deadline=deadline)
-        return outcomes, await open_order_ids(session)
-    return [], {0: "(unknown: the kill switch ran out of time listing orders)"}
+        try:
+            open_now = await open_order_ids(session)
+            outcomes = await session.orders.cancel_many(list(open_now), confirm=True, deadline=deadline)
+            return outcomes, await open_order_ids(session)
+        except TanxError as exc:
+            print(f"listing the open orders failed: {exc}", flush=True)
+    return outcomes, None
 
 
-def report(outcomes: list[CancelOutcome], left: dict[int, str]) -> int:
+def report(outcomes: list[CancelOutcome], left: dict[int, str] | None) -> int:
     counts = Counter(outcome.status.value for outcome in outcomes)
     print(f"cancelled: {len(outcomes)} orders: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     for outcome in outcomes:
         if not outcome.ok:
             print(f"  order {outcome.order_id}: {outcome.status.value}: {outcome.error}")
+    if left is None:
+        print("COULD NOT VERIFY what is still open: check the account by hand")
+        return 1
     if left:
-        by_market = Counter(left.values())
-        print(
-            f"STILL OPEN: {len(left)} orders ("
-            + ", ".join(f"{m}: {n}" for m, n in sorted(by_market.items()))
-            + ")"
-        )
+        by_market = ", ".join(f"{m}: {n}" for m, n in sorted(Counter(left.values()).items()))
+        print(f"STILL OPEN: {len(left)} orders ({by_market})")
         return 1
     print("nothing left open")
     return 0

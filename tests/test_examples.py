@@ -113,6 +113,16 @@ def test_kill_switch_exits_non_zero_when_orders_stay_open(tanx_sandbox: TanxSand
     assert states(tanx_sandbox) == {"wait"}
 
 
+@pytest.mark.tanx_sandbox(orders=4, faults={"error_rate": 1.0, "only_paths": ("/sapi/v1/orders/",)})
+def test_kill_switch_exits_non_zero_when_it_cannot_check(tanx_sandbox: TanxSandbox) -> None:
+    code, out = finish(start(tanx_sandbox, "kill_switch.py", "--now", "--deadline", "5"))
+    assert code == 1, out
+    assert "listing the open orders failed: HTTP 5" in out
+    assert "COULD NOT VERIFY what is still open" in out
+    assert "nothing left open" not in out
+    assert states(tanx_sandbox) == {"wait"}
+
+
 def test_kill_switch_wants_a_token() -> None:
     code, out = finish(start(None, "kill_switch.py", "--now"))
     assert (code, out.strip()) == (2, "set TANX_ACCESS_TOKEN (and TANX_REFRESH_TOKEN) in the environment")

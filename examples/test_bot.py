@@ -9,10 +9,13 @@ and tokens; ``@pytest.mark.tanx_sandbox(...)`` sets its options, ``faults`` incl
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 from quoting_loop import SandboxPlacer, quote
 
-from tanx_async.testing import TanxSandbox
+if TYPE_CHECKING:  # the fixture's type, for annotations only: the fixture itself needs no import
+    from tanx_async.testing import TanxSandbox
 
 pytestmark = pytest.mark.asyncio
 

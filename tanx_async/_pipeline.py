@@ -61,11 +61,12 @@ class Attempts:
     __slots__ = ("ambiguous", "count", "first_sent")
 
     def __init__(self) -> None:
-        self.count = 0
+        #: Attempts started so far.
+        self.count: int = 0
         #: Wall-clock time of the first attempt (to compare with the exchange's ``updated_at``).
         self.first_sent: float | None = None
         #: True once an attempt failed in a way that may have left it processed.
-        self.ambiguous = False
+        self.ambiguous: bool = False
 
 
 class Response:
@@ -74,9 +75,9 @@ class Response:
     __slots__ = ("attempts", "body", "content")
 
     def __init__(self, body: dict[str, Any], content: bytes, attempts: Attempts) -> None:
-        self.body = body
-        self.content = content
-        self.attempts = attempts
+        self.body: dict[str, Any] = body
+        self.content: bytes = content
+        self.attempts: Attempts = attempts
 
     @property
     def payload(self) -> Any:

@@ -155,10 +155,12 @@ class AsyncTanxSession:
 
     @property
     def base_url(self) -> str:
+        """The exchange's base URL (no trailing slash)."""
         return self._base_url
 
     @property
     def max_concurrency(self) -> int:
+        """The most requests this session has in flight at once (its limiter's size)."""
         return self._pipeline.max_concurrency
 
     @property
@@ -179,6 +181,7 @@ class AsyncTanxSession:
 
     @property
     def closed(self) -> bool:
+        """True after ``aclose()`` (or leaving ``async with``)."""
         return self._pipeline.closed
 
     def with_options(

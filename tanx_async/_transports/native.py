@@ -9,10 +9,15 @@ does exactly what the exchange needs and nothing else:
 
 - one request per connection at a time (no pipelining), a LIFO pool of idle connections per
   origin, bounded by ``max_connections`` (waiters queue with the pool timeout);
-- ``Content-Length``, ``chunked`` and read-until-close bodies, ``gzip``/``deflate`` answers,
-  interim ``1xx`` answers skipped; anything else malformed is an error, never a guess;
+- answers parsed by llhttp (httptools, the parser of Node and uvicorn) with our own checks
+  around it (``_Connection``): ``Content-Length``, ``chunked`` and read-until-close bodies,
+  ``gzip``/``deflate`` answers, interim ``1xx`` answers skipped; anything else malformed is an
+  error, never a guess, and an answer that is not exactly one message never leaves its
+  connection in the pool;
 - TLS through the standard ``ssl`` module (certifi's CA bundle when installed, as httpx does);
-- no redirects, cookies, proxies or HTTP/2: the session never wanted them.
+- no redirects, cookies or HTTP/2: the session never wanted them; no proxies either (where the
+  environment names one for the exchange, ``make_sender`` hands the session to the httpx
+  transport instead, and says so in the log).
 
 Timeouts: ``connect`` bounds TCP + TLS set-up, ``pool`` the wait for a free connection, and
 ``read`` the whole exchange from the moment the request is written (one timer per request; the
@@ -524,10 +529,12 @@ class Http11Sender:
         limits: httpx.Limits,
         verify: bool | ssl.SSLContext,
         max_response_bytes: int,
+        trust_env: bool = True,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._cap = max_response_bytes
         self._verify = verify
+        self._trust_env = trust_env
         self._ssl: ssl.SSLContext | None = None
         self._max = limits.max_connections
         keepalive = limits.max_keepalive_connections
@@ -601,7 +608,7 @@ class Http11Sender:
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS context for ``https`` origins (built on first use: it loads the CA bundle)."""
         if self._ssl is None:
-            self._ssl = make_ssl_context(self._verify)
+            self._ssl = make_ssl_context(self._verify, trust_env=self._trust_env)
         return self._ssl
 
     # internals

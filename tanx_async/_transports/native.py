@@ -57,6 +57,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _URL_CACHE_SIZE = 256
 #: What may not appear in a request target or a header value: C0 controls but HTAB, and DEL.
 _CTL_OUT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: ... and in a URL, not even HTAB.
+_CTL_URL = re.compile(r"[\x00-\x1f\x7f]")
 #: RFC 9110 token: what a header name may be.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _SHOW_CTL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
@@ -68,7 +70,7 @@ class _Origin:
     __slots__ = ("host", "host_header", "key", "port", "target", "tls")
 
     def __init__(self, url: str) -> None:
-        if _CTL_OUT.search(url):
+        if _CTL_URL.search(url):
             # Before urlsplit, which would drop tabs and line breaks without a word.
             raise _bad_url(url.translate(_SHOW_CTL), "a control character (CR, LF, NUL, ...) in it")
         parts = urlsplit(url)

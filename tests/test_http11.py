@@ -731,3 +731,17 @@ async def test_happy_eyeballs_moves_past_an_address_that_black_holes(monkeypatch
         for s in fillers:
             s.close()
         black_hole.close()
+
+
+@pytest.mark.parametrize(("size", "fits"), [(60_000, True), (70_000, False)])
+@pytest.mark.parametrize("piece", [1000, 100_000])
+async def test_the_head_cap_holds_whatever_the_reads(size: int, fits: bool, piece: int) -> None:
+    """64 KiB of head: a 60 KB head passes in one read or in a hundred; a 70 KB one never."""
+    data = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * size + b"\r\nContent-Length: 2\r\n\r\nok"
+    pieces = [data[i : i + piece] for i in range(0, len(data), piece)]
+    if fits:
+        raw, _ = await feed(pieces)
+        assert raw.content == b"ok"
+    else:
+        with pytest.raises(APIConnectionError, match="headers longer than 65536"):
+            await feed(pieces)

@@ -126,13 +126,15 @@ _CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; reads the answer to the one request in flight.
 
-    llhttp (through httptools) parses; around it we keep what it does not do for a client:
-    the head is cut at its blank line by us (so its size cap is exact whatever the reads, and
-    each message must start with ``HTTP/``), a ``Content-Length`` body is fed exactly (so bytes
-    past it are seen), the status must be 100-599 on HTTP/1.0 or 1.1, ``Transfer-Encoding``
-    exactly ``chunked``, no ``101``, bodies capped, a read-until-close body ended by the close,
-    and the content coding checked to its end. An answer that is not exactly one well-formed
-    message is an error or, when it was complete, leaves its connection closed, never pooled.
+    llhttp (through httptools) parses every byte, as it arrives; around it we keep what it does
+    not do for a client: the status must be 100-599 on HTTP/1.0 or 1.1, ``Transfer-Encoding``
+    exactly ``chunked``, no ``101``, no control bytes in the reason phrase, no blank lines
+    before the answer, heads and bodies capped, a read-until-close body ended by the close (no
+    ``finish()`` in httptools), a HEAD answer ended at its head, and the content coding checked
+    to its end. An answer that is not exactly one well-formed message is an error or, when it
+    was complete, returned with its connection closed, never pooled: a second message shows as
+    a new ``on_message_begin``, and blank lines after the message (which llhttp skips) as more
+    CR/LF bytes at the end of the stream than the message itself ends with.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, cap: int) -> None:
@@ -146,24 +148,23 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         self._waiter: asyncio.Future[RawResponse] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._buf = bytearray()
         self._method = ""
         self._url = ""
         self._received = False
-        # Parse state of the answer in flight.
+        #: One parser for the connection: llhttp starts over after each complete message. A new
+        #: one after a HEAD answer (llhttp still waits for its body) or anything unexpected.
         self._parser: httptools.HttpResponseParser | None = None
+        # Parse state of the answer in flight.
         self._mode = _HEAD
+        self._status = 0
         self._headers: dict[str, str] = {}
-        self._head_size = 0  # bytes of every head of this answer (interim ones too)
-        self._remaining = 0  # Content-Length bytes still to come
-        self._complete = False  # llhttp said the message ended
-        self._crlf_run = 0  # CR/LF bytes at the end of what was fed (chunked bodies)
+        self._head_size = 0  # bytes received while the head was incomplete (interim ones too)
+        self._complete = False  # the message ended (llhttp said so, or a HEAD answer's head did)
+        self._extra = False  # bytes came past the end of the message
+        self._crlf_run = 0  # CR/LF bytes at the end of what was received
         self._parts: list[bytes] = []
         self._size = 0
         self._error: _Failure | None = None
-        self._extra = False  # bytes came past the end of the message
-        self._head_fed = 0  # bytes of the head in ``_buf`` already given to llhttp
-        self._status = 0
 
     # asyncio.Protocol
 
@@ -177,12 +178,49 @@ class _Connection(asyncio.Protocol):
             # connection's framing can no longer be trusted.
             self.close()
             return
-        self._received = True
-        self._buf += data
+        if not self._received:
+            self._received = True
+            if data[0] != 72:  # "H": llhttp would skip blank lines before the status line
+                self._fail(_malformed(f"bad status line {data[:40]!r}"))
+                return
+        last = data[-1]
+        if last == 10 or last == 13:
+            run = _crlf_tail(data)
+            self._crlf_run = run if run < len(data) else self._crlf_run + run
+        else:
+            self._crlf_run = 0
+        head = self._mode == _HEAD
+        parser = self._parser
+        assert parser is not None
         try:
-            self._parse()
-        except _Failure as failure:
-            self._fail(failure.error)
+            parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if self._error is not None:
+                self._fail(self._error.error)
+                return
+            if not self._complete:
+                self._fail(_malformed(str(exc) or type(exc).__name__))
+                return
+            self._extra = True  # bytes past the end of the message (or after "close")
+        if (
+            head
+            and (self._mode == _HEAD or self._head_size + len(data) > C.MAX_HEAD_BYTES)
+            and self._head_too_long(len(data))
+        ):
+            self._fail(_malformed(f"headers longer than {C.MAX_HEAD_BYTES} bytes"))
+        elif self._complete:
+            self._finish(close=False)
+
+    def _head_too_long(self, size: int) -> bool:
+        """Over 64 KiB of head, counting a read of ``size`` bytes that began in the head."""
+        if self._mode == _HEAD:  # all of it head, still incomplete (interim heads included)
+            self._head_size += size
+            return self._head_size > C.MAX_HEAD_BYTES
+        if self._head_size + size <= C.MAX_HEAD_BYTES:
+            return False
+        # The head ended in this long read: count its lines ("name: value\r\n").
+        lines = sum(len(name) + len(value) + 4 for name, value in self._headers.items())
+        return self._head_size + lines > C.MAX_HEAD_BYTES
 
     def eof_received(self) -> bool:
         self.closed = True  # half-closed by the server: never reused
@@ -219,19 +257,18 @@ class _Connection(asyncio.Protocol):
         loop = self._loop
         self.keep_alive = False
         self._method, self._url = method, url
-        self._buf.clear()
         self._received = False
-        # A parser per answer: llhttp is left mid-body after a HEAD answer or an error.
-        self._parser = httptools.HttpResponseParser(self)
+        if self._parser is None:
+            self._parser = httptools.HttpResponseParser(self)
         self._mode = _HEAD
         self._headers = {}
         self._head_size = 0
         self._complete = False
+        self._extra = False
+        self._crlf_run = 0
         self._parts = []
         self._size = 0
         self._error = None
-        self._extra = False
-        self._head_fed = 0
         waiter: asyncio.Future[RawResponse] = loop.create_future()
         self._waiter = waiter
         transport.write(payload)
@@ -244,7 +281,6 @@ class _Connection(asyncio.Protocol):
                 self._timer.cancel()
                 self._timer = None
             self._waiter = None
-            self._parser = None
             if not waiter.done() or waiter.cancelled() or not self.keep_alive:
                 # Cancelled mid-flight, failed, or the server will not keep it: never reused.
                 self.keep_alive = False
@@ -274,75 +310,11 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    # parsing: our framing checks around llhttp
-
-    def _parse(self) -> None:
-        buf = self._buf
-        while buf:
-            mode = self._mode
-            if mode == _HEAD:
-                if not buf.startswith(b"HTTP/"[: len(buf)]):
-                    # llhttp skips blank lines before a message; h11 and we do not.
-                    raise _Failure(_malformed(f"bad status line {bytes(buf[:40])!r}"))
-                end = buf.find(b"\r\n\r\n", max(0, self._head_fed - 3))
-                stop = len(buf) if end < 0 else end + 4
-                if self._head_size + stop > C.MAX_HEAD_BYTES:
-                    raise _Failure(_malformed(f"headers longer than {C.MAX_HEAD_BYTES} bytes"))
-                # Fed as it comes (a bad status line fails at once), the head cut at its end.
-                self._feed(memoryview(buf)[self._head_fed : stop])
-                if end < 0:
-                    self._head_fed = stop
-                    return
-                self._head_size += stop
-                self._head_fed = 0
-                del buf[:stop]
-                if self._mode == _HEAD:
-                    continue  # an interim 1xx answer: the real one follows
-            elif mode == _LENGTH:
-                n = min(len(buf), self._remaining)
-                self._remaining -= n
-                self._feed(memoryview(buf)[:n])
-                del buf[:n]
-            elif mode == _CHUNKED:
-                run = _crlf_tail(buf)
-                self._crlf_run = run if run < len(buf) else self._crlf_run + run
-                self._feed(buf)
-                buf.clear()
-                if self._complete and self._crlf_run != 4:
-                    # A chunked message ends "0\r\n\r\n" or "<trailer>\r\n\r\n": any other CR/LF
-                    # run is bytes past it (llhttp skips blank lines between messages).
-                    self._extra = True
-            elif mode == _UNTIL_CLOSE:
-                self._feed(buf)
-                buf.clear()
-            else:  # _DONE: bytes past the end of the answer
-                self._extra = True
-                self.keep_alive = False
-                buf.clear()
-                return
-            if self._complete and self._mode != _DONE:
-                self._finish(close=False)
-
-    def _feed(self, data: bytes | bytearray | memoryview) -> None:
-        parser = self._parser
-        assert parser is not None
-        try:
-            parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            if self._error is not None:
-                raise self._error from None
-            if not self._complete:
-                raise _Failure(_malformed(str(exc) or type(exc).__name__)) from None
-            self._extra = True  # bytes past the end of the message (or after "close")
-        finally:
-            if isinstance(data, memoryview):
-                data.release()  # the bytearray may be resized next
+    # llhttp's callbacks (called by httptools; one that raises stops the parser)
 
     def _reject(self, error: APIConnectionError) -> _Failure:
         self._error = _Failure(error)
         return self._error
-
-    # llhttp's callbacks (called by httptools; one that raises stops the parser)
 
     def on_message_begin(self) -> None:
         if self._complete:
@@ -382,24 +354,26 @@ class _Connection(asyncio.Protocol):
         coding = headers.get("transfer-encoding")
         if coding is not None and coding.strip().lower() != "chunked":
             raise self._reject(_malformed(f"unsupported transfer-encoding {coding[:40]!r}"))
-        if self._method == "HEAD" or status in _NO_BODY_STATUS:
-            # llhttp would wait for a HEAD answer's body: the message ends here, for us.
-            self._mode, self._complete = _LENGTH, True
+        if self._method == "HEAD":
+            # llhttp would wait for the body a HEAD answer never has: the message ends here, and
+            # this parser is left mid-message (a new one for the next request).
+            self._mode, self._complete, self._parser = _LENGTH, True, None
             return
         if coding is not None:
-            self._mode, self._crlf_run = _CHUNKED, 0
+            self._mode = _CHUNKED
             return
         length = headers.get("content-length")
-        if length is not None:
-            self._remaining = int(length)  # llhttp checked: digits, one value
-            if self._remaining > self._cap:
-                raise self._reject(too_large(self._remaining, self._cap))
+        if length is not None or status in _NO_BODY_STATUS:
+            if length is not None and int(length) > self._cap:  # llhttp checked: one number
+                raise self._reject(too_large(int(length), self._cap))
             self._mode = _LENGTH
             return
         self._mode = _UNTIL_CLOSE
         self.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
+        if self._complete:  # bytes after a HEAD answer's head
+            raise _Stop
         size = self._size + len(body)
         if size > self._cap:
             raise self._reject(too_large(None, self._cap))
@@ -413,18 +387,27 @@ class _Connection(asyncio.Protocol):
     def _finish(self, *, close: bool) -> None:
         waiter = self._waiter
         assert waiter is not None
-        self._mode = _DONE
+        mode, self._mode = self._mode, _DONE
         headers = self._headers
-        if close or self._buf or self._extra:
-            # Read until close, or bytes beyond the body: not reusable.
-            self.keep_alive = False
         parts = self._parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
-        try:
-            body = _decode(headers, body, self._cap)
-        except _Failure as failure:
-            self._fail(failure.error)
-            return
+        if not close and not self._extra:
+            # Blank lines after the message, which llhttp skips: the stream ends with more CR/LF
+            # than the message does ("0\r\n\r\n" or trailers for chunked; the head's blank line
+            # and the body's own trailing CR/LF otherwise).
+            ends = 4 if mode == _CHUNKED else _crlf_tail(body) if body[-1:] in (b"\n", b"\r") else 0
+            if mode != _CHUNKED and ends == len(body):
+                ends += 4  # the body is empty or all CR/LF: the head's blank line too
+            self._extra = self._crlf_run > ends
+        if close or self._extra:
+            # Read until close, or bytes beyond the message: not reusable.
+            self.keep_alive = False
+        if "content-encoding" in headers:
+            try:
+                body = _decode(headers, body, self._cap)
+            except _Failure as failure:
+                self._fail(failure.error)
+                return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -435,7 +418,7 @@ class _Stop(Exception):
     """Raised in a callback to stop llhttp (at a second message)."""
 
 
-def _crlf_tail(data: bytearray) -> int:
+def _crlf_tail(data: bytes) -> int:
     """How many CR and LF bytes ``data`` ends with."""
     i = len(data)
     while i and data[i - 1] in (10, 13):

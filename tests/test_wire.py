@@ -514,3 +514,12 @@ async def test_control_bytes_and_bad_names_in_headers_are_refused_before_sending
         assert script.requests == 0
         # A tab inside a value is allowed (RFC 9110 field-value).
         assert (await sender.send("POST", url, {"X-A": "a\tb"}, b"{}", TIMEOUT)).status == 200
+
+
+@pytest.mark.parametrize("method", ["GET\r\nX-Evil: 1", "GE T", "POST\x00", ""])
+async def test_a_method_that_is_not_a_token_is_refused_before_sending(method: str) -> None:
+    async with wire(ok()) as (script, sender, url):
+        with pytest.raises(APIConnectionError, match="not a token; not sent") as got:
+            await sender.send(method, url, {}, None, TIMEOUT)
+        assert got.value.maybe_processed is False
+        assert script.requests == 0

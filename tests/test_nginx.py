@@ -123,7 +123,8 @@ def nginx(sandbox: Sandbox, tmp_path: Path) -> Iterator[Nginx]:
         )
     )
     process = subprocess.Popen(
-        [binary, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        # -e: the start-up error log too (the default one under /var/log needs root)
+        [binary, "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(tmp_path / "nginx.conf")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

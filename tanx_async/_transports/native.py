@@ -14,7 +14,8 @@ does exactly what the exchange needs and nothing else:
   ``gzip``/``deflate`` answers, interim ``1xx`` answers skipped; anything else malformed is an
   error, never a guess, and an answer that is not exactly one message never leaves its
   connection in the pool;
-- TLS through the standard ``ssl`` module (certifi's CA bundle when installed, as httpx does);
+- TLS through the standard ``ssl`` module (certifi's CA bundle, or ``SSL_CERT_FILE`` /
+  ``SSL_CERT_DIR`` with ``trust_env``, as httpx does);
 - no redirects, cookies or HTTP/2: the session never wanted them; no proxies either (where the
   environment names one for the exchange, ``make_sender`` hands the session to the httpx
   transport instead, and says so in the log).
@@ -55,7 +56,7 @@ __all__ = ["Http11Sender"]
 _NO_BODY_STATUS = frozenset({204, 304})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _URL_CACHE_SIZE = 256
-#: What may not appear in a request target or a header value: C0 controls but HTAB, and DEL.
+#: What may not appear in a header value: C0 controls but HTAB, and DEL.
 _CTL_OUT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: ... and in a URL, not even HTAB.
 _CTL_URL = re.compile(r"[\x00-\x1f\x7f]")

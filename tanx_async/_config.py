@@ -126,11 +126,10 @@ def env_proxy(url: str) -> str | None:
     """The proxy URL the environment gives ``url`` (``HTTP_PROXY``, ``HTTPS_PROXY``,
     ``ALL_PROXY``, ``NO_PROXY``, lower case too), or None: what ``httpx.AsyncClient(
     trust_env=True)`` would use, computed with httpx's own helpers, in httpx's order."""
-    from httpx._utils import URLPattern, get_environment_proxies
-
+    helpers = httpx._utils  # private, but the very code httpx.AsyncClient(trust_env=True) runs
     target = httpx.URL(url)
     patterns = sorted(
-        ((URLPattern(key), proxy) for key, proxy in get_environment_proxies().items()),
+        ((helpers.URLPattern(key), proxy) for key, proxy in helpers.get_environment_proxies().items()),
         key=lambda item: item[0],
     )
     for pattern, proxy in patterns:

@@ -105,6 +105,7 @@ class Pipeline:
         transport: TransportName,
         limits: httpx.Limits,
         verify: Any,
+        trust_env: bool = True,
         max_response_bytes: int,
         max_concurrency: int,
         flow: FlowControl,
@@ -121,6 +122,7 @@ class Pipeline:
         self.transport: TransportName = transport
         self.limits = limits
         self.verify = verify
+        self.trust_env = trust_env
         self.max_response_bytes = max_response_bytes
         self.max_concurrency = max_concurrency
         self.flow = flow
@@ -147,6 +149,8 @@ class Pipeline:
                 verify=self.verify,
                 timeout=timeout,
                 max_response_bytes=self.max_response_bytes,
+                base_url=self.base_url,
+                trust_env=self.trust_env,
             )
         return self.sender, self.limiter
 

@@ -63,6 +63,9 @@ class AsyncTanxSession:
       ``"httpx"``.
     - ``verify``: TLS verification, on unless you pass ``False`` or your own ``ssl.SSLContext``.
       Plain ``http://`` is refused for non-loopback hosts unless ``allow_insecure_http=True``.
+    - ``trust_env`` (default True, as in httpx): honour ``HTTP_PROXY``, ``HTTPS_PROXY``,
+      ``ALL_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` (the native transport
+      hands a proxied exchange to the httpx transport); False ignores them all.
     - ``auth_paths``, ``max_response_bytes`` (default 8 MiB), ``on_event`` (see ``events``).
     """
 
@@ -86,6 +89,7 @@ class AsyncTanxSession:
         http_client: httpx.AsyncClient | None = None,
         transport: TransportName = "auto",
         verify: bool | ssl.SSLContext = True,
+        trust_env: bool = True,
         allow_insecure_http: bool = False,
         auth_paths: AuthPaths | None = None,
         max_response_bytes: int = C.MAX_RESPONSE_BYTES,
@@ -119,6 +123,8 @@ class AsyncTanxSession:
             raise ValueError(f"transport must be 'auto', 'native', 'aiohttp' or 'httpx', got {transport!r}")
         if verify is not True and not isinstance(verify, ssl.SSLContext | bool):
             raise TypeError("verify must be True, False or an ssl.SSLContext")
+        if not isinstance(trust_env, bool):
+            raise TypeError("trust_env must be True or False")
         limits = limits or pool_limits()
         max_concurrency = concurrency_for(limits, max_concurrency)
         if max_response_bytes < 1024:
@@ -132,6 +138,7 @@ class AsyncTanxSession:
                 transport=transport,
                 limits=limits,
                 verify=verify,
+                trust_env=trust_env,
                 max_response_bytes=max_response_bytes,
                 max_concurrency=max_concurrency,
                 flow=FlowControl(rate_limit, rate_limit_burst),

@@ -52,8 +52,12 @@ async def test_cancel_unknown_and_closed_orders_raise_the_exchange_error(sandbox
             await session.orders.cancel(done)
 
 
-async def test_5000_mixed_ids_under_faults_one_truthful_outcome_each(sandbox: Sandbox) -> None:
+@pytest.mark.parametrize("shapes", ["docs+fixed", "mixed+random"])
+async def test_5000_mixed_ids_under_faults_one_truthful_outcome_each(sandbox: Sandbox, shapes: str) -> None:
+    """One truthful outcome per id; under ``mixed+random`` every answer takes one of the real
+    shapes at random and every invented error text is a random sentence."""
     exchange = sandbox.exchange
+    exchange.profile, exchange.texts = shapes.split("+")  # type: ignore[assignment]
     rng = random.Random(11)
     open_ids = exchange.seed_orders(sandbox.uid, 4600)
     cancelled = exchange.seed_orders(sandbox.uid, 150, state="cancel")
@@ -95,11 +99,13 @@ async def test_5000_mixed_ids_under_faults_one_truthful_outcome_each(sandbox: Sa
     counts = Counter(o.status.value for o in outcomes)
     log = list(exchange.requests)
     faults_seen = Counter(r.fault or r.result for r in log if (r.fault or r.result.startswith("fault:")))
-    print(f"\n5000-id batch: {wall:.2f} s, outcomes {dict(counts)}, faults {dict(faults_seen)}")
+    print(f"\n5000-id batch ({shapes}): {wall:.2f} s, outcomes {dict(counts)}, faults {dict(faults_seen)}")
     print(f"refreshes {exchange.refresh_count}, peak in flight {exchange.peak_in_flight}")
 
     # Each outcome matches the sandbox's final state of its order.
-    assert mismatches(exchange, outcomes, before) == []
+    wrong = mismatches(exchange, outcomes, before)
+    print(f"mismatches {len(wrong)}: {wrong[:10]}")
+    assert wrong == []
     assert counts["not_found"] == len(unknown)
     assert counts["already_closed"] == len(cancelled) + len(filled)
     # With 8 retries a fault rate of ~5% cannot plausibly defeat an order.

@@ -50,10 +50,15 @@ SUMMER: Final = timezone(timedelta(hours=2))
 
 
 def num(value: float | int | Decimal) -> str:
-    """A decimal string in the form the real API writes: ``"450.0"``, ``"0.0425"``."""
+    """A decimal string in the form the real API writes: ``"450.0"``, ``"0.0425"``,
+    ``"0.009000000000000001"``: the float's shortest repr, never in exponent form."""
     if isinstance(value, bool):
         raise TypeError(f"not a number: {value!r}")
-    return repr(float(value))
+    text = repr(float(value))
+    if "e" in text:  # 1.46e-05: no source shows an exponent
+        text = format(Decimal(text), "f")
+        text = text if "." in text else text + ".0"
+    return text
 
 
 def _last_sunday(year: int, month: int) -> datetime:
@@ -147,7 +152,7 @@ INVENTED_TEXTS: Final[dict[str, str]] = {
     "status_error": "Something went wrong, please try again",
 }
 
-_WORDS: Final = [
+_WORDS: Final = (
     "amber",
     "basalt",
     "cedar",
@@ -185,7 +190,6 @@ _WORDS: Final = [
     "lively",
     "mellow",
     "narrow",
-    "open",
     "plain",
     "quiet",
     "rapid",
@@ -217,7 +221,7 @@ _WORDS: Final = [
     "sings",
     "turns",
     "walks",
-]
+)
 
 
 def random_sentence(rng: random.Random) -> str:

@@ -295,7 +295,9 @@ async def test_the_library_decodes_every_profile(sandbox: Sandbox) -> None:
             order = await session.orders.get(oid)
             truth = exchange.order(oid)
             assert order.id == oid and order.trades_count == truth.trades_count == len(order.trades)
-            assert abs(sum(t.amount or 0 for t in order.trades) - order.executed_volume) < Decimal("1e-9")
+            assert abs(
+                sum((t.amount or Decimal(0) for t in order.trades), Decimal(0)) - order.executed_volume
+            ) < Decimal("1e-9")
             assert all(t.order_id == oid and t.created_at is not None for t in order.trades)
         listed = [o async for o in session.orders.iter(page_size=25)]
         assert sorted(o.id for o in listed) == sorted(ids)

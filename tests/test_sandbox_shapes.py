@@ -138,7 +138,10 @@ def check_order(order: Any, keys: frozenset[str]) -> None:
         if trades:
             amounts = [Decimal(t["amount"]) for t in trades]
             assert abs(sum(amounts) - filled) < Decimal("1e-9")
-            mean = sum(Decimal(t["price"]) * a for t, a in zip(trades, amounts, strict=True)) / sum(amounts)
+            weighted = sum(
+                (Decimal(t["price"]) * a for t, a in zip(trades, amounts, strict=True)), Decimal(0)
+            )
+            mean = weighted / sum(amounts, Decimal(0))
             if order["ord_type"] == "market":
                 assert abs(mean - numbers["avg_price"]) <= Decimal("0.005")
             else:  # a resting order fills at its price

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tanx_async import APIStatusError, BadRequestError, CancelStatus, PermissionDeniedError
-from tanx_async.testing import SandboxExchange
+from tanx_async.testing import INVENTED_TEXTS, PROFILES, SandboxExchange
 
 from .sandbox import Sandbox, running_sandbox
 
@@ -371,8 +371,6 @@ async def test_error_shape_faults(
 
 
 async def test_random_texts_replace_every_invented_text(sandbox: Sandbox, client: httpx.AsyncClient) -> None:
-    from tanx_async.testing._wire import INVENTED_TEXTS
-
     exchange = sandbox.exchange
     exchange.texts = "random"
     [done] = exchange.seed_orders(sandbox.uid, 1, state="done")
@@ -409,6 +407,7 @@ async def test_random_texts_replace_every_invented_text(sandbox: Sandbox, client
 
 
 def test_profile_and_texts_are_checked() -> None:
+    assert set(PROFILES) == {*EXPECTED, "mixed"}  # every profile has its shapes written out above
     with pytest.raises(ValueError, match="profile must be one of"):
         SandboxExchange(profile="newest")  # type: ignore[arg-type]
     exchange = SandboxExchange()

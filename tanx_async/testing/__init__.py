@@ -25,8 +25,11 @@ from ._server import SandboxServer, serve
 from ._state import SandboxExchange, SandboxOrder, SandboxTrade
 from ._tokens import fingerprint as token_fingerprint
 from ._uvicorn import UvicornSandboxServer
+from ._wire import INVENTED_TEXTS, PROFILES
 
 __all__ = [
+    "INVENTED_TEXTS",
+    "PROFILES",
     "Faults",
     "RequestRecord",
     "SandboxExchange",

@@ -215,6 +215,43 @@ async def test_every_answer_has_the_documented_shape(
     bulk = await client.post(BULK, json={"market": "btcusdc", "limit": 100})
     assert envelope(bulk, 200, "Orders are successfully queued for cancellation") == {}
     assert envelope(await client.get("/sapi/v1/health/"), 200, "Working fine!") == ""
+    await check_auth_answers(exchange, client, sandbox.refresh)
+
+
+async def check_auth_answers(exchange: SandboxExchange, client: httpx.AsyncClient, refresh: str) -> None:
+    """Nonce, login, refresh and the 401s, as the docs and the connectors' fixtures show them."""
+    address = "0x" + "ab" * 20
+    nonce = envelope(
+        await client.post("/sapi/v2/auth/nonce/", json={"eth_address": address}), 200, "Nonce Acquired"
+    )
+    assert isinstance(nonce, str) and "\u2019" in nonce  # signed as received, apostrophe and all
+    short = await client.post("/sapi/v2/auth/nonce/", json={"eth_address": "0x12"})
+    assert envelope(short, 400, "Ensure eth_address has at least 30 characters.") == ""
+    exchange.verify_signatures = False
+    login = await client.post(
+        "/sapi/v2/auth/login/", json={"eth_address": address, "user_signature": "0x" + "1b" * 65}
+    )
+    body = login.json()
+    assert login.status_code == 200 and set(body) == ENVELOPE | {"token"}
+    assert body["status"] == "success" and body["message"] == "Login Successful"
+    assert set(body["payload"]) == {"uid", "signature"} and set(body["token"]) == {"refresh", "access"}
+    bad = await client.post("/sapi/v2/auth/login/", json={"eth_address": address, "user_signature": "0x00"})
+    assert envelope(bad, 400, "Invalid Credentials or Token Expired, Kindly login again.") == ""
+    rotated = envelope(await client.post("/sapi/v1/auth/token/refresh/", json={"refresh": refresh}), 200, "")
+    assert set(rotated) == {"access", "refresh"} and all(isinstance(v, str) for v in rotated.values())
+    reused = await client.post("/sapi/v1/auth/token/refresh/", json={"refresh": refresh})
+    assert envelope(reused, 401, "Token is invalid or expired") == {"code": "token_not_valid"}
+    anonymous = await client.get(ORDERS, headers={"Authorization": ""})
+    assert envelope(anonymous, 401, "Authentication credentials were not provided.") == ""
+    stale = await client.get(ORDERS, headers={"Authorization": "JWT x.y.z"})
+    assert envelope(stale, 401, "Given token not valid for any token type") == {
+        "token_class": "AccessToken",
+        "token_type": "access",
+        "message": "Token is invalid or expired",
+        "code": "token_not_valid",
+    }
+    missing = await client.post(BULK, json={})
+    assert envelope(missing, 400, "please provide market, market is a mandatory field") == ""
 
 
 async def test_numbers_are_written_as_the_api_writes_them(

@@ -143,19 +143,19 @@ class _Reply:
 
 
 def _envelope(status: int, message: str, payload: Any, result: str, **top: Any) -> _Reply:
-    word = "success" if status < 400 else "error"
-    body = {"status": word, "message": message, "payload": payload, **top}
-    reply = _Reply(status, dumps(body), result)
-    reply.message = message
-    return reply
+    body = {"status": "success", "message": message, "payload": payload, **top}
+    return _json_reply(status, body, result)
 
 
 def _error(status: int, message: str, result: str, payload: Any = "") -> _Reply:
-    if status < 400:  # a refusal the real API sends with HTTP 200
-        reply = _Reply(status, dumps({"status": "error", "message": message, "payload": payload}), result)
-        reply.message = message
-        return reply
-    return _envelope(status, message, payload, result)
+    """An error envelope (HTTP 200 too: the real API refuses some requests that way)."""
+    return _json_reply(status, {"status": "error", "message": message, "payload": payload}, result)
+
+
+def _json_reply(status: int, body: dict[str, Any], result: str) -> _Reply:
+    reply = _Reply(status, dumps(body), result)
+    reply.message = body.get("message")
+    return reply
 
 
 def valid_address(eth_address: str) -> bool:
@@ -345,10 +345,9 @@ def _pre_fault(exchange: SandboxExchange, fault: str) -> _Reply | None:
     if fault == "status_error":
         return _error(200, exchange.text("status_error"), "fault:status_error")
     if fault == "bare_error":
-        message = exchange.text("bad_request")
-        reply = _Reply(400, dumps({"status": "error", "message": message}), "fault:bare_error")
-        reply.message = message
-        return reply
+        return _json_reply(
+            400, {"status": "error", "message": exchange.text("bad_request")}, "fault:bare_error"
+        )
     if fault == "403":
         return _error(403, "Invalid organization key", "fault:403")
     if fault == "object_error":

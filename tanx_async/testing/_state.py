@@ -87,6 +87,9 @@ class SandboxOrder:
 
     ``created_at``/``updated_at`` are unix seconds; :meth:`to_payload` renders the wire
     form. ``cancel_due`` is the exchange-clock time a queued cancellation takes effect.
+    Numbers given as ``int``/``float``/``Decimal`` are stored in the API's string form
+    (``1134`` -> ``"1134.0"``); strings are kept as given. ``trades`` are the fills of a
+    generated order (see :meth:`SandboxExchange.seed_orders`).
     """
 
     id: int
@@ -355,11 +358,11 @@ class SandboxExchange:
             raise ValueError(f"texts must be one of {', '.join(TEXTS)}; got {value!r}")
         self._texts = value
 
-    def shape(self) -> Shape:
+    def _shape(self) -> Shape:
         """The shape of the next answer (a fresh draw per answer under ``"mixed"``)."""
         return pick_shape(self._profile, self._shape_rng)
 
-    def text(self, key: str, **values: str) -> str:
+    def _text(self, key: str, **values: str) -> str:
         """The invented text ``key`` (see ``INVENTED_TEXTS``), or a random sentence."""
         if self._texts == "random":
             return random_sentence(self._text_rng)
@@ -654,7 +657,11 @@ class SandboxExchange:
         """Create ``n`` realistic orders (markets round-robin); returns their ids.
 
         ``side=None`` picks sides at random. About 30% of ``wait``/``cancel`` orders
-        are partially filled, with float-artefact ``executed_volume`` strings.
+        are partially filled, with float-artefact ``executed_volume`` strings; ``done``
+        orders are filled. A (partly) filled order has 1-3 ``trades`` adding up to its
+        ``executed_volume``: a limit order fills at its price (as maker), a market order
+        within 0.2% of a reference price (as taker), and ``avg_price`` is their
+        volume-weighted mean (rounded to the quote's precision).
         """
         with self._lock:
             if uid not in self._users:
@@ -700,7 +707,10 @@ class SandboxExchange:
             return order.id
 
     def update_order(self, order_id: int, **fields: Any) -> SandboxOrder:
-        """Change fields of an order (e.g. fill it while a cancel is queued)."""
+        """Change fields of an order (e.g. fill it while a cancel is queued).
+
+        Only the given fields change: filling an order this way adds no ``trades``.
+        """
         with self._lock:
             self._apply_due(self.now())
             order = attrs.evolve(self._orders[order_id], **fields)

@@ -21,6 +21,9 @@ import tanx_async.testing
 from tanx_async import AsyncTanxSession, CancelStatus
 from tanx_async.testing.__main__ import build_parser, main
 
+from .sandbox import running_sandbox
+from .test_cli import run
+
 PACKAGE = Path(tanx_async.testing.__file__).parent
 START_TIMEOUT = 20.0
 
@@ -116,6 +119,18 @@ def test_serves_a_seeded_sandbox_and_prints_how_to_reach_it() -> None:
                 if stream is not None:
                     stream.close()
     assert code == 0
+
+
+def test_cancel_all_for_a_market_the_exchange_does_not_list_is_an_error() -> None:
+    """It used to read as "no open orders" (the sandbox answered an empty list)."""
+    with running_sandbox(seed=2) as sandbox:
+        ids = sandbox.exchange.seed_orders(sandbox.uid, 3, markets=("btcusdc",))
+        env = {"TANX_ACCESS_TOKEN": sandbox.access, "TANX_REFRESH_TOKEN": sandbox.refresh}
+        result = run("cancel-all", "--market", "btcusdx", env=env, url=sandbox.server.url)
+        assert result.returncode == 3, (result.stdout, result.stderr)
+        assert "please enter a valid market" in result.stderr
+        assert "no open orders" not in result.stdout
+        assert {sandbox.exchange.order(i).state for i in ids} == {"wait"}
 
 
 def _runtime_imports(path: Path) -> set[str]:

@@ -289,6 +289,15 @@ async def test_offsets_follow_the_server_clock_and_mixed_varies_them(
     }
     assert get[winter]["created_at"] == "2024-01-15T11:00:00+01:00"
     assert get[summer]["created_at"] == "2024-05-31T11:02:00+02:00"
+    # EU summer time starts at 01:00 UTC on the last Sunday of March and ends likewise in October.
+    for utc, local in [
+        (1_711_846_799.0, "2024-03-31T01:59:59+01:00"),
+        (1_711_846_800.0, "2024-03-31T03:00:00+02:00"),
+        (1_729_990_799.0, "2024-10-27T02:59:59+02:00"),
+        (1_729_990_800.0, "2024-10-27T02:00:00+01:00"),
+    ]:
+        oid = exchange.add_order(sandbox.uid, created_at=utc)
+        assert (await client.get(f"{ORDERS}{oid}/")).json()["payload"]["created_at"] == local
 
     exchange.profile = "mixed"
     offsets: Counter[str] = Counter()

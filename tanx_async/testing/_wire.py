@@ -18,7 +18,9 @@ fixtures show is reproduced verbatim; what no source shows is marked **invented*
 
 from __future__ import annotations
 
+import functools
 import random
+import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Final, Literal, get_args
@@ -61,16 +63,22 @@ def num(value: float | int | Decimal) -> str:
     return text
 
 
-def _last_sunday(year: int, month: int) -> datetime:
-    day = datetime(year, month + 1, 1, 1, tzinfo=timezone.utc) - timedelta(days=1)
-    return day - timedelta(days=(day.weekday() + 1) % 7)
+@functools.lru_cache(maxsize=64)
+def _summer_time(year: int) -> tuple[float, float]:
+    """Unix start and end of EU summer time in ``year`` (last Sundays of March and October,
+    01:00 UTC)."""
+
+    def last_sunday(month: int) -> float:
+        day = datetime(year, month + 1, 1, 1, tzinfo=timezone.utc) - timedelta(days=1)
+        return (day - timedelta(days=(day.weekday() + 1) % 7)).timestamp()
+
+    return last_sunday(3), last_sunday(10)
 
 
 def server_offset(ts: float) -> timezone:
     """The server's offset at unix time ``ts``: +02:00 in EU summer time, else +01:00."""
-    when = datetime.fromtimestamp(ts, timezone.utc)
-    start, end = _last_sunday(when.year, 3), _last_sunday(when.year, 10)
-    return SUMMER if start <= when < end else WINTER
+    start, end = _summer_time(time.gmtime(ts).tm_year)
+    return SUMMER if start <= ts < end else WINTER
 
 
 def iso(ts: float, offset: timezone | None = None) -> str:

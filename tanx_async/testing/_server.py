@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import struct
 import threading
@@ -26,6 +25,7 @@ from urllib.parse import unquote_to_bytes
 import anyio.to_thread
 import h11
 
+from .._config import is_loopback
 from ._faults import FAULT_EXTENSION, FAULT_MESSAGE
 from ._state import SandboxExchange
 
@@ -34,16 +34,6 @@ if TYPE_CHECKING:
 
 _READ_SIZE = 65536
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback name or address."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Exchange:
@@ -84,7 +74,8 @@ class SandboxServer:
         else:
             self.exchange = None
             self.app = exchange
-        self.host: str = "127.0.0.1" if host == "localhost" else host
+        host = host.strip("[]")
+        self.host: str = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host
         self.port: int = port
         self.stop_timeout = stop_timeout
         self._thread: threading.Thread | None = None

@@ -42,6 +42,7 @@ from ._flow import FlowControl
 from ._httpx import httpx
 from ._json import dumps
 from ._log import logger
+from ._memory import CancelMemory
 from ._retry import RetryPolicy, is_ambiguous
 from ._transports import Sender, TransportName, make_sender
 from .events import EventCallback, EventKind, RequestEvent
@@ -129,6 +130,8 @@ class Pipeline:
         self.limiter: anyio.CapacityLimiter | None = None
         self.closed = False
         self._flight: _Flight | None = None
+        #: Orders this session recently got a 2xx cancel for (evidence for later refusals).
+        self.cancels = CancelMemory()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -256,7 +259,8 @@ class Pipeline:
                     )
                 if on_event is not None:
                     self.emit("response", method, path, status=raw.status, elapsed=elapsed, attempt=attempt)
-                if token is not None and not renewed and raw.status == 401 and is_access_token_error(raw):
+                expired = token is not None and raw.status == 401 and is_access_token_error(raw)
+                if expired and not renewed and self.auth.can_renew:
                     # One refresh and one resend per request; the refresh itself is single-flight.
                     renewed = True
                     await self.renew(token)
@@ -265,6 +269,8 @@ class Pipeline:
                     return Response(decode_envelope(raw, method=method, path=path), raw.content, record)
                 except APIStatusError as exc:
                     error = exc
+                    if expired and not self.auth.can_renew:
+                        exc.message = f"{exc.message} (no refresh token or signer was given to renew it)"
                     if isinstance(exc, RateLimitError):
                         # The whole session waits, not just this request.
                         self.flow.pause(policy.delay(exc, attempt=attempt))

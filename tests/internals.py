@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tanx_async import AsyncTanxSession
+from tanx_async import _constants as constants
 from tanx_async import _flow as flow_module
 from tanx_async._auth import Auth, jwt_expiry
 from tanx_async._convert import structure, structure_order
@@ -39,6 +40,8 @@ __all__ = [
     "_Origin",
     "_idle_timeout",
     "auth_of",
+    "cancel_memory_of",
+    "constants",
     "decode_envelope",
     "flow_module",
     "httpx",
@@ -75,3 +78,8 @@ def auth_of(session: AsyncTanxSession) -> Auth:
 def shares_pipeline(a: AsyncTanxSession, b: AsyncTanxSession) -> bool:
     """Whether two sessions share one pool and one set of tokens (a ``with_options`` view)."""
     return a._pipeline is b._pipeline
+
+
+def cancel_memory_of(session: AsyncTanxSession) -> Any:
+    """The session's memory of its recent 2xx cancels (evidence for later refusals)."""
+    return session._pipeline.cancels

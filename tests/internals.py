@@ -17,6 +17,7 @@ from tanx_async._envelope import decode_envelope, is_access_token_error
 from tanx_async._errors import APIStatusError, status_error_class
 from tanx_async._flow import FlowControl
 from tanx_async._httpx import httpx
+from tanx_async._memory import CancelMemory, RecentIds
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
 from tanx_async._transports import RawResponse, Sender, TransportName
@@ -28,11 +29,13 @@ __all__ = [
     "APIStatusError",
     "AiohttpSender",
     "Auth",
+    "CancelMemory",
     "FlowControl",
     "Http11Sender",
     "HttpxSender",
     "PrivateKeySigner",
     "RawResponse",
+    "RecentIds",
     "RetryPolicy",
     "Sender",
     "TransportName",

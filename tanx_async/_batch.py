@@ -419,11 +419,20 @@ class Batch:
                 note = "the batch deadline expired before the settling pass could settle it"
                 await sink(attrs.evolve(held, note=f"{held.note}; {note}" if held.note else note))
                 continue
-            sent = record.count > 0
+            # Interrupted mid-attempt, or after one that may have been processed: unknown. Only
+            # between attempts that cannot have arrived (refused connections): failed.
+            sent = record.sending or record.ambiguous
+            status = (
+                CancelStatus.UNKNOWN
+                if sent
+                else CancelStatus.FAILED
+                if record.count
+                else CancelStatus.SKIPPED
+            )
             await sink(
                 CancelOutcome(
                     order_id=oid,
-                    status=CancelStatus.UNKNOWN if sent else CancelStatus.SKIPPED,
+                    status=status,
                     error=BatchTimeoutError(f"order {oid}: batch deadline expired", order_id=oid, sent=sent),
                     attempts=record.count,
                 )

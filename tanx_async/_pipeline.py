@@ -59,10 +59,12 @@ _STATIC_HEADERS = {
 class Attempts:
     """What happened across the attempts of one logical request."""
 
-    __slots__ = ("ambiguous", "count", "first_sent")
+    __slots__ = ("ambiguous", "count", "first_sent", "sending")
 
     def __init__(self) -> None:
         self.count = 0
+        #: True while an attempt is with the transport (interrupted then, it may have arrived).
+        self.sending = False
         #: Wall-clock time of the first attempt (to compare with the exchange's ``updated_at``).
         self.first_sent: float | None = None
         #: True once an attempt failed in a way that may have left it processed.
@@ -223,12 +225,15 @@ class Pipeline:
                     except anyio.WouldBlock:
                         await limiter.acquire()
                     try:
+                        record.sending = True
                         raw = await sender.send(method, url, headers, content, timeout)
                     finally:
                         limiter.release()
                 else:
+                    record.sending = True
                     raw = await sender.send(method, url, headers, content, timeout)
             except APIConnectionError as exc:
+                record.sending = False
                 if self.is_closed():  # (a method: the check above was before an await)
                     if exc.maybe_processed:
                         # Closed under a request already written: it may have been processed.
@@ -247,6 +252,7 @@ class Pipeline:
                         attempt + 1,
                     )
             else:
+                record.sending = False
                 elapsed = time.monotonic() - started
                 if debug:
                     logger.debug(

@@ -29,10 +29,13 @@ from ._convert import is_order_payload, structure_order
 from ._errors import (
     APIConnectionError,
     APIStatusError,
+    AuthenticationError,
     BatchTimeoutError,
     CancelNotConfirmedError,
     InvalidOrderIdError,
     NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
     SessionClosedError,
     TanxError,
     brief,
@@ -106,7 +109,7 @@ async def cancel_one(
     except NotFoundError as exc:
         return outcome(CancelStatus.NOT_FOUND, error=exc)
     except APIStatusError as exc:
-        if exc.status_code in (401, 403, 429) or not resolve:
+        if isinstance(exc, AuthenticationError | PermissionDeniedError | RateLimitError) or not resolve:
             return _unsettled(session, outcome, exc)
         return await _look_up(session, exc, outcome)
     except APIConnectionError as exc:

@@ -233,20 +233,27 @@ async def _confirm(
 
 
 async def settle(
-    session: AsyncTanxSession, unknown: CancelOutcome, record: Attempts, until: float
+    session: AsyncTanxSession,
+    unknown: CancelOutcome,
+    record: Attempts,
+    until: float,
+    *,
+    confirm: bool = False,
 ) -> CancelOutcome:
     """The settling pass for one ``UNKNOWN`` outcome: look the order up with backoff until the
     exchange answers, until ``until`` (monotonic) or ``SETTLE_MAX_LOOKUPS`` look-ups.
 
     A look-up showing ``cancel``/``done`` settles it. One showing the order still open means our
     cancel never arrived or is queued and not yet applied: the cancel is sent once more (a 2xx is
-    evidence), then the look-ups go on. Anything else leaves it ``UNKNOWN``, with a note."""
+    evidence; with ``confirm`` the look-ups then go on until ``cancel``). Anything else leaves
+    it ``UNKNOWN``, with a note."""
     oid = unknown.order_id
     outcome = _Outcomes(oid, record, time.monotonic() - unknown.elapsed)
     delay = C.CONFIRM_POLL_INITIAL
     last: str = brief(unknown.error) if unknown.error is not None else "no answer"
     order = unknown.order
     resent = False
+    queued: CancelOutcome | None = None
     lookups = 0
     while lookups < C.SETTLE_MAX_LOOKUPS and (remaining := until - time.monotonic()) > 0:
         if lookups:
@@ -272,12 +279,21 @@ async def settle(
             with anyio.move_on_after(max(until - time.monotonic(), 0.001)):
                 again = await cancel_one(session, oid, resolve=False, record=record)
                 if again.ok or again.status is CancelStatus.NOT_FOUND:
-                    return attrs.evolve(
+                    again = attrs.evolve(
                         again,
                         elapsed=time.monotonic() - outcome.started,
                         note=again.note or "settled: the cancel was sent again once the exchange answered",
                     )
+                    if not (confirm and again.status is CancelStatus.QUEUED):
+                        return again
+                    queued = again
                 last = f"sent again: {brief(again.error) if again.error else again.status.value}"
+    if queued is not None:
+        # Queued by the cancel sent again, but not seen ``cancel`` in time (confirm=True).
+        error = CancelNotConfirmedError(
+            f"order {oid}: cancel queued but not confirmed in time ({last})", order_id=oid, order=order
+        )
+        return attrs.evolve(queued, order=order, error=error, elapsed=time.monotonic() - outcome.started)
     return outcome(
         CancelStatus.UNKNOWN,
         order,
@@ -402,7 +418,8 @@ class Batch:
         async def settler() -> None:
             while waiting:
                 oid = waiting.pop()
-                result = await settle(self._session, self._held[oid], self._in_flight[oid], until)
+                held, record = self._held[oid], self._in_flight[oid]
+                result = await settle(self._session, held, record, until, confirm=self._confirm)
                 del self._held[oid]
                 await self._deliver(result, sink)
 

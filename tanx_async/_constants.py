@@ -53,7 +53,7 @@ CONFIRM_POLL_CAP: Final = 1.0
 # The settling pass over ``unknown`` outcomes (look-ups with backoff once the exchange answers
 # again): it ends at the batch deadline, or after this long when the batch has none, and after
 # at most this many look-ups per order.
-SETTLE_TIMEOUT: Final = 10.0
+SETTLE_TIMEOUT: Final = 5.0
 SETTLE_MAX_LOOKUPS: Final = 20
 SETTLE_POLL_CAP: Final = 1.0
 # Unknown outcomes held back for the settling pass, at most (more are delivered unsettled).

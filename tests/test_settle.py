@@ -20,13 +20,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def _routes(
-    router: respx.Router, cancels: list[object], lookups: list[object]
-) -> tuple[respx.Route, respx.Route]:
+def _routes(router: respx.Router, cancels: list[str], lookups: list[str]) -> tuple[respx.Route, respx.Route]:
     """The cancel of ``LOST`` and its look-ups answer from the lists in turn (the last repeats);
     ``FINE`` is always queued."""
 
-    def next_of(items: list[object]) -> object:
+    def next_of(items: list[str]) -> str:
         return items.pop(0) if len(items) > 1 else items[0]
 
     def cancel(request: httpx.Request) -> httpx.Response:

@@ -9,6 +9,10 @@ Nothing here imports httpx or the rest of ``tanx_async``::
     with SandboxServer(exchange) as server:
         ...  # talk to server.url; inspect exchange.requests / exchange.order(id)
 
+The private stream ``/private`` (WebSocket) is served by ``SandboxServer`` too: every state
+change of a user's orders is pushed to that user's subscribed sockets; its faults are
+``exchange.ws.faults`` (``StreamFaults``), its counters and ``drop_all()`` are on ``exchange.ws``.
+
 ``exchange.app`` is a plain ASGI 3 app usable in-process (``httpx.ASGITransport``);
 there, socket-level faults degrade as described in ``tanx_async.testing._app``.
 
@@ -25,6 +29,7 @@ from ._server import SandboxServer, is_loopback, serve
 from ._state import RequestRecord, SandboxExchange, SandboxOrder
 from ._tokens import fingerprint as token_fingerprint
 from ._uvicorn import UvicornSandboxServer
+from ._ws import StreamFaults, StreamHub
 
 __all__ = [
     "Faults",
@@ -33,6 +38,8 @@ __all__ = [
     "SandboxOrder",
     "SandboxServer",
     "SimulatedDisconnect",
+    "StreamFaults",
+    "StreamHub",
     "UvicornSandboxServer",
     "is_loopback",
     "serve",

@@ -195,6 +195,11 @@ def make_app(exchange: SandboxExchange) -> ASGIApp:
         if kind == "lifespan":
             await _lifespan(receive, send)
             return
+        if kind == "websocket":
+            from ._ws import serve_stream
+
+            await serve_stream(exchange, scope, receive, send)
+            return
         if kind != "http":
             return
         started = time.monotonic()

@@ -14,7 +14,7 @@ import string
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -26,6 +26,11 @@ from ._tokens import TokenMinter, fingerprint
 
 if TYPE_CHECKING:
     from ._app import ASGIApp
+    from ._ws import StreamHub
+
+#: Called (under the exchange's lock: keep it cheap) with ``(before, after)`` whenever an order
+#: snapshot is stored; ``before`` is None for a new order.
+OrderObserver = Callable[["SandboxOrder | None", "SandboxOrder"], None]
 
 #: The server reports local time; +02:00 is what the real exchange shows in summer.
 SERVER_TZ: Final = timezone(timedelta(hours=2))
@@ -241,6 +246,9 @@ class SandboxExchange:
         self._cancel_heap: list[tuple[float, int]] = []
         self._next_order_id = 25_000_000
         self._app: ASGIApp | None = None
+        self._ws: StreamHub | None = None
+        #: See ``OrderObserver``; the private stream (``ws``) registers one.
+        self.observers: list[OrderObserver] = []
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -252,6 +260,27 @@ class SandboxExchange:
 
             self._app = make_app(self)
         return self._app
+
+    @property
+    def ws(self) -> StreamHub:
+        """The private WebSocket stream (``/private``): its faults, connections and log."""
+        if self._ws is None:
+            from ._ws import StreamHub
+
+            self._ws = StreamHub(self)
+        return self._ws
+
+    def _put(self, order: SandboxOrder) -> None:
+        """Store a snapshot and tell the observers."""
+        before = self._orders.get(order.id)
+        self._orders[order.id] = order
+        for observer in self.observers:
+            observer(before, order)
+
+    def tick(self) -> None:
+        """Apply the queued cancels that are due (reads do it too; the stream calls this)."""
+        with self._lock:
+            self._apply_due(self.now())
 
     def now(self) -> float:
         """The exchange clock (unix seconds, wall clock + ``time_offset``)."""
@@ -480,7 +509,7 @@ class SandboxExchange:
         return order_id
 
     def _store(self, order: SandboxOrder) -> None:
-        self._orders[order.id] = order
+        self._put(order)
         self._orders_by_uid.setdefault(order.uid, []).append(order.id)
 
     def seed_orders(
@@ -545,7 +574,7 @@ class SandboxExchange:
         with self._lock:
             self._apply_due(self.now())
             order = attrs.evolve(self._orders[order_id], **fields)
-            self._orders[order_id] = order
+            self._put(order)
             return order
 
     def order(self, order_id: int) -> SandboxOrder:
@@ -577,7 +606,7 @@ class SandboxExchange:
                 )
             else:
                 order = attrs.evolve(order, cancel_due=None)
-            self._orders[order_id] = order
+            self._put(order)
 
     def _queue_cancel(self, order: SandboxOrder, now: float) -> None:
         due = now + max(0.0, self.cancel_delay)

@@ -247,6 +247,19 @@ class AsyncTanxSession:
             connect_timeout=self._timeout.connect or C.CONNECT_TIMEOUT,
         )
 
+    def _push_stream(self) -> _stream.OrderStream:
+        """The ``order`` stream a ``confirm=True`` batch opens (few tries: polling is the plan B)."""
+        return _stream.OrderStream(
+            self._pipeline,
+            self._stream_url,
+            streams=("order",),
+            buffer=C.STREAM_BUFFER,
+            heartbeat=C.STREAM_HEARTBEAT,
+            max_reconnects=C.STREAM_MAX_RECONNECTS,
+            connect_timeout=self._timeout.connect or C.CONNECT_TIMEOUT,
+            open_attempts=C.CONFIRM_STREAM_ATTEMPTS,
+        )
+
     async def health(self) -> bool:
         """``GET /sapi/v1/health/``: True when the exchange says it is working."""
         body = await self.request("GET", C.HEALTH_PATH, private=False, idempotent=True)

@@ -18,6 +18,7 @@ from tanx_async._flow import FlowControl
 from tanx_async._httpx import httpx
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
+from tanx_async._stream import OrderStream, _Buffer, stream_url
 from tanx_async._transports import RawResponse, Sender, TransportName
 from tanx_async._transports.aiohttp_sender import AiohttpSender
 from tanx_async._transports.httpx_sender import HttpxSender
@@ -36,6 +37,8 @@ __all__ = [
     "Sender",
     "TransportName",
     "_Connection",
+    "OrderStream",
+    "_Buffer",
     "_Origin",
     "_idle_timeout",
     "auth_of",
@@ -51,6 +54,7 @@ __all__ = [
     "shares_pipeline",
     "start_transport",
     "status_error_class",
+    "stream_url",
     "structure",
     "structure_order",
 ]

@@ -81,6 +81,7 @@ def profile_cprofile(url: str, n: int, c: int, warmup: int, top: int, mode: str 
     prof = cProfile.Profile()
     wall, ok = asyncio.run(_run(url, n, c, warmup, prof, mode))
     stats = pstats.Stats(prof)
+    print(f"total function calls per cancel: {stats.total_calls / n:.1f}")  # type: ignore[attr-defined]
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     rows = []
     by_pkg: dict[str, float] = defaultdict(float)

@@ -23,12 +23,12 @@ from ._pipeline import Pipeline, Response
 from ._retry import RetryPolicy
 from ._transports import TransportName
 from .events import EventCallback
+from .orders import Orders
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from .models import TokenPair
-    from .orders import Orders
 
 __all__ = ["AsyncTanxSession"]
 
@@ -115,7 +115,8 @@ class AsyncTanxSession:
             raise ValueError("eth_address needs private_key (or pass a signer)")
         if signer is not None and not isinstance(signer, Signer):
             raise TypeError("signer must have an `address` and an async `sign(message) -> str`")
-        options.update(private_key=None, eth_address=None, signer=signer)
+        # A view shares this session's tokens and signer through the pipeline: no secret is kept.
+        options.update(private_key=None, eth_address=None, signer=signer, access_token=None, refresh_token=None)
         self._options = options
         V.setting_int("max_retries", max_retries, minimum=0)
         if transport not in ("auto", "native", "aiohttp", "httpx"):
@@ -152,9 +153,7 @@ class AsyncTanxSession:
                 policy=self._retry,
             )
         self._pipeline = _pipeline
-        from .orders import Orders  # orders imports this module only for type checking
-
-        self.orders: Orders = Orders(self)
+        self.orders = Orders(self)
 
     # -- public surface -------------------------------------------------------------------
 
@@ -175,6 +174,12 @@ class AsyncTanxSession:
     def uid(self) -> str | None:
         """The exchange's user id, known after a wallet login."""
         return self._pipeline.auth.uid
+
+    @property
+    def eth_address(self) -> str | None:
+        """The wallet address of the signer (``private_key``/``eth_address`` or ``signer``)."""
+        signer = self._pipeline.auth.signer
+        return signer.address if signer is not None else None
 
     @property
     def closed(self) -> bool:

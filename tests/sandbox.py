@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -44,12 +44,6 @@ def running_sandbox(seed: int = 1, **exchange_kwargs: Any) -> Iterator[Sandbox]:
     access, refresh = exchange.issue_tokens(uid)
     with SandboxServer(exchange) as server:
         yield Sandbox(exchange, server, uid, access, refresh)
-
-
-@asynccontextmanager
-async def open_session(sandbox: Sandbox, **kwargs: Any) -> AsyncIterator[AsyncTanxSession]:
-    async with sandbox.session(**kwargs) as session:
-        yield session
 
 
 def mismatches(exchange: SandboxExchange, outcomes: list[CancelOutcome], before: dict[int, str]) -> list[str]:

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from tanx_async import cli
-from tanx_async._demo import DemoOptions, run_demo
+from tanx_async.cli import main
+from tanx_async.cli._args import UsageError, build_parser, credentials_from_env
+from tanx_async.cli._demo import DemoOptions, run_demo
+from tanx_async.cli._output import Output
 from tanx_async.testing import SandboxExchange, SandboxServer
 
 KEY = "0x" + "11" * 32
@@ -259,7 +261,7 @@ def test_bad_arguments_are_usage_errors(args: list[str]) -> None:
 
 
 def test_options_work_after_the_command_too() -> None:
-    parser = cli.build_parser()
+    parser = build_parser()
     before = parser.parse_args(["--json", "--concurrency", "8", "cancel", "1"])
     after = parser.parse_args(["cancel", "1", "--json", "--concurrency", "8"])
     assert (before.json, before.concurrency) == (after.json, after.concurrency) == (True, 8)
@@ -267,24 +269,24 @@ def test_options_work_after_the_command_too() -> None:
 
 
 def test_main_returns_exit_codes_in_process(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["--help"]) == 0
+    assert main(["--help"]) == 0
     assert "credentials (environment only)" in capsys.readouterr().out
-    assert cli.main(["cancel"]) == 2
+    assert main(["cancel"]) == 2
 
 
 def test_credentials_come_from_the_environment_only() -> None:
-    with pytest.raises(cli.UsageError, match="no credentials"):
-        cli.credentials_from_env({})
-    with pytest.raises(cli.UsageError, match="TANX_PRIVATE_KEY is not"):
-        cli.credentials_from_env({"TANX_ETH_ADDRESS": ADDRESS})
-    creds = cli.credentials_from_env({"TANX_PRIVATE_KEY": f" {KEY}\n", "TANX_ETH_ADDRESS": ADDRESS})
+    with pytest.raises(UsageError, match="no credentials"):
+        credentials_from_env({})
+    with pytest.raises(UsageError, match="TANX_PRIVATE_KEY is not"):
+        credentials_from_env({"TANX_ETH_ADDRESS": ADDRESS})
+    creds = credentials_from_env({"TANX_PRIVATE_KEY": f" {KEY}\n", "TANX_ETH_ADDRESS": ADDRESS})
     assert creds.private_key == KEY and "11" * 32 not in repr(creds)
-    assert cli.credentials_from_env({"TANX_REFRESH_TOKEN": "r"}).refresh_token == "r"
+    assert credentials_from_env({"TANX_REFRESH_TOKEN": "r"}).refresh_token == "r"
 
 
 def test_plain_table_is_aligned() -> None:
     out = io.StringIO()
-    cli.Output(json_mode=False, stdout=out, stderr=io.StringIO()).table(
+    Output(json_mode=False, stdout=out, stderr=io.StringIO()).table(
         [("id", "r"), ("name", "l")], [["1", "alpha"], ["100", "b"]]
     )
     assert out.getvalue().splitlines() == [" id  name", "  1  alpha", "100  b"]

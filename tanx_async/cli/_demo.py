@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
-from ._errors import MissingDependencyError
-from .models import CancelOutcome, CancelStatus
+from .._errors import MissingDependencyError
+from ..models import CancelOutcome, CancelStatus
+from ._args import EXIT_NOT_OK, EXIT_OK, session_options
+from ._output import Output, Progress
 
 if TYPE_CHECKING:
     import argparse
 
-    from .cli import Output
-    from .testing import SandboxExchange, SandboxOrder
+    from ..testing import SandboxExchange, SandboxOrder
 
 __all__ = ["DemoOptions", "DemoReport", "run_demo", "run_from_cli"]
 
@@ -178,9 +179,9 @@ async def run_demo(
 ) -> DemoReport:
     """Run the demo; ``on_progress(done, total)`` is called after every outcome."""
     options = options or DemoOptions()
-    from ._session import AsyncTanxSession
-    from .cli import session_options
-    from .testing import SandboxExchange, SandboxServer
+    # Imported here: the sandbox (and the session) are needed only when the demo runs.
+    from .._session import AsyncTanxSession
+    from ..testing import SandboxExchange, SandboxServer
 
     rng = random.Random(options.seed)
     exchange = SandboxExchange(seed=options.seed, cancel_delay=CANCEL_DELAY)
@@ -188,7 +189,7 @@ async def run_demo(
     key: str | None
     address: str | None
     try:
-        from ._signer import random_wallet
+        from .._signer import random_wallet
 
         key, address = random_wallet()
     except MissingDependencyError:
@@ -260,7 +261,7 @@ async def run_demo(
                         on_progress(done, total)
             wall_time = time.monotonic() - started
             concurrency = min(options.concurrency or session.max_concurrency, session.max_concurrency)
-            uid_seen = session._core.auth.uid or uid
+            uid_seen = session.uid or uid
             tg.cancel_scope.cancel()  # the 429 burst task, if still running
 
     # Let the cancels queued by the last outcomes take effect before reading the final state.
@@ -327,8 +328,6 @@ async def _rate_limit_burst(exchange: SandboxExchange) -> None:
 
 async def run_from_cli(args: argparse.Namespace, out: Output) -> int:
     """``tanx-async demo``: run, print the summary (or one JSON object), 0 when nothing lied."""
-    from .cli import Progress
-
     options = DemoOptions(
         orders=args.orders,
         latency=args.latency,
@@ -343,4 +342,4 @@ async def run_from_cli(args: argparse.Namespace, out: Output) -> int:
     else:
         for line in report.lines():
             out.line(line)
-    return 0 if report.ok else 1
+    return EXIT_OK if report.ok else EXIT_NOT_OK

@@ -1,0 +1,247 @@
+"""Argument parsing, credentials from the environment, exit codes and ``UsageError``.
+
+Everything here turns argv and the environment into checked settings before anything is sent:
+a bad argument is argparse's usage error, missing or half-given credentials a ``UsageError``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from .. import _constants as C
+from .. import _validate as V
+from .._config import pool_limits
+from ..models import OrderState
+
+EXIT_OK = 0
+EXIT_NOT_OK = 1
+EXIT_USAGE = 2
+EXIT_API = 3
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports
+
+ENV_ACCESS = "TANX_ACCESS_TOKEN"
+ENV_REFRESH = "TANX_REFRESH_TOKEN"
+ENV_KEY = "TANX_PRIVATE_KEY"
+ENV_ADDRESS = "TANX_ETH_ADDRESS"
+
+_MISSING_CREDENTIALS = (
+    f"no credentials: set {ENV_ACCESS} (and {ENV_REFRESH}), or {ENV_KEY} and {ENV_ADDRESS}, "
+    "in the environment (never on the command line, where `ps` shows them)"
+)
+
+_EPILOG = f"""\
+credentials (environment only):
+  {ENV_ACCESS}, {ENV_REFRESH}   JWT tokens from a previous login
+  {ENV_KEY}, {ENV_ADDRESS}      wallet login (needs: pip install 'tanx-async[login]')
+
+exit codes: 0 ok, 1 a cancel outcome is not ok, 2 usage or credential error,
+            3 API error, 130 interrupted
+
+start here:  tanx-async demo      (a sandbox exchange on localhost; no account, no network)
+"""
+
+
+class UsageError(Exception):
+    """A usage or credential problem: printed as ``error: ...``, exit code 2."""
+
+
+# -- argument parsing -----------------------------------------------------------------------
+
+
+def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_non_negative_int = _int_at_least(0, "an integer >= 0")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _market(text: str) -> str:
+    try:
+        return V.market_name(text.lower())
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """The options every command takes, before or after the command name.
+
+    On the subcommands their default is SUPPRESS, so a value given before the command is not
+    overwritten by the subcommand's default.
+    """
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    net = parser.add_mutually_exclusive_group()
+    net.add_argument(
+        "--network", choices=("mainnet", "testnet"), default=default(None), help="default: mainnet"
+    )
+    net.add_argument(
+        "--base-url", metavar="URL", default=default(None), help="exchange URL (instead of --network)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="JSON lines on stdout, for scripts"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        metavar="N",
+        default=default(None),
+        help=f"requests in flight (default {C.MAX_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="S",
+        default=default(None),
+        help=f"per-request timeout in seconds (default: read {C.READ_TIMEOUT:g}, connect {C.CONNECT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default(False), help="debug logging on stderr"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tanx-async",
+        description="Cancel and inspect tanX orders fast, and know what happened to each.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(parser, suppress=False)
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"tanx-async {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    p = command("cancel", "cancel orders by id (one outcome per order)")
+    p.add_argument("ids", nargs="+", type=_positive_int, metavar="ID", help="order ids")
+    p.add_argument(
+        "--confirm", action="store_true", help="wait until the exchange reports each order cancelled"
+    )
+
+    p = command("cancel-all", "cancel every open order of a market")
+    p.add_argument("--market", required=True, type=_market, metavar="M", help="e.g. btcusdc")
+    p.add_argument("--side", choices=("buy", "sell"))
+    p.add_argument(
+        "--confirm", action="store_true", help="wait until the exchange reports each order cancelled"
+    )
+
+    p = command("orders", "list orders (every page, up to --limit)")
+    p.add_argument("--market", type=_market, metavar="M")
+    p.add_argument("--state", choices=[s.value for s in OrderState])
+    p.add_argument("--side", choices=("buy", "sell"))
+    p.add_argument(
+        "--limit",
+        type=_non_negative_int,
+        default=100,
+        metavar="N",
+        help="at most N orders (default 100; 0: all)",
+    )
+
+    p = command("order", "show one order and its trades")
+    p.add_argument("id", type=_positive_int, metavar="ID")
+
+    p = command("login", f"log in with the wallet in {ENV_KEY}; prints the uid and token expiry")
+    p.add_argument("--show-tokens", action="store_true", help="also print the tokens (they are secrets)")
+
+    p = command("demo", "cancel thousands of orders on a local sandbox exchange (no account needed)")
+    p.add_argument(
+        "--orders", type=_positive_int, default=2000, metavar="N", help="open orders (default 2000)"
+    )
+    p.add_argument(
+        "--latency",
+        type=_non_negative_seconds,
+        default=0.003,
+        metavar="S",
+        help="extra server latency per order request, seconds (default 0.003)",
+    )
+    p.add_argument(
+        "--no-faults", action="store_true", help="no 5xx, 429, dropped connections or token expiry"
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed for the sandbox (reproducible data and faults)"
+    )
+    return parser
+
+
+# -- credentials and session options ----------------------------------------------------------
+
+
+@attrs.frozen
+class Credentials:
+    access_token: str | None = attrs.field(default=None, repr=False)
+    refresh_token: str | None = attrs.field(default=None, repr=False)
+    private_key: str | None = attrs.field(default=None, repr=False)
+    eth_address: str | None = None
+
+
+def credentials_from_env(env: Mapping[str, str]) -> Credentials:
+    """Read the credentials from the environment; ``UsageError`` when there are none."""
+
+    def get(name: str) -> str | None:
+        value = env.get(name, "").strip()
+        return value or None
+
+    creds = Credentials(
+        access_token=get(ENV_ACCESS),
+        refresh_token=get(ENV_REFRESH),
+        private_key=get(ENV_KEY),
+        eth_address=get(ENV_ADDRESS),
+    )
+    if creds.eth_address is not None and creds.private_key is None and creds.access_token is None:
+        raise UsageError(f"{ENV_ADDRESS} is set but {ENV_KEY} is not: both are needed for a wallet login")
+    if creds.access_token is None and creds.refresh_token is None and creds.private_key is None:
+        raise UsageError(_MISSING_CREDENTIALS)
+    return creds
+
+
+def session_options(concurrency: int | None, timeout: float | None = None) -> dict[str, Any]:
+    """``AsyncTanxSession`` keyword arguments for ``--concurrency`` and ``--timeout``."""
+    kwargs: dict[str, Any] = {}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    if concurrency is not None:
+        kwargs["limits"] = pool_limits(concurrency)
+        kwargs["max_concurrency"] = concurrency
+    return kwargs

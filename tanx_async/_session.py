@@ -116,7 +116,9 @@ class AsyncTanxSession:
         if signer is not None and not isinstance(signer, Signer):
             raise TypeError("signer must have an `address` and an async `sign(message) -> str`")
         # A view shares this session's tokens and signer through the pipeline: no secret is kept.
-        options.update(private_key=None, eth_address=None, signer=signer, access_token=None, refresh_token=None)
+        options.update(
+            private_key=None, eth_address=None, signer=signer, access_token=None, refresh_token=None
+        )
         self._options = options
         V.setting_int("max_retries", max_retries, minimum=0)
         if transport not in ("auto", "native", "aiohttp", "httpx"):

@@ -29,6 +29,7 @@ from ._faults import (
 )
 from ._state import RequestRecord, redact, valid_address
 from ._tokens import fingerprint
+from ._ws import serve_stream
 
 if TYPE_CHECKING:
     from ._state import SandboxExchange, SandboxOrder
@@ -196,9 +197,9 @@ def make_app(exchange: SandboxExchange) -> ASGIApp:
             await _lifespan(receive, send)
             return
         if kind == "websocket":
-            from ._ws import serve_stream
-
-            await serve_stream(exchange, scope, receive, send)
+            await serve_stream(
+                exchange, scope, receive, send, lambda **f: exchange._record(RequestRecord(**f))
+            )
             return
         if kind != "http":
             return

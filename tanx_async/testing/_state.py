@@ -23,10 +23,10 @@ import attrs
 
 from ._faults import Faults
 from ._tokens import TokenMinter, fingerprint
+from ._ws import StreamHub
 
 if TYPE_CHECKING:
     from ._app import ASGIApp
-    from ._ws import StreamHub
 
 #: Called (under the exchange's lock: keep it cheap) with ``(before, after)`` whenever an order
 #: snapshot is stored; ``before`` is None for a new order.
@@ -246,9 +246,10 @@ class SandboxExchange:
         self._cancel_heap: list[tuple[float, int]] = []
         self._next_order_id = 25_000_000
         self._app: ASGIApp | None = None
-        self._ws: StreamHub | None = None
         #: See ``OrderObserver``; the private stream (``ws``) registers one.
         self.observers: list[OrderObserver] = []
+        #: The private WebSocket stream (``/private``): its faults, connections and counters.
+        self.ws = StreamHub(self)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -260,15 +261,6 @@ class SandboxExchange:
 
             self._app = make_app(self)
         return self._app
-
-    @property
-    def ws(self) -> StreamHub:
-        """The private WebSocket stream (``/private``): its faults, connections and log."""
-        if self._ws is None:
-            from ._ws import StreamHub
-
-            self._ws = StreamHub(self)
-        return self._ws
 
     def _put(self, order: SandboxOrder) -> None:
         """Store a snapshot and tell the observers."""

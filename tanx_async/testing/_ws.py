@@ -24,10 +24,12 @@ drop degrades to a close with code 1011 and a stall only stops the updates (pong
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
@@ -36,11 +38,15 @@ import anyio
 import attrs
 
 from ._faults import FAULT_EXTENSION, FAULT_MESSAGE
-from ._state import RequestRecord, SandboxExchange, SandboxOrder
 from ._tokens import fingerprint
 
 if TYPE_CHECKING:
+    # Types only: ``_state`` creates the hub and ``_app`` calls ``serve_stream``, never the reverse.
     from ._app import Receive, Scope, Send
+    from ._state import SandboxExchange, SandboxOrder
+
+#: Writes one line of the exchange's request log (``RequestRecord`` fields), given by ``_app``.
+LogHandshake = Callable[..., None]
 
 __all__ = ["StreamFaults", "StreamHub", "serve_stream"]
 
@@ -49,6 +55,17 @@ KNOWN_STREAMS: Final = frozenset({"order", "trade"})
 #: Invented: the close code for an expired token (``close_on_token_expiry``).
 TOKEN_EXPIRED_CODE: Final = 4001
 _OUTBOX_LIMIT: Final = 65536
+#: The REST 401 body (``tanx-api.md`` §2.5), reused for a refused handshake (invented).
+_ACCESS_INVALID: Final = {
+    "status": "error",
+    "message": "Given token not valid for any token type",
+    "payload": {
+        "token_class": "AccessToken",
+        "token_type": "access",
+        "message": "Token is invalid or expired",
+        "code": "token_not_valid",
+    },
+}
 
 
 @attrs.define(eq=False)
@@ -194,13 +211,13 @@ def _order_message(order: SandboxOrder, now: float) -> dict[str, Any]:
 
 
 def _text(message: Any) -> str:
-    from ._app import dumps
-
-    return dumps(message).decode()
+    return json.dumps(message, separators=(",", ":"))
 
 
-async def serve_stream(exchange: SandboxExchange, scope: Scope, receive: Receive, send: Send) -> None:
-    """The ASGI ``websocket`` scope: ``/private`` only."""
+async def serve_stream(
+    exchange: SandboxExchange, scope: Scope, receive: Receive, send: Send, log: LogHandshake
+) -> None:
+    """The ASGI ``websocket`` scope: ``/private`` only. ``log`` records the handshake."""
     if (await receive())["type"] != "websocket.connect":
         return
     hub = exchange.ws
@@ -209,18 +226,16 @@ async def serve_stream(exchange: SandboxExchange, scope: Scope, receive: Receive
     token = (query.get("auth_header") or [""])[0]
     entry = exchange._authenticate(token) if token else None
     refused = scope["path"] != STREAM_PATH or entry is None or hub.faults.refuse_tokens
-    exchange._record(
-        RequestRecord(
-            time=started,
-            method="GET",
-            path=scope["path"],
-            query="auth_header=<redacted>" if token else "",
-            body=None,
-            status=401 if refused else 101,
-            result="ws_refused" if refused else "ws_open",
-            uid=entry.uid if entry is not None else None,
-            token=fingerprint(token) if token else None,
-        )
+    log(
+        time=started,
+        method="GET",
+        path=scope["path"],
+        query="auth_header=<redacted>" if token else "",
+        body=None,
+        status=401 if refused else 101,
+        result="ws_refused" if refused else "ws_open",
+        uid=entry.uid if entry is not None else None,
+        token=fingerprint(token) if token else None,
     )
     if refused or entry is None:
         with hub._lock:
@@ -243,32 +258,22 @@ async def serve_stream(exchange: SandboxExchange, scope: Scope, receive: Receive
 
 
 async def _deny(scope: Scope, send: Send) -> None:
-    from ._app import ACCESS_INVALID_PAYLOAD, dumps
-
     if "websocket.http.response" not in (scope.get("extensions") or {}):
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = dumps(
-        {
-            "status": "error",
-            "message": "Given token not valid for any token type",
-            "payload": ACCESS_INVALID_PAYLOAD,
-        }
-    )
+    body = _text(_ACCESS_INVALID).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})
 
 
 async def _listen(hub: StreamHub, conn: _Conn, receive: Receive, send: Send) -> None:
-    from ._app import _loads
-
     while True:
         message = await receive()
         if message["type"] != "websocket.receive":
             return
         try:
-            request = _loads(message.get("text") or message.get("bytes") or b"")
+            request = json.loads(message.get("text") or message.get("bytes") or b"")
         except ValueError:
             request = None
         event = request.get("event") if isinstance(request, dict) else None

@@ -318,6 +318,11 @@ class OrderStream:
         #: ``StreamGap`` events reported (reconnects and overflows).
         self.gaps = 0
 
+    @property
+    def url(self) -> str:
+        """The stream's URL without the token (safe to show)."""
+        return self._url
+
     def __repr__(self) -> str:
         state = "connected" if self.connected else "not connected"
         return f"<OrderStream {self._url} {state}>"

@@ -553,3 +553,25 @@ async def test_the_stream_url_and_token_never_leak(captured: Capture) -> None:
     assert any("/private" in t for t in captured.texts())  # the stream did log (without its query)
     assert leaks([*tokens, sb.refresh], texts) == []
     assert not any("auth_header=" in t and "<redacted>" not in t for t in texts)
+
+
+async def test_uvicorn_serves_the_stream_too() -> None:
+    """The stream endpoint is plain ASGI: uvicorn serves it (socket faults degrade there)."""
+    pytest.importorskip("uvicorn")
+    from tanx_async.testing import UvicornSandboxServer
+
+    exchange = SandboxExchange(seed=15, cancel_delay=0.0)
+    uid = exchange.create_user()
+    access, refresh = exchange.issue_tokens(uid)
+    ids = exchange.seed_orders(uid, 20)
+    with UvicornSandboxServer(exchange) as server:
+        async with AsyncTanxSession(
+            base_url=server.url, access_token=access, refresh_token=refresh
+        ) as session:
+            outcomes = await session.orders.cancel_many(ids, confirm=True, confirm_with="stream")
+            exchange.ws.faults.refuse_tokens = True
+            with pytest.raises(StreamRefusedError) as refused:
+                async with session.stream():
+                    pass  # pragma: no cover - never entered
+    assert {o.status for o in outcomes} == {CancelStatus.CANCELLED}
+    assert refused.value.status_code == 401 and lookups(exchange) == 0

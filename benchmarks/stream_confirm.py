@@ -38,7 +38,9 @@ async def one_run(n: int, mode: str, cancel_delay: float, seed: int) -> dict[str
     access, refresh = exchange.issue_tokens(uid)
     ids = exchange.seed_orders(uid, n)
     async with SandboxServer(exchange) as server:
-        async with AsyncTanxSession(base_url=server.url, access_token=access, refresh_token=refresh) as session:
+        async with AsyncTanxSession(
+            base_url=server.url, access_token=access, refresh_token=refresh
+        ) as session:
             started = time.perf_counter()
             outcomes = await session.orders.cancel_many(ids, confirm=True, confirm_with=mode)  # type: ignore[arg-type]
             wall = time.perf_counter() - started
@@ -67,8 +69,11 @@ def main() -> None:
         for mode in runs:  # interleaved, so both modes see the same background load
             result = anyio.run(one_run, args.n, mode, args.cancel_delay, repeat + 1)
             runs[mode].append(result)
-            print(f"{mode:6} run {repeat + 1}: {result['wall']:.2f} s, {result['requests']} requests, "
-                  f"{result['lookups']} look-ups, {dict(result['statuses'])}", file=sys.stderr)
+            print(
+                f"{mode:6} run {repeat + 1}: {result['wall']:.2f} s, {result['requests']} requests, "
+                f"{result['lookups']} look-ups, {dict(result['statuses'])}",
+                file=sys.stderr,
+            )
     for mode, results in runs.items():
         ok = sum(r["cancelled"] == args.n for r in results)
         rows.append(

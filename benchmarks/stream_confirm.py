@@ -37,13 +37,13 @@ async def one_run(n: int, mode: str, cancel_delay: float, seed: int) -> dict[str
     uid = exchange.create_user()
     access, refresh = exchange.issue_tokens(uid)
     ids = exchange.seed_orders(uid, n)
-    async with SandboxServer(exchange) as server:
-        async with AsyncTanxSession(
-            base_url=server.url, access_token=access, refresh_token=refresh
-        ) as session:
-            started = time.perf_counter()
-            outcomes = await session.orders.cancel_many(ids, confirm=True, confirm_with=mode)  # type: ignore[arg-type]
-            wall = time.perf_counter() - started
+    async with (
+        SandboxServer(exchange) as server,
+        AsyncTanxSession(base_url=server.url, access_token=access, refresh_token=refresh) as session,
+    ):
+        started = time.perf_counter()
+        outcomes = await session.orders.cancel_many(ids, confirm=True, confirm_with=mode)  # type: ignore[arg-type]
+        wall = time.perf_counter() - started
     requests = list(exchange.requests)
     return {
         "wall": wall,

@@ -158,14 +158,18 @@ class StreamHub:
             return True
 
     def _on_change(self, before: SandboxOrder | None, after: SandboxOrder) -> None:
+        if not self._conns:  # nobody listens: no work under the exchange's lock
+            return
+        with self._lock:
+            conns = [c for c in self._conns if c.uid == after.uid and c.streams]
+        if not conns:
+            return
         filled = Decimal(after.executed_volume) - Decimal(before.executed_volume if before else "0")
         if before is not None and before.state == after.state and not filled:
             return
         messages = [("order", _text(_order_message(after, self.exchange.now())))]
         if filled > 0:
             messages.append(("trade", _text(self._trade_message(after, filled))))
-        with self._lock:
-            conns = [c for c in self._conns if c.uid == after.uid and c.streams]
         for conn in conns:
             for stream, text in messages:
                 if stream in conn.streams and len(conn.outbox) < _OUTBOX_LIMIT:

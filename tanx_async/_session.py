@@ -247,7 +247,7 @@ class AsyncTanxSession:
         return _stream.OrderStream(
             pipeline,
             self._stream_url,
-            streams=_stream._describe_streams(streams),
+            streams=_stream.checked_streams(streams),
             buffer=V.setting_int("buffer", buffer, minimum=2),
             heartbeat=V.seconds("heartbeat", heartbeat),
             max_reconnects=V.setting_int("max_reconnects", max_reconnects, minimum=0),

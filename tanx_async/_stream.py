@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
     from ._pipeline import Pipeline
 
-__all__ = ["STREAMS", "OrderStream", "stream_url"]
+__all__ = ["STREAMS", "OrderStream", "checked_streams", "stream_url"]
 
 STREAMS = ("order", "trade")
 _DECODE: dict[str, type[OrderUpdate] | type[TradeUpdate]] = {"order": OrderUpdate, "trade": TradeUpdate}
@@ -483,7 +483,7 @@ class OrderStream:
         return sock
 
 
-def _describe_streams(streams: Any) -> tuple[str, ...]:
+def checked_streams(streams: Any) -> tuple[str, ...]:
     """``streams`` checked: a non-empty collection of ``"order"``/``"trade"``."""
     if isinstance(streams, str):
         streams = (streams,)

@@ -3,9 +3,12 @@ sandbox's ``/private`` WebSocket on a loopback socket."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import ssl
 from datetime import datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -575,3 +578,48 @@ async def test_uvicorn_serves_the_stream_too() -> None:
                     pass  # pragma: no cover - never entered
     assert {o.status for o in outcomes} == {CancelStatus.CANCELLED}
     assert refused.value.status_code == 401 and lookups(exchange) == 0
+
+
+async def test_the_stream_over_tls_verifies_like_rest(self_signed: tuple[Path, Path]) -> None:
+    """wss through a TLS terminator in front of the sandbox: an untrusted certificate is
+    refused by default, and ``verify=`` (here a context trusting it) is honoured as for REST."""
+    cert, key = self_signed
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    with running_sandbox(seed=16, cancel_delay=0.0) as sb:
+        (oid,) = sb.exchange.seed_orders(sb.uid, 1)
+        upstream = int(sb.server.url.rsplit(":", 1)[1])
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except OSError:
+                pass
+            finally:
+                writer.close()
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        terminator = await asyncio.start_server(relay, "127.0.0.1", 0, ssl=server_context)
+        url = f"https://127.0.0.1:{terminator.sockets[0].getsockname()[1]}"
+        try:
+            async with AsyncTanxSession(base_url=url, access_token=sb.access) as session:
+                with pytest.raises(StreamError, match="SSL") as refused:
+                    async with session.stream(max_reconnects=0):
+                        pass  # pragma: no cover - never entered
+            trusted = ssl.create_default_context(cafile=str(cert))
+            async with (
+                AsyncTanxSession(base_url=url, access_token=sb.access, verify=trusted) as session,
+                session.stream() as events,
+            ):
+                assert events.url == f"wss://127.0.0.1:{url.rsplit(':', 1)[1]}/private"
+                sb.exchange.update_order(oid, state="cancel")
+                (event,) = await take(events, 1, OrderUpdate)
+        finally:
+            terminator.close()
+    assert isinstance(event, OrderUpdate) and event.id == oid
+    assert "wss://" not in str(refused.value)  # no URL in the error

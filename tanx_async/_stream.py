@@ -128,7 +128,8 @@ class _Socket:
                         stream, hostname=host, ssl_context=tls, standard_compatible=False
                     )
                 ws = WSConnection(ConnectionType.CLIENT)
-                await stream.send(ws.send(Request(host=parts.netloc, target=target)))
+                host_header = parts.netloc.rpartition("@")[2]  # never userinfo
+                await stream.send(ws.send(Request(host=host_header, target=target)))
                 sock = cls(stream, ws)
                 status = await sock._handshake()
         except TimeoutError:

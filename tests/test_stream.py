@@ -28,7 +28,7 @@ from tanx_async import (
     StreamRefusedError,
     TradeUpdate,
 )
-from tanx_async.testing import SandboxExchange
+from tanx_async.testing import SandboxExchange, token_fingerprint
 
 from .internals import OrderStream, _Buffer, auth_of, stream_url
 from .sandbox import mismatches, running_sandbox
@@ -623,3 +623,16 @@ async def test_the_stream_over_tls_verifies_like_rest(self_signed: tuple[Path, P
             terminator.close()
     assert isinstance(event, OrderUpdate) and event.id == oid
     assert "wss://" not in str(refused.value)  # no URL in the error
+
+
+async def test_a_token_about_to_expire_is_refreshed_before_connecting() -> None:
+    with running_sandbox(seed=17) as sb:
+        access, refresh = sb.exchange.issue_tokens(sb.uid, access_ttl=20)  # inside the 30 s skew
+        async with (
+            AsyncTanxSession(base_url=sb.server.url, access_token=access, refresh_token=refresh) as session,
+            session.stream(),
+        ):
+            renewed = auth_of(session).access
+    (handshake,) = [r for r in sb.exchange.requests if r.path == "/private"]
+    assert sb.exchange.refresh_count == 1 and renewed is not None and renewed != access
+    assert handshake.result == "ws_open" and handshake.token == token_fingerprint(renewed)

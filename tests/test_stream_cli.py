@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
+
+from tanx_async.cli import main
 
 from .test_cli import TIMEOUT, Sandbox, assert_clean, json_lines, run, sandbox
 
@@ -86,3 +89,36 @@ def test_cancel_confirm_uses_the_stream_unless_told_to_poll(sandbox: Sandbox, mo
     assert [o["status"] for o in json_lines(result.stdout)] == ["cancelled"] * 5
     assert (lookups(sandbox) >= 5) is polls
     assert (sandbox.exchange.ws.accepted == 1) is not polls
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_watch_in_process(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], json_mode: bool
+) -> None:
+    for name, value in sandbox.env.items():
+        monkeypatch.setenv(name, value)
+    ex = sandbox.exchange
+    (oid,) = ex.seed_orders(sandbox.uid, 1)
+
+    def fill_once_subscribed() -> None:
+        for _ in range(int(TIMEOUT / 0.05)):  # bounded: until the subscription is acked
+            if ex.ws.subscriptions:
+                break
+            time.sleep(0.05)
+        order = ex.order(oid)
+        ex.update_order(oid, state="done", executed_volume=order.origin_volume, remaining_volume="0.0")
+
+    thread = threading.Thread(target=fill_once_subscribed)
+    thread.start()
+    args = ["--base-url", sandbox.server.url, *(["--json"] if json_mode else []), "watch", "--count", "2"]
+    code = main(args)
+    thread.join(TIMEOUT)
+    out = capsys.readouterr().out
+    assert code == 0
+    if json_mode:
+        events = json_lines(out)
+        assert [e["event"] for e in events] == ["order", "trade"] and events[1]["order_id"] == oid
+    else:
+        lines = out.splitlines()
+        assert lines[1].split()[:3] == ["order", str(oid), str(oid)] and "done" in lines[1]
+        assert lines[2].split()[0] == "trade" and lines[2].split()[2] == str(oid)

@@ -636,3 +636,27 @@ async def test_a_token_about_to_expire_is_refreshed_before_connecting() -> None:
     (handshake,) = [r for r in sb.exchange.requests if r.path == "/private"]
     assert sb.exchange.refresh_count == 1 and renewed is not None and renewed != access
     assert handshake.result == "ws_open" and handshake.token == token_fingerprint(renewed)
+
+
+async def test_a_slow_consumer_gets_a_gap_not_unbounded_memory() -> None:
+    """Against the sandbox: 60 updates arrive while nobody reads a stream whose buffer holds 5;
+    the reader then finds the first 5, a gap counting the other 55, then new updates again."""
+    with running_sandbox(seed=18, cancel_delay=0.0) as sb:
+        ids = sb.exchange.seed_orders(sb.uid, 61)
+        async with sb.session() as session, session.stream(streams=("order",), buffer=5) as events:
+            for oid in ids[:60]:
+                sb.exchange.update_order(oid, state="cancel")
+            buffer = events._buffer
+            for _ in range(int(WAIT / 0.01)):  # bounded: until the client has read all 60
+                if len(buffer._items) + buffer._dropped >= 60:
+                    break
+                await anyio.sleep(0.01)
+            assert len(buffer._items) == 5 and buffer._dropped == 55 and buffer.overflows == 1
+            got = await take(events, 6)  # the 5 kept, then the gap
+            sb.exchange.update_order(ids[60], state="cancel")
+            (later,) = await take(events, 1)  # room again: nothing is dropped any more
+    kept = [e for e in got if isinstance(e, OrderUpdate)]
+    assert [e.id for e in kept] == ids[:5]
+    gap = got[5]
+    assert isinstance(gap, StreamGap) and gap.reason == "overflow" and gap.dropped == 55
+    assert isinstance(later, OrderUpdate) and later.id == ids[60]

@@ -21,6 +21,7 @@ from tanx_async._httpx import httpx
 from tanx_async._memory import CancelMemory, RecentIds
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
+from tanx_async._stream import OrderStream, _Buffer, stream_url
 from tanx_async._transports import RawResponse, Sender, TransportName
 from tanx_async._transports import _said as transport_notices
 from tanx_async._transports.aiohttp_sender import AiohttpSender
@@ -35,12 +36,14 @@ __all__ = [
     "FlowControl",
     "Http11Sender",
     "HttpxSender",
+    "OrderStream",
     "PrivateKeySigner",
     "RawResponse",
     "RecentIds",
     "RetryPolicy",
     "Sender",
     "TransportName",
+    "_Buffer",
     "_Connection",
     "_Origin",
     "_idle_timeout",
@@ -61,6 +64,7 @@ __all__ = [
     "shares_pipeline",
     "start_transport",
     "status_error_class",
+    "stream_url",
     "structure",
     "structure_order",
     "transport_notices",

@@ -29,6 +29,7 @@ from ._faults import (
 )
 from ._records import RequestRecord, redact
 from ._tokens import fingerprint
+from ._ws import serve_stream
 
 if TYPE_CHECKING:
     from ._state import SandboxExchange
@@ -207,6 +208,11 @@ def make_app(exchange: SandboxExchange) -> ASGIApp:
         kind = scope["type"]
         if kind == "lifespan":
             await _lifespan(receive, send)
+            return
+        if kind == "websocket":
+            await serve_stream(
+                exchange, scope, receive, send, lambda **f: exchange._record(RequestRecord(**f))
+            )
             return
         if kind != "http":
             return

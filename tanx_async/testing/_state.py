@@ -14,7 +14,7 @@ import string
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timezone
 from decimal import Decimal
 from typing import Any, Final, Literal
@@ -37,6 +37,11 @@ from ._wire import (
     pick_shape,
     random_sentence,
 )
+from ._ws import StreamHub
+
+#: Called (under the exchange's lock: keep it cheap) with ``(before, after)`` whenever an order
+#: snapshot is stored; ``before`` is None for a new order.
+OrderObserver = Callable[["SandboxOrder | None", "SandboxOrder"], None]
 
 CANCEL_REASON_USER: Final = "Order cancelled by user"
 DEFAULT_MARKETS: Final[dict[str, tuple[str, str]]] = {
@@ -326,6 +331,10 @@ class SandboxExchange:
         self._next_order_id = 25_000_000
         self._next_trade_id = 9_100_000
         self._app: ASGIApp | None = None
+        #: See ``OrderObserver``; the private stream (``ws``) registers one.
+        self.observers: list[OrderObserver] = []
+        #: The private WebSocket stream (``/private``): its faults, connections and counters.
+        self.ws = StreamHub(self)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -367,6 +376,18 @@ class SandboxExchange:
         if self._texts == "random":
             return random_sentence(self._text_rng)
         return INVENTED_TEXTS[key].format(**values)
+
+    def _put(self, order: SandboxOrder) -> None:
+        """Store a snapshot and tell the observers."""
+        before = self._orders.get(order.id)
+        self._orders[order.id] = order
+        for observer in self.observers:
+            observer(before, order)
+
+    def tick(self) -> None:
+        """Apply the queued cancels that are due (reads do it too; the stream calls this)."""
+        with self._lock:
+            self._apply_due(self.now())
 
     def now(self) -> float:
         """The exchange clock (unix seconds, wall clock + ``time_offset``)."""
@@ -642,7 +663,7 @@ class SandboxExchange:
         return order_id
 
     def _store(self, order: SandboxOrder) -> None:
-        self._orders[order.id] = order
+        self._put(order)
         self._orders_by_uid.setdefault(order.uid, []).append(order.id)
 
     def seed_orders(
@@ -714,7 +735,7 @@ class SandboxExchange:
         with self._lock:
             self._apply_due(self.now())
             order = attrs.evolve(self._orders[order_id], **fields)
-            self._orders[order_id] = order
+            self._put(order)
             return order
 
     def order(self, order_id: int) -> SandboxOrder:
@@ -746,7 +767,7 @@ class SandboxExchange:
                 )
             else:
                 order = attrs.evolve(order, cancel_due=None)
-            self._orders[order_id] = order
+            self._put(order)
 
     def _queue_cancel(self, order: SandboxOrder, now: float) -> None:
         due = now + max(0.0, self.cancel_delay)

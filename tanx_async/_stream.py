@@ -21,13 +21,14 @@ never logged, shown in a repr or put into an exception: only the URL without its
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import random
 import time
 from collections import deque
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import anyio
 import anyio.abc
@@ -46,7 +47,7 @@ from wsproto.events import (
 from wsproto.utilities import ProtocolError
 
 from . import _constants as C
-from ._config import is_loopback, ssl_context
+from ._config import env_proxy, is_loopback, ssl_context
 from ._convert import structure
 from ._errors import ResponseValidationError, StreamError, StreamRefusedError, TanxError, brief
 from ._json import dumps, loads
@@ -102,6 +103,39 @@ class _Lost(Exception):
         self.status_code = status_code
 
 
+async def _tunnel(proxy: str, host: str, port: int) -> anyio.abc.ByteStream:
+    """A TCP stream to ``host:port`` through an HTTP proxy's ``CONNECT`` (as httpx tunnels REST
+    requests); the proxy's answer head is read up to 64 KiB and must be a 2xx."""
+    parts = urlsplit(proxy)
+    if parts.scheme != "http" or not parts.hostname:
+        # The text names only the scheme: a proxy URL may carry credentials.
+        raise _Lost(f"the stream supports http:// proxies only, not {parts.scheme or '?'}://")
+    stream = await anyio.connect_tcp(parts.hostname, parts.port or 80)
+    try:
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        head = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            head += f"Proxy-Authorization: Basic {base64.b64encode(credentials).decode()}\r\n"
+        await stream.send((head + "\r\n").encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            if len(answer) > C.MAX_HEAD_BYTES:
+                raise _Lost("the proxy's answer to CONNECT is too large")
+            answer += await stream.receive()
+        status_line = answer.split(b"\r\n", 1)[0].split(b" ")
+        if len(status_line) < 2 or not status_line[1].startswith(b"2"):
+            raise _Lost(f"the proxy refused the tunnel ({status_line[1:2] or b'?'!r})")
+        # Nothing may follow the head before our TLS/WebSocket handshake: a proxy that sent more
+        # would desynchronise the stream.
+        if not answer.endswith(b"\r\n\r\n"):
+            raise _Lost("the proxy sent data after its answer to CONNECT")
+    except BaseException:
+        await _close_quietly(stream)
+        raise
+    return stream
+
+
 class _Socket:
     """One WebSocket connection: wsproto over an anyio byte stream, used by one task at a time."""
 
@@ -114,7 +148,9 @@ class _Socket:
         self.last_data = time.monotonic()
 
     @classmethod
-    async def connect(cls, url: str, token: str, *, tls: ssl.SSLContext | None, within: float) -> _Socket:
+    async def connect(
+        cls, url: str, token: str, *, tls: ssl.SSLContext | None, within: float, proxy: str | None = None
+    ) -> _Socket:
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "wss" else 80)
@@ -122,7 +158,10 @@ class _Socket:
         stream: anyio.abc.ByteStream | None = None
         try:
             with anyio.fail_after(within):
-                stream = await anyio.connect_tcp(host, port)
+                if proxy is None:
+                    stream = await anyio.connect_tcp(host, port)
+                else:
+                    stream = await _tunnel(proxy, host, port)
                 if tls is not None:
                     stream = await TLSStream.wrap(
                         stream, hostname=host, ssl_context=tls, standard_compatible=False
@@ -311,7 +350,12 @@ class OrderStream:
         self._connect_timeout = connect_timeout
         self._buffer = _Buffer(buffer)
         self._tg: anyio.abc.TaskGroup | None = None
-        self._tls = ssl_context(pipeline.verify) if url.startswith("wss:") else None
+        self._tls = (
+            ssl_context(pipeline.verify, trust_env=pipeline.trust_env) if url.startswith("wss:") else None
+        )
+        #: The proxy the environment names for the stream (``ws``/``wss`` judged as
+        #: ``http``/``https``, by httpx's rules), like the REST transports; None with trust_env=False.
+        self._proxy = env_proxy("http" + url[2:]) if pipeline.trust_env else None
         #: Whether a subscribed socket is open right now.
         self.connected = False
         #: Connections opened and subscribed (the first one included).
@@ -453,7 +497,9 @@ class OrderStream:
         pipeline = self._pipeline
         token = await pipeline.token()
         try:
-            sock = await _Socket.connect(self._url, token, tls=self._tls, within=self._connect_timeout)
+            sock = await _Socket.connect(
+                self._url, token, tls=self._tls, within=self._connect_timeout, proxy=self._proxy
+            )
         except _Lost as exc:
             if exc.status_code not in (401, 403):
                 raise
@@ -462,7 +508,9 @@ class OrderStream:
             await pipeline.renew(token)
             token = await pipeline.token()
             try:
-                sock = await _Socket.connect(self._url, token, tls=self._tls, within=self._connect_timeout)
+                sock = await _Socket.connect(
+                    self._url, token, tls=self._tls, within=self._connect_timeout, proxy=self._proxy
+                )
             except _Lost as again:
                 if again.status_code in (401, 403):
                     raise StreamRefusedError(

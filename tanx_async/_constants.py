@@ -55,6 +55,9 @@ CONFIRM_POLL_CAP: Final = 1.0
 # ``cancel`` was closed before our first (unanswered) cancel attempt or possibly by it.
 CLOCK_SKEW_TOLERANCE: Final = 2.0
 
+# An offset between the exchange's clock and ours at least this large is logged (once at WARNING).
+CLOCK_SKEW_WARNING: Final = 5.0
+
 # Listing orders.
 LIST_PAGE_LIMIT: Final = 100
 LIST_MAX_LIMIT: Final = 100

@@ -62,7 +62,8 @@ class Attempts:
 
     def __init__(self) -> None:
         self.count = 0
-        #: Wall-clock time of the first attempt (to compare with the exchange's ``updated_at``).
+        #: When the first attempt left, on the exchange's clock as far as it is known (to compare
+        #: with the exchange's ``updated_at``).
         self.first_sent: float | None = None
         #: True once an attempt failed in a way that may have left it processed.
         self.ambiguous = False
@@ -196,6 +197,7 @@ class Pipeline:
         if content is None:
             del headers["Content-Type"]
         on_event = self.on_event
+        clock = self.auth.clock
         debug = logger.isEnabledFor(logging.DEBUG)
         attempt = 0
         renewed = False
@@ -209,7 +211,7 @@ class Pipeline:
             await self.flow.acquire()
             record.count += 1
             if record.first_sent is None:
-                record.first_sent = time.time()
+                record.first_sent = clock.best_guess()
             started = time.monotonic()
             error: TanxError
             try:
@@ -245,6 +247,7 @@ class Pipeline:
                     )
             else:
                 elapsed = time.monotonic() - started
+                clock.observe(raw.headers, elapsed)
                 if debug:
                     logger.debug(
                         "%s %s -> %d in %.1f ms (attempt %d)",

@@ -6,11 +6,14 @@ move inside the package changes this file and not the tests.
 
 from __future__ import annotations
 
+import time
+from email.utils import formatdate
 from typing import Any
 
 from tanx_async import AsyncTanxSession
 from tanx_async import _flow as flow_module
 from tanx_async._auth import Auth, jwt_expiry
+from tanx_async._clock import ExchangeClock
 from tanx_async._convert import structure, structure_order
 from tanx_async._envelope import decode_envelope, is_access_token_error
 from tanx_async._errors import APIStatusError, status_error_class
@@ -27,6 +30,7 @@ __all__ = [
     "APIStatusError",
     "AiohttpSender",
     "Auth",
+    "ExchangeClock",
     "FlowControl",
     "Http11Sender",
     "HttpxSender",
@@ -45,6 +49,7 @@ __all__ = [
     "is_access_token_error",
     "is_ambiguous",
     "jwt_expiry",
+    "learn_clock",
     "parse_retry_after",
     "random_wallet",
     "sender_of",
@@ -75,3 +80,11 @@ def auth_of(session: AsyncTanxSession) -> Auth:
 def shares_pipeline(a: AsyncTanxSession, b: AsyncTanxSession) -> bool:
     """Whether two sessions share one pool and one set of tokens (a ``with_options`` view)."""
     return a._pipeline is b._pipeline
+
+
+def learn_clock(session: AsyncTanxSession, offset: float = 0.0) -> ExchangeClock:
+    """As if an answer's ``Date`` header had shown the exchange's clock ``offset`` seconds off
+    this machine's (a mocked exchange sends none, so expiry would only be judged on a 401)."""
+    clock = auth_of(session).clock
+    clock.observe({"date": formatdate(time.time() + offset, usegmt=True)}, 0.0)
+    return clock

@@ -20,6 +20,7 @@ cancellation", 400 "Order is not open" (e.g. state ``reject``), 400 "order_id mu
 a positive integer". All other texts are listed on :class:`SandboxExchange`.
 """
 
+from ._clock import SandboxClock
 from ._faults import Faults, SimulatedDisconnect
 from ._server import SandboxServer, is_loopback, serve
 from ._state import RequestRecord, SandboxExchange, SandboxOrder
@@ -29,6 +30,7 @@ from ._uvicorn import UvicornSandboxServer
 __all__ = [
     "Faults",
     "RequestRecord",
+    "SandboxClock",
     "SandboxExchange",
     "SandboxOrder",
     "SandboxServer",

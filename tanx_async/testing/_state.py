@@ -12,7 +12,6 @@ import random
 import re
 import string
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
+from ._clock import SandboxClock
 from ._faults import Faults
 from ._tokens import TokenMinter, fingerprint
 
@@ -175,7 +175,8 @@ class SandboxExchange:
     every read; 0 = at once), ``legacy_cancel_response`` (Brine form: message
     ``"Cancelled Order Successfully"``, ``order_id`` instead of ``id``),
     ``empty_cancel_payload`` (``payload: {}``), ``verify_signatures`` (False accepts
-    any ``0x`` + 130 hex signature), ``faults``.
+    any ``0x`` + 130 hex signature), ``faults``, ``clock`` (a :class:`SandboxClock`: its
+    ``offset`` skews the exchange's clock, ``advance`` moves it).
 
     Error texts (``{"status": "error", "message": ..., "payload": ""}``):
 
@@ -208,6 +209,7 @@ class SandboxExchange:
         *,
         markets: dict[str, tuple[str, str]] | None = None,
         faults: Faults | None = None,
+        clock: SandboxClock | None = None,
     ) -> None:
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
@@ -226,8 +228,8 @@ class SandboxExchange:
         self.login_count = 0
         self.in_flight = 0
         self.peak_in_flight = 0
-        #: Added to the wall clock; see :meth:`advance_time`.
-        self.time_offset = 0.0
+        #: The exchange's clock (tokens, ``Date`` headers, order timestamps).
+        self.clock = clock if clock is not None else SandboxClock()
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._minter = TokenMinter(random.Random(self._rng.getrandbits(64)))
@@ -254,13 +256,22 @@ class SandboxExchange:
         return self._app
 
     def now(self) -> float:
-        """The exchange clock (unix seconds, wall clock + ``time_offset``)."""
-        return time.time() + self.time_offset
+        """The exchange clock (unix seconds, wall clock + ``clock.offset``)."""
+        return self.clock.now()
+
+    @property
+    def time_offset(self) -> float:
+        """``clock.offset`` (kept for existing callers)."""
+        return self.clock.offset
+
+    @time_offset.setter
+    def time_offset(self, value: float) -> None:
+        self.clock.offset = float(value)
 
     def advance_time(self, seconds: float) -> None:
         """Move the exchange clock forward (expires tokens, triggers cancels)."""
         with self._lock:
-            self.time_offset += seconds
+            self.clock.advance(seconds)
 
     def _enter(self) -> None:
         with self._lock:
@@ -341,6 +352,11 @@ class SandboxExchange:
         r_ttl = self.refresh_ttl if refresh_ttl is None else refresh_ttl
         access, a_jti = self._minter.mint(uid, "access", now, a_ttl)
         refresh, r_jti = self._minter.mint(uid, "refresh", now, r_ttl)
+        # Expired tokens are forgotten (they would fail anyway): memory stays bounded by the live
+        # ones, however long a session runs.
+        for table in (self._access, self._refresh):
+            for stale in [t for t, entry in table.items() if entry.expires_at <= now]:
+                del table[stale]
         self._access[access] = _Token(uid, now + a_ttl, a_jti)
         self._refresh[refresh] = _Token(uid, now + r_ttl, r_jti)
         return access, refresh

@@ -6,8 +6,8 @@ expired and refresh before each request. The offset is learned from evidence:
 
 - The ``Date`` header of answers (RFC 9110: whole seconds, stamped while the request was
   between leaving and its answer arriving). Each stamp bounds the offset to an interval
-  ``[stamp - received, stamp + 1 - sent)``; intervals are intersected, so the estimate tightens
-  to well under a second. A stamp that contradicts the interval (the clock stepped, the machine
+  ``[stamp - received, stamp + 1 - sent)``; intervals are intersected and the estimate is the
+  middle: within about a second (plenty beside a 30 s refresh skew). A stamp that contradicts the interval (the clock stepped, the machine
   slept) starts a new one. The header is parsed only when its text changes: at most about once
   per second on a busy session, and at once after a jump.
 - Without any ``Date`` header, a freshly issued token's ``iat`` gives the same kind of stamp.
@@ -88,9 +88,9 @@ class ExchangeClock:
     def _report(self, previous: float | None) -> None:
         offset = self.offset
         assert offset is not None
-        if abs(offset) < C.CLOCK_SKEW_WARNING:
-            return
         if not self._warned:
+            if abs(offset) < C.CLOCK_SKEW_WARNING:
+                return
             self._warned = True
             logger.warning(
                 "the exchange's clock is %.0f s %s this machine's; token expiry is judged on the "
@@ -98,5 +98,5 @@ class ExchangeClock:
                 abs(offset),
                 "ahead of" if offset > 0 else "behind",
             )
-        elif previous is None or abs(offset - previous) >= C.CLOCK_SKEW_WARNING:
+        elif previous is not None and abs(offset - previous) >= C.CLOCK_SKEW_WARNING:
             logger.info("the exchange's clock is now %+.0f s off this machine's", offset)

@@ -12,13 +12,14 @@ from typing import Any
 
 from tanx_async import AsyncTanxSession
 from tanx_async import _flow as flow_module
-from tanx_async._auth import Auth, jwt_expiry
+from tanx_async._auth import Auth, AuthPaths, AuthRequest, jwt_expiry
 from tanx_async._clock import ExchangeClock
 from tanx_async._convert import structure, structure_order
 from tanx_async._envelope import decode_envelope, is_access_token_error
 from tanx_async._errors import APIStatusError, status_error_class
 from tanx_async._flow import FlowControl
 from tanx_async._httpx import httpx
+from tanx_async._pipeline import Attempts, Response
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
 from tanx_async._transports import RawResponse, Sender, TransportName
@@ -29,13 +30,17 @@ from tanx_async._transports.native import Http11Sender, _Connection, _idle_timeo
 __all__ = [
     "APIStatusError",
     "AiohttpSender",
+    "Attempts",
     "Auth",
+    "AuthPaths",
+    "AuthRequest",
     "ExchangeClock",
     "FlowControl",
     "Http11Sender",
     "HttpxSender",
     "PrivateKeySigner",
     "RawResponse",
+    "Response",
     "RetryPolicy",
     "Sender",
     "TransportName",

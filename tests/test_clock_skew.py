@@ -72,3 +72,28 @@ async def test_fresh_token_within_the_skew_is_not_refreshed_before_every_request
             await session.health()
             await session.orders.cancel_many(ids, concurrency=16)
     assert ex.refresh_count <= 1  # at most once, should the batch outlast half its lifetime
+
+
+@pytest.mark.parametrize("skew", [-600.0, 600.0])
+async def test_unanswered_cancels_are_settled_truthfully_under_skew(skew: float) -> None:
+    """An unanswered cancel's look-up compares the order's ``updated_at`` (exchange clock) with
+    when our first attempt left: on the exchange's clock too, or ten minutes of skew would call
+    our own cancel "already closed" (behind) or an old cancellation ours (ahead)."""
+    with running_sandbox(seed=24, cancel_delay=0.0, clock=SandboxClock(offset=skew)) as sb:
+        ex = sb.exchange
+        open_ids = ex.seed_orders(sb.uid, 150)
+        closed = ex.seed_orders(sb.uid, 50, state="cancel")
+        for oid in closed:
+            ex.update_order(oid, updated_at=ex.now() - 60)  # a minute before the batch
+        before = {oid: ex.order(oid).state for oid in open_ids + closed}
+        ex.faults.only_paths = (CANCEL_PATH,)
+        ex.faults.drop_after_rate = 0.3  # processed, then the answer is lost
+        async with sb.session() as session:
+            await session.health()  # the exchange's clock is known before the batch
+            outcomes = await session.orders.cancel_many(open_ids + closed, concurrency=16)
+    dropped = {r.order_id for r in ex.requests if r.fault == "drop_after"}
+    statuses = {o.order_id: o.status for o in outcomes}
+    assert mismatches(ex, outcomes, before) == []
+    # Enough of each kind went unanswered for the comparison to matter.
+    assert sum(statuses[oid] is CancelStatus.CANCELLED for oid in dropped) >= 10
+    assert sum(statuses[oid] is CancelStatus.ALREADY_CLOSED for oid in dropped) >= 5

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from email.utils import parsedate_to_datetime
 
+import httpx
 import pytest
 
 from tanx_async import CancelStatus
-from tanx_async.testing import SandboxClock
+from tanx_async.testing import SandboxClock, SandboxExchange
 
 from .internals import auth_of
 from .sandbox import mismatches, running_sandbox
@@ -99,3 +101,20 @@ async def test_unanswered_cancels_are_settled_truthfully_under_skew(skew: float)
     # Enough of each kind went unanswered for the comparison to matter.
     assert sum(statuses[oid] is CancelStatus.CANCELLED for oid in dropped) >= 10
     assert sum(statuses[oid] is CancelStatus.ALREADY_CLOSED for oid in dropped) >= 5
+
+
+async def test_the_sandbox_date_header_follows_its_clock() -> None:
+    clock = SandboxClock(offset=-600)
+    exchange = SandboxExchange(seed=25, clock=clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=exchange.app), base_url="http://sandbox"
+    ) as c:
+        for _ in range(2):
+            before = clock.now()
+            answer = await c.get("/sapi/v1/health/")
+            stamp = parsedate_to_datetime(answer.headers["date"]).timestamp()
+            assert int(before) <= stamp <= clock.now()
+            clock.advance(86_400)
+    assert exchange.time_offset == clock.offset == -600 + 2 * 86_400
+    with pytest.raises(ValueError, match="only moves forward"):
+        clock.advance(-1)

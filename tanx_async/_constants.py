@@ -86,6 +86,9 @@ CONFIRM_STREAM_ATTEMPTS: Final = 2
 # ``cancel`` was closed before our first (unanswered) cancel attempt or possibly by it.
 CLOCK_SKEW_TOLERANCE: Final = 2.0
 
+# An offset between the exchange's clock and ours at least this large is logged (once at WARNING).
+CLOCK_SKEW_WARNING: Final = 5.0
+
 # Listing orders.
 LIST_PAGE_LIMIT: Final = 100
 LIST_MAX_LIMIT: Final = 100

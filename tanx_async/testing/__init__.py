@@ -24,6 +24,7 @@ every text the sandbox invents, such as the cancel refusals (404 "Order not foun
 """
 
 from .._config import is_loopback
+from ._clock import SandboxClock
 from ._faults import Faults, SimulatedDisconnect
 from ._fixture import TanxSandbox
 from ._records import RequestRecord
@@ -39,6 +40,7 @@ __all__ = [
     "PROFILES",
     "Faults",
     "RequestRecord",
+    "SandboxClock",
     "SandboxExchange",
     "SandboxOrder",
     "SandboxServer",

@@ -264,7 +264,12 @@ def make_app(exchange: SandboxExchange) -> ASGIApp:
                     )
             status = reply.status
             body = reply.body
-            headers = [*reply.headers, (b"content-length", str(len(body)).encode())]
+            headers = [
+                *reply.headers,
+                (b"content-length", str(len(body)).encode()),
+                # On the exchange's clock (RFC 9110 Date: origin servers with a clock send it).
+                (b"date", formatdate(exchange.now(), usegmt=True).encode()),
+            ]
             await send({"type": "http.response.start", "status": status, "headers": headers})
             if fault == "truncate" and not socket_faults:
                 body = body[: len(body) // 2]
@@ -364,7 +369,7 @@ def _pre_fault(exchange: SandboxExchange, fault: str) -> _Reply | None:
         if faults.retry_after is not None:
             seconds = max(1, math.ceil(faults.retry_after))
             value = (
-                formatdate(time.time() + seconds, usegmt=True)
+                formatdate(exchange.now() + seconds, usegmt=True)
                 if faults.retry_after_http_date
                 else str(seconds)
             )

@@ -627,12 +627,14 @@ async def test_the_stream_over_tls_verifies_like_rest(self_signed: tuple[Path, P
 
 async def test_a_token_about_to_expire_is_refreshed_before_connecting() -> None:
     with running_sandbox(seed=17) as sb:
-        access, refresh = sb.exchange.issue_tokens(sb.uid, access_ttl=20)  # inside the 30 s skew
-        async with (
-            AsyncTanxSession(base_url=sb.server.url, access_token=access, refresh_token=refresh) as session,
-            session.stream(),
-        ):
-            renewed = auth_of(session).access
+        access, refresh = sb.exchange.issue_tokens(sb.uid, access_ttl=60)
+        async with AsyncTanxSession(
+            base_url=sb.server.url, access_token=access, refresh_token=refresh
+        ) as session:
+            sb.exchange.clock.advance(45)  # 15 s left on the exchange's clock: inside the 30 s skew
+            assert await session.health()  # its Date header tells the session the exchange's clock
+            async with session.stream():
+                renewed = auth_of(session).access
     (handshake,) = [r for r in sb.exchange.requests if r.path == "/private"]
     assert sb.exchange.refresh_count == 1 and renewed is not None and renewed != access
     assert handshake.result == "ws_open" and handshake.token == token_fingerprint(renewed)

@@ -16,6 +16,7 @@ must observe a request while it runs (the batch deadline) passes its own ``Attem
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -42,8 +43,9 @@ from ._flow import FlowControl
 from ._httpx import httpx
 from ._json import dumps
 from ._log import logger
+from ._pace import Pacer
 from ._retry import RetryPolicy, is_ambiguous
-from ._transports import Sender, TransportName, make_sender
+from ._transports import Sender, TransportName, Warmable, make_sender
 from .events import EventCallback, EventKind, RequestEvent
 
 __all__ = ["Attempts", "Pipeline", "Response"]
@@ -111,8 +113,10 @@ class Pipeline:
         on_event: EventCallback | None,
         timeout: httpx.Timeout,
         policy: RetryPolicy,
+        keep_warm: bool = False,
     ) -> None:
         self.base_url = base_url
+        self.keep_warm = keep_warm
         #: The session's own timeout and retry policy (its views may have others): auth uses them.
         self.timeout = timeout
         self.policy = policy
@@ -127,6 +131,8 @@ class Pipeline:
         self.on_event = on_event
         self.sender: Sender | None = None
         self.limiter: anyio.CapacityLimiter | None = None
+        #: Bounds the answers one event-loop iteration processes (asyncio only; see ``_pace``).
+        self.pacer: Pacer | None = None
         self.closed = False
         self._flight: _Flight | None = None
 
@@ -139,6 +145,10 @@ class Pipeline:
             raise SessionClosedError("this AsyncTanxSession is closed")
         if self.sender is None or self.limiter is None:
             self.limiter = anyio.CapacityLimiter(self.max_concurrency)
+            try:
+                self.pacer = Pacer(asyncio.get_running_loop(), C.ANSWERS_PER_TURN)
+            except RuntimeError:  # trio
+                self.pacer = None
             self.sender = make_sender(
                 http_client=self.http_client,
                 transport=self.transport,
@@ -146,7 +156,13 @@ class Pipeline:
                 verify=self.verify,
                 timeout=timeout,
                 max_response_bytes=self.max_response_bytes,
+                keep_warm=self.keep_warm,
             )
+            if self.keep_warm and not isinstance(self.sender, Warmable):
+                logger.warning(
+                    "keep_warm=True: the %s transport cannot keep connections warm",
+                    type(self.sender).__name__,
+                )
         return self.sender, self.limiter
 
     async def aclose(self) -> None:
@@ -157,6 +173,18 @@ class Pipeline:
         if sender is not None:
             with anyio.CancelScope(shield=True):
                 await sender.aclose()
+
+    async def warm_up(self, connections: int, timeout: httpx.Timeout) -> int:  # noqa: ASYNC109
+        """Open up to ``connections`` connections to the exchange ahead of need (see
+        ``AsyncTanxSession.warm_up``); 0 with a log line where the transport cannot."""
+        sender, _ = self.start(timeout)
+        if not isinstance(sender, Warmable):
+            logger.info(
+                "warm_up: the %s transport cannot open connections ahead of need; nothing done",
+                type(sender).__name__,
+            )
+            return 0
+        return await sender.warm_up(self.base_url + "/", connections, timeout)
 
     def is_closed(self) -> bool:
         return self.closed
@@ -245,6 +273,8 @@ class Pipeline:
                     )
             else:
                 elapsed = time.monotonic() - started
+                if self.pacer is not None:
+                    await self.pacer.turn()
                 if debug:
                     logger.debug(
                         "%s %s -> %d in %.1f ms (attempt %d)",

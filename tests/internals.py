@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tanx_async import AsyncTanxSession
+from tanx_async import _constants as C
 from tanx_async import _flow as flow_module
 from tanx_async._auth import Auth, jwt_expiry
 from tanx_async._convert import structure, structure_order
@@ -20,13 +21,16 @@ from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
 from tanx_async._transports import RawResponse, Sender, TransportName
 from tanx_async._transports.aiohttp_sender import AiohttpSender
+from tanx_async._transports.anyio_sender import AnyioSender
 from tanx_async._transports.httpx_sender import HttpxSender
 from tanx_async._transports.native import Http11Sender, _Connection, _idle_timeout, _Origin
 
 __all__ = [
     "APIStatusError",
     "AiohttpSender",
+    "AnyioSender",
     "Auth",
+    "C",
     "FlowControl",
     "Http11Sender",
     "HttpxSender",
@@ -45,6 +49,7 @@ __all__ = [
     "is_access_token_error",
     "is_ambiguous",
     "jwt_expiry",
+    "keeper_of",
     "parse_retry_after",
     "random_wallet",
     "sender_of",
@@ -75,3 +80,9 @@ def auth_of(session: AsyncTanxSession) -> Auth:
 def shares_pipeline(a: AsyncTanxSession, b: AsyncTanxSession) -> bool:
     """Whether two sessions share one pool and one set of tokens (a ``with_options`` view)."""
     return a._pipeline is b._pipeline
+
+
+def keeper_of(session: AsyncTanxSession) -> Any:
+    """The keep-warm task of the session's built-in transport (None when it has none)."""
+    sender = sender_of(session)
+    return getattr(sender, "_keeper", None)

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
 from .._errors import APIConnectionError, APITimeoutError
+from .._log import logger
 from .base import RawResponse, pool_closed, too_large
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.opened_at = time.monotonic()
         #: How long the server said it keeps this connection idle (``Keep-Alive: timeout=N``).
         self.server_idle: float | None = None
         self.keep_alive = False
@@ -179,15 +181,7 @@ class _Connection(asyncio.Protocol):
                 "the connection closed before the request was sent", maybe_processed=False
             )
         loop = self._loop
-        self.keep_alive = False
-        self._method, self._url = method, url
-        self._buf.clear()
-        self._received = False
-        self._status = 0
-        self._headers = None
-        self._mode = 0
-        self._parts = []
-        self._size = 0
+        self._reset(method, url)
         waiter: asyncio.Future[RawResponse] = loop.create_future()
         self._waiter = waiter
         transport.write(payload)
@@ -206,6 +200,18 @@ class _Connection(asyncio.Protocol):
                 self.close()
                 if waiter.done() and not waiter.cancelled():
                     waiter.exception()  # failed, then we were cancelled: not "never retrieved"
+
+    def _reset(self, method: str, url: str) -> None:
+        """Ready the parser for the answer to a new request (also used by ``anyio_sender``)."""
+        self.keep_alive = False
+        self._method, self._url = method, url
+        self._buf.clear()
+        self._received = False
+        self._status = 0
+        self._headers = None
+        self._mode = 0
+        self._parts = []
+        self._size = 0
 
     def _on_timeout(self, seconds: float) -> None:
         self._timer = None
@@ -456,6 +462,7 @@ class Http11Sender:
         limits: httpx.Limits,
         verify: bool | ssl.SSLContext,
         max_response_bytes: int,
+        keep_warm: bool = False,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._cap = max_response_bytes
@@ -474,6 +481,13 @@ class Http11Sender:
         self._origins: dict[str, _Origin] = {}
         self._closed = False
         self._busy: set[_Connection] = set()
+        #: Per origin: the ``_Origin`` (to reconnect it) and the server's last ``Keep-Alive`` hint.
+        self._known: dict[tuple[str, str, int], _Origin] = {}
+        self._server_idle: dict[tuple[str, str, int], float] = {}
+        self._keeper: asyncio.Task[None] | None = None
+        self._keep_warm = keep_warm
+        #: The timeouts of the last request or warm-up: keep-warm connects within them.
+        self._connect_timeout: httpx.Timeout | None = None
 
     # public (the Sender protocol)
 
@@ -487,13 +501,9 @@ class Http11Sender:
     ) -> RawResponse:
         if self._closed:
             raise pool_closed()
-        origin = self._origins.get(url)
-        if origin is None:
-            origin = _Origin(url)
-            if len(self._origins) >= _URL_CACHE_SIZE:
-                self._origins.clear()
-            self._origins[url] = origin
+        origin = self._origins.get(url) or self._origin(url)
         payload = self._payload(method, origin, headers, content)
+        self._connect_timeout = timeout
         conn = await self._acquire(origin, timeout)
         if self.closed:  # closed while we queued or connected: nothing sent
             self._release(origin.key, conn)
@@ -515,6 +525,10 @@ class Http11Sender:
 
     async def aclose(self) -> None:
         self._closed = True
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
@@ -530,6 +544,131 @@ class Http11Sender:
         # Let the transports run their close callbacks before the loop may go away.
         await asyncio.sleep(0)
 
+    async def warm_up(self, url: str, connections: int, timeout: httpx.Timeout) -> int:
+        """Open connections to ``url``'s origin ahead of need until ``connections`` are idle and
+        ready (TCP connected, TLS handshake done and the certificate verified), within
+        ``max_connections`` and ``max_keepalive_connections``. Sends no request. Returns how
+        many idle connections are ready now; raises the connect error when none could be opened
+        and none were ready."""
+        if self._closed:
+            raise pool_closed()
+        origin = self._origin(url)
+        key = origin.key
+        self._connect_timeout = timeout
+        ready = self._ready_count(key)
+        want = min(connections, self._max_idle if self._max_idle is not None else connections) - ready
+        room = want if self._max is None else min(want, self._max - self._open)
+        if room <= 0:
+            return ready
+        self._open += room  # reserved now: requests arriving meanwhile see the slots taken
+        results = await asyncio.gather(*(self._open_ahead(origin, timeout) for _ in range(room)))
+        ready = self._ready_count(key)
+        errors = [r for r in results if r is not None]
+        if errors and ready == 0:
+            raise errors[0]
+        if errors:
+            logger.info("warm_up: %d of %d connections failed to open (%s)", len(errors), room, errors[0])
+        return ready
+
+    def _origin(self, url: str) -> _Origin:
+        origin = self._origins.get(url)
+        if origin is None:
+            origin = _Origin(url)
+            if len(self._origins) >= _URL_CACHE_SIZE:
+                self._origins.clear()
+            self._origins[url] = origin
+            self._known.setdefault(origin.key, origin)
+        return origin
+
+    def _ready_count(self, key: tuple[str, str, int]) -> int:
+        now = time.monotonic()
+        return sum(
+            1
+            for conn in self._idle.get(key, ())
+            if not conn.is_closing() and now - conn.idle_since < self._life(conn)
+        )
+
+    def _life(self, conn: _Connection) -> float:
+        """How long ``conn`` may sit idle and still be reused (our expiry, the server's hint)."""
+        server_idle = conn.server_idle
+        if server_idle is None:
+            return self._expiry
+        return min(self._expiry, server_idle - C.SERVER_IDLE_MARGIN)
+
+    async def _open_ahead(self, origin: _Origin, timeout: httpx.Timeout) -> APIConnectionError | None:
+        """Fill a slot already counted in ``_open`` with a new idle connection (or hand it to a
+        waiting request). Never raises a connect error: returns it (and frees the slot)."""
+        try:
+            conn = await self._connect(origin, timeout)
+        except APIConnectionError as exc:
+            self._free_slot()
+            return exc
+        except BaseException:
+            self._free_slot()
+            raise
+        if self._closed:
+            self._discard(conn)
+            return pool_closed()
+        conn.keep_alive = True  # fresh, nothing asked of it yet
+        conn.server_idle = self._server_idle.get(origin.key)
+        conn.opened_at = time.monotonic()
+        self._in_use += 1
+        self._release(origin.key, conn)
+        return None
+
+    # keep-warm: replace idle connections before they lapse, without sending anything
+
+    def _start_keeper(self) -> None:
+        if self._keep_warm and self._keeper is None and not self._closed:
+            self._keeper = self._loop.create_task(self._keep_warm_loop())
+
+    async def _keep_warm_loop(self) -> None:
+        """Every tick (at most ``KEEP_WARM_POLL`` apart, sooner when a connection is due):
+        idle connections that will lapse within the lead time (our expiry, the server's
+        ``Keep-Alive: timeout``) or that the server closed are replaced by new ones."""
+        while not self._closed:
+            await asyncio.sleep(self._next_tick())
+            stale = self._take_stale()
+            if stale and self._connect_timeout is not None:
+                timeout = self._connect_timeout
+                await asyncio.gather(*(self._open_ahead(self._known[key], timeout) for key in stale))
+
+    def _lead(self, life: float) -> float:
+        return min(C.KEEP_WARM_LEAD, life / 2)
+
+    def _next_tick(self) -> float:
+        now = time.monotonic()
+        tick = C.KEEP_WARM_POLL
+        for idle in self._idle.values():
+            for conn in idle:
+                life = self._life(conn)
+                tick = min(tick, conn.idle_since + life - self._lead(life) - now)
+        return max(tick, C.KEEP_WARM_MIN_TICK)
+
+    def _take_stale(self) -> list[tuple[str, str, int]]:
+        """Close the idle connections due for replacement (their slots stay reserved) and
+        return the origin of each one to reopen. A connection the server closed within
+        ``KEEP_WARM_MIN_LIFE`` of opening, or whose life is shorter than that, is let go:
+        reconnecting it would only churn."""
+        now = time.monotonic()
+        stale: list[tuple[str, str, int]] = []
+        for key, idle in self._idle.items():
+            if key not in self._known:
+                continue
+            keep: list[_Connection] = []
+            for conn in idle:
+                life = self._life(conn)
+                closed = conn.is_closing()
+                if not closed and now - conn.idle_since < life - self._lead(life):
+                    keep.append(conn)
+                elif life < C.KEEP_WARM_MIN_LIFE or (closed and now - conn.opened_at < C.KEEP_WARM_MIN_LIFE):
+                    self._discard(conn)
+                else:
+                    conn.close()
+                    stale.append(key)
+            idle[:] = keep
+        return stale
+
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS context for ``https`` origins (built on first use: it loads the CA bundle)."""
         if self._ssl is None:
@@ -538,7 +677,8 @@ class Http11Sender:
 
     # internals
 
-    def _payload(self, method: str, origin: _Origin, headers: dict[str, str], content: bytes | None) -> bytes:
+    @staticmethod
+    def _payload(method: str, origin: _Origin, headers: dict[str, str], content: bytes | None) -> bytes:
         lines = [method, " ", origin.target, " HTTP/1.1\r\nHost: ", origin.host_header, "\r\n"]
         for name, value in headers.items():
             lines += (name, ": ", value, "\r\n")
@@ -724,8 +864,12 @@ class Http11Sender:
         if self._max_idle is not None and len(idle) >= self._max_idle:
             self._discard(conn)
             return
+        if conn.server_idle is not None:
+            self._server_idle[key] = conn.server_idle
         conn.idle_since = time.monotonic()
         idle.append(conn)
+        if self._keeper is None and self._keep_warm:
+            self._start_keeper()
 
     def _discard(self, conn: _Connection) -> None:
         conn.close()

@@ -16,7 +16,6 @@ must observe a request while it runs (the batch deadline) passes its own ``Attem
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -43,7 +42,6 @@ from ._flow import FlowControl
 from ._httpx import httpx
 from ._json import dumps
 from ._log import logger
-from ._pace import Pacer
 from ._retry import RetryPolicy, is_ambiguous
 from ._transports import Sender, TransportName, Warmable, make_sender
 from .events import EventCallback, EventKind, RequestEvent
@@ -131,8 +129,7 @@ class Pipeline:
         self.on_event = on_event
         self.sender: Sender | None = None
         self.limiter: anyio.CapacityLimiter | None = None
-        #: Bounds the answers one event-loop iteration processes (asyncio only; see ``_pace``).
-        self.pacer: Pacer | None = None
+
         self.closed = False
         self._flight: _Flight | None = None
 
@@ -145,10 +142,7 @@ class Pipeline:
             raise SessionClosedError("this AsyncTanxSession is closed")
         if self.sender is None or self.limiter is None:
             self.limiter = anyio.CapacityLimiter(self.max_concurrency)
-            try:
-                self.pacer = Pacer(asyncio.get_running_loop(), C.ANSWERS_PER_TURN)
-            except RuntimeError:  # trio
-                self.pacer = None
+
             self.sender = make_sender(
                 http_client=self.http_client,
                 transport=self.transport,
@@ -273,8 +267,6 @@ class Pipeline:
                     )
             else:
                 elapsed = time.monotonic() - started
-                if self.pacer is not None:
-                    await self.pacer.turn()
                 if debug:
                     logger.debug(
                         "%s %s -> %d in %.1f ms (attempt %d)",

@@ -17,6 +17,7 @@ from tanx_async._envelope import decode_envelope, is_access_token_error
 from tanx_async._errors import APIStatusError, status_error_class
 from tanx_async._flow import FlowControl
 from tanx_async._httpx import httpx
+from tanx_async._pace import PacedFuture, Pacer
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
 from tanx_async._transports import RawResponse, Sender, TransportName
@@ -34,6 +35,8 @@ __all__ = [
     "FlowControl",
     "Http11Sender",
     "HttpxSender",
+    "PacedFuture",
+    "Pacer",
     "PrivateKeySigner",
     "RawResponse",
     "RetryPolicy",

@@ -38,6 +38,7 @@ from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
 from .._errors import APIConnectionError, APITimeoutError
 from .._log import logger
+from .._pace import PacedFuture, Pacer
 from .base import RawResponse, pool_closed, too_large
 
 if TYPE_CHECKING:
@@ -111,6 +112,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.opened_at = time.monotonic()
+        #: Spreads the answers of a wave over loop iterations (``_pace``); set by the pool.
+        self.pacer: Pacer | None = None
         #: How long the server said it keeps this connection idle (``Keep-Alive: timeout=N``).
         self.server_idle: float | None = None
         self.keep_alive = False
@@ -182,7 +185,9 @@ class _Connection(asyncio.Protocol):
             )
         loop = self._loop
         self._reset(method, url)
-        waiter: asyncio.Future[RawResponse] = loop.create_future()
+        waiter: asyncio.Future[RawResponse] = (
+            loop.create_future() if self.pacer is None else PacedFuture(loop, self.pacer)
+        )
         self._waiter = waiter
         transport.write(payload)
         if read_timeout is not None:
@@ -486,6 +491,7 @@ class Http11Sender:
         self._server_idle: dict[tuple[str, str, int], float] = {}
         self._keeper: asyncio.Task[None] | None = None
         self._keep_warm = keep_warm
+        self._pacer = Pacer(self._loop, C.ANSWERS_PER_TURN)
         #: The timeouts of the last request or warm-up: keep-warm connects within them.
         self._connect_timeout: httpx.Timeout | None = None
 
@@ -793,6 +799,7 @@ class Http11Sender:
         if origin.tls:
             context = self.ssl_context()
         conn = _Connection(loop, self._cap)
+        conn.pacer = self._pacer
         try:
             # anyio's deadline, not ``asyncio.wait_for`` (which, on Python <= 3.11, can drop a
             # cancellation that arrives as the connection completes).

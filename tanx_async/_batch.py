@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from . import _constants as C
-from ._convert import is_order_payload, structure_order
+from ._convert import decode_echo, is_order_payload, structure_order
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -98,16 +98,19 @@ async def cancel_one(
         return outcome(CancelStatus.UNKNOWN if record.ambiguous else CancelStatus.FAILED, error=exc)
 
     payload = response.payload
-    order: Order | None = None
-    if is_order_payload(payload):
-        try:
-            order = structure_order(payload)
-        except TanxError as exc:
-            # The cancel was accepted; an order we cannot read must not turn that into a failure.
-            logger.warning("order %d: cancel queued, but its echo did not decode: %s", oid, exc)
+    if not is_order_payload(payload):
+        payload = None
     if confirm:
+        order = decode_echo(oid, payload) if payload is not None else None
         return await _confirm(session, oid, order, time.monotonic() + confirm_timeout, outcome)
-    return outcome(CancelStatus.QUEUED, order)
+    # The echo is decoded only if the caller reads ``outcome.order``.
+    return CancelOutcome(
+        order_id=oid,
+        status=CancelStatus.QUEUED,
+        attempts=record.count,
+        elapsed=time.monotonic() - started,
+        echo=payload,
+    )
 
 
 _Make = Callable[[CancelStatus, "Order | None", "TanxError | None"], CancelOutcome]

@@ -163,14 +163,30 @@ class CancelOutcome:
     already closed (then ``error`` keeps the exchange's refusal, for the record). A queued cancel
     that ``confirm=True`` could not confirm in time is not ok. ``order`` is the exchange's latest
     view of the order when one was seen; ``error`` explains every non-ok outcome.
+
+    The order echoed by an accepted cancel is decoded when ``order`` is first read (a burst that
+    only looks at ``status`` never pays for it); an echo that cannot be decoded then reads as
+    None, with a warning, as it would have when decoded at once.
     """
 
     order_id: int
     status: CancelStatus
-    order: Order | None = None
+    _order: Order | None = attrs.field(default=None, alias="order", repr=False, eq=False)
     error: TanxError | None = attrs.field(default=None, eq=False)
     attempts: int = 0
     elapsed: float = 0.0
+    #: The cancel answer's payload, not decoded yet (see ``order``).
+    _echo: object = attrs.field(default=None, alias="echo", repr=False, eq=False)
+
+    @property
+    def order(self) -> Order | None:
+        """The exchange's latest view of the order, when one was seen (decoded on first read)."""
+        if self._order is None and self._echo is not None:
+            from ._convert import decode_echo  # _convert imports this module
+
+            object.__setattr__(self, "_order", decode_echo(self.order_id, self._echo))
+            object.__setattr__(self, "_echo", None)
+        return self._order
 
     @property
     def ok(self) -> bool:

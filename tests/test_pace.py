@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
-from .internals import PacedFuture, Pacer
+from .internals import Pacer
 
 
 async def test_a_wave_is_spread_over_iterations_in_order() -> None:
     loop = asyncio.get_running_loop()
     pacer = Pacer(loop, per_turn=2)
-    futures = [PacedFuture(loop, pacer) for _ in range(5)]
+    futures = [pacer.future_type(loop=loop) for _ in range(5)]
     woken: list[tuple[int, int]] = []
     turn = [0]
 
@@ -36,7 +36,7 @@ async def test_a_wave_is_spread_over_iterations_in_order() -> None:
 async def test_a_held_answer_whose_task_is_cancelled_is_dropped() -> None:
     loop = asyncio.get_running_loop()
     pacer = Pacer(loop, per_turn=1)
-    first, second, third = (PacedFuture(loop, pacer) for _ in range(3))
+    first, second, third = (pacer.future_type(loop=loop) for _ in range(3))
     first.set_result("a")
     second.set_result("b")  # held
     third.set_result("c")  # held
@@ -51,7 +51,7 @@ async def test_answers_arriving_one_by_one_are_never_held() -> None:
     loop = asyncio.get_running_loop()
     pacer = Pacer(loop, per_turn=1)
     for i in range(5):
-        future = PacedFuture(loop, pacer)
+        future = pacer.future_type(loop=loop)
         future.set_result(i)
         assert future.result() == i  # handed over at once
         await asyncio.sleep(0)

@@ -38,7 +38,7 @@ from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
 from .._errors import APIConnectionError, APITimeoutError
 from .._log import logger
-from .._pace import PacedFuture, Pacer
+from .._pace import Pacer
 from .base import RawResponse, pool_closed, too_large
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ class _Connection(asyncio.Protocol):
         loop = self._loop
         self._reset(method, url)
         waiter: asyncio.Future[RawResponse] = (
-            loop.create_future() if self.pacer is None else PacedFuture(loop, self.pacer)
+            loop.create_future() if self.pacer is None else self.pacer.future_type(loop=loop)
         )
         self._waiter = waiter
         transport.write(payload)

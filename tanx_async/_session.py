@@ -58,9 +58,9 @@ class AsyncTanxSession:
       ``max_concurrency`` (requests in flight, default 64, at most the pool size),
       ``rate_limit`` (requests/s, with ``rate_limit_burst``) shared by every task.
     - ``http_client``: an ``httpx.AsyncClient`` you own (never closed by the session);
-      ``transport``: ``"auto"`` (``"native"`` on asyncio, ``"httpx"`` under trio),
-      ``"native"`` (our HTTP/1.1 client, asyncio only), ``"aiohttp"`` (the ``aiohttp`` extra),
-      ``"httpx"``.
+      ``transport``: ``"auto"``/``"native"`` (our HTTP/1.1 client: on ``asyncio.Protocol``
+      under asyncio, over anyio streams under trio), ``"aiohttp"`` (the ``aiohttp`` extra,
+      asyncio only), ``"httpx"``.
     - ``verify``: TLS verification, on unless you pass ``False`` or your own ``ssl.SSLContext``.
       Plain ``http://`` is refused for non-loopback hosts unless ``allow_insecure_http=True``.
     - ``auth_paths``, ``max_response_bytes`` (default 8 MiB), ``on_event`` (see ``events``).

@@ -132,6 +132,7 @@ class Pipeline:
 
         self.closed = False
         self._flight: _Flight | None = None
+        self._header_sets: dict[tuple[str | None, bool], dict[str, str]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -214,9 +215,6 @@ class Pipeline:
         if params:
             url += "?" + urlencode(params)
         content = dumps(json) if json is not None else None
-        headers = dict(_STATIC_HEADERS)
-        if content is None:
-            del headers["Content-Type"]
         on_event = self.on_event
         debug = logger.isEnabledFor(logging.DEBUG)
         attempt = 0
@@ -227,7 +225,7 @@ class Pipeline:
             token = None
             if private:
                 token = await self.token()
-                headers["Authorization"] = "JWT " + token
+            headers = self._headers(token, content is not None)
             await self.flow.acquire()
             record.count += 1
             if record.first_sent is None:
@@ -311,6 +309,23 @@ class Pipeline:
             )
             await anyio.sleep(delay)
             attempt += 1
+
+    def _headers(self, token: str | None, body: bool) -> dict[str, str]:
+        """The request headers for ``token`` (None: public) with or without a body: built once
+        per token and shared by every request that sends it (never mutated: senders only read
+        them). Bounded: a few entries per token, cleared when tokens have rotated a few times."""
+        key = (token, body)
+        headers = self._header_sets.get(key)
+        if headers is None:
+            headers = dict(_STATIC_HEADERS)
+            if not body:
+                del headers["Content-Type"]
+            if token is not None:
+                headers["Authorization"] = "JWT " + token
+            if len(self._header_sets) >= 8:
+                self._header_sets.clear()
+            self._header_sets[key] = headers
+        return headers
 
     # -- authentication -------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from tanx_async import AsyncTanxSession
 from tanx_async import _constants as C
 from tanx_async import _flow as flow_module
 from tanx_async._auth import Auth, jwt_expiry
+from tanx_async._config import env_proxy
 from tanx_async._convert import structure, structure_order
 from tanx_async._envelope import decode_envelope, is_access_token_error
 from tanx_async._errors import APIStatusError, status_error_class
@@ -21,6 +22,7 @@ from tanx_async._pace import PacedFuture, Pacer
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
 from tanx_async._transports import RawResponse, Sender, TransportName
+from tanx_async._transports import _said as transport_notices
 from tanx_async._transports.aiohttp_sender import AiohttpSender
 from tanx_async._transports.anyio_sender import AnyioSender
 from tanx_async._transports.httpx_sender import HttpxSender
@@ -47,8 +49,10 @@ __all__ = [
     "_idle_timeout",
     "auth_of",
     "decode_envelope",
+    "env_proxy",
     "flow_module",
     "httpx",
+    "idle_connections",
     "is_access_token_error",
     "is_ambiguous",
     "jwt_expiry",
@@ -61,6 +65,7 @@ __all__ = [
     "status_error_class",
     "structure",
     "structure_order",
+    "transport_notices",
 ]
 
 
@@ -89,3 +94,8 @@ def keeper_of(session: AsyncTanxSession) -> Any:
     """The keep-warm task of the session's built-in transport (None when it has none)."""
     sender = sender_of(session)
     return getattr(sender, "_keeper", None)
+
+
+def idle_connections(sender: Http11Sender) -> int:
+    """Connections the native pool holds idle, ready for the next request."""
+    return sum(len(idle) for idle in sender._idle.values())

@@ -151,9 +151,11 @@ class AnyioSender:
         limits: httpx.Limits,
         verify: bool | ssl.SSLContext,
         max_response_bytes: int,
+        trust_env: bool = True,
     ) -> None:
         self._cap = max_response_bytes
         self._verify = verify
+        self._trust_env = trust_env
         self._ssl: ssl.SSLContext | None = None
         self._max = limits.max_connections
         keepalive = limits.max_keepalive_connections
@@ -302,5 +304,5 @@ class AnyioSender:
 
     def ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            self._ssl = make_ssl_context(self._verify)
+            self._ssl = make_ssl_context(self._verify, trust_env=self._trust_env)
         return self._ssl

@@ -21,6 +21,7 @@ a positive integer". All other texts are listed on :class:`SandboxExchange`.
 """
 
 from ._faults import Faults, SimulatedDisconnect
+from ._fixture import TanxSandbox
 from ._server import SandboxServer, is_loopback, serve
 from ._state import RequestRecord, SandboxExchange, SandboxOrder
 from ._tokens import fingerprint as token_fingerprint
@@ -33,6 +34,7 @@ __all__ = [
     "SandboxOrder",
     "SandboxServer",
     "SimulatedDisconnect",
+    "TanxSandbox",
     "UvicornSandboxServer",
     "is_loopback",
     "serve",

@@ -84,8 +84,8 @@ class SandboxServer:
         else:
             self.exchange = None
             self.app = exchange
-        self.host = "127.0.0.1" if host == "localhost" else host
-        self.port = port
+        self.host: str = "127.0.0.1" if host == "localhost" else host
+        self.port: int = port
         self.stop_timeout = stop_timeout
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -93,7 +93,7 @@ class SandboxServer:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self.connections_accepted = 0
+        self.connections_accepted: int = 0
         #: Unexpected exceptions raised while serving connections.
         self.errors: list[BaseException] = []
 
@@ -191,7 +191,7 @@ class SandboxServer:
             self._on_connect, self.host, self.port, backlog=1024, limit=_READ_SIZE
         )
         try:
-            self.port = server.sockets[0].getsockname()[1]
+            self.port = int(server.sockets[0].getsockname()[1])
             self._ready.set()
             await self._stopping.wait()
         finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -109,7 +110,7 @@ async def cancel_one(
         status=CancelStatus.QUEUED,
         attempts=record.count,
         elapsed=time.monotonic() - started,
-        echo=payload,
+        echo=None if payload is None else partial(decode_echo, oid, payload),
     )
 
 

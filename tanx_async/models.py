@@ -8,6 +8,7 @@ on the exchange must never break a cancel loop.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -181,16 +182,14 @@ class CancelOutcome:
     error: TanxError | None = attrs.field(default=None, eq=False)
     attempts: int = 0
     elapsed: float = 0.0
-    #: The cancel answer's payload, not decoded yet (see ``order``).
-    _echo: object = attrs.field(default=None, alias="echo", repr=False, eq=False)
+    #: Decodes the cancel answer's echo on first read of ``order`` (None: nothing to decode).
+    _echo: Callable[[], Order | None] | None = attrs.field(default=None, alias="echo", repr=False, eq=False)
 
     @property
     def order(self) -> Order | None:
         """The exchange's latest view of the order, when one was seen (decoded on first read)."""
         if self._order is None and self._echo is not None:
-            from ._convert import decode_echo  # _convert imports this module
-
-            object.__setattr__(self, "_order", decode_echo(self.order_id, self._echo))
+            object.__setattr__(self, "_order", self._echo())
             object.__setattr__(self, "_echo", None)
         return self._order
 

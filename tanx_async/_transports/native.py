@@ -149,6 +149,10 @@ class _Connection(asyncio.Protocol):
         self.opened_at = time.monotonic()
         #: Spreads the answers of a wave over loop iterations (``_pace``); set by the pool.
         self.pacer: Pacer | None = None
+        #: The pool's one timer for every read timeout (None: a timer per request); set by the pool.
+        self.deadlines: _Deadlines | None = None
+        self.deadline = 0.0  # when the answer in flight times out (loop time)
+        self.read_timeout = 0.0
         #: How long the server said it keeps this connection idle (``Keep-Alive: timeout=N``).
         self.server_idle: float | None = None
         self.keep_alive = False
@@ -267,11 +271,17 @@ class _Connection(asyncio.Protocol):
         )
         self._waiter = waiter
         transport.write(payload)
+        deadlines = self.deadlines
         if read_timeout is not None:
-            self._timer = loop.call_at(loop.time() + read_timeout, self._on_timeout, read_timeout)
+            if deadlines is not None:
+                deadlines.add(self, loop.time() + read_timeout, read_timeout)
+            else:
+                self._timer = loop.call_at(loop.time() + read_timeout, self._on_timeout, read_timeout)
         try:
             return await waiter
         finally:
+            if deadlines is not None:
+                deadlines.discard(self)
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -423,6 +433,8 @@ class _Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.deadlines is not None:
+            self.deadlines.discard(self)  # answered: no read timeout, however long it is held
         waiter.set_result(RawResponse(self._status, headers, body, method=self._method, url=self._url))
 
 
@@ -436,6 +448,52 @@ def _crlf_tail(data: bytes) -> int:
     while i and data[i - 1] in (10, 13):
         i -= 1
     return len(data) - i
+
+
+class _Deadlines:
+    """The read timeouts of a pool's requests in flight, kept by one timer instead of one timer
+    per request (a timer costs a heap push, a cancel and a heap pop per request).
+
+    The timer is armed for the earliest deadline; when it fires it fails the requests whose
+    deadline passed and re-arms for the earliest one left, so every timeout fires on time."""
+
+    __slots__ = ("_at", "_conns", "_handle", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._conns: set[_Connection] = set()
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = float("inf")
+
+    def add(self, conn: _Connection, deadline: float, seconds: float) -> None:
+        conn.deadline, conn.read_timeout = deadline, seconds
+        self._conns.add(conn)
+        if deadline < self._at:
+            self._arm(deadline)
+
+    def discard(self, conn: _Connection) -> None:
+        self._conns.discard(conn)  # the timer re-arms itself from what is left when it fires
+
+    def _arm(self, at: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_at(at, self._fire)
+        self._at = at
+
+    def _fire(self) -> None:
+        self._handle, self._at = None, float("inf")
+        now = self._loop.time()
+        due = [conn for conn in self._conns if conn.deadline <= now]
+        for conn in due:
+            self._conns.discard(conn)
+            conn._on_timeout(conn.read_timeout)
+        if self._conns:
+            self._arm(min(conn.deadline for conn in self._conns))
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle, self._at = None, float("inf")
 
 
 def _pool_timeout(waiter: asyncio.Future[_Connection | None], seconds: float) -> None:
@@ -571,6 +629,7 @@ class Http11Sender:
         self._keeper: asyncio.Task[None] | None = None
         self._keep_warm = keep_warm
         self._pacer = Pacer(self._loop, C.ANSWERS_PER_TURN)
+        self._deadlines = _Deadlines(self._loop)
         #: The timeouts of the last request or warm-up: keep-warm connects within them.
         self._connect_timeout: httpx.Timeout | None = None
 
@@ -626,6 +685,7 @@ class Http11Sender:
             waiter, _ = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(pool_closed())
+        self._deadlines.cancel()
         # Let the transports run their close callbacks before the loop may go away.
         await asyncio.sleep(0)
 
@@ -882,6 +942,7 @@ class Http11Sender:
             context = self.ssl_context()
         conn = _Connection(loop, self._cap)
         conn.pacer = self._pacer
+        conn.deadlines = self._deadlines
         try:
             # anyio's deadline, not ``asyncio.wait_for`` (which, on Python <= 3.11, can drop a
             # cancellation that arrives as the connection completes).

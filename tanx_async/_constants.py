@@ -62,6 +62,37 @@ ANSWERS_PER_TURN: Final = 8
 CONFIRM_TIMEOUT: Final = 10.0
 CONFIRM_POLL_INITIAL: Final = 0.05
 CONFIRM_POLL_CAP: Final = 1.0
+# The settling pass over ``unknown`` outcomes (look-ups with backoff once the exchange answers
+# again): it ends at the batch deadline, or after this long when the batch has none, and after
+# at most this many look-ups per order.
+SETTLE_TIMEOUT: Final = 5.0
+SETTLE_MAX_LOOKUPS: Final = 20
+SETTLE_POLL_CAP: Final = 1.0
+# Unknown outcomes held back for the settling pass, at most (more are delivered unsettled).
+SETTLE_MAX_HELD: Final = 10_000
+# A lazy id stream is deduplicated against the ids in flight plus this many recently finished
+# ids (memory: about 100 bytes each); a repeat from further back is cancelled and reported again.
+DEDUPE_WINDOW: Final = 50_000
+# The session remembers the orders it got a 2xx cancel answer for (evidence that a later refusal
+# for the same order means "already queued by us"): at most this many, for this many seconds.
+CANCEL_MEMORY_SIZE: Final = 10_000
+CANCEL_MEMORY_WINDOW: Final = 60.0
+
+# The private stream (``session.stream()``). After HEARTBEAT seconds of silence a ping is sent; if
+# nothing arrives within another HEARTBEAT the stream counts as stalled and is reconnected.
+STREAM_PATH: Final = "/private"
+STREAM_HEARTBEAT: Final = 10.0
+STREAM_BUFFER: Final = 1024
+# Consecutive failed connects before the stream gives up (a success resets the count).
+STREAM_MAX_RECONNECTS: Final = 8
+STREAM_BACKOFF_BASE: Final = 0.2
+STREAM_BACKOFF_CAP: Final = 5.0
+# One message (any frame sequence) may not exceed this; tanX's updates are well under 1 KiB.
+STREAM_MAX_MESSAGE: Final = 1024 * 1024
+# confirm=True by push: an order not confirmed by push this long after its cancel was queued is
+# polled instead (confirm_with="auto"); opening the stream for a batch tries this many times.
+CONFIRM_PUSH_WINDOW: Final = 3.0
+CONFIRM_STREAM_ATTEMPTS: Final = 2
 
 # How far the exchange's clock may be from ours when deciding whether an order that is now
 # ``cancel`` was closed before our first (unanswered) cancel attempt or possibly by it.

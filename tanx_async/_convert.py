@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
+from ._constants import CANCEL_PATH
 from ._errors import ResponseValidationError
 from ._log import logger
-from .models import Order, OrderState, OrderType, Side, Trade
+from .models import Order, OrderState, OrderType, OrderUpdate, Side, Trade, TradeUpdate
 
 __all__ = ["converter", "structure", "structure_order"]
 
@@ -131,6 +132,7 @@ converter.register_structure_hook(datetime | None, _optional(_datetime))
 converter.register_structure_hook(str | None, _optional(_str))
 converter.register_structure_hook(int | None, _optional(_int))
 converter.register_structure_hook(Side | None, _optional(_open_enum(Side)))
+converter.register_structure_hook(OrderType | None, _optional(_open_enum(OrderType)))
 
 converter.register_structure_hook(Trade, make_dict_structure_fn(Trade, converter))
 _structure_order_fields = make_dict_structure_fn(Order, converter, trades=override(omit_if_default=True))
@@ -148,23 +150,44 @@ def _order(value: object, _: type) -> Order:
 
 
 converter.register_structure_hook(Order, _order)
+converter.register_structure_hook(OrderUpdate, make_dict_structure_fn(OrderUpdate, converter))
+converter.register_structure_hook(TradeUpdate, make_dict_structure_fn(TradeUpdate, converter))
 
 
-def structure(value: object, cls: type[T], *, path: str = "$.payload", raw: bytes = b"") -> T:
-    """Structure ``value`` into ``cls`` or raise ``ResponseValidationError``."""
+def structure(
+    value: object,
+    cls: type[T],
+    *,
+    path: str = "$.payload",
+    raw: bytes = b"",
+    method: str | None = None,
+    endpoint: str | None = None,
+) -> T:
+    """Structure ``value`` into ``cls`` or raise ``ResponseValidationError`` (naming the request
+    it came from: ``method`` and ``endpoint``, the URL path)."""
     try:
+        if getattr(cls, "__origin__", None) is list and not isinstance(value, list):
+            # cattrs would iterate a dict's keys or a string's characters: {} and "" are no list.
+            raise TypeError(f"expected a list, got {type(value).__name__}")
         return converter.structure(value, cls)
     except Exception as exc:  # cattrs raises groups and plain errors alike
         errors = _messages(exc, path)
         summary = errors[0] if errors else f"{type(exc).__name__} @ {path}"
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ResponseValidationError(
-            f"unexpected response: {summary}{more}", body=raw, errors=errors
+            f"unexpected response: {summary}{more}", body=raw, errors=errors, method=method, path=endpoint
         ) from exc
 
 
-def structure_order(value: object, *, path: str = "$.payload", raw: bytes = b"") -> Order:
-    return structure(value, Order, path=path, raw=raw)
+def structure_order(
+    value: object,
+    *,
+    path: str = "$.payload",
+    raw: bytes = b"",
+    method: str | None = None,
+    endpoint: str | None = None,
+) -> Order:
+    return structure(value, Order, path=path, raw=raw, method=method, endpoint=endpoint)
 
 
 def _messages(exc: BaseException, path: str) -> list[str]:
@@ -174,11 +197,11 @@ def _messages(exc: BaseException, path: str) -> list[str]:
         return [f"{type(exc).__name__}: {exc} @ {path}"]
 
 
-def decode_echo(order_id: int, payload: object) -> Order | None:
+def decode_echo(order_id: int, payload: object, raw: bytes = b"") -> Order | None:
     """The order a cancel answer echoed, or None (with a warning) when it does not decode: the
     cancel was accepted, and an echo we cannot read must not turn that into a failure."""
     try:
-        return structure_order(payload)
+        return structure_order(payload, raw=raw, method="POST", endpoint=CANCEL_PATH)
     except ResponseValidationError as exc:
         logger.warning("order %d: cancel queued, but its echo did not decode: %s", order_id, exc)
         return None

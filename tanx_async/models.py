@@ -11,7 +11,7 @@ import enum
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Union
 
 import attrs
 
@@ -24,9 +24,13 @@ __all__ = [
     "Order",
     "OrderState",
     "OrderType",
+    "OrderUpdate",
     "Side",
+    "StreamEvent",
+    "StreamGap",
     "TokenPair",
     "Trade",
+    "TradeUpdate",
 ]
 
 
@@ -142,7 +146,8 @@ class Order:
 class CancelStatus(str, enum.Enum):
     """What happened to one order of a cancel batch."""
 
-    #: The exchange accepted the cancel (tanX queues cancellations; not yet confirmed).
+    #: The exchange accepted the cancel with a 2xx (tanX queues cancellations; not yet
+    #: confirmed), now or moments earlier in this session (then ``note`` says so).
     QUEUED = "queued"
     #: The exchange reports the order ``cancel`` after our cancel (confirmed or looked up).
     CANCELLED = "cancelled"
@@ -152,8 +157,9 @@ class CancelStatus(str, enum.Enum):
     NOT_FOUND = "not_found"
     #: The cancel was refused or could not be sent; the order is still open as far as we know.
     FAILED = "failed"
-    #: The request may have reached the exchange but no answer came back, and a look-up could
-    #: not settle it. Cancelling again is safe.
+    #: The cancel may have been processed (no answer came back, or an error answer that may
+    #: hide a processed cancel), and neither a look-up nor the settling pass that follows could
+    #: settle it before the deadline. Cancelling again is safe.
     UNKNOWN = "unknown"
     #: Never sent: the batch deadline expired or the batch was cancelled first.
     SKIPPED = "skipped"
@@ -166,10 +172,14 @@ _OFF_BOOK = frozenset({CancelStatus.QUEUED, CancelStatus.CANCELLED, CancelStatus
 class CancelOutcome:
     """The outcome of cancelling one order.
 
-    ``ok`` is True when the order is off the book or on its way off: queued, cancelled, or
-    already closed (then ``error`` keeps the exchange's refusal, for the record). A queued cancel
-    that ``confirm=True`` could not confirm in time is not ok. ``order`` is the exchange's latest
-    view of the order when one was seen; ``error`` explains every non-ok outcome.
+    ``ok`` is True only on positive evidence: a 2xx answer to the cancel (``queued``), a look-up
+    showing the order ``cancel`` or ``done`` (``cancelled``, ``already_closed``: then ``error``
+    keeps the exchange's refusal, for the record), or this session's own 2xx cancel of the same
+    order moments earlier (``queued``, said in ``note``). The words of a refusal never make an
+    outcome ok. A queued cancel that ``confirm=True`` could not confirm in time is not ok.
+    ``order`` is the exchange's latest view of the order when one was seen; ``error`` explains
+    every non-ok outcome; ``note`` says what else the outcome rests on (its evidence, a refusal
+    that did not change it, a settling pass), or is None.
 
     The order echoed by an accepted cancel is decoded when ``order`` is first read (a burst that
     only looks at ``status`` never pays for it); an echo that cannot be decoded then reads as
@@ -182,6 +192,7 @@ class CancelOutcome:
     error: TanxError | None = attrs.field(default=None, eq=False)
     attempts: int = 0
     elapsed: float = 0.0
+    note: str | None = attrs.field(default=None, eq=False)
     #: Decodes the cancel answer's echo on first read of ``order`` (None: nothing to decode).
     _echo: Callable[[], Order | None] | None = attrs.field(default=None, alias="echo", repr=False, eq=False)
 
@@ -208,3 +219,66 @@ class TokenPair:
     access: str = attrs.field(repr=False)
     refresh: str | None = attrs.field(repr=False)
     access_expires_at: datetime | None = None
+
+
+# -- the private stream (``session.stream()``) --------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class OrderUpdate:
+    """An order's new state, pushed on the private stream (``{"order": {...}}``).
+
+    Decoded like ``Order`` (``Decimal`` numbers, aware UTC datetimes from the stream's unix-second
+    integers, open enums, unknown keys ignored). ``kind`` is ``bid``/``ask``; the stream carries no
+    ``uuid``, fees, ``stop_price`` or ``cancel_reason``. Only ``id`` and ``state`` are required.
+    """
+
+    id: int
+    state: OrderState
+    market: str | None = None
+    side: Side | None = None
+    kind: str | None = None
+    ord_type: OrderType | None = None
+    price: Decimal | None = None
+    avg_price: Decimal | None = None
+    origin_volume: Decimal | None = None
+    remaining_volume: Decimal | None = None
+    executed_volume: Decimal | None = None
+    trades_count: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TradeUpdate:
+    """A fill of one of the user's orders, pushed on the private stream (``{"trade": {...}}``)."""
+
+    id: int
+    order_id: int | None = None
+    market: str | None = None
+    side: Side | None = None
+    taker_type: Side | None = None
+    price: Decimal | None = None
+    amount: Decimal | None = None
+    total: Decimal | None = None
+    created_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StreamGap:
+    """Updates may have been missed between ``started`` and ``ended`` (UTC).
+
+    ``reason`` is ``"reconnect"`` (the socket was dropped, closed or stalled and has been opened
+    and subscribed again) or ``"overflow"`` (the consumer was too slow and ``dropped`` updates were
+    discarded from the bounded buffer). Look up the orders you care about to catch up.
+    """
+
+    reason: Literal["reconnect", "overflow"]
+    started: datetime
+    ended: datetime
+    dropped: int = 0
+
+
+#: What ``session.stream()`` yields.
+StreamEvent = Union[OrderUpdate, TradeUpdate, StreamGap]  # noqa: UP007 - a runtime alias on 3.10

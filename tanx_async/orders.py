@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import _constants as C
 from . import _validate as V
 from ._batch import Batch, cancel_one, fetch_order, iterate_batch
+from ._confirm import CONFIRM_WITH, ConfirmWith
 from ._convert import structure
-from ._errors import CancelOutcomeUnknownError, SessionClosedError, TanxError
+from ._errors import APIStatusError, CancelOutcomeUnknownError, SessionClosedError, TanxError, brief
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side
 
 if TYPE_CHECKING:
@@ -38,26 +39,30 @@ class Orders:
         """Cancel one order; returns the order as the exchange reported it.
 
         Success means *queued for cancellation*: the returned order may still say
-        ``state == "wait"`` (use ``cancel_many(..., confirm=True)`` to wait for ``cancel``).
-        When the exchange acknowledges with an empty payload (``{}``, seen in the wild), the
-        order is fetched so that what you get is the exchange's current view. If that look-up
-        fails, its error (``method == "GET"``) is raised although the cancel itself was queued.
+        ``state == "wait"`` (use ``cancel_many(..., confirm=True)`` to wait for ``cancel``). It is
+        returned only on evidence (see "What counts as success" in the README): a 2xx answer,
+        a look-up showing the order ``cancel``, or this session's own 2xx cancel of the same
+        order moments earlier; never because of the words of a refusal. When the exchange
+        acknowledges with an empty payload (``{}``, seen in the wild), the order is fetched so
+        that what you get is the exchange's current view. If that look-up fails, its error
+        (``method == "GET"``) is raised although the cancel itself was queued.
 
         Raises the exchange's error when the cancel is refused (``NotFoundError`` for an unknown
-        order, ``BadRequestError`` for one already closed), and ``CancelOutcomeUnknownError``
-        when the request may have reached the exchange but neither its answer nor a look-up
-        settled what happened. ``order_id`` must be a positive int (checked before sending).
+        order, ``BadRequestError`` for one already closed or refused for any other reason), and
+        ``CancelOutcomeUnknownError`` when the cancel may have been processed (no answer came
+        back, or an error answer that may hide a processed cancel) but a look-up did not settle
+        it. ``order_id`` must be a positive int (checked before sending).
         """
         oid = V.order_id(order_id)
         result = await cancel_one(self._session, oid)
-        if result.status in (CancelStatus.QUEUED, CancelStatus.CANCELLED) and result.error is None:
+        if result.status in (CancelStatus.QUEUED, CancelStatus.CANCELLED) and result.ok:
             if result.order is not None:
                 return result.order
             return await fetch_order(self._session, oid)
         error = result.error
         if result.status == CancelStatus.UNKNOWN and error is not None:
             raise CancelOutcomeUnknownError(
-                f"order {oid}: the cancel may have reached the exchange, but no answer came back ({error})",
+                f"order {oid}: {_unknown_reason(error, result.order)}",
                 order_id=oid,
                 order=result.order,
                 cause=error,
@@ -148,7 +153,9 @@ class Orders:
 
     async def _page(self, params: dict[str, Any]) -> builtins.list[Order]:
         response = await self._session._send("GET", C.ORDERS_PATH, params=params, idempotent=True)
-        return structure(response.payload, builtins.list[Order], raw=response.content)
+        return structure(
+            response.payload, builtins.list[Order], raw=response.content, method="GET", endpoint=C.ORDERS_PATH
+        )
 
     # -- many orders ----------------------------------------------------------------------
 
@@ -160,6 +167,7 @@ class Orders:
         deadline: float | None = None,
         confirm: bool = False,
         confirm_timeout: float = C.CONFIRM_TIMEOUT,
+        confirm_with: ConfirmWith = "auto",
         resolve: bool = True,
         timeout: float | None = None,
     ) -> builtins.list[CancelOutcome]:
@@ -174,11 +182,25 @@ class Orders:
         ``resolve`` looks an order up when its cancel was refused or unanswered, so the outcome
         says what is true; ``confirm`` waits (up to ``confirm_timeout`` per order) until the
         exchange reports the order ``cancel``.
+
+        ``confirm_with`` chooses how: ``"auto"`` (default) opens the private order stream before
+        the first cancel and confirms by push, looking an order up once after a stream gap and
+        polling the orders no push confirmed within a few seconds (all of them if the stream
+        cannot be opened or is lost); ``"stream"`` never polls (and raises ``StreamError`` before
+        sending anything if the stream cannot be opened); ``"poll"`` looks every order up.
         """
         ids = _checked_ids(order_ids)
         results: dict[int, CancelOutcome] = {}
+        # The ids are distinct already: no deduplication window is needed.
         batch = self._batch(
-            ids, concurrency, _deadline(deadline, timeout), confirm, confirm_timeout, resolve, dedupe=True
+            ids,
+            concurrency,
+            _deadline(deadline, timeout),
+            confirm,
+            confirm_timeout,
+            resolve,
+            dedupe=False,
+            confirm_with=confirm_with,
         )
 
         async def collect(outcome: CancelOutcome) -> None:
@@ -195,23 +217,32 @@ class Orders:
         deadline: float | None = None,
         confirm: bool = False,
         confirm_timeout: float = C.CONFIRM_TIMEOUT,
+        confirm_with: ConfirmWith = "auto",
         resolve: bool = True,
-        dedupe: bool | None = None,
+        dedupe: bool = True,
         timeout: float | None = None,
     ) -> AsyncGenerator[CancelOutcome, None]:
-        """Like ``cancel_many``, yielding outcomes as they complete.
+        """Like ``cancel_many``, yielding outcomes as they complete: one per distinct id, the
+        same outcomes ``cancel_many`` gives, in completion order.
 
-        Ids are pulled lazily: a generator of 100,000 ids is never materialised, and memory is
-        bounded by ``concurrency``. A sized collection is checked up front; for a lazy iterable an
-        invalid id stops the feed, every id already sent still gets its outcome, then the error
-        is raised. ``dedupe`` defaults to True for collections and False for lazy iterables
-        (remembering every id would grow with N). If you stop iterating early, close the iterator
+        An ``unknown`` outcome is held back until the settling pass (after every id was tried)
+        has looked the order up again; it is yielded once, settled or still unknown, never
+        revised. Ids are pulled lazily: a generator of 100,000 ids is never materialised. A
+        sized collection is checked and deduplicated up front; for a lazy iterable an invalid id
+        stops the feed, every id already sent still gets its outcome, then the error is raised.
+
+        For a lazy iterable, "distinct" is judged against every id in flight or held, plus the
+        last ``DEDUPE_WINDOW`` (50,000) ids taken: a repeat within that window is dropped (its
+        id's one outcome stands), a repeat from further back is cancelled and reported again
+        (typically ``already_closed`` then). ``dedupe=False`` keeps memory bounded by
+        ``concurrency`` alone: only repeats of ids in flight are dropped, and any later repeat
+        is cancelled and reported again. If you stop iterating early, close the iterator
         (``async with contextlib.aclosing(...)``) so the in-flight cancels are wound up at once.
         """
         ids: Iterable[object] = order_ids
         if isinstance(order_ids, Collection):
             ids = _checked_ids(order_ids)
-            dedupe = True if dedupe is None else dedupe
+            dedupe = False  # deduplicated already
         batch = self._batch(
             ids,
             concurrency,
@@ -219,7 +250,8 @@ class Orders:
             confirm,
             confirm_timeout,
             resolve,
-            dedupe=bool(dedupe),
+            dedupe=dedupe,
+            confirm_with=confirm_with,
         )
         return iterate_batch(batch)
 
@@ -232,6 +264,7 @@ class Orders:
         deadline: float | None = None,
         confirm: bool = False,
         confirm_timeout: float = C.CONFIRM_TIMEOUT,
+        confirm_with: ConfirmWith = "auto",
         timeout: float | None = None,
     ) -> builtins.list[CancelOutcome]:
         """Cancel every open order (``wait`` and ``pending``) of a market, one outcome each.
@@ -252,6 +285,7 @@ class Orders:
             deadline=_deadline(deadline, timeout),
             confirm=confirm,
             confirm_timeout=confirm_timeout,
+            confirm_with=confirm_with,
         )
 
     async def bulk_cancel(
@@ -285,6 +319,7 @@ class Orders:
         resolve: bool,
         *,
         dedupe: bool,
+        confirm_with: ConfirmWith,
     ) -> Batch:
         if self._session.closed:
             # A programming error, not one failed outcome per id.
@@ -294,6 +329,7 @@ class Orders:
         if deadline is not None:
             V.seconds("deadline", deadline)
         V.seconds("confirm_timeout", confirm_timeout)
+        V.choice("confirm_with", confirm_with, CONFIRM_WITH)
         return Batch(
             self._session,
             ids,
@@ -303,6 +339,7 @@ class Orders:
             confirm_timeout=float(confirm_timeout),
             resolve=resolve,
             dedupe=dedupe,
+            confirm_with=confirm_with,
         )
 
 
@@ -318,6 +355,17 @@ def _deadline(deadline: float | None, timeout: float | None) -> float | None:
         stacklevel=3,
     )
     return timeout
+
+
+def _unknown_reason(error: TanxError, order: Order | None) -> str:
+    """What made a cancel's outcome unknown, in words for what happened."""
+    if isinstance(error, APIStatusError):
+        what = f"the exchange answered {brief(error)}, an error answer that may hide a processed cancel"
+    else:
+        what = f"no answer came back ({brief(error)}), so the cancel may have been processed"
+    if order is None:
+        return f"{what}; the look-up that followed failed too"
+    return f"{what}; a look-up shows the order still {order.state.value}"
 
 
 def _checked_ids(order_ids: Iterable[int]) -> builtins.list[int]:

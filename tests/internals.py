@@ -10,6 +10,7 @@ from typing import Any
 
 from tanx_async import AsyncTanxSession
 from tanx_async import _constants as C
+from tanx_async import _constants as constants
 from tanx_async import _flow as flow_module
 from tanx_async._auth import Auth, jwt_expiry
 from tanx_async._config import env_proxy
@@ -18,9 +19,11 @@ from tanx_async._envelope import decode_envelope, is_access_token_error
 from tanx_async._errors import APIStatusError, status_error_class
 from tanx_async._flow import FlowControl
 from tanx_async._httpx import httpx
+from tanx_async._memory import CancelMemory, RecentIds
 from tanx_async._pace import PacedFuture, Pacer
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
+from tanx_async._stream import OrderStream, _Buffer, stream_url
 from tanx_async._transports import RawResponse, Sender, TransportName
 from tanx_async._transports import _said as transport_notices
 from tanx_async._transports.aiohttp_sender import AiohttpSender
@@ -34,20 +37,26 @@ __all__ = [
     "AnyioSender",
     "Auth",
     "C",
+    "CancelMemory",
     "FlowControl",
     "Http11Sender",
     "HttpxSender",
+    "OrderStream",
     "PacedFuture",
     "Pacer",
     "PrivateKeySigner",
     "RawResponse",
+    "RecentIds",
     "RetryPolicy",
     "Sender",
     "TransportName",
+    "_Buffer",
     "_Connection",
     "_Origin",
     "_idle_timeout",
     "auth_of",
+    "cancel_memory_of",
+    "constants",
     "decode_envelope",
     "env_proxy",
     "flow_module",
@@ -63,6 +72,7 @@ __all__ = [
     "shares_pipeline",
     "start_transport",
     "status_error_class",
+    "stream_url",
     "structure",
     "structure_order",
     "transport_notices",
@@ -99,3 +109,8 @@ def keeper_of(session: AsyncTanxSession) -> Any:
 def idle_connections(sender: Http11Sender) -> int:
     """Connections the native pool holds idle, ready for the next request."""
     return sum(len(idle) for idle in sender._idle.values())
+
+
+def cancel_memory_of(session: AsyncTanxSession) -> Any:
+    """The session's memory of its recent 2xx cancels (evidence for later refusals)."""
+    return session._pipeline.cancels

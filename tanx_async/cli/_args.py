@@ -136,6 +136,19 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
+def _confirm_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--confirm", action="store_true", help="wait until the exchange reports each order cancelled"
+    )
+    parser.add_argument(
+        "--confirm-with",
+        choices=("auto", "stream", "poll"),
+        default="auto",
+        help="how --confirm waits: the private stream, polling as a fallback (auto, the default); "
+        "the stream only; or polling only",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tanx-async",
@@ -156,16 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("cancel", "cancel orders by id (one outcome per order)")
     p.add_argument("ids", nargs="+", type=_positive_int, metavar="ID", help="order ids")
-    p.add_argument(
-        "--confirm", action="store_true", help="wait until the exchange reports each order cancelled"
-    )
+    _confirm_options(p)
 
     p = command("cancel-all", "cancel every open order of a market")
     p.add_argument("--market", required=True, type=_market, metavar="M", help="e.g. btcusdc")
     p.add_argument("--side", choices=("buy", "sell"))
+    _confirm_options(p)
+
+    p = command("watch", "print order and trade updates from the private stream until interrupted")
     p.add_argument(
-        "--confirm", action="store_true", help="wait until the exchange reports each order cancelled"
+        "--streams", choices=("order,trade", "order", "trade"), default="order,trade", help="what to watch"
     )
+    p.add_argument("--count", type=_non_negative_int, default=0, metavar="N", help="stop after N events")
 
     p = command("orders", "list orders (every page, up to --limit)")
     p.add_argument("--market", type=_market, metavar="M")

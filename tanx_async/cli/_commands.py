@@ -1,4 +1,4 @@
-"""The commands that talk to the exchange: cancel, cancel-all, orders, order, login.
+"""The commands that talk to the exchange: cancel, cancel-all, orders, order, login, watch.
 
 ``run_command`` reads the credentials, opens the session the options describe and runs one
 command in it; each ``cmd_*`` prints through ``Output`` and returns the exit code.
@@ -30,6 +30,7 @@ from ._args import (
     session_options,
 )
 from ._output import ORDER_COLUMNS, Output, Progress, order_json, order_row, print_outcomes, text
+from ._watch import cmd_watch
 
 if TYPE_CHECKING:
     from .._session import AsyncTanxSession
@@ -62,11 +63,15 @@ async def _cancel_ids(
 ) -> list[CancelOutcome]:
     progress = Progress(len(ids), "cancelling", stderr=out.stderr)
     if not progress.enabled:
-        return await session.orders.cancel_many(ids, concurrency=args.concurrency, confirm=args.confirm)
+        return await session.orders.cancel_many(
+            ids, concurrency=args.concurrency, confirm=args.confirm, confirm_with=args.confirm_with
+        )
     results: dict[int, CancelOutcome] = {}
     with progress:
         # An async generator: closed at once if we stop early (Ctrl-C), winding up in-flight cancels.
-        batch = session.orders.cancel_iter(ids, concurrency=args.concurrency, confirm=args.confirm)
+        batch = session.orders.cancel_iter(
+            ids, concurrency=args.concurrency, confirm=args.confirm, confirm_with=args.confirm_with
+        )
         async with contextlib.aclosing(batch) as outcomes:
             async for outcome in outcomes:
                 results[outcome.order_id] = outcome
@@ -192,6 +197,7 @@ _COMMANDS: dict[str, Callable[[AsyncTanxSession, argparse.Namespace, Output], Aw
     "orders": cmd_orders,
     "order": cmd_order,
     "login": cmd_login,
+    "watch": cmd_watch,
 }
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import struct
 import threading
@@ -26,24 +25,16 @@ from urllib.parse import unquote_to_bytes
 import anyio.to_thread
 import h11
 
+from .._config import is_loopback
 from ._faults import FAULT_EXTENSION, FAULT_MESSAGE
 from ._state import SandboxExchange
+from ._wsserver import is_websocket, serve_websocket
 
 if TYPE_CHECKING:
     from ._app import ASGIApp, Message
 
 _READ_SIZE = 65536
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback name or address."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Exchange:
@@ -84,7 +75,8 @@ class SandboxServer:
         else:
             self.exchange = None
             self.app = exchange
-        self.host: str = "127.0.0.1" if host == "localhost" else host
+        host = host.strip("[]")
+        self.host: str = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host
         self.port: int = port
         self.stop_timeout = stop_timeout
         self._thread: threading.Thread | None = None
@@ -242,6 +234,10 @@ class SandboxServer:
                     break
                 else:
                     return
+            if is_websocket(event):
+                assert self._stopping is not None
+                await serve_websocket(self.app, conn, event, reader, writer, self._stopping)
+                return
             result = await self._call_app(event, b"".join(chunks), peer, sockname)
             if not await self._respond(conn, writer, result):
                 return

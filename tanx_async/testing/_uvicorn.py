@@ -13,7 +13,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from ._server import is_loopback
+from .._config import is_loopback
 from ._state import SandboxExchange
 
 __all__ = ["UvicornSandboxServer"]

@@ -124,6 +124,10 @@ class Result:
 class Meter:
     """Wall, CPU and peak-RSS measurement around the measured part of a run only."""
 
+    #: Set by a driver (``--ticker``): started and stopped with every measurement, and its
+    #: ``result()`` merged into the run's ``extra``.
+    companion: Any = None
+
     def __init__(self) -> None:
         self.t0 = 0.0
         self.u0 = self.s0 = 0.0
@@ -138,9 +142,13 @@ class Meter:
         self.hwm_before = proc_status_kb("VmHWM")
         self.u0, self.s0 = cpu_seconds()
         self.t0 = time.perf_counter()
+        if self.companion is not None:
+            self.companion.start()
 
     def stop(self) -> None:
         self.wall = time.perf_counter() - self.t0
+        if self.companion is not None:
+            self.companion.stop()
         u1, s1 = cpu_seconds()
         self.user, self.sys = u1 - self.u0, s1 - self.s0
         self.hwm_after = proc_status_kb("VmHWM")
@@ -154,6 +162,8 @@ class Meter:
         tally: Tally,
         **extra: Any,
     ) -> Result:
+        if self.companion is not None:
+            extra.update(self.companion.result())
         return Result(
             client=client,
             n=n,
@@ -193,7 +203,17 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("-c", "--concurrency", type=int, default=64)
     p.add_argument("--warmup", type=int, default=300, help="unmeasured requests first")
     p.add_argument("--token", default=None, help="access token (default: a fresh fake JWT)")
+    p.add_argument("--cafile", default=None, help="https: the CA (PEM) that signed the server's certificate")
     return p
+
+
+def client_ssl(cafile: str | None) -> Any:
+    """An ``ssl.SSLContext`` trusting ``cafile`` only (verification on), or None for plain http."""
+    if cafile is None:
+        return None
+    import ssl
+
+    return ssl.create_default_context(cafile=cafile)
 
 
 def die(msg: str, code: int = 2) -> None:

@@ -7,11 +7,14 @@ import json
 import os
 import selectors
 import shutil
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,18 +94,66 @@ def run_child(cmd: list[str], timeout: float, core: int | None = CLIENT_CORE) ->
     return data
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA and the server's certificate for 127.0.0.1/localhost (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+_TLS: TlsFiles | None = None
+
+
+def tls_files() -> TlsFiles:
+    """Made once per process at run time with trustme (the ``bench`` extra), in a temporary
+    folder removed at exit. Clients trust ``ca`` only: verification stays on."""
+    global _TLS
+    if _TLS is None:
+        import atexit
+
+        import trustme
+
+        folder = Path(tempfile.mkdtemp(prefix="tanx-bench-tls-"))
+        atexit.register(shutil.rmtree, folder, True)
+        ca = trustme.CA()
+        server = ca.issue_cert("127.0.0.1", "localhost")
+        files = TlsFiles(folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
+        ca.cert_pem.write_to_path(str(files.ca))
+        server.cert_chain_pems[0].write_to_path(str(files.cert))
+        for extra in server.cert_chain_pems[1:]:
+            extra.write_to_path(str(files.cert), append=True)
+        server.private_key_pem.write_to_path(str(files.key))
+        _TLS = files
+    return _TLS
+
+
 class FakeServer:
     """The fake exchange as its own (pinned) process; always stopped on exit."""
 
-    def __init__(self, latency: float, max_seconds: float = 900.0) -> None:
+    def __init__(
+        self,
+        latency: float,
+        max_seconds: float = 900.0,
+        *,
+        tls: bool = False,
+        keep_alive: float | None = None,
+    ) -> None:
         self.latency = latency
         self.max_seconds = max_seconds
+        self.tls = tls_files() if tls else None
+        self.keep_alive = keep_alive
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def client_args(self) -> list[str]:
+        """What a driver needs to trust this server (``--cafile``), if it speaks TLS."""
+        return ["--cafile", str(self.tls.ca)] if self.tls else []
 
     def start(self, ready_timeout: float = 15.0) -> None:
         cmd = [
@@ -113,6 +164,10 @@ class FakeServer:
             "--max-seconds",
             str(self.max_seconds),
         ]
+        if self.tls:
+            cmd += ["--tls", str(self.tls.cert), str(self.tls.key)]
+        if self.keep_alive:
+            cmd += ["--keep-alive", str(self.keep_alive)]
         self.proc = subprocess.Popen(
             pinned(SERVER_CORE, cmd),
             stdout=subprocess.PIPE,
@@ -136,7 +191,12 @@ class FakeServer:
         self.port = int(info["port"])
 
     def stats(self) -> dict[str, int]:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        if self.tls:
+            handlers.append(
+                urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=str(self.tls.ca)))
+            )
+        opener = urllib.request.build_opener(*handlers)
         with opener.open(self.url + "/__stats", timeout=5) as resp:
             data: dict[str, int] = json.loads(resp.read())
         return data
@@ -159,8 +219,10 @@ class FakeServer:
 
 
 @contextlib.contextmanager
-def fake_server(latency: float, max_seconds: float = 900.0) -> Iterator[FakeServer]:
-    server = FakeServer(latency, max_seconds)
+def fake_server(
+    latency: float, max_seconds: float = 900.0, *, tls: bool = False, keep_alive: float | None = None
+) -> Iterator[FakeServer]:
+    server = FakeServer(latency, max_seconds, tls=tls, keep_alive=keep_alive)
     try:
         server.start()
         yield server

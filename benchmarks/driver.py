@@ -10,6 +10,12 @@ Clients (``--client``):
 - ``tanx-async-uvloop``: ``tanx-async`` on a uvloop event loop instead of asyncio's own.
 - ``tanx-async-iter``: ``AsyncTanxSession.orders.cancel_iter(<generator of ids>, concurrency=C)``;
   the memory scenario (outcomes are counted and dropped, never kept).
+- ``tanx-async-trio``: ``cancel_many`` under ``trio.run`` (the default transport there).
+- ``floor``: the Python floor (``floor.py``): a minimal ``asyncio.Protocol`` client, pre-built
+  request bytes, Content-Length framing only, orjson; what no general library can beat.
+
+``--cafile`` (https URLs) makes every client trust that CA, verification on. ``--ticker`` runs a
+1 ms ticker task beside the measured burst and reports its lag (``lag.py``; asyncio clients).
 
 The three raw clients share one shape: a fixed pool of C worker tasks pulling ids from one
 shared iterator, identical request bytes and identical decoding/validation (``json.loads`` +
@@ -34,6 +40,7 @@ from _common import (
     Tally,
     base_parser,
     check_envelope,
+    client_ssl,
     die,
     loopback_only,
     make_access_token,
@@ -47,6 +54,8 @@ CLIENTS = (
     "tanx-async-aiohttp",
     "tanx-async-uvloop",
     "tanx-async-iter",
+    "tanx-async-trio",
+    "floor",
 )
 
 OneCancel = Callable[[int, Tally], Awaitable[None]]
@@ -84,7 +93,10 @@ def _validate(status: int, raw: bytes, order_id: int, tally: Tally) -> None:
         tally.fail(why)
 
 
-async def bench_raw(client: str, url: str, n: int, c: int, warmup: int, token: str) -> None:
+async def bench_raw(
+    client: str, url: str, n: int, c: int, warmup: int, token: str, cafile: str | None
+) -> None:
+    context = client_ssl(cafile)
     headers = {"Authorization": f"JWT {token}", "Content-Type": "application/json"}
     endpoint = url.rstrip("/") + CANCEL_PATH
     closer: Callable[[], Awaitable[None]]
@@ -92,7 +104,9 @@ async def bench_raw(client: str, url: str, n: int, c: int, warmup: int, token: s
     if client == "aiohttp":
         import aiohttp
 
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c), headers=headers)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=c, ssl=context if context else True), headers=headers
+        )
 
         async def one_aiohttp(order_id: int, tally: Tally) -> None:
             async with session.post(endpoint, data=_body(order_id)) as resp:
@@ -108,8 +122,10 @@ async def bench_raw(client: str, url: str, n: int, c: int, warmup: int, token: s
         if client == "httpx-aiohttp":
             import httpx_aiohttp
 
-            transport = httpx_aiohttp.AiohttpTransport(limits=limits)
-        hclient = httpx.AsyncClient(headers=headers, limits=limits, transport=transport, trust_env=False)
+            transport = httpx_aiohttp.AiohttpTransport(limits=limits, verify=context or True)
+        hclient = httpx.AsyncClient(
+            headers=headers, limits=limits, transport=transport, trust_env=False, verify=context or True
+        )
 
         async def one_httpx(order_id: int, tally: Tally) -> None:
             resp = await hclient.post(endpoint, content=_body(order_id))
@@ -146,14 +162,19 @@ def _outcome_error(outcome: Any) -> str:
     return repr(outcome)[:200]
 
 
-async def bench_tanx(client: str, url: str, n: int, c: int, warmup: int, token: str, trace: bool) -> None:
+async def bench_tanx(
+    client: str, url: str, n: int, c: int, warmup: int, token: str, trace: bool, cafile: str | None = None
+) -> None:
     try:
         from tanx_async import AsyncTanxSession
     except ImportError as exc:
         print(json.dumps({"client": client, "skipped": f"tanx_async not importable: {exc}"}))
         return
     transport: Any = "aiohttp" if client == "tanx-async-aiohttp" else "auto"
-    async with AsyncTanxSession(base_url=url, access_token=token, transport=transport) as session:
+    verify = client_ssl(cafile) or True
+    async with AsyncTanxSession(
+        base_url=url, access_token=token, transport=transport, verify=verify
+    ) as session:
         orders = session.orders
         warm = await orders.cancel_many(list(range(WARMUP_ID_BASE, WARMUP_ID_BASE + warmup)), concurrency=c)
         bad = [o for o in warm if not _outcome_ok(o)]
@@ -208,10 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__.splitlines()[0] if __doc__ else "driver")
     p.add_argument("--client", required=True, choices=CLIENTS)
     p.add_argument("--tracemalloc", action="store_true", help="tanx-async-iter: Python heap peak")
+    p.add_argument("--ticker", action="store_true", help="measure a 1 ms ticker's lag beside the burst")
     args = p.parse_args(argv)
     loopback_only(args.url)
     token = args.token or make_access_token()
     t0 = time.perf_counter()
+    if args.ticker:
+        from lag import Ticker
+
+        Meter.companion = Ticker()
     if args.client.startswith("tanx-async"):
         coro = bench_tanx(
             args.client,
@@ -221,10 +247,22 @@ def main(argv: list[str] | None = None) -> int:
             args.warmup,
             token,
             args.tracemalloc,
+            args.cafile,
         )
+    elif args.client == "floor":
+        from floor import bench_floor
+
+        coro = bench_floor(args.url, args.n, args.concurrency, args.warmup, token, args.cafile)
     else:
-        coro = bench_raw(args.client, args.url, args.n, args.concurrency, args.warmup, token)
-    if args.client == "tanx-async-uvloop":
+        coro = bench_raw(args.client, args.url, args.n, args.concurrency, args.warmup, token, args.cafile)
+    if args.client == "tanx-async-trio":
+        import trio
+
+        async def under_trio() -> None:
+            await coro
+
+        trio.run(under_trio)
+    elif args.client == "tanx-async-uvloop":
         import uvloop
 
         uvloop.run(coro)

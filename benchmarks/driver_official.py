@@ -30,11 +30,16 @@ from _common import (
 )
 
 
-def make_client(url: str, token: str) -> Any:
+def make_client(url: str, token: str, cafile: str | None = None) -> Any:
     from tanxconnector import Client
 
     client = Client("mainnet")
     client.session.url_base = url.rstrip("/")
+    if cafile is not None:
+        # A requests.Session: trust the run's CA, verification on (and no REQUESTS_CA_BUNDLE
+        # from the environment overriding it).
+        client.session.verify = cafile
+        client.session.trust_env = False
     client.set_access_token(token)
     return client
 
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     # is full, discarding connection" for every surplus connection. That cost is real and stays;
     # only the log spam is silenced.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    client = make_client(args.url, args.token or make_access_token())
+    client = make_client(args.url, args.token or make_access_token(), args.cafile)
     warm = Tally()
     run(client, range(WARMUP_ID_BASE, WARMUP_ID_BASE + args.warmup), args.threads, warm)
     if warm.failed:

@@ -14,6 +14,10 @@ Routes:
 
 On start it prints one JSON line ``{"port": P, "pid": ...}`` to stdout. It stops on SIGTERM or
 SIGINT, and by itself after ``--max-seconds``.
+
+``--tls CERT KEY`` serves HTTPS (the orchestrator makes the certificate at run time with
+trustme). ``--keep-alive S`` closes a connection idle for S seconds and says so in every answer
+(``Keep-Alive: timeout=S``, as nginx or Apache would); without it idle connections stay open.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import sys
 from collections.abc import Callable
 
@@ -95,14 +100,19 @@ class Stats:
         self.requests = 0
         self.cancels = 0
         self.connections = 0
+        self.idle_closed = 0
 
 
 class FakeExchangeProtocol(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection; pipelined requests are answered in order."""
 
-    def __init__(self, stats: Stats, latency: float) -> None:
+    def __init__(self, stats: Stats, latency: float, keep_alive: float | None = None) -> None:
         self._stats = stats
         self._latency = latency
+        self._keep_alive = keep_alive
+        self._hint = b"Keep-Alive: timeout=%d\r\n" % round(keep_alive) if keep_alive else b""
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._pending = 0  # requests read and not yet answered
         self._buf = bytearray()
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
@@ -112,11 +122,29 @@ class FakeExchangeProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._stats.connections += 1
+        self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+
+    def _arm_idle(self) -> None:
+        if self._keep_alive:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+            self._idle_timer = self._loop.call_later(self._keep_alive, self._idle_close)
+
+    def _idle_close(self) -> None:
+        self._idle_timer = None
+        if self._pending == 0 and not self._buf and self._transport is not None:
+            self._stats.idle_closed += 1
+            self._close_after_flush()
 
     def data_received(self, data: bytes) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         buf = self._buf
         buf += data
         # Bounded: each iteration consumes one complete request from the buffer or returns.
@@ -159,6 +187,8 @@ class FakeExchangeProtocol(asyncio.Protocol):
             del buf[:total]
             self._stats.requests += 1
             response = self._route(method, target, auth, body, close)
+            if self._hint:
+                response = response.replace(b"\r\n\r\n", b"\r\n" + self._hint + b"\r\n", 1)
             if close:
                 self._closing = True
             self._respond(response, close)
@@ -180,23 +210,32 @@ class FakeExchangeProtocol(asyncio.Protocol):
                 "requests": self._stats.requests,
                 "cancels": self._stats.cancels,
                 "connections": self._stats.connections,
+                "idle_closed": self._stats.idle_closed,
             }
             return build_response(200, json.dumps(stats).encode(), close=close)
         return build_response(404, _error_body("Not found."), close=close)
 
     def _respond(self, response: bytes, close: bool) -> None:
+        self._pending += 1
         if self._latency > 0:
             # Constant delay keeps pipelined responses in request order (timer heap is FIFO in time).
             self._loop.call_later(self._latency, self._send_later, response, close)
         else:
             self._send_now(response)
+            self._sent()
             if close:
                 self._close_after_flush()
 
     def _send_later(self, response: bytes, close: bool) -> None:
         self._send_now(response)
+        self._sent()
         if close:
             self._close_after_flush()
+
+    def _sent(self) -> None:
+        self._pending -= 1
+        if self._pending == 0:
+            self._arm_idle()
 
     def _send_now(self, response: bytes) -> None:
         transport = self._transport
@@ -215,15 +254,18 @@ async def serve(
     latency: float,
     max_seconds: float,
     on_ready: Callable[[int], None] | None = None,
+    tls: ssl.SSLContext | None = None,
+    keep_alive: float | None = None,
 ) -> Stats:
     """Serve until SIGTERM/SIGINT or ``max_seconds``; return the counters."""
     loop = asyncio.get_running_loop()
     stats = Stats()
     stop = asyncio.Event()
     server = await loop.create_server(
-        lambda: FakeExchangeProtocol(stats, latency),
+        lambda: FakeExchangeProtocol(stats, latency, keep_alive),
         host=host,
         port=port,
+        ssl=tls,
         backlog=4096,
         reuse_address=True,
     )
@@ -253,9 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 = ephemeral")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every response")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="stop by itself after this")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS with this PEM pair")
+    parser.add_argument("--keep-alive", type=float, default=None, help="close connections idle this long")
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         parser.error("the fake server binds to loopback only")
+    tls = None
+    if args.tls:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(*args.tls)
 
     def ready(port: int) -> None:
         print(
@@ -263,7 +311,11 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    stats = asyncio.run(serve(args.host, args.port, args.latency, args.max_seconds, ready))
+    stats = asyncio.run(
+        serve(
+            args.host, args.port, args.latency, args.max_seconds, ready, tls=tls, keep_alive=args.keep_alive
+        )
+    )
     print(
         json.dumps(
             {

@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import scenarios as extra_scenarios
 from _harness import (
     BENCH,
     CLIENT_CORE,
@@ -42,6 +43,7 @@ from _harness import (
 )
 from charts import CPU_CHART, LATENCY_CHART, write_charts
 
+DEFAULT_SCENARIOS = ("a-tls", "b-tls", "a", "b", "c", "d", "burst", "lag")
 WARMUP = 300
 CONCURRENCY = 64
 OFFICIAL_THREADS = 16
@@ -81,8 +83,10 @@ CLIENTS: tuple[ClientSpec, ...] = (
     # on adjacent runs, so a shift in the shared machine's speed between them stays small.
     ClientSpec("aiohttp", note="raw aiohttp.ClientSession + json.loads (the reference)"),
     ClientSpec("tanx-async", note="AsyncTanxSession.orders.cancel_many, default (native) transport"),
+    ClientSpec("floor", note="the Python floor: minimal asyncio.Protocol client, pre-built requests, orjson"),
     ClientSpec("tanx-async-aiohttp", note="the same with transport='aiohttp'"),
     ClientSpec("tanx-async-uvloop", note="tanx-async on a uvloop event loop"),
+    ClientSpec("tanx-async-trio", note="tanx-async under trio (the built-in client over anyio streams)"),
     ClientSpec("httpx", note="httpx.AsyncClient, default httpcore transport"),
     ClientSpec("httpx-aiohttp", note="httpx.AsyncClient(transport=AiohttpTransport())"),
     ClientSpec(
@@ -107,6 +111,7 @@ class Scenario:
     latency: float
     n: int
     official_seq_n: int  # a sequential client at 5 ms would take N*5 ms; it gets a smaller N
+    tls: bool = False  # https with a certificate made at run time (trustme), verification on
 
 
 @dataclass
@@ -141,6 +146,7 @@ def client_cmd(spec: ClientSpec, url: str, n: int, extra: list[str] | None = Non
             *common,
             "--threads",
             str(spec.threads),
+            *(extra or []),
         ]
     return [
         sys.executable,
@@ -171,7 +177,7 @@ def validate(result: dict[str, Any], n: int, server_delta: int | None) -> str | 
 
 def run_scenario(sc: Scenario, specs: list[ClientSpec], repeats: int) -> list[Cell]:
     cells = [Cell(sc, s, sc.official_seq_n if s.official and s.threads == 1 else sc.n) for s in specs]
-    with fake_server(sc.latency) as server:
+    with fake_server(sc.latency, tls=sc.tls) as server:
         log(f"scenario {sc.key}: server {server.url} latency={sc.latency * 1000:g} ms")
         for rep in range(repeats):
             for cell in cells:
@@ -180,7 +186,7 @@ def run_scenario(sc: Scenario, specs: list[ClientSpec], repeats: int) -> list[Ce
                 before = server.stats()["cancels"]
                 conc = cell.spec.concurrency()
                 res = run_child(
-                    client_cmd(cell.spec, server.url, cell.n),
+                    client_cmd(cell.spec, server.url, cell.n, server.client_args()),
                     timeout=child_timeout(cell.n, sc.latency, conc),
                 )
                 delta = server.stats()["cancels"] - before
@@ -537,7 +543,7 @@ def render(
         ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key in ("a", "b"):
+    for key in ("a-tls", "b-tls", "a", "b"):
         sc_cells = [c for c in cells if c.scenario.key == key]
         ref = next((c for c in sc_cells if c.spec.name == "aiohttp"), None)
         ref_cpu_total = ref.median("cpu_s") if ref else None
@@ -826,7 +832,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="client name (repeatable or comma-separated): " + ", ".join(s.name for s in CLIENTS),
     )
-    p.add_argument("--scenarios", default="a,b,c,d", help="subset of a,b,c,d")
+    p.add_argument(
+        "--scenarios",
+        default=",".join(DEFAULT_SCENARIOS),
+        help="subset of " + ",".join(DEFAULT_SCENARIOS) + " (a-tls/b-tls: a/b over TLS)",
+    )
     p.add_argument("--no-profile", action="store_true", help="skip the tanx-async cProfile")
     p.add_argument("--no-official", action="store_true", help="skip tanx-connector (no venv)")
     p.add_argument("--tracemalloc", action="store_true", help="scenario c: also tracemalloc peak")
@@ -866,10 +876,16 @@ def main(argv: list[str] | None = None) -> int:
     profile_iter: dict[str, Any] | None = None
     OUT.mkdir(exist_ok=True)
     capacity = measure_capacity(1.0 if args.quick else 3.0)
+    seq_n = 200 if args.quick else 500
+    if "a-tls" in scenarios:
+        cells += run_scenario(Scenario("a-tls", "cpu", 0.0, n, n, tls=True), specs, repeats)
     if "a" in scenarios:
         cells += run_scenario(Scenario("a", "cpu", 0.0, n, n), specs, repeats)
+    if "b-tls" in scenarios:
+        cells += run_scenario(Scenario("b-tls", "wall", 0.005, n, seq_n, tls=True), specs, repeats)
     if "b" in scenarios:
-        cells += run_scenario(Scenario("b", "wall", 0.005, n, 200 if args.quick else 500), specs, repeats)
+        cells += run_scenario(Scenario("b", "wall", 0.005, n, seq_n), specs, repeats)
+    extra = extra_scenarios.run(scenarios, repeats, args.quick, tanx_wanted, log)
     if "c" in scenarios and tanx_wanted:
         mem_ns = [2_000, 20_000] if args.quick else [10_000, 100_000]
         memory = run_memory(mem_ns, 1, args.tracemalloc)
@@ -897,10 +913,12 @@ def main(argv: list[str] | None = None) -> int:
         "imports": imports,
         "profile": profile,
         "profile_iter": profile_iter,
+        "extra_scenarios": extra,
     }
     (OUT / "results.json").write_text(json.dumps(raw, indent=1, default=str))
     output.parent.mkdir(parents=True, exist_ok=True)
     text = render(args, cells, capacity, memory, imports, profile, profile_iter, notes, started)
+    text += extra_scenarios.render(cells, extra)
     # Sections other scripts write (stream_confirm.py, parser_pair.py, ...) sit between
     # <!-- NAME:begin --> and <!-- NAME:end --> markers: keep them.
     old = output.read_text() if output.exists() else ""
@@ -912,7 +930,7 @@ def main(argv: list[str] | None = None) -> int:
     for chart in charts:
         log(f"wrote {chart.relative_to(REPO) if chart.is_relative_to(REPO) else chart}")
     log(f"wrote {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
-    bad = any(c.problems for c in cells + memory)
+    bad = any(c.problems for c in cells + memory) or extra_scenarios.invalid(extra)
     return 1 if bad else 0
 
 

@@ -20,6 +20,7 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -27,7 +28,7 @@ import attrs
 
 from . import _constants as C
 from ._confirm import ConfirmWith, PushConfirmer, open_confirmer
-from ._convert import is_order_payload, structure_order
+from ._convert import decode_echo, is_order_payload, structure_order
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -124,14 +125,10 @@ async def cancel_one(
 
     session._pipeline.cancels.accepted(oid)
     payload = response.payload
-    order: Order | None = None
-    if is_order_payload(payload):
-        try:
-            order = structure_order(payload, raw=response.content, method="POST", endpoint=C.CANCEL_PATH)
-        except TanxError as exc:
-            # The cancel was accepted; an order we cannot read must not turn that into a failure.
-            logger.warning("order %d: cancel queued, but its echo did not decode: %s", oid, exc)
+    if not is_order_payload(payload):
+        payload = None
     if confirm:
+        order = decode_echo(oid, payload, response.content) if payload is not None else None
         deadline = time.monotonic() + confirm_timeout
         if push is not None:  # by the stream (``_confirm.py``), polling as its fallback
 
@@ -140,7 +137,14 @@ async def cancel_one(
 
             return await push.confirm(oid, order, deadline, outcome, poll, lambda o: fetch_order(session, o))
         return await _confirm(session, oid, order, deadline, outcome)
-    return outcome(CancelStatus.QUEUED, order)
+    # The echo is decoded only if the caller reads ``outcome.order``.
+    return CancelOutcome(
+        order_id=oid,
+        status=CancelStatus.QUEUED,
+        attempts=record.count,
+        elapsed=time.monotonic() - outcome.started,
+        echo=None if payload is None else partial(decode_echo, oid, payload),
+    )
 
 
 _Make = Callable[..., CancelOutcome]

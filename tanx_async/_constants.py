@@ -45,6 +45,18 @@ HAPPY_EYEBALLS_DELAY: Final = 0.25
 # An idle connection is not reused within this many seconds of the server's own idle timeout
 # (``Keep-Alive: timeout=N``): a request written as the server closes may or may not be processed.
 SERVER_IDLE_MARGIN: Final = 1.0
+# keep_warm=True: an idle connection is replaced this long (at most half its idle life) before
+# it would lapse; the pool is looked at least this often (a server may close idle connections
+# without notice), and never more often than MIN_TICK. A connection whose idle life is shorter
+# than MIN_LIFE, or that the server closed within MIN_LIFE of opening, is not replaced (churn).
+KEEP_WARM_LEAD: Final = 2.0
+KEEP_WARM_POLL: Final = 1.0
+KEEP_WARM_MIN_TICK: Final = 0.05
+KEEP_WARM_MIN_LIFE: Final = 1.0
+
+# At most this many answers are processed per event-loop iteration (asyncio): a burst's wave of
+# answers is spread over several iterations so other tasks on the loop get their turn between.
+ANSWERS_PER_TURN: Final = 8
 
 # Batch cancellation.
 CONFIRM_TIMEOUT: Final = 10.0

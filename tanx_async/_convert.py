@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
+from ._constants import CANCEL_PATH
 from ._errors import ResponseValidationError
+from ._log import logger
 from .models import Order, OrderState, OrderType, OrderUpdate, Side, Trade, TradeUpdate
 
 __all__ = ["converter", "structure", "structure_order"]
@@ -193,6 +195,16 @@ def _messages(exc: BaseException, path: str) -> list[str]:
         return list(cattrs.transform_error(exc, path=path))
     except Exception:  # pragma: no cover - transform_error copes with all cattrs errors
         return [f"{type(exc).__name__}: {exc} @ {path}"]
+
+
+def decode_echo(order_id: int, payload: object, raw: bytes = b"") -> Order | None:
+    """The order a cancel answer echoed, or None (with a warning) when it does not decode: the
+    cancel was accepted, and an echo we cannot read must not turn that into a failure."""
+    try:
+        return structure_order(payload, raw=raw, method="POST", endpoint=CANCEL_PATH)
+    except ResponseValidationError as exc:
+        logger.warning("order %d: cancel queued, but its echo did not decode: %s", order_id, exc)
+        return None
 
 
 def is_order_payload(value: Any) -> bool:

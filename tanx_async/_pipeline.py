@@ -44,7 +44,7 @@ from ._json import dumps
 from ._log import logger
 from ._memory import CancelMemory
 from ._retry import RetryPolicy, is_ambiguous
-from ._transports import Sender, TransportName, make_sender
+from ._transports import Sender, TransportName, Warmable, make_sender
 from .events import EventCallback, EventKind, RequestEvent
 
 __all__ = ["Attempts", "Pipeline", "Response"]
@@ -117,8 +117,10 @@ class Pipeline:
         on_event: EventCallback | None,
         timeout: httpx.Timeout,
         policy: RetryPolicy,
+        keep_warm: bool = False,
     ) -> None:
         self.base_url = base_url
+        self.keep_warm = keep_warm
         #: The session's own timeout and retry policy (its views may have others): auth uses them.
         self.timeout = timeout
         self.policy = policy
@@ -134,10 +136,12 @@ class Pipeline:
         self.on_event = on_event
         self.sender: Sender | None = None
         self.limiter: anyio.CapacityLimiter | None = None
+
         self.closed = False
         self._flight: _Flight | None = None
         #: Orders this session recently got a 2xx cancel for (evidence for later refusals).
         self.cancels = CancelMemory()
+        self._header_sets: dict[tuple[str | None, bool], dict[str, str]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -148,6 +152,7 @@ class Pipeline:
             raise SessionClosedError("this AsyncTanxSession is closed")
         if self.sender is None or self.limiter is None:
             self.limiter = anyio.CapacityLimiter(self.max_concurrency)
+
             self.sender = make_sender(
                 http_client=self.http_client,
                 transport=self.transport,
@@ -157,7 +162,13 @@ class Pipeline:
                 max_response_bytes=self.max_response_bytes,
                 base_url=self.base_url,
                 trust_env=self.trust_env,
+                keep_warm=self.keep_warm,
             )
+            if self.keep_warm and not isinstance(self.sender, Warmable):
+                logger.warning(
+                    "keep_warm=True: the %s transport cannot keep connections warm",
+                    type(self.sender).__name__,
+                )
         return self.sender, self.limiter
 
     async def aclose(self) -> None:
@@ -168,6 +179,18 @@ class Pipeline:
         if sender is not None:
             with anyio.CancelScope(shield=True):
                 await sender.aclose()
+
+    async def warm_up(self, connections: int, timeout: httpx.Timeout) -> int:  # noqa: ASYNC109
+        """Open up to ``connections`` connections to the exchange ahead of need (see
+        ``AsyncTanxSession.warm_up``); 0 with a log line where the transport cannot."""
+        sender, _ = self.start(timeout)
+        if not isinstance(sender, Warmable):
+            logger.info(
+                "warm_up: the %s transport cannot open connections ahead of need; nothing done",
+                type(sender).__name__,
+            )
+            return 0
+        return await sender.warm_up(self.base_url + "/", connections, timeout)
 
     def is_closed(self) -> bool:
         return self.closed
@@ -203,9 +226,6 @@ class Pipeline:
         if params:
             url += "?" + urlencode(params)
         content = dumps(json) if json is not None else None
-        headers = dict(_STATIC_HEADERS)
-        if content is None:
-            del headers["Content-Type"]
         on_event = self.on_event
         clock = self.auth.clock
         debug = logger.isEnabledFor(logging.DEBUG)
@@ -217,7 +237,7 @@ class Pipeline:
             token = None
             if private:
                 token = await self.token()
-                headers["Authorization"] = "JWT " + token
+            headers = self._headers(token, content is not None)
             await self.flow.acquire()
             record.count += 1
             if record.first_sent is None:
@@ -309,6 +329,23 @@ class Pipeline:
             )
             await anyio.sleep(delay)
             attempt += 1
+
+    def _headers(self, token: str | None, body: bool) -> dict[str, str]:
+        """The request headers for ``token`` (None: public) with or without a body: built once
+        per token and shared by every request that sends it (never mutated: senders only read
+        them). Bounded: a few entries per token, cleared when tokens have rotated a few times."""
+        key = (token, body)
+        headers = self._header_sets.get(key)
+        if headers is None:
+            headers = dict(_STATIC_HEADERS)
+            if not body:
+                del headers["Content-Type"]
+            if token is not None:
+                headers["Authorization"] = "JWT " + token
+            if len(self._header_sets) >= 8:
+                self._header_sets.clear()
+            self._header_sets[key] = headers
+        return headers
 
     # -- authentication -------------------------------------------------------------------
 

@@ -60,9 +60,9 @@ class AsyncTanxSession:
       ``max_concurrency`` (requests in flight, default 64, at most the pool size),
       ``rate_limit`` (requests/s, with ``rate_limit_burst``) shared by every task.
     - ``http_client``: an ``httpx.AsyncClient`` you own (never closed by the session);
-      ``transport``: ``"auto"`` (``"native"`` on asyncio, ``"httpx"`` under trio),
-      ``"native"`` (our HTTP/1.1 client, asyncio only), ``"aiohttp"`` (the ``aiohttp`` extra),
-      ``"httpx"``.
+      ``transport``: ``"auto"``/``"native"`` (our HTTP/1.1 client: on ``asyncio.Protocol``
+      under asyncio, over anyio streams under trio), ``"aiohttp"`` (the ``aiohttp`` extra,
+      asyncio only), ``"httpx"``.
     - ``verify``: TLS verification, on unless you pass ``False`` or your own ``ssl.SSLContext``.
       Plain ``http://`` is refused for non-loopback hosts unless ``allow_insecure_http=True``.
     - ``trust_env`` (default True, as in httpx): honour ``HTTP_PROXY``, ``HTTPS_PROXY``,
@@ -71,6 +71,10 @@ class AsyncTanxSession:
     - ``auth_paths``, ``max_response_bytes`` (default 8 MiB), ``on_event`` (see ``events``).
     - ``stream_url``: the private stream's URL (default: ``base_url`` with ``https`` -> ``wss``,
       ``http`` -> ``ws`` and the path ``/private``); see ``stream()``.
+    - ``keep_warm``: the built-in transport replaces idle connections before the server's
+      ``Keep-Alive`` timeout or the pool's expiry lets them lapse (or right after the server
+      closed them), so a burst after minutes of quiet finds its connections open. Reconnecting
+      only: no request is sent. Off by default; see ``warm_up()``.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class AsyncTanxSession:
         refresh_skew: float = C.REFRESH_SKEW,
         on_event: EventCallback | None = None,
         stream_url: str | None = None,
+        keep_warm: bool = False,
         _pipeline: Pipeline | None = None,
     ) -> None:
         # Every argument, as given: ``with_options`` builds its view through this constructor.
@@ -127,6 +132,12 @@ class AsyncTanxSession:
         V.setting_int("max_retries", max_retries, minimum=0)
         if transport not in ("auto", "native", "aiohttp", "httpx"):
             raise ValueError(f"transport must be 'auto', 'native', 'aiohttp' or 'httpx', got {transport!r}")
+        if not isinstance(keep_warm, bool):
+            raise TypeError(f"keep_warm must be True or False, got {type(keep_warm).__name__}")
+        if keep_warm and (http_client is not None or transport in ("aiohttp", "httpx")):
+            raise ValueError(
+                "keep_warm=True needs the built-in transport (transport='native' or 'auto' on asyncio)"
+            )
         if verify is not True and not isinstance(verify, ssl.SSLContext | bool):
             raise TypeError("verify must be True, False or an ssl.SSLContext")
         if not isinstance(trust_env, bool):
@@ -160,6 +171,7 @@ class AsyncTanxSession:
                 on_event=on_event,
                 timeout=self._timeout,
                 policy=self._retry,
+                keep_warm=keep_warm,
             )
         self._pipeline = _pipeline
         self.orders = Orders(self)
@@ -281,6 +293,24 @@ class AsyncTanxSession:
         """``GET /sapi/v1/health/``: True when the exchange says it is working."""
         body = await self.request("GET", C.HEALTH_PATH, private=False, idempotent=True)
         return body.get("status") == "success"
+
+    async def warm_up(self, connections: int | None = None) -> int:
+        """Open connections ahead of need, so a burst does not pay for the TCP and TLS
+        handshakes: until ``connections`` (default ``max_concurrency``; at most the pool size)
+        are idle and ready, each one connected and its TLS certificate verified. Sends no
+        request. Returns how many connections are ready.
+
+        Only the built-in transport can do this; with ``transport="aiohttp"``/``"httpx"``, an
+        ``http_client`` or under trio it does nothing, logs why and returns 0. Connections
+        still lapse when idle (the server's ``Keep-Alive`` timeout, the pool's expiry): call
+        it shortly before a burst, or pass ``keep_warm=True``. Raises the connect error when
+        not a single connection could be opened."""
+        wanted = (
+            self.max_concurrency
+            if connections is None
+            else V.setting_int("connections", connections, minimum=1)
+        )
+        return await self._pipeline.warm_up(wanted, self._timeout)
 
     async def aclose(self) -> None:
         """Close the connection pool (never an ``http_client`` you passed in). Idempotent."""

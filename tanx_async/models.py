@@ -8,6 +8,7 @@ on the exchange must never break a cancel loop.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal, Union
@@ -179,15 +180,29 @@ class CancelOutcome:
     ``order`` is the exchange's latest view of the order when one was seen; ``error`` explains
     every non-ok outcome; ``note`` says what else the outcome rests on (its evidence, a refusal
     that did not change it, a settling pass), or is None.
+
+    The order echoed by an accepted cancel is decoded when ``order`` is first read (a burst that
+    only looks at ``status`` never pays for it); an echo that cannot be decoded then reads as
+    None, with a warning, as it would have when decoded at once.
     """
 
     order_id: int
     status: CancelStatus
-    order: Order | None = None
+    _order: Order | None = attrs.field(default=None, alias="order", repr=False, eq=False)
     error: TanxError | None = attrs.field(default=None, eq=False)
     attempts: int = 0
     elapsed: float = 0.0
     note: str | None = attrs.field(default=None, eq=False)
+    #: Decodes the cancel answer's echo on first read of ``order`` (None: nothing to decode).
+    _echo: Callable[[], Order | None] | None = attrs.field(default=None, alias="echo", repr=False, eq=False)
+
+    @property
+    def order(self) -> Order | None:
+        """The exchange's latest view of the order, when one was seen (decoded on first read)."""
+        if self._order is None and self._echo is not None:
+            object.__setattr__(self, "_order", self._echo())
+            object.__setattr__(self, "_echo", None)
+        return self._order
 
     @property
     def ok(self) -> bool:

@@ -11,6 +11,7 @@ from email.utils import formatdate
 from typing import Any
 
 from tanx_async import AsyncTanxSession
+from tanx_async import _constants as C
 from tanx_async import _constants as constants
 from tanx_async import _flow as flow_module
 from tanx_async._auth import Auth, AuthPaths, AuthRequest, jwt_expiry
@@ -22,6 +23,7 @@ from tanx_async._errors import APIStatusError, status_error_class
 from tanx_async._flow import FlowControl
 from tanx_async._httpx import httpx
 from tanx_async._memory import CancelMemory, RecentIds
+from tanx_async._pace import PacedFuture, Pacer
 from tanx_async._pipeline import Attempts, Response
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
@@ -29,22 +31,27 @@ from tanx_async._stream import OrderStream, _Buffer, stream_url
 from tanx_async._transports import RawResponse, Sender, TransportName
 from tanx_async._transports import _said as transport_notices
 from tanx_async._transports.aiohttp_sender import AiohttpSender
+from tanx_async._transports.anyio_sender import AnyioSender
 from tanx_async._transports.httpx_sender import HttpxSender
 from tanx_async._transports.native import Http11Sender, _Connection, _idle_timeout, _Origin
 
 __all__ = [
     "APIStatusError",
     "AiohttpSender",
+    "AnyioSender",
     "Attempts",
     "Auth",
     "AuthPaths",
     "AuthRequest",
+    "C",
     "CancelMemory",
     "ExchangeClock",
     "FlowControl",
     "Http11Sender",
     "HttpxSender",
     "OrderStream",
+    "PacedFuture",
+    "Pacer",
     "PrivateKeySigner",
     "RawResponse",
     "RecentIds",
@@ -67,6 +74,7 @@ __all__ = [
     "is_access_token_error",
     "is_ambiguous",
     "jwt_expiry",
+    "keeper_of",
     "learn_clock",
     "parse_retry_after",
     "random_wallet",
@@ -100,6 +108,12 @@ def auth_of(session: AsyncTanxSession) -> Auth:
 def shares_pipeline(a: AsyncTanxSession, b: AsyncTanxSession) -> bool:
     """Whether two sessions share one pool and one set of tokens (a ``with_options`` view)."""
     return a._pipeline is b._pipeline
+
+
+def keeper_of(session: AsyncTanxSession) -> Any:
+    """The keep-warm task of the session's built-in transport (None when it has none)."""
+    sender = sender_of(session)
+    return getattr(sender, "_keeper", None)
 
 
 def idle_connections(sender: Http11Sender) -> int:

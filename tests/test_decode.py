@@ -13,6 +13,7 @@ import respx
 
 from tanx_async import (
     AsyncTanxSession,
+    CancelStatus,
     InternalServerError,
     NotFoundError,
     Order,
@@ -408,3 +409,24 @@ async def test_success_body_that_is_not_json(session: AsyncTanxSession, router: 
         await session.orders.get(ORDER["id"])
     assert info.value.body == b"<html>hi</html>"
     assert info.value.errors == ("expected a JSON object @ $",)
+
+
+async def test_cancel_many_decodes_the_echo_only_when_read(
+    session: AsyncTanxSession, router: respx.Router, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One good echo, one the converter cannot read: both cancels were accepted (QUEUED, ok); the
+    # bad echo reads as None with a warning, at the moment ``order`` is read, not before.
+    bad = {**ORDER, "id": 2, "price": "not a number"}
+    router.post(CANCEL_URL).mock(
+        side_effect=lambda request: json_response(
+            200, envelope(ORDER if json.loads(request.content)["order_id"] == ORDER["id"] else bad)
+        )
+    )
+    good_outcome, bad_outcome = await session.orders.cancel_many([ORDER["id"], 2])
+    assert [good_outcome.ok, bad_outcome.ok] == [True, True]
+    assert [good_outcome.status, bad_outcome.status] == [CancelStatus.QUEUED, CancelStatus.QUEUED]
+    assert "did not decode" not in caplog.text
+    assert good_outcome.order is not None and good_outcome.order.id == ORDER["id"]
+    assert good_outcome.order is good_outcome.order  # decoded once, then kept
+    assert bad_outcome.order is None
+    assert "order 2: cancel queued, but its echo did not decode" in caplog.text

@@ -597,6 +597,29 @@ async def test_read_timeout_closes_the_connection() -> None:
     assert script.connections == 2
 
 
+async def test_read_timeouts_of_concurrent_requests_each_fire_for_their_own_request() -> None:
+    # One timer serves every request in flight: the later deadline must still fire after the
+    # earlier one did, an answered request must never be failed, and each error names its own
+    # timeout.
+    async def by_body(request: bytes, writer: asyncio.StreamWriter) -> None:
+        if b'"stall"' in request:
+            await asyncio.sleep(1)
+        writer.write(ok())
+
+    async with scripted(by_body) as (_, sender, url):
+        results = await asyncio.gather(
+            sender.send("POST", url, {}, b'{"stall":1}', httpx.Timeout(2.0, read=0.3)),
+            sender.send("POST", url, {}, b'{"stall":2}', httpx.Timeout(2.0, read=0.1)),
+            sender.send("POST", url, {}, b"{}", httpx.Timeout(2.0, read=0.2)),
+            return_exceptions=True,
+        )
+        slow, fast, answered = results
+        assert isinstance(slow, APITimeoutError) and "within 0.3 s" in str(slow)
+        assert isinstance(fast, APITimeoutError) and "within 0.1 s" in str(fast)
+        assert isinstance(answered, RawResponse) and answered.status == 200
+        assert sender.connections_in_use() == 0
+
+
 async def test_refused_connection_was_never_sent() -> None:
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

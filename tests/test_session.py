@@ -34,7 +34,15 @@ from tests.conftest import (
     open_session,
 )
 
-from .internals import Http11Sender, HttpxSender, auth_of, sender_of, shares_pipeline, start_transport
+from .internals import (
+    AnyioSender,
+    Http11Sender,
+    HttpxSender,
+    auth_of,
+    sender_of,
+    shares_pipeline,
+    start_transport,
+)
 
 HEALTH_URL = f"{BASE}/sapi/v1/health/"
 GET_URL = f"{BASE}/sapi/v1/orders/{ORDER['id']}/"
@@ -182,16 +190,17 @@ async def test_auto_is_the_native_transport_on_asyncio_and_aclose_closes_its_con
         await server.wait_closed()
 
 
-def test_under_trio_auto_is_httpx_and_asyncio_only_transports_are_refused() -> None:
+def test_under_trio_auto_is_the_built_in_client_over_anyio_and_aiohttp_is_refused() -> None:
     trio = pytest.importorskip("trio")
 
     async def main() -> None:
-        async with AsyncTanxSession(access_token="t") as session:
-            sender = start_transport(session)
-            assert isinstance(sender, HttpxSender)
-        for name in ("native", "aiohttp"):
-            with pytest.raises(RuntimeError, match="needs asyncio"):
-                start_transport(AsyncTanxSession(access_token="t", transport=name))
+        for name in ("auto", "native"):
+            async with AsyncTanxSession(access_token="t", transport=name) as session:
+                assert isinstance(start_transport(session), AnyioSender)
+        async with AsyncTanxSession(access_token="t", transport="httpx") as session:
+            assert isinstance(start_transport(session), HttpxSender)
+        with pytest.raises(RuntimeError, match="needs asyncio"):
+            start_transport(AsyncTanxSession(access_token="t", transport="aiohttp"))
 
     trio.run(main)
 

@@ -4,7 +4,9 @@ and ``make_sender``, the one place the choice is made.
 - ``native`` (``Http11Sender``, ``transport="native"``, the default on asyncio): our own
   HTTP/1.1 keep-alive client on ``asyncio.Protocol``.
 - ``aiohttp_sender`` (``AiohttpSender``, the ``aiohttp`` extra): aiohttp's connection pool.
-- ``httpx_sender`` (``HttpxSender``): an ``httpx.AsyncClient``; under trio and for injected clients.
+- ``anyio_sender`` (``AnyioSender``): the built-in client's HTTP/1.1 over anyio streams; the
+  default (``"auto"``/``"native"``) under trio.
+- ``httpx_sender`` (``HttpxSender``): an ``httpx.AsyncClient``; ``transport="httpx"`` and injected clients.
 
 Each implementation is imported only when chosen: ``import tanx_async`` stays light.
 
@@ -23,9 +25,9 @@ import ssl
 from .._config import env_proxy
 from .._errors import MissingDependencyError
 from .._httpx import httpx
-from .base import RawResponse, Sender, TransportName
+from .base import RawResponse, Sender, TransportName, Warmable
 
-__all__ = ["RawResponse", "Sender", "TransportName", "make_sender"]
+__all__ = ["RawResponse", "Sender", "TransportName", "Warmable", "make_sender"]
 
 logger = logging.getLogger("tanx_async")
 #: Why the native transport was not used, each said once per process.
@@ -65,16 +67,17 @@ def make_sender(
     max_response_bytes: int,
     base_url: str,
     trust_env: bool = True,
+    keep_warm: bool = False,
 ) -> Sender:
     """The one place that decides how this session talks to the exchange."""
     if http_client is not None:
         from .httpx_sender import HttpxSender
 
         return HttpxSender(http_client, owned=False, max_response_bytes=max_response_bytes)
-    if transport in ("native", "aiohttp") and not _on_asyncio():
-        raise RuntimeError(f"transport={transport!r} needs asyncio; use transport='httpx' under trio")
+    if transport == "aiohttp" and not _on_asyncio():
+        raise RuntimeError("transport='aiohttp' needs asyncio; use 'auto' (or 'httpx') under trio")
     proxy = env_proxy(base_url) if trust_env else None
-    if transport == "native" or (transport == "auto" and _on_asyncio()):
+    if transport in ("auto", "native"):
         missing = _httptools_missing()
         if missing is not None and transport == "native":
             raise MissingDependencyError(
@@ -88,6 +91,13 @@ def make_sender(
                 "transport does not speak to proxies, so the httpx transport is used (trust_env=False "
                 "goes direct)"
             )
+        elif not _on_asyncio():
+            # trio: the same HTTP/1.1 client over anyio streams
+            from .anyio_sender import AnyioSender
+
+            return AnyioSender(
+                limits=limits, verify=verify, max_response_bytes=max_response_bytes, trust_env=trust_env
+            )
         else:
             from .native import Http11Sender
 
@@ -96,6 +106,7 @@ def make_sender(
                 verify=verify,
                 max_response_bytes=max_response_bytes,
                 trust_env=trust_env,
+                keep_warm=keep_warm,
             )
     elif transport == "aiohttp":
         try:

@@ -8,12 +8,12 @@ byte of the request left says False.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from .._errors import APIConnectionError, ResponseTooLargeError
 from .._httpx import httpx
 
-__all__ = ["RawResponse", "Sender", "TransportName", "pool_closed", "too_large"]
+__all__ = ["RawResponse", "Sender", "TransportName", "Warmable", "pool_closed", "too_large"]
 
 TransportName = Literal["auto", "native", "aiohttp", "httpx"]
 
@@ -74,6 +74,13 @@ class Sender(Protocol):
     def connections_in_use(self) -> int: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Warmable(Protocol):
+    """A sender that can open connections ahead of need (the built-in one)."""
+
+    async def warm_up(self, url: str, connections: int, timeout: httpx.Timeout) -> int: ...
 
 
 def pool_closed() -> APIConnectionError:

@@ -46,6 +46,8 @@ import httptools
 from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
 from .._errors import APIConnectionError, APITimeoutError
+from .._log import logger
+from .._pace import Pacer
 from .base import RawResponse, pool_closed, too_large
 
 if TYPE_CHECKING:
@@ -144,6 +146,13 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.opened_at = time.monotonic()
+        #: Spreads the answers of a wave over loop iterations (``_pace``); set by the pool.
+        self.pacer: Pacer | None = None
+        #: The pool's one timer for every read timeout (None: a timer per request); set by the pool.
+        self.deadlines: _Deadlines | None = None
+        self.deadline = 0.0  # when the answer in flight times out (loop time)
+        self.read_timeout = 0.0
         #: How long the server said it keeps this connection idle (``Keep-Alive: timeout=N``).
         self.server_idle: float | None = None
         self.keep_alive = False
@@ -256,6 +265,36 @@ class _Connection(asyncio.Protocol):
                 "the connection closed before the request was sent", maybe_processed=False
             )
         loop = self._loop
+        self._reset(method, url)
+        waiter: asyncio.Future[RawResponse] = (
+            loop.create_future() if self.pacer is None else self.pacer.future_type(loop=loop)
+        )
+        self._waiter = waiter
+        transport.write(payload)
+        deadlines = self.deadlines
+        if read_timeout is not None:
+            if deadlines is not None:
+                deadlines.add(self, loop.time() + read_timeout, read_timeout)
+            else:
+                self._timer = loop.call_at(loop.time() + read_timeout, self._on_timeout, read_timeout)
+        try:
+            return await waiter
+        finally:
+            if deadlines is not None:
+                deadlines.discard(self)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._waiter = None
+            if not waiter.done() or waiter.cancelled() or not self.keep_alive:
+                # Cancelled mid-flight, failed, or the server will not keep it: never reused.
+                self.keep_alive = False
+                self.close()
+                if waiter.done() and not waiter.cancelled():
+                    waiter.exception()  # failed, then we were cancelled: not "never retrieved"
+
+    def _reset(self, method: str, url: str) -> None:
+        """Ready the parser for the answer to a new request (also used by ``anyio_sender``)."""
         self.keep_alive = False
         self._method, self._url = method, url
         self._received = False
@@ -270,24 +309,6 @@ class _Connection(asyncio.Protocol):
         self._parts = []
         self._size = 0
         self._error = None
-        waiter: asyncio.Future[RawResponse] = loop.create_future()
-        self._waiter = waiter
-        transport.write(payload)
-        if read_timeout is not None:
-            self._timer = loop.call_at(loop.time() + read_timeout, self._on_timeout, read_timeout)
-        try:
-            return await waiter
-        finally:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._waiter = None
-            if not waiter.done() or waiter.cancelled() or not self.keep_alive:
-                # Cancelled mid-flight, failed, or the server will not keep it: never reused.
-                self.keep_alive = False
-                self.close()
-                if waiter.done() and not waiter.cancelled():
-                    waiter.exception()  # failed, then we were cancelled: not "never retrieved"
 
     def _on_timeout(self, seconds: float) -> None:
         self._timer = None
@@ -412,6 +433,8 @@ class _Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.deadlines is not None:
+            self.deadlines.discard(self)  # answered: no read timeout, however long it is held
         waiter.set_result(RawResponse(self._status, headers, body, method=self._method, url=self._url))
 
 
@@ -425,6 +448,52 @@ def _crlf_tail(data: bytes) -> int:
     while i and data[i - 1] in (10, 13):
         i -= 1
     return len(data) - i
+
+
+class _Deadlines:
+    """The read timeouts of a pool's requests in flight, kept by one timer instead of one timer
+    per request (a timer costs a heap push, a cancel and a heap pop per request).
+
+    The timer is armed for the earliest deadline; when it fires it fails the requests whose
+    deadline passed and re-arms for the earliest one left, so every timeout fires on time."""
+
+    __slots__ = ("_at", "_conns", "_handle", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._conns: set[_Connection] = set()
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = float("inf")
+
+    def add(self, conn: _Connection, deadline: float, seconds: float) -> None:
+        conn.deadline, conn.read_timeout = deadline, seconds
+        self._conns.add(conn)
+        if deadline < self._at:
+            self._arm(deadline)
+
+    def discard(self, conn: _Connection) -> None:
+        self._conns.discard(conn)  # the timer re-arms itself from what is left when it fires
+
+    def _arm(self, at: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_at(at, self._fire)
+        self._at = at
+
+    def _fire(self) -> None:
+        self._handle, self._at = None, float("inf")
+        now = self._loop.time()
+        due = [conn for conn in self._conns if conn.deadline <= now]
+        for conn in due:
+            self._conns.discard(conn)
+            conn._on_timeout(conn.read_timeout)
+        if self._conns:
+            self._arm(min(conn.deadline for conn in self._conns))
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle, self._at = None, float("inf")
 
 
 def _pool_timeout(waiter: asyncio.Future[_Connection | None], seconds: float) -> None:
@@ -534,6 +603,7 @@ class Http11Sender:
         verify: bool | ssl.SSLContext,
         max_response_bytes: int,
         trust_env: bool = True,
+        keep_warm: bool = False,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._cap = max_response_bytes
@@ -553,6 +623,15 @@ class Http11Sender:
         self._origins: dict[str, _Origin] = {}
         self._closed = False
         self._busy: set[_Connection] = set()
+        #: Per origin: the ``_Origin`` (to reconnect it) and the server's last ``Keep-Alive`` hint.
+        self._known: dict[tuple[str, str, int], _Origin] = {}
+        self._server_idle: dict[tuple[str, str, int], float] = {}
+        self._keeper: asyncio.Task[None] | None = None
+        self._keep_warm = keep_warm
+        self._pacer = Pacer(self._loop, C.ANSWERS_PER_TURN)
+        self._deadlines = _Deadlines(self._loop)
+        #: The timeouts of the last request or warm-up: keep-warm connects within them.
+        self._connect_timeout: httpx.Timeout | None = None
 
     # public (the Sender protocol)
 
@@ -566,13 +645,9 @@ class Http11Sender:
     ) -> RawResponse:
         if self._closed:
             raise pool_closed()
-        origin = self._origins.get(url)
-        if origin is None:
-            origin = _Origin(url)
-            if len(self._origins) >= _URL_CACHE_SIZE:
-                self._origins.clear()
-            self._origins[url] = origin
+        origin = self._origins.get(url) or self._origin(url)
         payload = self._payload(method, origin, headers, content)
+        self._connect_timeout = timeout
         conn = await self._acquire(origin, timeout)
         if self.closed:  # closed while we queued or connected: nothing sent
             self._release(origin.key, conn)
@@ -594,6 +669,10 @@ class Http11Sender:
 
     async def aclose(self) -> None:
         self._closed = True
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
@@ -606,8 +685,134 @@ class Http11Sender:
             waiter, _ = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(pool_closed())
+        self._deadlines.cancel()
         # Let the transports run their close callbacks before the loop may go away.
         await asyncio.sleep(0)
+
+    async def warm_up(self, url: str, connections: int, timeout: httpx.Timeout) -> int:
+        """Open connections to ``url``'s origin ahead of need until ``connections`` are idle and
+        ready (TCP connected, TLS handshake done and the certificate verified), within
+        ``max_connections`` and ``max_keepalive_connections``. Sends no request. Returns how
+        many idle connections are ready now; raises the connect error when none could be opened
+        and none were ready."""
+        if self._closed:
+            raise pool_closed()
+        origin = self._origin(url)
+        key = origin.key
+        self._connect_timeout = timeout
+        ready = self._ready_count(key)
+        want = min(connections, self._max_idle if self._max_idle is not None else connections) - ready
+        room = want if self._max is None else min(want, self._max - self._open)
+        if room <= 0:
+            return ready
+        self._open += room  # reserved now: requests arriving meanwhile see the slots taken
+        results = await asyncio.gather(*(self._open_ahead(origin, timeout) for _ in range(room)))
+        ready = self._ready_count(key)
+        errors = [r for r in results if r is not None]
+        if errors and ready == 0:
+            raise errors[0]
+        if errors:
+            logger.info("warm_up: %d of %d connections failed to open (%s)", len(errors), room, errors[0])
+        return ready
+
+    def _origin(self, url: str) -> _Origin:
+        origin = self._origins.get(url)
+        if origin is None:
+            origin = _Origin(url)
+            if len(self._origins) >= _URL_CACHE_SIZE:
+                self._origins.clear()
+            self._origins[url] = origin
+            self._known.setdefault(origin.key, origin)
+        return origin
+
+    def _ready_count(self, key: tuple[str, str, int]) -> int:
+        now = time.monotonic()
+        return sum(
+            1
+            for conn in self._idle.get(key, ())
+            if not conn.is_closing() and now - conn.idle_since < self._life(conn)
+        )
+
+    def _life(self, conn: _Connection) -> float:
+        """How long ``conn`` may sit idle and still be reused (our expiry, the server's hint)."""
+        server_idle = conn.server_idle
+        if server_idle is None:
+            return self._expiry
+        return min(self._expiry, server_idle - C.SERVER_IDLE_MARGIN)
+
+    async def _open_ahead(self, origin: _Origin, timeout: httpx.Timeout) -> APIConnectionError | None:
+        """Fill a slot already counted in ``_open`` with a new idle connection (or hand it to a
+        waiting request). Never raises a connect error: returns it (and frees the slot)."""
+        try:
+            conn = await self._connect(origin, timeout)
+        except APIConnectionError as exc:
+            self._free_slot()
+            return exc
+        except BaseException:
+            self._free_slot()
+            raise
+        if self._closed:
+            self._discard(conn)
+            return pool_closed()
+        conn.keep_alive = True  # fresh, nothing asked of it yet
+        conn.server_idle = self._server_idle.get(origin.key)
+        conn.opened_at = time.monotonic()
+        self._in_use += 1
+        self._release(origin.key, conn)
+        return None
+
+    # keep-warm: replace idle connections before they lapse, without sending anything
+
+    def _start_keeper(self) -> None:
+        if self._keep_warm and self._keeper is None and not self._closed:
+            self._keeper = self._loop.create_task(self._keep_warm_loop())
+
+    async def _keep_warm_loop(self) -> None:
+        """Every tick (at most ``KEEP_WARM_POLL`` apart, sooner when a connection is due):
+        idle connections that will lapse within the lead time (our expiry, the server's
+        ``Keep-Alive: timeout``) or that the server closed are replaced by new ones."""
+        while not self._closed:
+            await asyncio.sleep(self._next_tick())
+            stale = self._take_stale()
+            if stale and self._connect_timeout is not None:
+                timeout = self._connect_timeout
+                await asyncio.gather(*(self._open_ahead(self._known[key], timeout) for key in stale))
+
+    def _lead(self, life: float) -> float:
+        return min(C.KEEP_WARM_LEAD, life / 2)
+
+    def _next_tick(self) -> float:
+        now = time.monotonic()
+        tick = C.KEEP_WARM_POLL
+        for idle in self._idle.values():
+            for conn in idle:
+                life = self._life(conn)
+                tick = min(tick, conn.idle_since + life - self._lead(life) - now)
+        return max(tick, C.KEEP_WARM_MIN_TICK)
+
+    def _take_stale(self) -> list[tuple[str, str, int]]:
+        """Close the idle connections due for replacement (their slots stay reserved) and
+        return the origin of each one to reopen. A connection the server closed within
+        ``KEEP_WARM_MIN_LIFE`` of opening, or whose life is shorter than that, is let go:
+        reconnecting it would only churn."""
+        now = time.monotonic()
+        stale: list[tuple[str, str, int]] = []
+        for key, idle in self._idle.items():
+            if key not in self._known:
+                continue
+            keep: list[_Connection] = []
+            for conn in idle:
+                life = self._life(conn)
+                closed = conn.is_closing()
+                if not closed and now - conn.idle_since < life - self._lead(life):
+                    keep.append(conn)
+                elif life < C.KEEP_WARM_MIN_LIFE or (closed and now - conn.opened_at < C.KEEP_WARM_MIN_LIFE):
+                    self._discard(conn)
+                else:
+                    conn.close()
+                    stale.append(key)
+            idle[:] = keep
+        return stale
 
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS context for ``https`` origins (built on first use: it loads the CA bundle)."""
@@ -617,7 +822,8 @@ class Http11Sender:
 
     # internals
 
-    def _payload(self, method: str, origin: _Origin, headers: dict[str, str], content: bytes | None) -> bytes:
+    @staticmethod
+    def _payload(method: str, origin: _Origin, headers: dict[str, str], content: bytes | None) -> bytes:
         # Header injection: names (and the method) must be tokens, values free of control
         # characters but HTAB. The common case costs a set look-up and one isprintable() per
         # value; anything else is checked in full by ``_check_head``.
@@ -735,6 +941,8 @@ class Http11Sender:
         if origin.tls:
             context = self.ssl_context()
         conn = _Connection(loop, self._cap)
+        conn.pacer = self._pacer
+        conn.deadlines = self._deadlines
         try:
             # anyio's deadline, not ``asyncio.wait_for`` (which, on Python <= 3.11, can drop a
             # cancellation that arrives as the connection completes).
@@ -806,8 +1014,12 @@ class Http11Sender:
         if self._max_idle is not None and len(idle) >= self._max_idle:
             self._discard(conn)
             return
+        if conn.server_idle is not None:
+            self._server_idle[key] = conn.server_idle
         conn.idle_since = time.monotonic()
         idle.append(conn)
+        if self._keeper is None and self._keep_warm:
+            self._start_keeper()
 
     def _discard(self, conn: _Connection) -> None:
         conn.close()

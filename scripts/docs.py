@@ -8,6 +8,7 @@ it, e.g. ``--site site``, which is gitignored). ``--serve`` runs ``mkdocs serve`
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -18,7 +19,18 @@ def build_docs(python: str, site: str | None = None) -> None:
     # mkdocs-material prints a banner about its successor on every build; it is not a warning.
     os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")
     with tempfile.TemporaryDirectory(prefix="tanx-docs-") as tmp:
-        _venv.run([python, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", site or tmp])
+        # Not ``--quiet``: it mutes the warnings ``--strict`` counts, and the build passes with
+        # them (mkdocs 1.6). The INFO lines are dropped here instead.
+        cmd = [python, "-m", "mkdocs", "build", "--strict", "--site-dir", site or tmp]
+        print("==> " + " ".join(cmd[2:]), flush=True)
+        result = subprocess.run(
+            cmd, cwd=_venv.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for line in result.stdout.splitlines():
+            if line.strip() and not line.startswith("INFO "):
+                print(line, flush=True)
+        if result.returncode != 0:
+            sys.exit(result.returncode)
 
 
 if __name__ == "__main__":

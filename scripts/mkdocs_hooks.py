@@ -5,6 +5,8 @@
   ``mkdocs build --strict`` (run by ``scripts/test.py``) fails on warnings. ``KNOWN_GAPS`` lists
   the ones still missing in modules this check cannot fix itself; an entry that gains a
   docstring is a warning too, so the list only shrinks.
+- Every exported name (both ``__all__`` lists, ``__version__`` aside) has an entry
+  (``::: tanx_async.Name``) on a page under ``docs/reference/``: a name missing there is a warning.
 - The benchmark charts (``benchmarks/charts/*.png``, written by ``benchmarks/run.py``) are
   served at ``benchmarks/charts/`` so docs/benchmarks.md can show them.
 """
@@ -58,7 +60,26 @@ def _undocumented_members(cls: type) -> list[str]:
     return names
 
 
+def unreferenced(docs_dir: Path) -> list[str]:
+    """Dotted public paths (as users import them) without a ``::: path`` entry under ``reference/``."""
+    entries = {
+        line[3:].strip()
+        for page in sorted((docs_dir / "reference").glob("*.md"))
+        for line in page.read_text(encoding="utf-8").splitlines()
+        if line.startswith("::: ")
+    }
+    missing = []
+    for package in PACKAGES:
+        for name in importlib.import_module(package).__all__:
+            path = f"{package}.{name}"
+            if not name.startswith("__") and path not in entries:
+                missing.append(path)
+    return missing
+
+
 def on_pre_build(config: MkDocsConfig, **kwargs: Any) -> None:
+    for path in unreferenced(Path(config.docs_dir)):
+        log.warning("exported name without an API reference entry (docs/reference/*.md): %s", path)
     missing = set(undocumented())
     for path in sorted(missing - KNOWN_GAPS):
         log.warning("public name without a docstring: %s", path)

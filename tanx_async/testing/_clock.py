@@ -26,6 +26,7 @@ class SandboxClock:
         return f"SandboxClock(offset={self.offset:+.3f})"
 
     def now(self) -> float:
+        """The exchange's time now, unix seconds (this machine's clock plus ``offset``)."""
         return time.time() + self.offset
 
     def advance(self, seconds: float) -> None:

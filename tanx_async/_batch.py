@@ -507,9 +507,16 @@ async def iterate_batch(batch: Batch) -> AsyncGenerator[CancelOutcome, None]:
         except anyio.WouldBlock:
             await send.send(outcome)
 
+    #: A batch that refuses to start (``confirm_with="stream"`` and no stream) raises its error
+    #: as ``cancel_many`` does, not wrapped in the task group's exception group.
+    refused: list[TanxError] = []
+
     async def produce() -> None:
         async with send:
-            await batch.run(hand_over)
+            try:
+                await batch.run(hand_over)
+            except TanxError as exc:
+                refused.append(exc)
 
     # recv outlives the task group: closed first, a worker still handing over an outcome while
     # the consumer is being cancelled would die of BrokenResourceError (an exception group).
@@ -532,5 +539,7 @@ async def iterate_batch(batch: Batch) -> AsyncGenerator[CancelOutcome, None]:
             # (re-raising inside the task group would surface as an exception group).
             tg.cancel_scope.cancel()
             return
+    if refused:
+        raise refused[0]
     if batch.invalid is not None:
         raise batch.invalid

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ssl
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -379,6 +380,13 @@ async def test_a_refused_subscription_raises_or_falls_back_to_polling() -> None:
             # "stream" refuses to start the batch: nothing is sent.
             with pytest.raises(StreamRefusedError):
                 await session.orders.cancel_many(ids, confirm=True, confirm_with="stream")
+            # cancel_iter says so the same way (not inside an exception group).
+            with pytest.raises(StreamRefusedError):
+                async with contextlib.aclosing(
+                    session.orders.cancel_iter(ids, confirm=True, confirm_with="stream")
+                ) as stream:
+                    async for _ in stream:
+                        pass  # pragma: no cover - nothing is sent
             assert not any(r.path == "/sapi/v1/orders/cancel/" for r in sb.exchange.requests)
             # "auto" confirms by polling instead.
             outcomes = await session.orders.cancel_many(ids, confirm=True)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from . import _constants as C
+from . import _deadline
 from ._convert import is_order_payload, structure_order
 from ._errors import (
     APIConnectionError,
@@ -251,6 +252,7 @@ class Batch:
         while (oid := self._take()) is not None:
             record = Attempts()
             self._in_flight[oid] = record
+            _deadline.begin(self._session.deadline, extra=self._confirm_timeout if self._confirm else 0.0)
             try:
                 result = await cancel_one(
                     self._session,

@@ -16,9 +16,10 @@ must observe a request while it runs (the batch deadline) passes its own ``Attem
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,6 +32,7 @@ from ._errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    EventLoopMismatchError,
     NotAuthenticatedError,
     RateLimitError,
     ResponseValidationError,
@@ -83,6 +85,22 @@ class Response:
         return self.body.get("payload")
 
 
+_WRONG_LOOP = (
+    "this AsyncTanxSession is bound to the event loop it was first used on (its connections and "
+    "locks belong to that loop); create one session per event loop"
+)
+
+
+def _loop_probe() -> tuple[Callable[[], object], object]:
+    """How to tell the running event loop (asyncio's loop, or trio's run) and which one runs now."""
+    try:
+        return asyncio.get_running_loop, asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio: trio (anyio supports no other backend)
+        import trio
+
+        return trio.lowlevel.current_trio_token, trio.lowlevel.current_trio_token()
+
+
 class _Flight:
     """One refresh or login in progress; other requests wait on it."""
 
@@ -129,6 +147,9 @@ class Pipeline:
         self.limiter: anyio.CapacityLimiter | None = None
         self.closed = False
         self._flight: _Flight | None = None
+        #: The event loop the transport and limiter were built on, and how to read the current one.
+        self._loop: object = None
+        self._current_loop: Callable[[], object] = asyncio.get_running_loop
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -137,7 +158,10 @@ class Pipeline:
         event loop (asyncio or trio), and anyio primitives must be created inside it."""
         if self.closed:
             raise SessionClosedError("this AsyncTanxSession is closed")
-        if self.sender is None or self.limiter is None:
+        if self.sender is not None and self.limiter is not None:
+            self.check_loop()
+        else:
+            self._current_loop, self._loop = _loop_probe()
             self.limiter = anyio.CapacityLimiter(self.max_concurrency)
             self.sender = make_sender(
                 http_client=self.http_client,
@@ -149,12 +173,34 @@ class Pipeline:
             )
         return self.sender, self.limiter
 
+    def check_loop(self) -> None:
+        """``EventLoopMismatchError`` when the pipeline was started on another event loop."""
+        if self.sender is not None and not self.on_bound_loop():
+            raise EventLoopMismatchError(_WRONG_LOOP)
+
+    def on_bound_loop(self) -> bool:
+        """Whether the running event loop is the one this pipeline was first used on (one C call
+        on asyncio: this runs before every request)."""
+        try:
+            return self._current_loop() is self._loop
+        except RuntimeError:  # another kind of event loop than the bound one
+            return False
+
     async def aclose(self) -> None:
         if self.closed:
             return
         self.closed = True
         sender, self.sender = self.sender, None
         if sender is not None:
+            if not self.on_bound_loop():
+                # Its connections belong to the other loop: closing them from here would fail
+                # ("Event loop is closed") or race it. Hand the close to that loop, if it lives.
+                loop = self._loop
+                if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_closed():
+                    asyncio.run_coroutine_threadsafe(sender.aclose(), loop)
+                else:
+                    logger.warning("AsyncTanxSession closed from another event loop: %s", _WRONG_LOOP)
+                return
             with anyio.CancelScope(shield=True):
                 await sender.aclose()
 

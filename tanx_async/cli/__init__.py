@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-from .._errors import APIError, MissingDependencyError, NotAuthenticatedError, TanxError
+from .._errors import APIError, InvalidOrderIdError, MissingDependencyError, NotAuthenticatedError, TanxError
 from ._args import (
     EXIT_API,
     EXIT_BROKEN_PIPE,
@@ -29,6 +29,7 @@ from ._args import (
     EXIT_USAGE,
     UsageError,
     build_parser,
+    check_options,
 )
 from ._commands import run_command
 from ._output import Output
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     out = Output(json_mode=args.json, stdout=sys.stdout, stderr=sys.stderr)
     try:
+        check_options(args)
         return asyncio.run(_run(args, out, os.environ))
     except KeyboardInterrupt:
         out.note("interrupted")
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         out.note(f"tanx-async: error: {exc}")
         return EXIT_USAGE
-    except (NotAuthenticatedError, MissingDependencyError) as exc:
+    except (NotAuthenticatedError, MissingDependencyError, InvalidOrderIdError) as exc:
         out.note(f"tanx-async: error: {exc}")
         return EXIT_USAGE
     except APIError as exc:

@@ -1,32 +1,47 @@
-"""The overall deadline of one operation: every request it makes is bounded by what is left.
+"""The overall deadline of one operation: no request it makes may outlast what is left of it.
 
 An operation is one thing the caller asked for: a cancel together with the look-up that settles
-it, a ``get``, one page of ``list``. Per-request timeouts and retries alone can add up to far
-more than a trader can wait to learn nothing (4 attempts x 5 s, then a look-up with its own
-retries), so the operation opens a ``Deadline`` (``within`` or, in a worker's loop, ``begin``)
-and ``AsyncTanxSession._send`` runs each request inside what is left of it (``bounded``).
+it, a ``get``, one page of ``list``, one order of a batch. Per-request timeouts and retries alone
+can add up to far more than a trader can wait to learn nothing (4 attempts x 5 s, then a look-up
+with its own retries), so the operation opens a ``Deadline`` (``within``, or ``begin`` in a
+worker's loop) and ``Pipeline.send`` keeps every attempt inside it: each attempt's transport
+timeouts are cut to what is left, no backoff or 429 pause starts that would end past it, and
+once it has passed nothing more is sent. That costs no timer or cancel scope per request (an
+anyio cancel scope per cancel cost more CPU than the rest of this module's work by far).
 
-The deadline travels in a context variable, so the request code below an operation does not
-pass it along; tasks started inside an operation inherit it. When it strikes, the request fails
-with ``APITimeoutError`` (``maybe_processed`` when an attempt had been sent), which the cancel
-engine settles like any other lost answer: never ok without evidence.
+The deadline travels in a context variable, so the code between the operation and the pipeline
+does not pass it along; tasks started inside an operation inherit it. When it is reached, the
+request fails with ``APITimeoutError`` (``maybe_processed`` when an attempt may have arrived),
+which the cancel engine settles like any other lost answer: never ok without evidence.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+import math
+from collections.abc import Iterator
 
 import anyio
 
 from ._errors import APITimeoutError
-from ._pipeline import Attempts
+from ._httpx import httpx
 
-__all__ = ["Deadline", "begin", "bounded", "current", "within"]
+__all__ = ["Deadline", "begin", "current", "within"]
 
-T = TypeVar("T")
+#: Cut timeouts are rounded up to this step, so that transports caching timeout objects by value
+#: (aiohttp's sender) see a bounded number of them.
+_STEP = 0.05
+
+
+def _now() -> float:
+    """anyio's clock, cheaply: asyncio's loop time directly (``anyio.current_time`` first asks
+    which library is running, which costs more than the rest of this module's work)."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:  # trio
+        return anyio.current_time()
 
 
 class Deadline:
@@ -36,10 +51,24 @@ class Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.at = anyio.current_time() + seconds
+        self.at = _now() + seconds
+
+    def remaining(self) -> float:
+        return self.at - _now()
+
+    def cut(self, timeout: httpx.Timeout, left: float) -> httpx.Timeout:
+        """``timeout`` with each phase cut to ``left`` seconds, or ``timeout`` itself while the
+        connect, write and read phases fit (the usual case: no object is built). The pool wait is
+        cut only along with them: the session's limiter keeps requests below the pool size."""
+        c, r, w = timeout.connect, timeout.read, timeout.write
+        if c is not None and r is not None and w is not None and c <= left and r <= left and w <= left:
+            return timeout
+        left = math.ceil(left / _STEP) * _STEP
+        c, r, w, p = (left if t is None else min(t, left) for t in (c, r, w, timeout.pool))
+        return httpx.Timeout(connect=c, read=r, write=w, pool=p)
 
     def expired(self, method: str, path: str, *, sent: bool) -> APITimeoutError:
-        may = "; the request may have reached the exchange" if sent else "; nothing was sent"
+        may = "; the request may have reached the exchange" if sent else "; it did not reach the exchange"
         return APITimeoutError(
             f"no answer within the operation's deadline of {self.seconds:g} s{may}",
             maybe_processed=sent,
@@ -81,16 +110,3 @@ def begin(seconds: float | None, *, extra: float = 0.0) -> None:
     the task's previous one and lasts until the next ``begin`` or the end of the task. ``extra``
     seconds are added (the wait for a confirmation the caller asked for)."""
     _CURRENT.set(None if seconds is None else Deadline(seconds + extra))
-
-
-async def bounded(
-    deadline: Deadline, send: Callable[[], Awaitable[T]], method: str, path: str, record: Attempts
-) -> T:
-    """``await send()`` (which records its attempts in ``record``) within ``deadline``. When it
-    strikes after an attempt left, the request may have been processed: ``record`` says so."""
-    if anyio.current_time() < deadline.at:
-        with anyio.CancelScope(deadline=deadline.at):
-            return await send()
-    if record.count:
-        record.ambiguous = True
-    raise deadline.expired(method, path, sent=record.count > 0)

@@ -27,6 +27,7 @@ import anyio
 
 from . import _constants as C
 from ._auth import Auth, AuthRequest
+from ._deadline import Deadline
 from ._envelope import decode_envelope, is_access_token_error
 from ._errors import (
     APIConnectionError,
@@ -226,12 +227,19 @@ class Pipeline:
         idempotent: bool,
         limited: bool = True,
         attempts: Attempts | None = None,
+        deadline: Deadline | None = None,
     ) -> Response:
         """Send one logical request (with its retries); return the answer or raise its error.
 
         ``idempotent`` says whether a request that may have been processed can be sent again;
         ``limited=False`` skips the concurrency limiter (auth requests, which others wait on,
-        must not queue behind them)."""
+        must not queue behind them). ``deadline``: the operation's (``_deadline``), which no
+        attempt, backoff or 429 pause may outlast; when it is reached, ``APITimeoutError``.
+
+        The deadline costs no timer of its own: each attempt's transport timeouts are cut to
+        what is left, and it is checked before each attempt. Not cut: a token renewal (shielded,
+        other requests wait on it; bounded by its own timeout) and the wait for the session's
+        concurrency limiter."""
         sender, limiter = self.start(timeout)
         record = attempts if attempts is not None else Attempts()
         url = self.base_url + path
@@ -245,6 +253,7 @@ class Pipeline:
         debug = logger.isEnabledFor(logging.DEBUG)
         attempt = 0
         renewed = False
+        attempt_timeout = timeout
         while True:
             if self.closed:
                 raise SessionClosedError("this AsyncTanxSession was closed during the request")
@@ -252,6 +261,11 @@ class Pipeline:
             if private:
                 token = await self.token()
                 headers["Authorization"] = "JWT " + token
+            if deadline is not None:
+                left = deadline.remaining()
+                if left <= 0 or self.flow.paused_for >= left:
+                    raise deadline.expired(method, path, sent=record.ambiguous)
+                attempt_timeout = deadline.cut(timeout, left)
             await self.flow.acquire()
             record.count += 1
             if record.first_sent is None:
@@ -266,11 +280,11 @@ class Pipeline:
                     except anyio.WouldBlock:
                         await limiter.acquire()
                     try:
-                        raw = await sender.send(method, url, headers, content, timeout)
+                        raw = await sender.send(method, url, headers, content, attempt_timeout)
                     finally:
                         limiter.release()
                 else:
-                    raw = await sender.send(method, url, headers, content, timeout)
+                    raw = await sender.send(method, url, headers, content, attempt_timeout)
             except APIConnectionError as exc:
                 if self.is_closed():  # (a method: the check above was before an await)
                     if exc.maybe_processed:
@@ -321,6 +335,9 @@ class Pipeline:
                 self.emit("error", method, path, status=status, attempt=attempt, error=type(error).__name__)
                 raise error
             delay = policy.delay(error, attempt=attempt)
+            if deadline is not None and delay >= deadline.remaining():
+                # No time left for another attempt: say so now rather than sleep into it.
+                raise deadline.expired(method, path, sent=record.ambiguous) from error
             logger.warning(
                 "%s %s failed (%s); retry %d/%d in %.2f s",
                 method,

@@ -18,13 +18,12 @@ from ._config import concurrency_for, pool_limits, resolve_base_url
 from ._errors import NotAuthenticatedError
 from ._flow import FlowControl
 from ._httpx import httpx
-from ._pipeline import Attempts, Pipeline, Response
+from ._pipeline import Pipeline, Response
 from ._retry import RetryPolicy
 from ._transports import TransportName
 from .events import EventCallback
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
     from types import TracebackType
 
     from .models import TokenPair
@@ -291,16 +290,6 @@ class AsyncTanxSession:
         """``request`` with the whole answer (raw bytes and attempt history too), for the
         namespaces; ``options`` are ``Pipeline.send``'s (``attempts=`` among them). Bounded by
         the deadline of the operation it belongs to, if any (``_deadline.within``)."""
-        deadline = _deadline.current()
-        if deadline is None:
-            return await self._pipeline.send(
-                method, path, timeout=self._timeout, policy=self._retry, **options
-            )
-        record: Attempts = options.pop("attempts", None) or Attempts()
-
-        def send() -> Awaitable[Response]:
-            return self._pipeline.send(
-                method, path, timeout=self._timeout, policy=self._retry, attempts=record, **options
-            )
-
-        return await _deadline.bounded(deadline, send, method, path, record)
+        return await self._pipeline.send(
+            method, path, timeout=self._timeout, policy=self._retry, deadline=_deadline.current(), **options
+        )

@@ -12,6 +12,7 @@ from tanx_async import AsyncTanxSession
 from tanx_async import _flow as flow_module
 from tanx_async._auth import Auth, jwt_expiry
 from tanx_async._convert import structure, structure_order
+from tanx_async._deadline import Deadline
 from tanx_async._envelope import decode_envelope, is_access_token_error
 from tanx_async._errors import APIStatusError, status_error_class
 from tanx_async._flow import FlowControl
@@ -27,6 +28,7 @@ __all__ = [
     "APIStatusError",
     "AiohttpSender",
     "Auth",
+    "Deadline",
     "FlowControl",
     "Http11Sender",
     "HttpxSender",

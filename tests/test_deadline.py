@@ -11,7 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
+import respx
 
 from tanx_async import (
     APITimeoutError,
@@ -21,6 +23,9 @@ from tanx_async import (
 )
 from tanx_async import _constants as C
 from tanx_async.testing import SandboxExchange, SandboxServer
+
+from .conftest import BASE, json_response, open_session
+from .internals import Deadline
 
 DEADLINE = 1.5
 BOUND = 10.0  # far above DEADLINE; without a deadline, one silent cancel took 41 s
@@ -41,13 +46,13 @@ async def silent() -> AsyncIterator[tuple[Silent, str]]:
         yield ex, server.url
 
 
-def open_session(ex: Silent, url: str, **kwargs: object) -> AsyncTanxSession:
+def silent_session(ex: Silent, url: str, **kwargs: object) -> AsyncTanxSession:
     return AsyncTanxSession(base_url=url, access_token=ex.access, refresh_token=ex.refresh, **kwargs)  # type: ignore[arg-type]
 
 
 async def test_a_silent_exchange_is_answered_within_the_deadline(silent: tuple[Silent, str]) -> None:
     ex, url = silent
-    async with open_session(ex, url, deadline=DEADLINE) as session:
+    async with silent_session(ex, url, deadline=DEADLINE) as session:
         assert (await session.orders.get(ex.ids[0])).id == ex.ids[0]  # answered: no deadline trouble
         ex.exchange.faults.black_hole = True
 
@@ -76,7 +81,7 @@ async def test_a_silent_exchange_is_answered_within_the_deadline(silent: tuple[S
 async def test_per_call_deadline_overrides_the_session(silent: tuple[Silent, str]) -> None:
     ex, url = silent
     ex.exchange.faults.black_hole = True
-    async with open_session(ex, url, deadline=None) as session:
+    async with silent_session(ex, url, deadline=None) as session:
         assert session.deadline is None
         started = time.monotonic()
         with pytest.raises(APITimeoutError, match="deadline of 1 s"):
@@ -102,3 +107,31 @@ async def test_the_deadline_is_checked_and_has_a_trading_default() -> None:
         with pytest.raises(error, match="deadline"):
             await session.orders.get(1, deadline=bad)  # type: ignore[arg-type]
     await session.aclose()
+
+
+async def test_a_429_pause_longer_than_the_deadline_fails_at_once(router: respx.Router) -> None:
+    route = router.get(f"{BASE}/sapi/v1/orders/7/").mock(
+        return_value=json_response(429, {"status": "error", "message": "slow down"}, {"Retry-After": "30"})
+    )
+    async with open_session(router, deadline=2.0) as session:
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError, match="did not reach the exchange") as info:
+            await session.orders.get(7)
+        assert time.monotonic() - started < BOUND  # not the 30 s pause
+        assert info.value.maybe_processed is False
+        assert route.call_count == 1
+        # The pause holds the session: the next operation does not even try.
+        with pytest.raises(APITimeoutError):
+            await session.orders.get(7)
+        assert route.call_count == 1
+
+
+async def test_each_attempt_is_cut_to_what_is_left() -> None:
+    full = httpx.Timeout(5.0, connect=3.0, pool=10.0)
+    deadline = Deadline(10.0)
+    assert deadline.cut(full, 9.0) is full  # the hot path builds nothing
+    cut = deadline.cut(full, 1.234)
+    assert (cut.connect, cut.read, cut.write, cut.pool) == (1.25, 1.25, 1.25, 1.25)  # rounded up
+    assert deadline.cut(full, 4.0).connect == 3.0  # a phase shorter than what is left stays
+    # Rounded to a grid: a transport caching timeouts by value sees a bounded number of them.
+    assert len({deadline.cut(full, i / 1000).read for i in range(1, 5000)}) <= 100

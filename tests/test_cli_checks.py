@@ -7,6 +7,7 @@ that answers like the real exchange where the sandbox does not yet).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.server
 import io
 import json
@@ -22,9 +23,11 @@ from typing import Any
 
 import pytest
 import respx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tanx_async import InvalidOrderIdError
-from tanx_async.cli._args import UsageError
+from tanx_async.cli._args import UsageError, build_parser
 from tanx_async.cli._commands import exchange_url
 from tanx_async.cli._output import Output
 from tanx_async.cli._waiting import Waiting, should_show
@@ -269,3 +272,15 @@ def test_cli_cancel_all_reports_the_exchanges_400_for_an_unknown_market() -> Non
     assert result.returncode == 3
     assert "BadRequestError" in result.stderr and "please enter a valid market" in result.stderr
     assert "no open orders" not in result.stdout
+
+
+@given(st.integers(min_value=-(2**70), max_value=2**70) | st.sampled_from([0, 1, TOP, TOP + 1, -1]))
+@settings(max_examples=200)
+def test_cli_order_id_parser_accepts_exactly_the_64_bit_range(value: int) -> None:
+    parser = build_parser()
+    if 1 <= value <= TOP:
+        assert parser.parse_args(["order", str(value)]).id == value
+    else:
+        with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+            parser.parse_args(["order", "--", str(value)])
+        assert "2**63-1" in err.getvalue()

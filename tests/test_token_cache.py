@@ -14,11 +14,14 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from tanx_async.cli._args import UsageError
 from tanx_async.cli._tokens import CachedPair, FileStore, KeyringStore, cache_key
@@ -204,3 +207,32 @@ def test_keyring_store_round_trip() -> None:
     backend.items[("tanx-async", "bad")] = "{"
     with pytest.raises(UsageError, match="unknown shape"):
         store.load("bad")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(content=st.one_of(json_values.map(json.dumps), st.text(max_size=40)))
+@example(content='{"format": 1, "pairs": {"k": {"access": "a", "refresh": null}}}')
+@example(content='{"format": 1, "pairs": {"k": {"access": "a", "refresh": 5}}}')
+@example(content='{"format": 1, "pairs": {"other": {"access": "a", "refresh": "r"}}}')
+@example(content='{"format": 2, "pairs": {}}')
+@settings(max_examples=150, deadline=None)
+def test_any_cache_file_content_loads_a_pair_or_is_a_clear_usage_error(content: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        store = FileStore(Path(folder) / "tokens.json")
+        store.path.write_text(content, encoding="utf-8")
+        store.path.chmod(0o600)
+        result: CachedPair | UsageError | None
+        try:
+            result = store.load("k")
+        except UsageError as exc:
+            result = exc
+        if isinstance(result, UsageError):
+            assert str(store.path) in str(result)  # the message says which file
+        elif result is not None:
+            assert result.access == json.loads(content)["pairs"]["k"]["access"]

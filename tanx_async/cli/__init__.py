@@ -7,8 +7,10 @@ Output is a table (rich when installed and stdout is a terminal, plain text othe
 credentials, 3 an API error, 130 interrupted.
 
 Modules, each importing only those below it: ``_args`` (parsing, credentials, exit codes),
-``_output`` (tables, JSON lines, progress), ``_commands`` (the exchange commands), ``_demo``
-(``tanx-async demo``), and this one (``main``: parse, dispatch, map errors to exit codes).
+``_output`` (tables, JSON lines, progress), ``_tokens`` (the token cache), ``_waiting`` (the
+"waiting for the exchange" line on a terminal), ``_commands`` (the exchange commands and
+``logout``), ``_demo`` (``tanx-async demo``), and this one (``main``: parse, dispatch, map errors
+to exit codes).
 """
 
 from __future__ import annotations

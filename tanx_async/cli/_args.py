@@ -39,6 +39,10 @@ credentials (environment only):
   {ENV_ACCESS}, {ENV_REFRESH}   JWT tokens from a previous login
   {ENV_KEY}, {ENV_ADDRESS}      wallet login (needs: pip install 'tanx-async[login]')
 
+token cache: the current token pair is kept between runs (the exchange rotates the refresh
+  token), in the OS keyring if `keyring` is installed, else in tokens.json (mode 0600) in the
+  user state directory; `tanx-async logout` deletes it, --no-token-cache skips it
+
 exit codes: 0 ok, 1 a cancel outcome is not ok, 2 usage or credential error,
             3 API error, 130 interrupted
 

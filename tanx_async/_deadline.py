@@ -67,10 +67,10 @@ class Deadline:
         c, r, w, p = (left if t is None else min(t, left) for t in (c, r, w, timeout.pool))
         return httpx.Timeout(connect=c, read=r, write=w, pool=p)
 
-    def expired(self, method: str, path: str, *, sent: bool) -> APITimeoutError:
+    def expired(self, method: str, path: str, *, sent: bool, why: str = "") -> APITimeoutError:
         may = "; the request may have reached the exchange" if sent else "; it did not reach the exchange"
         return APITimeoutError(
-            f"no answer within the operation's deadline of {self.seconds:g} s{may}",
+            f"no answer within the operation's deadline of {self.seconds:g} s{why}{may}",
             maybe_processed=sent,
             method=method,
             path=path,

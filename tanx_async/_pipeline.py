@@ -263,8 +263,11 @@ class Pipeline:
                 headers["Authorization"] = "JWT " + token
             if deadline is not None:
                 left = deadline.remaining()
-                if left <= 0 or self.flow.paused_for >= left:
+                if left <= 0:
                     raise deadline.expired(method, path, sent=record.ambiguous)
+                if (paused := self.flow.paused_for) >= left:
+                    why = f" (the exchange's 429 holds the session for {paused:.1f} s more)"
+                    raise deadline.expired(method, path, sent=record.ambiguous, why=why)
                 attempt_timeout = deadline.cut(timeout, left)
             await self.flow.acquire()
             record.count += 1

@@ -117,11 +117,12 @@ async def test_a_429_pause_longer_than_the_deadline_fails_at_once(router: respx.
         started = time.monotonic()
         with pytest.raises(APITimeoutError, match="did not reach the exchange") as info:
             await session.orders.get(7)
+        assert "429 holds the session" not in str(info.value)  # this one was sent, and refused
         assert time.monotonic() - started < BOUND  # not the 30 s pause
         assert info.value.maybe_processed is False
         assert route.call_count == 1
-        # The pause holds the session: the next operation does not even try.
-        with pytest.raises(APITimeoutError):
+        # The pause holds the session: the next operation does not even try, and says why.
+        with pytest.raises(APITimeoutError, match=r"429 holds the session for (2\d|30)\.\d s more"):
             await session.orders.get(7)
         assert route.call_count == 1
 

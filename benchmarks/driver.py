@@ -57,11 +57,14 @@ async def run_pool(ids: Iterable[int], concurrency: int, one: OneCancel, tally: 
     it = iter(ids)
 
     async def worker() -> None:
+        clock = time.perf_counter
         for order_id in it:  # bounded by the iterator
+            started = clock()
             try:
                 await one(order_id, tally)
             except Exception as exc:  # counted, never hidden
                 tally.fail(f"{type(exc).__name__}: {exc}")
+            tally.latencies.append(clock() - started)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -164,6 +167,7 @@ async def bench_tanx(client: str, url: str, n: int, c: int, warmup: int, token: 
             meter.start()
             outcomes = await orders.cancel_many(ids, concurrency=c)
             meter.stop()
+            tally.latencies = [float(getattr(o, "elapsed", 0.0)) for o in outcomes]
             for want, o in zip(ids, outcomes, strict=False):
                 if not _outcome_ok(o):
                     tally.fail(_outcome_error(o))

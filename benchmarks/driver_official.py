@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -43,12 +44,15 @@ def run(client: Any, ids: Iterable[int], threads: int, tally: Tally) -> None:
     it: Iterator[int] = iter(ids)
 
     def one(order_id: int) -> None:
+        started = time.perf_counter()
         try:
             resp = client.cancel_order(order_id)  # returns r.json(); raises on HTTP errors
             why = check_envelope(b"", order_id, resp)
         except Exception as exc:  # counted, never hidden
             why = f"{type(exc).__name__}: {exc}"
+        elapsed = time.perf_counter() - started
         with lock:
+            tally.latencies.append(elapsed)
             if why is None:
                 tally.ok += 1
             else:

@@ -40,6 +40,7 @@ from _harness import (
     run_child,
     wait_quiet,
 )
+from charts import CPU_CHART, LATENCY_CHART, write_charts
 
 WARMUP = 300
 CONCURRENCY = 64
@@ -791,6 +792,30 @@ def render(
     return "\n".join(lines) + "\n"
 
 
+def with_charts(text: str, charts: list[Path], base: Path) -> str:
+    """``text`` with the charts embedded before the throughput table (paths relative to ``base``)."""
+    if not charts:
+        return text
+    captions = {
+        CPU_CHART: "Client CPU per cancel, scenario (a): lower is better; tanx-async's rows in blue.",
+        LATENCY_CHART: (
+            "Latency of each cancel within one burst, scenario (b) (exchange latency 5 ms, the red line): "
+            "box p25-p75, whiskers p1-p99."
+        ),
+    }
+    section = ["## Charts", ""]
+    for chart in charts:
+        section += [
+            f"![{chart.stem}]({chart.relative_to(base).as_posix()})",
+            "",
+            captions.get(chart.name, ""),
+            "",
+        ]
+    marker = "## Cancel throughput and CPU"
+    head, sep, tail = text.partition(marker)
+    return head + "\n".join(section) + "\n" + sep + tail if sep else text + "\n" + "\n".join(section)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="small N, 1 repeat")
@@ -875,7 +900,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     (OUT / "results.json").write_text(json.dumps(raw, indent=1, default=str))
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render(args, cells, capacity, memory, imports, profile, profile_iter, notes, started))
+    text = render(args, cells, capacity, memory, imports, profile, profile_iter, notes, started)
+    what = "QUICK run, 1 repeat" if args.quick else f"median of {repeats} runs" if repeats > 1 else "1 run"
+    charts = write_charts(raw["cells"], output.parent / "charts", f"{what}, {dt.date.today().isoformat()}")
+    output.write_text(with_charts(text, charts, output.parent))
+    for chart in charts:
+        log(f"wrote {chart.relative_to(REPO) if chart.is_relative_to(REPO) else chart}")
     log(f"wrote {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
     bad = any(c.problems for c in cells + memory)
     return 1 if bad else 0

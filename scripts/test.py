@@ -5,27 +5,57 @@ Creates ``.venv`` beside the project if needed, installs ``tanx-async[dev]`` int
 when pyproject.toml changed), then runs, stopping at the first failure:
 
     ruff format --check, ruff check, mypy --strict (scripts/check.py),
-    pytest (with coverage), pytest -m soak
+    mkdocs build --strict (scripts/docs.py),
+    pytest with coverage (tests/ and examples/: the examples run against the sandbox),
+    the distribution check (scripts/dist.py: sdist + wheel, twine check, a fresh-venv install),
+    pytest -m soak
 
 Needs nothing but Python >= 3.10 and pip. Options: ``--no-soak`` skips the soak test;
 ``--no-install`` uses the current interpreter as it is; other arguments go to the main pytest run.
+
+The nginx interop test (tests/test_nginx.py) needs nginx: when it is missing and this runs as
+root with apt-get (Debian, CI), it is installed first; elsewhere that test is skipped, saying why.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 
 import _venv
 from check import checks
+from dist import check_dist
+
+from docs import build_docs
 
 OPTIONS = ("--no-soak", "--no-install")
+
+
+def ensure_nginx() -> None:
+    """Install Debian's nginx for the interop test where we may (root, apt-get); never fatal."""
+    if shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK):
+        return
+    if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
+        print("==> nginx not installed: tests/test_nginx.py will be skipped", flush=True)
+        return
+    print("==> apt-get install nginx-light (for tests/test_nginx.py)", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "nginx-light"]):
+        if subprocess.run(cmd, env=env, check=False).returncode != 0:
+            print("==> could not install nginx: tests/test_nginx.py will be skipped", flush=True)
+            return
 
 
 def main(argv: list[str]) -> None:
     extra = [a for a in argv if a not in OPTIONS]
     python = sys.executable if "--no-install" in argv else _venv.ensure()
+    ensure_nginx()
     checks(python)
+    build_docs(python)
     _venv.run([python, "-m", "pytest", "-m", "not soak", "--cov", "--cov-report=term", *extra])
+    check_dist(python)
     if "--no-soak" not in argv:
         _venv.run([python, "-m", "pytest", "-m", "soak", "-q", "--no-cov"])
     print("==> all checks passed", flush=True)

@@ -52,9 +52,13 @@ class Signer(Protocol):
     """
 
     @property
-    def address(self) -> str: ...
+    def address(self) -> str:
+        """The wallet's 0x address (as the exchange knows it)."""
+        ...
 
-    async def sign(self, message: str) -> str: ...
+    async def sign(self, message: str) -> str:
+        """The EIP-191 ``personal_sign`` signature of ``message``, as 0x-hex (65 bytes)."""
+        ...
 
 
 @attrs.frozen

@@ -7,12 +7,16 @@ arguments into the values the session and its transports use, in one place:
   unless the caller insists).
 - ``pool_limits`` / ``concurrency_for``: the connection pool is sized a little above the
   in-flight limit (``POOL_HEADROOM``) so a refresh or a look-up always finds a connection.
-- ``ssl_context``: the TLS context for the built-in transport (certifi's bundle, like httpx).
+- ``ssl_context``: the TLS context for the built-in transport (certifi's bundle, like httpx;
+  ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when ``trust_env``).
+- ``env_proxy``: the proxy ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` give
+  a URL, by httpx's own rules.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import ssl
 from urllib.parse import urlsplit
 
@@ -20,7 +24,14 @@ from . import _constants as C
 from . import _validate as V
 from ._httpx import httpx
 
-__all__ = ["concurrency_for", "is_loopback", "pool_limits", "resolve_base_url", "ssl_context"]
+__all__ = [
+    "concurrency_for",
+    "env_proxy",
+    "is_loopback",
+    "pool_limits",
+    "resolve_base_url",
+    "ssl_context",
+]
 
 
 def is_loopback(host: str) -> bool:
@@ -86,18 +97,42 @@ def concurrency_for(limits: httpx.Limits, requested: int | None) -> int:
     return requested
 
 
-def ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
-    """The TLS context for ``verify`` (``True``: certifi's CA bundle, the one httpx uses)."""
+def ssl_context(verify: bool | ssl.SSLContext, *, trust_env: bool = True) -> ssl.SSLContext:
+    """The TLS context for ``verify``: ``True`` means ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` when
+    ``trust_env`` and set, else certifi's CA bundle; the same choice httpx makes."""
     if isinstance(verify, ssl.SSLContext):
         return verify
-    try:
-        import certifi  # httpx's own dependency: the same CA bundle as the httpx transport
+    cafile = os.environ.get("SSL_CERT_FILE") if trust_env else None
+    capath = os.environ.get("SSL_CERT_DIR") if trust_env else None
+    if cafile:
+        context = ssl.create_default_context(cafile=cafile)
+    elif capath:
+        context = ssl.create_default_context(capath=capath)
+    else:
+        try:
+            import certifi  # httpx's own dependency: the same CA bundle as the httpx transport
 
-        context = ssl.create_default_context(cafile=certifi.where())
-    except ImportError:  # pragma: no cover - certifi comes with httpx
-        context = ssl.create_default_context()
+            context = ssl.create_default_context(cafile=certifi.where())
+        except ImportError:  # pragma: no cover - certifi comes with httpx
+            context = ssl.create_default_context()
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy URL the environment gives ``url`` (``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``ALL_PROXY``, ``NO_PROXY``, lower case too), or None: what ``httpx.AsyncClient(
+    trust_env=True)`` would use, computed with httpx's own helpers, in httpx's order."""
+    helpers = httpx._utils  # private, but the very code httpx.AsyncClient(trust_env=True) runs
+    target = httpx.URL(url)
+    patterns = sorted(
+        ((helpers.URLPattern(key), proxy) for key, proxy in helpers.get_environment_proxies().items()),
+        key=lambda item: item[0],
+    )
+    for pattern, proxy in patterns:
+        if pattern.matches(target):
+            return proxy
+    return None

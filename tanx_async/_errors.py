@@ -132,6 +132,7 @@ class APIStatusError(APIError):
 
     @property
     def payload(self) -> object:
+        """The envelope's ``payload`` (tanX puts error details there), or None."""
         return self.body.get("payload") if isinstance(self.body, dict) else None
 
     def __str__(self) -> str:
@@ -212,7 +213,7 @@ class ResponseValidationError(APIError):
     ) -> None:
         super().__init__(message, method=method, path=path)
         self.body = body
-        self.errors = tuple(errors)
+        self.errors: tuple[str, ...] = tuple(errors)
 
 
 class CancelOutcomeUnknownError(APIConnectionError):

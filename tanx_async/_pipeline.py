@@ -64,11 +64,12 @@ class Attempts:
     __slots__ = ("ambiguous", "count", "first_sent")
 
     def __init__(self) -> None:
-        self.count = 0
+        #: Attempts started so far.
+        self.count: int = 0
         #: Wall-clock time of the first attempt (to compare with the exchange's ``updated_at``).
         self.first_sent: float | None = None
         #: True once an attempt failed in a way that may have left it processed.
-        self.ambiguous = False
+        self.ambiguous: bool = False
 
 
 class Response:
@@ -77,9 +78,9 @@ class Response:
     __slots__ = ("attempts", "body", "content")
 
     def __init__(self, body: dict[str, Any], content: bytes, attempts: Attempts) -> None:
-        self.body = body
-        self.content = content
-        self.attempts = attempts
+        self.body: dict[str, Any] = body
+        self.content: bytes = content
+        self.attempts: Attempts = attempts
 
     @property
     def payload(self) -> Any:
@@ -123,6 +124,7 @@ class Pipeline:
         transport: TransportName,
         limits: httpx.Limits,
         verify: Any,
+        trust_env: bool = True,
         max_response_bytes: int,
         max_concurrency: int,
         flow: FlowControl,
@@ -139,6 +141,7 @@ class Pipeline:
         self.transport: TransportName = transport
         self.limits = limits
         self.verify = verify
+        self.trust_env = trust_env
         self.max_response_bytes = max_response_bytes
         self.max_concurrency = max_concurrency
         self.flow = flow
@@ -171,6 +174,8 @@ class Pipeline:
                 verify=self.verify,
                 timeout=timeout,
                 max_response_bytes=self.max_response_bytes,
+                base_url=self.base_url,
+                trust_env=self.trust_env,
             )
         return self.sender, self.limiter
 

@@ -22,12 +22,12 @@ from ._pipeline import Pipeline, Response
 from ._retry import RetryPolicy
 from ._transports import TransportName
 from .events import EventCallback
+from .orders import Orders
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from .models import TokenPair
-    from .orders import Orders
 
 __all__ = ["AsyncTanxSession"]
 
@@ -68,6 +68,9 @@ class AsyncTanxSession:
       ``"httpx"``.
     - ``verify``: TLS verification, on unless you pass ``False`` or your own ``ssl.SSLContext``.
       Plain ``http://`` is refused for non-loopback hosts unless ``allow_insecure_http=True``.
+    - ``trust_env`` (default True, as in httpx): honour ``HTTP_PROXY``, ``HTTPS_PROXY``,
+      ``ALL_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` (the native transport
+      hands a proxied exchange to the httpx transport); False ignores them all.
     - ``auth_paths``, ``max_response_bytes`` (default 8 MiB), ``on_event`` (see ``events``).
     """
 
@@ -92,6 +95,7 @@ class AsyncTanxSession:
         http_client: httpx.AsyncClient | None = None,
         transport: TransportName = "auto",
         verify: bool | ssl.SSLContext = True,
+        trust_env: bool = True,
         allow_insecure_http: bool = False,
         auth_paths: AuthPaths | None = None,
         max_response_bytes: int = C.MAX_RESPONSE_BYTES,
@@ -115,13 +119,18 @@ class AsyncTanxSession:
             raise ValueError("eth_address needs private_key (or pass a signer)")
         if signer is not None and not isinstance(signer, Signer):
             raise TypeError("signer must have an `address` and an async `sign(message) -> str`")
-        options.update(private_key=None, eth_address=None, signer=signer)
+        # A view shares this session's tokens and signer through the pipeline: no secret is kept.
+        options.update(
+            private_key=None, eth_address=None, signer=signer, access_token=None, refresh_token=None
+        )
         self._options = options
         V.setting_int("max_retries", max_retries, minimum=0)
         if transport not in ("auto", "native", "aiohttp", "httpx"):
             raise ValueError(f"transport must be 'auto', 'native', 'aiohttp' or 'httpx', got {transport!r}")
         if verify is not True and not isinstance(verify, ssl.SSLContext | bool):
             raise TypeError("verify must be True, False or an ssl.SSLContext")
+        if not isinstance(trust_env, bool):
+            raise TypeError("trust_env must be True or False")
         limits = limits or pool_limits()
         max_concurrency = concurrency_for(limits, max_concurrency)
         if max_response_bytes < 1024:
@@ -136,6 +145,7 @@ class AsyncTanxSession:
                 transport=transport,
                 limits=limits,
                 verify=verify,
+                trust_env=trust_env,
                 max_response_bytes=max_response_bytes,
                 max_concurrency=max_concurrency,
                 flow=FlowControl(rate_limit, rate_limit_burst),
@@ -153,18 +163,18 @@ class AsyncTanxSession:
                 policy=self._retry,
             )
         self._pipeline = _pipeline
-        from .orders import Orders  # orders imports this module only for type checking
-
-        self.orders: Orders = Orders(self)
+        self.orders = Orders(self)
 
     # -- public surface -------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
+        """The exchange's base URL (no trailing slash)."""
         return self._base_url
 
     @property
     def max_concurrency(self) -> int:
+        """The most requests this session has in flight at once (its limiter's size)."""
         return self._pipeline.max_concurrency
 
     @property
@@ -194,6 +204,7 @@ class AsyncTanxSession:
 
     @property
     def closed(self) -> bool:
+        """True after ``aclose()`` (or leaving ``async with``)."""
         return self._pipeline.closed
 
     def with_options(

@@ -20,6 +20,13 @@ EventKind = Literal["response", "retry", "error", "token_refreshed", "login"]
 
 @attrs.frozen(kw_only=True)
 class RequestEvent:
+    """One thing that happened to one request (see the module docstring for the kinds).
+
+    ``elapsed`` is the attempt's time in seconds, ``attempt`` counts from 0, ``status`` is the
+    HTTP status of a ``response`` event, ``delay`` the wait before a ``retry``, ``error`` a short
+    description of a failure (never a token or a body).
+    """
+
     kind: EventKind
     method: str
     path: str

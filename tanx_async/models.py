@@ -47,6 +47,7 @@ class _OpenStrEnum(str, enum.Enum):
 
     @property
     def known(self) -> bool:
+        """Whether the value is one of the documented members (False for a value kept as is)."""
         return self._name_ in type(self).__members__
 
     def __str__(self) -> str:
@@ -54,11 +55,15 @@ class _OpenStrEnum(str, enum.Enum):
 
 
 class Side(_OpenStrEnum):
+    """The side of an order: ``buy`` or ``sell``."""
+
     BUY = "buy"
     SELL = "sell"
 
 
 class OrderType(_OpenStrEnum):
+    """An order's type (``ord_type``); a type the exchange adds later is kept, not refused."""
+
     LIMIT = "limit"
     MARKET = "market"
     STOP_LIMIT = "stop_limit"
@@ -76,6 +81,7 @@ class OrderState(_OpenStrEnum):
 
     @property
     def is_open(self) -> bool:
+        """``pending`` or ``wait``: the order is (or is about to be) on the book."""
         return self in (OrderState.PENDING, OrderState.WAIT)
 
 
@@ -174,6 +180,7 @@ class CancelOutcome:
 
     @property
     def ok(self) -> bool:
+        """The order is off the book or on its way off, on evidence (see the class docstring)."""
         if self.status is CancelStatus.QUEUED:
             return self.error is None
         return self.status in _OFF_BOOK

@@ -86,6 +86,15 @@ def _private_token_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         yield
 
 
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions honour the proxy variables (trust_env): a developer's own must not steer tests
+    (the proxy tests set theirs with monkeypatch)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
 @pytest.fixture
 def access_token() -> str:
     return make_jwt(time.time() + 3600)

@@ -11,6 +11,7 @@ from typing import Any
 from tanx_async import AsyncTanxSession
 from tanx_async import _flow as flow_module
 from tanx_async._auth import Auth, jwt_expiry
+from tanx_async._config import env_proxy
 from tanx_async._convert import structure, structure_order
 from tanx_async._deadline import Deadline
 from tanx_async._envelope import decode_envelope, is_access_token_error
@@ -20,6 +21,7 @@ from tanx_async._httpx import httpx
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
 from tanx_async._transports import RawResponse, Sender, TransportName
+from tanx_async._transports import _said as transport_notices
 from tanx_async._transports.aiohttp_sender import AiohttpSender
 from tanx_async._transports.httpx_sender import HttpxSender
 from tanx_async._transports.native import Http11Sender, _Connection, _idle_timeout, _Origin
@@ -42,8 +44,10 @@ __all__ = [
     "_idle_timeout",
     "auth_of",
     "decode_envelope",
+    "env_proxy",
     "flow_module",
     "httpx",
+    "idle_connections",
     "is_access_token_error",
     "is_ambiguous",
     "jwt_expiry",
@@ -55,6 +59,7 @@ __all__ = [
     "status_error_class",
     "structure",
     "structure_order",
+    "transport_notices",
 ]
 
 
@@ -77,3 +82,8 @@ def auth_of(session: AsyncTanxSession) -> Auth:
 def shares_pipeline(a: AsyncTanxSession, b: AsyncTanxSession) -> bool:
     """Whether two sessions share one pool and one set of tokens (a ``with_options`` view)."""
     return a._pipeline is b._pipeline
+
+
+def idle_connections(sender: Http11Sender) -> int:
+    """Connections the native pool holds idle, ready for the next request."""
+    return sum(len(idle) for idle in sender._idle.values())

@@ -1,4 +1,4 @@
-"""The native HTTP/1.1 transport (``_http11.py``): parsing, framing, pooling, timeouts.
+"""The native HTTP/1.1 transport (``_transports/native.py``): parsing, framing, pooling, timeouts.
 
 Parsing is checked by feeding a connection's protocol directly (every byte split hypothesis can
 think of); pooling, keep-alive and timeouts over a real loopback socket with a scripted server.
@@ -183,17 +183,17 @@ def test_garbage_is_an_api_connection_error_or_an_answer_never_a_crash(
 @pytest.mark.parametrize(
     ("data", "why"),
     [
-        (b"HTTP/2 200 OK\r\n\r\n", "bad status line"),
-        (b"HTTP/1.1 2x0 OK\r\n\r\n", "bad status line"),
+        (b"HTTP/2 200 OK\r\n\r\n", "Expected dot"),
+        (b"HTTP/1.1 2x0 OK\r\n\r\n", "Invalid status code"),
         (b"ICY 200 OK\r\n\r\n", "bad status line"),
-        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "bad header line"),
-        (b"HTTP/1.1 200 OK\r\nA: 1\r\n folded\r\n\r\n", "bad header line"),
-        (b"HTTP/1.1 200 OK\r\nName : 1\r\n\r\n", "bad header line"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n", "bad content-length"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "bad content-length"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "Invalid header token"),
+        (b"HTTP/1.1 200 OK\r\nA: 1\r\n folded\r\n\r\n", "Unexpected whitespace"),
+        (b"HTTP/1.1 200 OK\r\nName : 1\r\n\r\n", "Invalid header token"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "Content-Length"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "unsupported transfer-encoding"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n", "chunk not followed"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n", "after chunk data"),
         (b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 1\r\n\r\nx", "content-encoding"),
         (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabc", "cannot decode"),
         (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "101"),
@@ -211,11 +211,11 @@ async def test_malformed_answers_fail_clearly_and_close_the_connection(data: byt
     "data",
     [
         b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n" + b"a" * 2000,
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n"
         + b"a" * 1000
         + b"\r\n3e8\r\n"
-        + b"a" * 10,
+        + b"a" * 1000,
         b"HTTP/1.1 200 OK\r\n\r\n" + b"a" * 2000,
         b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n" + gzip.compress(b"a" * 100_000),
     ],
@@ -731,3 +731,17 @@ async def test_happy_eyeballs_moves_past_an_address_that_black_holes(monkeypatch
         for s in fillers:
             s.close()
         black_hole.close()
+
+
+@pytest.mark.parametrize(("size", "fits"), [(60_000, True), (70_000, False)])
+@pytest.mark.parametrize("piece", [1000, 100_000])
+async def test_the_head_cap_holds_whatever_the_reads(size: int, fits: bool, piece: int) -> None:
+    """64 KiB of head: a 60 KB head passes in one read or in a hundred; a 70 KB one never."""
+    data = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * size + b"\r\nContent-Length: 2\r\n\r\nok"
+    pieces = [data[i : i + piece] for i in range(0, len(data), piece)]
+    if fits:
+        raw, _ = await feed(pieces)
+        assert raw.content == b"ok"
+    else:
+        with pytest.raises(APIConnectionError, match="headers longer than 65536"):
+            await feed(pieces)

@@ -1,10 +1,12 @@
 """Every Python code block of README.md runs as written (issue 13, item 8).
 
-Each ```python block is saved as a script and run in a subprocess, the way a reader would run
-it, against a fresh loopback sandbox: the environment carries ``TANX_BASE_URL`` (the sandbox's
-URL), ``TANX_ACCESS_TOKEN`` and ``TANX_REFRESH_TOKEN``, and the arguments are open order ids
-of that user. A block that needs an exchange reads them from there (unset, it would talk to
-mainnet); a block may also start its own sandbox. Each must exit 0 without a traceback.
+Each ```python block is saved as a file and run in a subprocess, the way a reader would run it,
+against a fresh loopback sandbox: the environment carries ``TANX_BASE_URL`` (the sandbox's URL),
+``TANX_ACCESS_TOKEN`` and ``TANX_REFRESH_TOKEN``, and the arguments are open order ids of that
+user. A block that needs an exchange reads them from there (unset, it would talk to mainnet); a
+block may also start its own sandbox. A block that defines ``test_`` functions is a test file:
+it is run by pytest (the ``tanx_sandbox`` fixture comes with the package) and must pass. Each
+must exit 0 without a traceback.
 
 The error tree drawn in the README is also checked against the classes, as the one in
 ``_errors.py`` is.
@@ -44,13 +46,15 @@ def test_readme_python_block_runs(line: int, code: str, tmp_path: Path) -> None:
     uid = exchange.create_user()
     access, refresh = exchange.issue_tokens(uid)
     ids = exchange.seed_orders(uid, 5)
-    script = tmp_path / f"readme_line{line}.py"
+    script = tmp_path / f"test_readme_line{line}.py"
     script.write_text(code, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TANX_")}
     with SandboxServer(exchange) as server:
         env.update(TANX_BASE_URL=server.url, TANX_ACCESS_TOKEN=access, TANX_REFRESH_TOKEN=refresh)
+        is_test = re.search(r"^(async )?def test_", code, re.MULTILINE) is not None
+        argv = ["-m", "pytest", "-q", "-p", "no:cacheprovider", str(script)] if is_test else [str(script)]
         result = subprocess.run(
-            [sys.executable, str(script), *map(str, ids)],
+            [sys.executable, *argv, *(() if is_test else map(str, ids))],
             env=env,
             cwd=tmp_path,
             capture_output=True,
@@ -59,6 +63,10 @@ def test_readme_python_block_runs(line: int, code: str, tmp_path: Path) -> None:
         )
     assert result.returncode == 0, f"README.md line {line}:\n{result.stdout}\n{result.stderr}"
     assert "Traceback" not in result.stderr
+    if is_test:
+        assert re.search(r"\b[1-9]\d* passed\b", result.stdout) and "failed" not in result.stdout, (
+            result.stdout
+        )
     if "TANX_BASE_URL" in code:
         # It talked to our sandbox, and its cancels took effect there.
         assert exchange.requests

@@ -45,8 +45,12 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-async def test_soak_50000_cancels_under_faults_and_token_expiry() -> None:
-    with running_sandbox(seed=48, cancel_delay=0.005) as sandbox:
+@pytest.mark.parametrize("shapes", ["docs+fixed", "mixed+random"])
+async def test_soak_50000_cancels_under_faults_and_token_expiry(shapes: str) -> None:
+    """Under ``mixed+random`` every answer takes one of the sandbox's real shapes at random and
+    every error text the sandbox invents is a random sentence."""
+    profile, texts = shapes.split("+")
+    with running_sandbox(seed=48, cancel_delay=0.005, profile=profile, texts=texts) as sandbox:
         exchange = sandbox.exchange
         open_ids = exchange.seed_orders(sandbox.uid, N_OPEN)
         closed = exchange.seed_orders(sandbox.uid, N_CANCELLED, state="cancel")
@@ -168,7 +172,7 @@ async def test_soak_50000_cancels_under_faults_and_token_expiry() -> None:
     peak = max(rss for _, rss in samples)
     mib = 1024 * 1024
     print(
-        f"\nsoak: {total} ids ({N_OPEN} open, {N_CANCELLED} cancelled, {N_FILLED} filled, {N_UNKNOWN} unknown)"
+        f"\nsoak ({shapes}): {total} ids ({N_OPEN} open, {N_CANCELLED} cancelled, {N_FILLED} filled, {N_UNKNOWN} unknown)"
         f"\n  wall {wall:.1f} s, {requests_seen} requests served ({requests_seen / wall:.0f}/s)"
         f"\n  faults by kind: {dict(sorted(fault_counts.items()))}"
         f"\n  outcomes: {dict(sorted(counts.items()))}"

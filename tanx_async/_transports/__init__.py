@@ -7,18 +7,44 @@ and ``make_sender``, the one place the choice is made.
 - ``httpx_sender`` (``HttpxSender``): an ``httpx.AsyncClient``; under trio and for injected clients.
 
 Each implementation is imported only when chosen: ``import tanx_async`` stays light.
+
+With ``trust_env`` (the default), ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY`` and
+``SSL_CERT_FILE``/``SSL_CERT_DIR`` are honoured by every transport, by httpx's rules. The native
+transport speaks no proxy protocol: when a proxy applies to the exchange's URL, ``auto`` and
+``native`` use the httpx transport instead (logged once per process).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 
+from .._config import env_proxy
 from .._errors import MissingDependencyError
 from .._httpx import httpx
 from .base import RawResponse, Sender, TransportName
 
 __all__ = ["RawResponse", "Sender", "TransportName", "make_sender"]
+
+logger = logging.getLogger("tanx_async")
+#: Why the native transport was not used, each said once per process.
+_said: set[str] = set()
+
+
+def _say_once(why: str) -> None:
+    if why not in _said:
+        _said.add(why)
+        logger.warning("%s", why)
+
+
+def _httptools_missing() -> str | None:
+    """Why the native transport's parser cannot be imported, or None when it can."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _on_asyncio() -> bool:
@@ -37,6 +63,8 @@ def make_sender(
     verify: bool | ssl.SSLContext,
     timeout: httpx.Timeout,
     max_response_bytes: int,
+    base_url: str,
+    trust_env: bool = True,
 ) -> Sender:
     """The one place that decides how this session talks to the exchange."""
     if http_client is not None:
@@ -45,19 +73,41 @@ def make_sender(
         return HttpxSender(http_client, owned=False, max_response_bytes=max_response_bytes)
     if transport in ("native", "aiohttp") and not _on_asyncio():
         raise RuntimeError(f"transport={transport!r} needs asyncio; use transport='httpx' under trio")
+    proxy = env_proxy(base_url) if trust_env else None
     if transport == "native" or (transport == "auto" and _on_asyncio()):
-        from .native import Http11Sender
+        missing = _httptools_missing()
+        if missing is not None and transport == "native":
+            raise MissingDependencyError(
+                f"transport='native' needs httptools ({missing}): pip install httptools"
+            )
+        if missing is not None:
+            _say_once(f"the native transport needs httptools ({missing}); using the httpx transport")
+        elif proxy is not None:
+            _say_once(
+                "a proxy applies to the exchange's URL (HTTP_PROXY/HTTPS_PROXY/ALL_PROXY); the native "
+                "transport does not speak to proxies, so the httpx transport is used (trust_env=False "
+                "goes direct)"
+            )
+        else:
+            from .native import Http11Sender
 
-        return Http11Sender(
-            limits=limits,
-            verify=verify,
-            max_response_bytes=max_response_bytes,
-        )
-    if transport == "aiohttp":
+            return Http11Sender(
+                limits=limits,
+                verify=verify,
+                max_response_bytes=max_response_bytes,
+                trust_env=trust_env,
+            )
+    elif transport == "aiohttp":
         try:
             from .aiohttp_sender import AiohttpSender
 
-            return AiohttpSender(limits=limits, verify=verify, max_response_bytes=max_response_bytes)
+            return AiohttpSender(
+                limits=limits,
+                verify=verify,
+                max_response_bytes=max_response_bytes,
+                trust_env=trust_env,
+                proxy=proxy,
+            )
         except ImportError as exc:
             raise MissingDependencyError(
                 "transport='aiohttp' needs aiohttp: pip install 'tanx-async[aiohttp]'"
@@ -66,7 +116,7 @@ def make_sender(
         limits=limits,
         timeout=timeout,
         verify=verify,
-        trust_env=False,
+        trust_env=trust_env,
         follow_redirects=False,
     )
     from .httpx_sender import HttpxSender

@@ -7,10 +7,12 @@ written to ``ConnectTimeout``, which would make a possibly-processed cancel look
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from typing import TYPE_CHECKING, Any
 
 from .. import _constants as C
+from .._config import ssl_context
 from .._errors import APIConnectionError, APITimeoutError
 from .base import RawResponse, pool_closed, too_large
 
@@ -29,11 +31,21 @@ class AiohttpSender:
         limits: httpx.Limits,
         verify: bool | ssl.SSLContext,
         max_response_bytes: int,
+        trust_env: bool = True,
+        proxy: str | None = None,
     ) -> None:
         import aiohttp  # imported here: `import tanx_async` must stay light
 
         self._aiohttp = aiohttp
         ssl_arg: bool | ssl.SSLContext = verify if isinstance(verify, ssl.SSLContext) else bool(verify)
+        if (
+            verify is True
+            and trust_env
+            and (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"))
+        ):
+            ssl_arg = ssl_context(True, trust_env=True)
+        #: The proxy for the exchange (``env_proxy``, chosen by ``make_sender``), or None.
+        self._proxy = proxy
         connector = aiohttp.TCPConnector(
             limit=limits.max_connections or 0,
             limit_per_host=0,
@@ -92,6 +104,7 @@ class AiohttpSender:
                 data=content,
                 timeout=self._timeout(timeout),
                 allow_redirects=False,
+                proxy=self._proxy,
             ) as response:
                 length = response.content_length
                 if length is not None and length > self._cap:

@@ -9,10 +9,16 @@ does exactly what the exchange needs and nothing else:
 
 - one request per connection at a time (no pipelining), a LIFO pool of idle connections per
   origin, bounded by ``max_connections`` (waiters queue with the pool timeout);
-- ``Content-Length``, ``chunked`` and read-until-close bodies, ``gzip``/``deflate`` answers,
-  interim ``1xx`` answers skipped; anything else malformed is an error, never a guess;
-- TLS through the standard ``ssl`` module (certifi's CA bundle when installed, as httpx does);
-- no redirects, cookies, proxies or HTTP/2: the session never wanted them.
+- answers parsed by llhttp (httptools, the parser of Node and uvicorn) with our own checks
+  around it (``_Connection``): ``Content-Length``, ``chunked`` and read-until-close bodies,
+  ``gzip``/``deflate`` answers, interim ``1xx`` answers skipped; anything else malformed is an
+  error, never a guess, and an answer that is not exactly one message never leaves its
+  connection in the pool;
+- TLS through the standard ``ssl`` module (certifi's CA bundle, or ``SSL_CERT_FILE`` /
+  ``SSL_CERT_DIR`` with ``trust_env``, as httpx does);
+- no redirects, cookies or HTTP/2: the session never wanted them; no proxies either (where the
+  environment names one for the exchange, ``make_sender`` hands the session to the httpx
+  transport instead, and says so in the log).
 
 Timeouts: ``connect`` bounds TCP + TLS set-up, ``pool`` the wait for a free connection, and
 ``read`` the whole exchange from the moment the request is written (one timer per request; the
@@ -26,6 +32,7 @@ is closed, never reused, and says True.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import time
@@ -33,6 +40,8 @@ import zlib
 from collections import deque
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+import httptools
 
 from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
@@ -47,7 +56,13 @@ __all__ = ["Http11Sender"]
 _NO_BODY_STATUS = frozenset({204, 304})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _URL_CACHE_SIZE = 256
-_UNSAFE = ("\r", "\n", "\0")
+#: What may not appear in a header value: C0 controls but HTAB, and DEL.
+_CTL_OUT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: ... and in a URL, not even HTAB.
+_CTL_URL = re.compile(r"[\x00-\x1f\x7f]")
+#: RFC 9110 token: what a header name may be.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_SHOW_CTL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
 
 
 class _Origin:
@@ -56,6 +71,9 @@ class _Origin:
     __slots__ = ("host", "host_header", "key", "port", "target", "tls")
 
     def __init__(self, url: str) -> None:
+        if _CTL_URL.search(url):
+            # Before urlsplit, which would drop tabs and line breaks without a word.
+            raise _bad_url(url.translate(_SHOW_CTL), "a control character (CR, LF, NUL, ...) in it")
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
@@ -100,8 +118,25 @@ def _malformed(why: str) -> APIConnectionError:
     return APIConnectionError(f"malformed HTTP response: {why}", maybe_processed=True)
 
 
+# Framing of the answer in flight.
+_HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _DONE = range(5)
+#: Control characters a reason phrase may not hold (HTAB is allowed, as RFC 9112 and h11 say).
+_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; parses the answer to the one request in flight."""
+    """One keep-alive connection; reads the answer to the one request in flight.
+
+    llhttp (through httptools) parses every byte, as it arrives; around it we keep what it does
+    not do for a client: the status must be 100-599 on HTTP/1.0 or 1.1, ``Transfer-Encoding``
+    exactly ``chunked``, no ``101``, no control bytes in the reason phrase, no blank lines
+    before the answer, heads and bodies capped, a read-until-close body ended by the close (no
+    ``finish()`` in httptools), a HEAD answer ended at its head, and the content coding checked
+    to its end. An answer that is not exactly one well-formed message is an error or, when it
+    was complete, returned with its connection closed, never pooled: a second message shows as
+    a new ``on_message_begin``, and blank lines after the message (which llhttp skips) as more
+    CR/LF bytes at the end of the stream than the message itself ends with.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, cap: int) -> None:
         self._loop = loop
@@ -114,17 +149,23 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         self._waiter: asyncio.Future[RawResponse] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._buf = bytearray()
         self._method = ""
         self._url = ""
         self._received = False
+        #: One parser for the connection: llhttp starts over after each complete message. A new
+        #: one after a HEAD answer (llhttp still waits for its body) or anything unexpected.
+        self._parser: httptools.HttpResponseParser | None = None
         # Parse state of the answer in flight.
+        self._mode = _HEAD
         self._status = 0
-        self._headers: dict[str, str] | None = None
-        self._mode = 0  # 0 head, 1 length, 2 chunked, 3 until close, 4 chunk trailers
-        self._remaining = 0
+        self._headers: dict[str, str] = {}
+        self._head_size = 0  # bytes received while the head was incomplete (interim ones too)
+        self._complete = False  # the message ended (llhttp said so, or a HEAD answer's head did)
+        self._extra = False  # bytes came past the end of the message
+        self._crlf_run = 0  # CR/LF bytes at the end of what was received
         self._parts: list[bytes] = []
         self._size = 0
+        self._error: _Failure | None = None
 
     # asyncio.Protocol
 
@@ -138,17 +179,53 @@ class _Connection(asyncio.Protocol):
             # connection's framing can no longer be trusted.
             self.close()
             return
-        self._received = True
-        buf = self._buf
-        buf += data
+        if not self._received:
+            self._received = True
+            if data[0] != 72:  # "H": llhttp would skip blank lines before the status line
+                self._fail(_malformed(f"bad status line {data[:40]!r}"))
+                return
+        last = data[-1]
+        if last == 10 or last == 13:
+            run = _crlf_tail(data)
+            self._crlf_run = run if run < len(data) else self._crlf_run + run
+        else:
+            self._crlf_run = 0
+        head = self._mode == _HEAD
+        parser = self._parser
+        assert parser is not None
         try:
-            self._parse()
-        except _Failure as failure:
-            self._fail(failure.error)
+            parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if self._error is not None:
+                self._fail(self._error.error)
+                return
+            if not self._complete:
+                self._fail(_malformed(str(exc) or type(exc).__name__))
+                return
+            self._extra = True  # bytes past the end of the message (or after "close")
+        if (
+            head
+            and (self._mode == _HEAD or self._head_size + len(data) > C.MAX_HEAD_BYTES)
+            and self._head_too_long(len(data))
+        ):
+            self._fail(_malformed(f"headers longer than {C.MAX_HEAD_BYTES} bytes"))
+        elif self._complete:
+            self._finish(close=False)
+
+    def _head_too_long(self, size: int) -> bool:
+        """Over 64 KiB of head, counting a read of ``size`` bytes that began in the head."""
+        if self._mode == _HEAD:  # all of it head, still incomplete (interim heads included)
+            self._head_size += size
+            return self._head_size > C.MAX_HEAD_BYTES
+        if self._head_size + size <= C.MAX_HEAD_BYTES:
+            return False
+        # The head ended in this long read: count its lines ("name: value\r\n").
+        lines = sum(len(name) + len(value) + 4 for name, value in self._headers.items())
+        return self._head_size + lines > C.MAX_HEAD_BYTES
 
     def eof_received(self) -> bool:
         self.closed = True  # half-closed by the server: never reused
-        if self._mode == 3 and self._waiter is not None and not self._waiter.done():
+        if self._mode == _UNTIL_CLOSE and self._waiter is not None and not self._waiter.done():
             self._finish(close=True)
         return False
 
@@ -157,7 +234,7 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self._mode == 3 and self._headers is not None:
+        if self._mode == _UNTIL_CLOSE:
             self._finish(close=True)
             return
         if self._received:
@@ -181,13 +258,18 @@ class _Connection(asyncio.Protocol):
         loop = self._loop
         self.keep_alive = False
         self._method, self._url = method, url
-        self._buf.clear()
         self._received = False
-        self._status = 0
-        self._headers = None
-        self._mode = 0
+        if self._parser is None:
+            self._parser = httptools.HttpResponseParser(self)
+        self._mode = _HEAD
+        self._headers = {}
+        self._head_size = 0
+        self._complete = False
+        self._extra = False
+        self._crlf_run = 0
         self._parts = []
         self._size = 0
+        self._error = None
         waiter: asyncio.Future[RawResponse] = loop.create_future()
         self._waiter = waiter
         transport.write(payload)
@@ -229,167 +311,120 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    # parsing
+    # llhttp's callbacks (called by httptools; one that raises stops the parser)
 
-    def _parse(self) -> None:
-        buf = self._buf
-        while True:
-            mode = self._mode
-            if mode == 0:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buf) > C.MAX_HEAD_BYTES:
-                        raise _Failure(_malformed(f"headers longer than {C.MAX_HEAD_BYTES} bytes"))
-                    return
-                head = bytes(buf[:end])
-                del buf[: end + 4]
-                if not self._head(head):
-                    continue  # an interim 1xx answer: the real one follows
-                if self._mode == 1 and self._remaining == 0:
-                    self._finish(close=False)
-                    return
-            elif mode == 1:
-                if len(buf) < self._remaining:
-                    return
-                self._parts.append(bytes(buf[: self._remaining]))
-                del buf[: self._remaining]
-                self._finish(close=False)
-                return
-            elif mode == 2:
-                line_end = buf.find(b"\r\n")
-                if line_end < 0:
-                    if len(buf) > 1024:
-                        raise _Failure(_malformed("chunk size line too long"))
-                    return
-                size_text = bytes(buf[:line_end]).split(b";", 1)[0].strip()
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise _Failure(_malformed(f"bad chunk size {size_text[:20]!r}")) from None
-                if size < 0:
-                    raise _Failure(_malformed("negative chunk size"))
-                if self._size + size > self._cap:
-                    raise _Failure(too_large(None, self._cap))
-                if size == 0:
-                    del buf[: line_end + 2]
-                    self._mode = 4
-                    continue
-                if len(buf) < line_end + 2 + size + 2:
-                    self._check_size(self._size + len(buf) - line_end - 2)
-                    return
-                start = line_end + 2
-                if buf[start + size : start + size + 2] != b"\r\n":
-                    raise _Failure(_malformed("chunk not followed by CRLF"))
-                self._add(bytes(buf[start : start + size]))
-                del buf[: start + size + 2]
-            elif mode == 4:
-                # Trailers (ignored) up to an empty line.
-                if buf[:2] == b"\r\n":
-                    del buf[:2]
-                    self._finish(close=False)
-                    return
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buf) > C.MAX_HEAD_BYTES:
-                        raise _Failure(_malformed("trailers too long"))
-                    return
-                del buf[: end + 4]
-                self._finish(close=False)
-                return
-            else:  # 3: until the server closes
-                if buf:
-                    self._add(bytes(buf))
-                    buf.clear()
-                return
+    def _reject(self, error: APIConnectionError) -> _Failure:
+        self._error = _Failure(error)
+        return self._error
 
-    def _head(self, head: bytes) -> bool:
-        """Parse a status line and headers; False for an interim (1xx) answer."""
-        lines = head.split(b"\r\n")
-        status_line = lines[0]
-        if (
-            not status_line.startswith(b"HTTP/1.")
-            or len(status_line) < 12
-            or status_line[12:13] not in (b"", b" ")
-        ):
-            raise _Failure(_malformed(f"bad status line {status_line[:40]!r}"))
-        code = status_line[9:12]
-        if not code.isdigit():
-            raise _Failure(_malformed(f"bad status line {status_line[:40]!r}"))
-        status = int(code)
-        http10 = status_line[7:8] == b"0"
-        if 100 <= status < 200:
+    def on_message_begin(self) -> None:
+        if self._complete:
+            raise _Stop  # a second message: the answer was complete, the connection is not
+
+    def on_status(self, reason: bytes) -> None:
+        if _CTL.search(reason):
+            raise self._reject(_malformed("control character in the reason phrase"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self._headers
+        key = name.decode("latin-1").lower()
+        text = value.decode("utf-8", "surrogateescape")
+        if key in headers:
+            headers[key] += ", " + text
+        else:
+            headers[key] = text
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        assert parser is not None
+        status = parser.get_status_code()
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0") or not 100 <= status <= 599:
+            raise self._reject(_malformed(f"bad status line (HTTP/{version} {status:03d})"))
+        headers = self._headers
+        if status < 200:
             if status == 101:
-                raise _Failure(_malformed("unexpected 101 Switching Protocols"))
-            return False
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name[-1:] in (b" ", b"\t") or line[:1] in (b" ", b"\t"):
-                raise _Failure(_malformed(f"bad header line {line[:40]!r}"))
-            key = name.decode("latin-1").lower()
-            text = value.strip(b" \t").decode("utf-8", "surrogateescape")
-            if key in headers:
-                headers[key] += ", " + text
-            else:
-                headers[key] = text
+                raise self._reject(_malformed("unexpected 101 Switching Protocols"))
+            self._headers = {}  # an interim answer: skipped
+            return
         self._status = status
-        self._headers = headers
-        connection = headers.get("connection", "").lower()
-        self.keep_alive = "keep-alive" in connection if http10 else "close" not in connection
+        self.keep_alive = parser.should_keep_alive()
         hint = headers.get("keep-alive")
         if hint is not None:
             self.server_idle = _idle_timeout(hint)
-        if self._method == "HEAD" or status in _NO_BODY_STATUS:
-            self._mode, self._remaining = 1, 0
-            return True
         coding = headers.get("transfer-encoding")
+        if coding is not None and coding.strip().lower() != "chunked":
+            raise self._reject(_malformed(f"unsupported transfer-encoding {coding[:40]!r}"))
+        if self._method == "HEAD":
+            # llhttp would wait for the body a HEAD answer never has: the message ends here, and
+            # this parser is left mid-message (a new one for the next request).
+            self._mode, self._complete, self._parser = _LENGTH, True, None
+            return
         if coding is not None:
-            if coding.lower().rsplit(",", 1)[-1].strip() != "chunked":
-                raise _Failure(_malformed(f"unsupported transfer-encoding {coding!r}"))
-            self._mode = 2
-            return True
+            self._mode = _CHUNKED
+            return
         length = headers.get("content-length")
-        if length is not None:
-            declared = {v.strip() for v in length.split(",")}
-            first = declared.pop()
-            if declared or not first.isdigit() or not first.isascii():
-                raise _Failure(_malformed(f"bad content-length {length!r}"))
-            self._remaining = int(first)
-            if self._remaining > self._cap:
-                raise _Failure(too_large(self._remaining, self._cap))
-            self._mode = 1
-            return True
-        self._mode = 3
+        if length is not None or status in _NO_BODY_STATUS:
+            if length is not None and int(length) > self._cap:  # llhttp checked: one number
+                raise self._reject(too_large(int(length), self._cap))
+            self._mode = _LENGTH
+            return
+        self._mode = _UNTIL_CLOSE
         self.keep_alive = False
-        return True
 
-    def _add(self, part: bytes) -> None:
-        self._check_size(self._size + len(part))
-        self._size += len(part)
-        self._parts.append(part)
-
-    def _check_size(self, size: int) -> None:
+    def on_body(self, body: bytes) -> None:
+        if self._complete:  # bytes after a HEAD answer's head
+            raise _Stop
+        size = self._size + len(body)
         if size > self._cap:
-            raise _Failure(too_large(None, self._cap))
+            raise self._reject(too_large(None, self._cap))
+        self._size = size
+        self._parts.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._mode != _HEAD:  # not the end of an interim answer
+            self._complete = True
 
     def _finish(self, *, close: bool) -> None:
         waiter = self._waiter
+        assert waiter is not None
+        mode, self._mode = self._mode, _DONE
         headers = self._headers
-        assert waiter is not None and headers is not None
-        if close or self._buf:
-            # Read until close, or bytes beyond the body: not reusable.
-            self.keep_alive = False
         parts = self._parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
-        try:
-            body = _decode(headers, body, self._cap)
-        except _Failure as failure:
-            self._fail(failure.error)
-            return
+        if not close and not self._extra:
+            # Blank lines after the message, which llhttp skips: the stream ends with more CR/LF
+            # than the message does ("0\r\n\r\n" or trailers for chunked; the head's blank line
+            # and the body's own trailing CR/LF otherwise).
+            ends = 4 if mode == _CHUNKED else _crlf_tail(body) if body[-1:] in (b"\n", b"\r") else 0
+            if mode != _CHUNKED and ends == len(body):
+                ends += 4  # the body is empty or all CR/LF: the head's blank line too
+            self._extra = self._crlf_run > ends
+        if close or self._extra:
+            # Read until close, or bytes beyond the message: not reusable.
+            self.keep_alive = False
+        if "content-encoding" in headers:
+            try:
+                body = _decode(headers, body, self._cap)
+            except _Failure as failure:
+                self._fail(failure.error)
+                return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         waiter.set_result(RawResponse(self._status, headers, body, method=self._method, url=self._url))
+
+
+class _Stop(Exception):
+    """Raised in a callback to stop llhttp (at a second message)."""
+
+
+def _crlf_tail(data: bytes) -> int:
+    """How many CR and LF bytes ``data`` ends with."""
+    i = len(data)
+    while i and data[i - 1] in (10, 13):
+        i -= 1
+    return len(data) - i
 
 
 def _pool_timeout(waiter: asyncio.Future[_Connection | None], seconds: float) -> None:
@@ -426,23 +461,65 @@ def _decode(headers: dict[str, str], body: bytes, cap: int) -> bytes:
         wbits = zlib.MAX_WBITS if body[:1] and (body[0] & 0x0F) == 8 else -zlib.MAX_WBITS
     else:
         raise _Failure(_malformed(f"unsupported content-encoding {coding!r}"))
-    decoder = zlib.decompressobj(wbits)
-    try:
-        out = decoder.decompress(body, cap + 1)
-    except zlib.error as exc:
-        raise _Failure(_malformed(f"cannot decode {coding} body: {exc}")) from None
-    if len(out) > cap or decoder.unconsumed_tail:
-        raise _Failure(too_large(None, cap))
+    out = _inflate(body, wbits, coding, cap) if body else body  # HEAD, 204, 304: nothing to decode
     del headers["content-encoding"]
     headers.pop("content-length", None)
     return out
 
 
+def _inflate(data: bytes, wbits: int, coding: str, cap: int) -> bytes:
+    """The whole decoded body: every gzip member (RFC 1952 allows several), each checked to
+    its end (a body cut short is an error, never a shorter answer), at most ``cap`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        decoder = zlib.decompressobj(wbits)
+        try:
+            part = decoder.decompress(data, cap + 1 - size)
+        except zlib.error as exc:
+            raise _Failure(_malformed(f"cannot decode {coding} body: {exc}")) from None
+        size += len(part)
+        if size > cap or decoder.unconsumed_tail:
+            raise _Failure(too_large(None, cap))
+        parts.append(part)
+        if not decoder.eof:
+            raise _Failure(_malformed(f"the {coding} body is cut short"))
+        data = decoder.unused_data
+        if not data or wbits != 16 + zlib.MAX_WBITS:
+            break
+    if data:
+        raise _Failure(_malformed(f"bytes after the end of the {coding} body"))
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+#: Methods and header names already checked to be tokens (bounded: at most 256 kept).
+_TOKENS: set[str] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+
+
+def _check_head(method: str, headers: dict[str, str]) -> None:
+    """Raise unless ``method`` and every header name are tokens and no value holds a control
+    character other than HTAB; remember the names that passed."""
+    if not _TOKEN.fullmatch(method):
+        raise APIConnectionError(
+            f"the method {method[:20].translate(_SHOW_CTL)!r} is not a token; not sent", maybe_processed=False
+        )
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name) or _CTL_OUT.search(value):
+            raise _unsafe_header(headers)
+    if len(_TOKENS) < 256:
+        _TOKENS.update(headers)
+
+
 def _unsafe_header(headers: dict[str, str]) -> APIConnectionError:
-    names = [name for name, value in headers.items() if any(c in name + value for c in _UNSAFE)]
+    names = [
+        name.translate(_SHOW_CTL)
+        for name, value in headers.items()
+        if _CTL_OUT.search(name + value) or not _TOKEN.fullmatch(name)
+    ]
     # The value is never quoted: it may be a token.
     return APIConnectionError(
-        f"header {names[0] if names else '?'!r} has a line break or NUL in it; not sent",
+        f"header {names[0] if names else '?'!r} has a control character (CR, LF, NUL, ...) in it"
+        " or a name that is not a token; not sent",
         maybe_processed=False,
     )
 
@@ -456,10 +533,12 @@ class Http11Sender:
         limits: httpx.Limits,
         verify: bool | ssl.SSLContext,
         max_response_bytes: int,
+        trust_env: bool = True,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._cap = max_response_bytes
         self._verify = verify
+        self._trust_env = trust_env
         self._ssl: ssl.SSLContext | None = None
         self._max = limits.max_connections
         keepalive = limits.max_keepalive_connections
@@ -533,26 +612,29 @@ class Http11Sender:
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS context for ``https`` origins (built on first use: it loads the CA bundle)."""
         if self._ssl is None:
-            self._ssl = make_ssl_context(self._verify)
+            self._ssl = make_ssl_context(self._verify, trust_env=self._trust_env)
         return self._ssl
 
     # internals
 
     def _payload(self, method: str, origin: _Origin, headers: dict[str, str], content: bytes | None) -> bytes:
+        # Header injection: names (and the method) must be tokens, values free of control
+        # characters but HTAB. The common case costs a set look-up and one isprintable() per
+        # value; anything else is checked in full by ``_check_head``.
+        plain = method in _TOKENS and _TOKENS.issuperset(headers)
         lines = [method, " ", origin.target, " HTTP/1.1\r\nHost: ", origin.host_header, "\r\n"]
         for name, value in headers.items():
+            if not value.isprintable():
+                plain = False
             lines += (name, ": ", value, "\r\n")
+        if not plain:
+            _check_head(method, headers)
         if content is not None:
             lines += ("Content-Length: ", str(len(content)), "\r\n")
         elif method in _BODY_METHODS:
             lines.append("Content-Length: 0\r\n")
         lines.append("Accept-Encoding: gzip, deflate\r\n\r\n")
         text = "".join(lines)
-        # One check for header injection: every CR and LF must be one of the line ends we wrote
-        # (request line, Host, each header, Content-Length, Accept-Encoding, the blank line).
-        ends = 4 + len(headers) + (content is not None or method in _BODY_METHODS)
-        if text.count("\n") != ends or text.count("\r") != ends or "\0" in text:
-            raise _unsafe_header(headers)
         try:
             head = text.encode("latin-1")
         except UnicodeEncodeError as exc:

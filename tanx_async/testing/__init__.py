@@ -1,6 +1,7 @@
 """A faithful fake tanX exchange for tests: ``SandboxExchange`` + ``SandboxServer``.
 
-Nothing here imports httpx or the rest of ``tanx_async``::
+Of the rest of ``tanx_async`` it uses only ``is_loopback`` (from ``tanx_async._config``)
+and, for the ``tanx_sandbox`` pytest fixture, the session itself::
 
     exchange = SandboxExchange(seed=1)
     uid = exchange.create_user()
@@ -12,27 +13,33 @@ Nothing here imports httpx or the rest of ``tanx_async``::
 ``exchange.app`` is a plain ASGI 3 app usable in-process (``httpx.ASGITransport``);
 there, socket-level faults degrade as described in ``tanx_async.testing._app``.
 
-Cancel answers (``POST /sapi/v1/orders/cancel/``), beyond the documented success
-(200 "Order is successfully queued for cancellation", payload = the order before
-cancellation): 404 "Order not found" (unknown or another user's), 400 "Order is
-already cancelled", 400 "Order is already filled", 400 "Order is already queued for
-cancellation", 400 "Order is not open" (e.g. state ``reject``), 400 "order_id must be
-a positive integer". All other texts are listed on :class:`SandboxExchange`.
+Answers follow the real shapes (``SandboxExchange(profile=...)`` picks among them), and
+every text the sandbox invents, such as the cancel refusals (404 "Order not found", 400
+"Order is already cancelled", ...), is marked as invented on :class:`SandboxExchange`;
+``SandboxExchange(texts="random")`` replaces each with a random sentence per answer.
 """
 
+from .._config import is_loopback
 from ._faults import Faults, SimulatedDisconnect
-from ._server import SandboxServer, is_loopback, serve
-from ._state import RequestRecord, SandboxExchange, SandboxOrder
+from ._fixture import TanxSandbox
+from ._records import RequestRecord
+from ._server import SandboxServer, serve
+from ._state import SandboxExchange, SandboxOrder, SandboxTrade
 from ._tokens import fingerprint as token_fingerprint
 from ._uvicorn import UvicornSandboxServer
+from ._wire import INVENTED_TEXTS, PROFILES
 
 __all__ = [
+    "INVENTED_TEXTS",
+    "PROFILES",
     "Faults",
     "RequestRecord",
     "SandboxExchange",
     "SandboxOrder",
     "SandboxServer",
+    "SandboxTrade",
     "SimulatedDisconnect",
+    "TanxSandbox",
     "UvicornSandboxServer",
     "is_loopback",
     "serve",

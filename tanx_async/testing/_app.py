@@ -27,11 +27,11 @@ from ._faults import (
     PRE_FAULTS,
     SimulatedDisconnect,
 )
-from ._state import RequestRecord, redact, valid_address
+from ._records import RequestRecord, redact
 from ._tokens import fingerprint
 
 if TYPE_CHECKING:
-    from ._state import SandboxExchange, SandboxOrder
+    from ._state import SandboxExchange
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -58,19 +58,19 @@ except ImportError:  # pragma: no cover - orjson is optional
     _DecodeError = ValueError
 
 
-NOT_FOUND: Final = "Order not found"
-BAD_ORDER_ID: Final = "order_id must be a positive integer"
 INVALID_CREDENTIALS: Final = "Invalid Credentials or Token Expired, Kindly login again."
 NO_CREDENTIALS: Final = "Authentication credentials were not provided."
 CANCEL_QUEUED: Final = "Order is successfully queued for cancellation"
 CANCEL_LEGACY: Final = "Cancelled Order Successfully"
+#: Cancel refusals: status per result (the texts are invented, see ``_wire.INVENTED_TEXTS``).
 CANCEL_ERRORS: Final = {
-    "not_found": (404, NOT_FOUND),
-    "already_cancelled": (400, "Order is already cancelled"),
-    "already_filled": (400, "Order is already filled"),
-    "already_queued": (400, "Order is already queued for cancellation"),
-    "not_open": (400, "Order is not open"),
+    "not_found": 404,
+    "already_cancelled": 400,
+    "already_filled": 400,
+    "already_queued": 400,
+    "not_open": 400,
 }
+INVALID_MARKET: Final = "please enter a valid market"
 ACCESS_INVALID_PAYLOAD: Final = {
     "token_class": "AccessToken",
     "token_type": "access",
@@ -97,6 +97,7 @@ ROUTES: Final[dict[str, tuple[str, bool]]] = {
 }
 ORDER_DETAIL: Final = re.compile(r"/sapi/v1/orders/([^/]+)/")
 _REDACTED_KEYS: Final = frozenset({"refresh", "access", "user_signature", "token"})
+_ADDRESS_RE: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 
 _JSON_HEADER: Final = (b"content-type", b"application/json")
 _HTML_HEADER: Final = (b"content-type", b"text/html; charset=utf-8")
@@ -124,7 +125,7 @@ def _proxy_page(status: int) -> bytes:
 class _Reply:
     """What a handler produced, plus the log annotations."""
 
-    __slots__ = ("body", "headers", "order_ids", "result", "status")
+    __slots__ = ("body", "headers", "message", "order_ids", "result", "status")
 
     def __init__(
         self,
@@ -138,16 +139,28 @@ class _Reply:
         self.result = result
         self.headers = headers
         self.order_ids: tuple[int, ...] = ()
+        self.message: str | None = None
 
 
 def _envelope(status: int, message: str, payload: Any, result: str, **top: Any) -> _Reply:
-    word = "success" if status < 400 else "error"
-    body = {"status": word, "message": message, "payload": payload, **top}
-    return _Reply(status, dumps(body), result)
+    body = {"status": "success", "message": message, "payload": payload, **top}
+    return _json_reply(status, body, result)
 
 
 def _error(status: int, message: str, result: str, payload: Any = "") -> _Reply:
-    return _envelope(status, message, payload, result)
+    """An error envelope (HTTP 200 too: the real API refuses some requests that way)."""
+    return _json_reply(status, {"status": "error", "message": message, "payload": payload}, result)
+
+
+def _json_reply(status: int, body: dict[str, Any], result: str) -> _Reply:
+    reply = _Reply(status, dumps(body), result)
+    reply.message = body.get("message")
+    return reply
+
+
+def valid_address(eth_address: str) -> bool:
+    """``0x`` + 40 hex digits."""
+    return _ADDRESS_RE.fullmatch(eth_address) is not None
 
 
 def _sanitize(body: Any) -> Any:
@@ -267,6 +280,7 @@ def make_app(exchange: SandboxExchange) -> ASGIApp:
                     uid=req.uid,
                     token=token_tag,
                     duration=time.monotonic() - started,
+                    message=reply.message if reply is not None else None,
                 )
             )
 
@@ -308,7 +322,7 @@ def _parse_body(req: _Request, raw: bytes, content_type: str) -> None:
     try:
         req.body = _loads(raw)
     except _DecodeError as exc:
-        req.body_error = f"JSON parse error - {exc}"
+        req.body_error = str(exc)
 
 
 async def _socket_fault(send: Send, fault: str, socket_faults: bool, stall_seconds: float) -> None:
@@ -326,10 +340,21 @@ def _pre_fault(exchange: SandboxExchange, fault: str) -> _Reply | None:
     if fault == "5xx":
         status = faults.error_status()
         if status == 500:
-            return _error(500, "Internal Server Error", "fault:5xx")
+            return _error(500, exchange._text("server_error"), "fault:5xx")
         return _Reply(status, _proxy_page(status), "fault:5xx", (_HTML_HEADER,))
+    if fault == "status_error":
+        return _error(200, exchange._text("status_error"), "fault:status_error")
+    if fault == "bare_error":
+        return _json_reply(
+            400, {"status": "error", "message": exchange._text("bad_request")}, "fault:bare_error"
+        )
+    if fault == "403":
+        return _error(403, "Invalid organization key", "fault:403")
+    if fault == "object_error":
+        payload = {"destination_address": "0x" + "0" * 40, "exists": False}
+        return _error(400, "User does not exist", "fault:object_error", payload)
     if fault == "429":
-        reply = _error(429, "Too many requests", "fault:429")
+        reply = _error(429, exchange._text("rate_limited"), "fault:429")
         if faults.retry_after is not None:
             seconds = max(1, math.ceil(faults.retry_after))
             value = (
@@ -376,9 +401,9 @@ def _dispatch(exchange: SandboxExchange, req: _Request) -> tuple[_Reply, str | N
             return reply, token_tag
         req.uid = entry.uid
     if req.method != method:
-        return _error(405, f'Method "{req.method}" not allowed.', "bad_method"), token_tag
+        return _error(405, exchange._text("bad_method", method=req.method), "bad_method"), token_tag
     if req.body_error is not None:
-        return _error(400, req.body_error, "bad_json"), token_tag
+        return _error(400, exchange._text("bad_json", detail=req.body_error), "bad_json"), token_tag
     if detail is not None:
         return _get_order(exchange, req, detail.group(1)), token_tag
     if path == ORDERS:
@@ -403,11 +428,11 @@ def _body_field(req: _Request, name: str) -> Any:
 def _nonce(exchange: SandboxExchange, req: _Request) -> _Reply:
     address = _body_field(req, "eth_address")
     if not isinstance(address, str) or not address:
-        return _error(400, "eth_address: This field is required.", "nonce_rejected")
+        return _error(400, exchange._text("address_required"), "nonce_rejected")
     if len(address) < 30:
         return _error(400, "Ensure eth_address has at least 30 characters.", "nonce_rejected")
     if not valid_address(address):
-        return _error(400, "Enter a valid eth_address.", "nonce_rejected")
+        return _error(400, exchange._text("address_invalid"), "nonce_rejected")
     nonce, cached = exchange._nonce(address)
     message = "Cached Nonce Acquired" if cached else "Nonce Acquired"
     return _envelope(200, message, nonce, "nonce_cached" if cached else "nonce")
@@ -433,7 +458,7 @@ def _login(exchange: SandboxExchange, req: _Request) -> _Reply:
 def _refresh(exchange: SandboxExchange, req: _Request) -> _Reply:
     token = _body_field(req, "refresh")
     if not isinstance(token, str) or not token:
-        return _error(400, "refresh: This field is required.", "refresh_rejected")
+        return _error(400, exchange._text("refresh_required"), "refresh_rejected")
     pair = exchange._rotate(token)
     if pair is None:
         return _error(
@@ -449,15 +474,13 @@ def _refresh(exchange: SandboxExchange, req: _Request) -> _Reply:
 def _get_order(exchange: SandboxExchange, req: _Request, raw_id: str) -> _Reply:
     order_id = _int_param(raw_id)
     if not order_id:
-        return _error(400, BAD_ORDER_ID, "bad_request")
+        return _error(400, exchange._text("bad_order_id"), "bad_request")
     order = exchange._get_order(req.uid or "", order_id)
     if order is None:
-        reply = _error(404, NOT_FOUND, "order_not_found")
-    else:
-        payload = order.to_payload()
-        payload["trades"] = []
-        reply = _envelope(200, "Order Retrieved Successfully", payload, "order")
-    return reply
+        return _error(404, exchange._text("not_found"), "order_not_found")
+    shape = exchange._shape()
+    payload = order.to_payload(newer_fields=shape.order_fields("get"), trades=True, offset=shape.offset)
+    return _envelope(200, "Order Retrieved Successfully", payload, "order")
 
 
 _LIST_FILTERS: Final = (
@@ -473,6 +496,8 @@ _LIST_FILTERS: Final = (
 def _list_orders(exchange: SandboxExchange, req: _Request) -> _Reply:
     params = {k: v[0] for k, v in parse_qs(req.query).items()}
     filters = {k: params[k] for k in _LIST_FILTERS if params.get(k)}
+    if "market" in filters and filters["market"] not in exchange.markets:
+        return _error(400, INVALID_MARKET, "bad_request")
     ints: dict[str, int | None] = {}
     for name in ("limit", "page", "start_time", "end_time"):
         raw = params.get(name)
@@ -481,11 +506,11 @@ def _list_orders(exchange: SandboxExchange, req: _Request) -> _Reply:
             continue
         value = _int_param(raw)
         if value is None or (name in ("limit", "page") and value < 1):
-            return _error(400, f"{name} must be a positive integer", "bad_request")
+            return _error(400, exchange._text(f"bad_{name}"), "bad_request")
         ints[name] = value
     order_by = params.get("order_by", "desc")
     if order_by not in ("asc", "desc"):
-        return _error(400, "order_by must be one of asc, desc", "bad_request")
+        return _error(400, exchange._text("bad_order_by"), "bad_request")
     orders = exchange._list_orders(
         req.uid or "",
         filters,
@@ -495,29 +520,27 @@ def _list_orders(exchange: SandboxExchange, req: _Request) -> _Reply:
         ints["page"] or 1,
         order_by == "desc",
     )
-    payload = [o.to_payload() for o in orders]
+    shape = exchange._shape()
+    newer = shape.order_fields("list")
+    payload = [o.to_payload(newer_fields=newer, offset=shape.offset) for o in orders]
     return _envelope(200, "Orders Retrieved Successfully", payload, "orders")
-
-
-def _cancel_payload(exchange: SandboxExchange, order: SandboxOrder) -> Any:
-    if exchange.empty_cancel_payload:
-        return {}
-    return order.to_payload(legacy=exchange.legacy_cancel_response)
 
 
 def _cancel(exchange: SandboxExchange, req: _Request) -> _Reply:
     order_id = _positive_int(_body_field(req, "order_id"))
     if order_id is None:
-        return _error(400, BAD_ORDER_ID, "cancel_rejected:bad_request")
-    outcome, order = exchange._cancel(req.uid or "", order_id)
-    if outcome == "queued" and order is not None:
-        message = CANCEL_LEGACY if exchange.legacy_cancel_response else CANCEL_QUEUED
-        payload = _cancel_payload(exchange, order)
-        reply = _envelope(200, message, payload, "cancel_queued")
-    else:
-        status, message = CANCEL_ERRORS[outcome]
-        reply = _error(status, message, f"cancel_rejected:{outcome}")
-    return reply
+        return _error(400, exchange._text("bad_order_id"), "cancel_rejected:bad_request")
+    result, order = exchange._cancel(req.uid or "", order_id)
+    if result != "queued" or order is None:
+        return _error(CANCEL_ERRORS[result], exchange._text(result), f"cancel_rejected:{result}")
+    shape = exchange._shape()
+    legacy = exchange.legacy_cancel_response or shape.legacy_cancel
+    payload: Any = {}
+    if not (exchange.empty_cancel_payload or shape.empty_cancel):
+        payload = order.to_payload(
+            legacy=legacy, newer_fields=shape.order_fields("cancel"), offset=shape.offset
+        )
+    return _envelope(200, CANCEL_LEGACY if legacy else CANCEL_QUEUED, payload, "cancel_queued")
 
 
 def _bulk_cancel(exchange: SandboxExchange, req: _Request) -> _Reply:
@@ -525,14 +548,14 @@ def _bulk_cancel(exchange: SandboxExchange, req: _Request) -> _Reply:
     if not market:
         return _error(400, "please provide market, market is a mandatory field", "bulk_rejected")
     if not isinstance(market, str) or market not in exchange.markets:
-        return _error(400, "please enter a valid market", "bulk_rejected")
+        return _error(400, INVALID_MARKET, "bulk_rejected")
     raw_limit = _body_field(req, "limit")
     limit = 100 if raw_limit is None else _int_param(raw_limit)
     if limit is None or limit < 1:
-        return _error(400, "limit must be a positive integer", "bulk_rejected")
+        return _error(400, exchange._text("bad_limit"), "bulk_rejected")
     side = _body_field(req, "side")
     if side is not None and side not in ("buy", "sell"):
-        return _error(400, "please enter a valid side", "bulk_rejected")
+        return _error(400, exchange._text("bad_side"), "bulk_rejected")
     ids = exchange._bulk_cancel(req.uid or "", market, limit, side)
     reply = _envelope(200, "Orders are successfully queued for cancellation", {}, "bulk_cancel_queued")
     reply.order_ids = ids

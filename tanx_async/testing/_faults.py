@@ -23,10 +23,16 @@ FaultKind = Literal[
     "drop_after",
     "truncate",
     "stall",
+    "status_error",
+    "bare_error",
+    "403",
+    "object_error",
 ]
 
 #: Faults that stop the request before the exchange processes it.
-PRE_FAULTS: Final = frozenset({"5xx", "429", "drop_before", "reset", "black_hole"})
+PRE_FAULTS: Final = frozenset(
+    {"5xx", "429", "drop_before", "reset", "black_hole", "status_error", "bare_error", "403", "object_error"}
+)
 #: Faults applied to the response of a request that *was* processed.
 POST_FAULTS: Final = frozenset({"drop_after", "truncate", "stall"})
 #: Faults that need a real socket (see ``_server``); in-process they degrade.
@@ -50,6 +56,13 @@ class Faults:
     - ``truncate_rate``: process, send headers with the full Content-Length and half
       of the body, then close.
     - ``stall_rate``: process, send headers, then stall ``stall_seconds`` and close.
+    - ``status_error_rate``: answer HTTP 200 with ``"status": "error"`` (``payload: ""``)
+      without processing, as real fixtures do for some refusals.
+    - ``bare_error_rate``: answer 400 ``{"status": "error", "message": "Bad Request"}``, an
+      error envelope with no ``payload`` key (the Go connector's mock), without processing.
+    - ``forbidden_rate``: answer 403 ``Invalid organization key`` without processing.
+    - ``object_error_rate``: answer 400 ``User does not exist`` whose ``payload`` is an object
+      (``{"destination_address": ..., "exists": false}``), without processing.
     - ``black_hole``: read requests and never answer (until the server stops).
     - ``close_keepalive``: answer normally with ``Connection: close`` and close.
     - ``huge_body_bytes``: pad every JSON answer with whitespace to this many bytes.
@@ -71,6 +84,10 @@ class Faults:
     truncate_rate: float = 0.0
     stall_rate: float = 0.0
     stall_seconds: float = 5.0
+    status_error_rate: float = 0.0
+    bare_error_rate: float = 0.0
+    forbidden_rate: float = 0.0
+    object_error_rate: float = 0.0
     black_hole: bool = False
     close_keepalive: bool = False
     huge_body_bytes: int | None = None
@@ -106,6 +123,10 @@ class Faults:
             (self.drop_after_rate, "drop_after"),
             (self.truncate_rate, "truncate"),
             (self.stall_rate, "stall"),
+            (self.status_error_rate, "status_error"),
+            (self.bare_error_rate, "bare_error"),
+            (self.forbidden_rate, "403"),
+            (self.object_error_rate, "object_error"),
         )
         if not any(rate > 0 for rate, _ in bands):
             return None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import struct
 import threading
@@ -26,6 +25,7 @@ from urllib.parse import unquote_to_bytes
 import anyio.to_thread
 import h11
 
+from .._config import is_loopback
 from ._faults import FAULT_EXTENSION, FAULT_MESSAGE
 from ._state import SandboxExchange
 
@@ -34,16 +34,6 @@ if TYPE_CHECKING:
 
 _READ_SIZE = 65536
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback name or address."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Exchange:
@@ -84,8 +74,9 @@ class SandboxServer:
         else:
             self.exchange = None
             self.app = exchange
-        self.host = "127.0.0.1" if host == "localhost" else host
-        self.port = port
+        host = host.strip("[]")
+        self.host: str = "127.0.0.1" if host == "localhost" or host.endswith(".localhost") else host
+        self.port: int = port
         self.stop_timeout = stop_timeout
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -93,7 +84,7 @@ class SandboxServer:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self.connections_accepted = 0
+        self.connections_accepted: int = 0
         #: Unexpected exceptions raised while serving connections.
         self.errors: list[BaseException] = []
 
@@ -191,7 +182,7 @@ class SandboxServer:
             self._on_connect, self.host, self.port, backlog=1024, limit=_READ_SIZE
         )
         try:
-            self.port = server.sockets[0].getsockname()[1]
+            self.port = int(server.sockets[0].getsockname()[1])
             self._ready.set()
             await self._stopping.wait()
         finally:

@@ -15,20 +15,29 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timezone
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
 import attrs
 
+from ._app import ASGIApp, make_app
 from ._faults import Faults
-from ._tokens import TokenMinter, fingerprint
+from ._records import RequestRecord
+from ._tokens import TokenMinter
+from ._wire import (
+    INVENTED_TEXTS,
+    PROFILES,
+    TEXTS,
+    Profile,
+    Shape,
+    TextMode,
+    iso,
+    num,
+    pick_shape,
+    random_sentence,
+)
 
-if TYPE_CHECKING:
-    from ._app import ASGIApp
-
-#: The server reports local time; +02:00 is what the real exchange shows in summer.
-SERVER_TZ: Final = timezone(timedelta(hours=2))
 CANCEL_REASON_USER: Final = "Order cancelled by user"
 DEFAULT_MARKETS: Final[dict[str, tuple[str, str]]] = {
     "btcusdc": ("btc", "usdc"),
@@ -45,11 +54,11 @@ _PRICE_RANGE: Final = {
     "usdc": (1, 1),
     "matic": (1, 1),
 }
-_ADDRESS_RE: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 _SIGNATURE_RE: Final = re.compile(r"0x[0-9a-fA-F]{130}")
 _OPEN_STATES: Final = frozenset({"wait", "pending"})
 
-CancelOutcome = Literal[
+#: What a cancel request did to the sandbox's state (not the library's ``CancelOutcome``).
+CancelResult = Literal[
     "queued",
     "not_found",
     "already_cancelled",
@@ -59,15 +68,13 @@ CancelOutcome = Literal[
 ]
 
 
-def iso(ts: float) -> str:
-    """Unix seconds -> ISO-8601 in the server's +02:00 offset."""
-    return datetime.fromtimestamp(ts, SERVER_TZ).isoformat(timespec="seconds")
-
-
 def _decimal_str(value: object) -> str:
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+    """Numbers in the API's form (``"450.0"``); strings are kept exactly as given."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float | int | Decimal) and not isinstance(value, bool):
+        return num(value)
+    raise TypeError(f"expected a number or a decimal string, got {value!r}")
 
 
 def _opt_decimal_str(value: object) -> str | None:
@@ -80,6 +87,9 @@ class SandboxOrder:
 
     ``created_at``/``updated_at`` are unix seconds; :meth:`to_payload` renders the wire
     form. ``cancel_due`` is the exchange-clock time a queued cancellation takes effect.
+    Numbers given as ``int``/``float``/``Decimal`` are stored in the API's string form
+    (``1134`` -> ``"1134.0"``); strings are kept as given. ``trades`` are the fills of a
+    generated order (see :meth:`SandboxExchange.seed_orders`).
     """
 
     id: int
@@ -102,16 +112,29 @@ class SandboxOrder:
     trades_count: int
     cancel_reason: str | None
     cancel_due: float | None = None
+    trades: tuple[SandboxTrade, ...] = ()
 
     @property
     def cancel_queued(self) -> bool:
         """A cancellation was accepted and has not taken effect yet."""
         return self.cancel_due is not None
 
-    def to_payload(self, *, legacy: bool = False) -> dict[str, Any]:
-        """The order object as the API returns it (``order_id`` instead of ``id``
-        when ``legacy``, like the Brine-era cancel response)."""
-        return {
+    def to_payload(
+        self,
+        *,
+        legacy: bool = False,
+        newer_fields: bool = True,
+        trades: bool = False,
+        offset: timezone | None = None,
+    ) -> dict[str, Any]:
+        """The order object as the API returns it.
+
+        ``legacy``: ``order_id`` instead of ``id`` (the Brine-era cancel echo).
+        ``newer_fields``: include ``stop_price`` and ``cancel_reason`` (added in 2024).
+        ``trades``: add the ``trades`` list (GET order only). ``offset``: write the times
+        in this offset instead of the server's own.
+        """
+        payload: dict[str, Any] = {
             "order_id" if legacy else "id": self.id,
             "uuid": self.uuid,
             "side": self.side,
@@ -121,8 +144,8 @@ class SandboxOrder:
             "avg_price": self.avg_price,
             "state": self.state,
             "market": self.market,
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
+            "created_at": iso(self.created_at, offset),
+            "updated_at": iso(self.updated_at, offset),
             "origin_volume": self.origin_volume,
             "remaining_volume": self.remaining_volume,
             "executed_volume": self.executed_volume,
@@ -131,33 +154,47 @@ class SandboxOrder:
             "trades_count": self.trades_count,
             "cancel_reason": self.cancel_reason,
         }
+        if not newer_fields:
+            del payload["stop_price"], payload["cancel_reason"]
+        if trades:
+            payload["trades"] = [t.to_payload(offset) for t in self.trades]
+        return payload
 
 
 @attrs.frozen
-class RequestRecord:
-    """One handled request.
+class SandboxTrade:
+    """One fill of an order, in the fields of ``GET /sapi/v1/trades/`` (the keys of the
+    ``trades`` list on GET order are **inferred** to be the same; no source shows one)."""
 
-    ``result`` is what the exchange did (``"cancel_queued"``, ``"refresh_ok"``,
-    ``"unauthorized"``, ...) or ``"fault:<kind>"`` when a fault stopped the request
-    before processing. ``fault`` names any injected fault, including those applied
-    after processing (``"drop_after"``, ``"truncate"``, ``"stall"``). ``status`` is
-    None when no status line reached the client. Tokens are never stored: ``token`` is
-    a short fingerprint, and token/signature fields in ``body`` are redacted likewise.
-    """
+    id: int
+    order_id: int
+    market: str
+    side: str
+    taker_type: str
+    price: str
+    amount: str
+    total: str
+    fee: str
+    fee_amount: str
+    fee_currency: str
+    created_at: float
 
-    time: float
-    method: str
-    path: str
-    query: str
-    body: Any
-    status: int | None
-    result: str
-    fault: str | None = None
-    order_id: int | None = None
-    order_ids: tuple[int, ...] = ()
-    uid: str | None = None
-    token: str | None = None
-    duration: float = 0.0
+    def to_payload(self, offset: timezone | None = None) -> dict[str, Any]:
+        """The trade object as the API returns it."""
+        return {
+            "id": self.id,
+            "price": self.price,
+            "amount": self.amount,
+            "total": self.total,
+            "fee_currency": self.fee_currency,
+            "fee": self.fee,
+            "fee_amount": self.fee_amount,
+            "market": self.market,
+            "created_at": iso(self.created_at, offset),
+            "taker_type": self.taker_type,
+            "side": self.side,
+            "order_id": self.order_id,
+        }
 
 
 @attrs.frozen
@@ -172,31 +209,71 @@ class SandboxExchange:
 
     Knobs (plain attributes, change any time): ``access_ttl``, ``refresh_ttl``,
     ``cancel_delay`` (seconds until a queued cancel takes effect, applied lazily on
-    every read; 0 = at once), ``legacy_cancel_response`` (Brine form: message
-    ``"Cancelled Order Successfully"``, ``order_id`` instead of ``id``),
-    ``empty_cancel_payload`` (``payload: {}``), ``verify_signatures`` (False accepts
-    any ``0x`` + 130 hex signature), ``faults``.
+    every read; 0 = at once), ``verify_signatures`` (False accepts any ``0x`` + 130 hex
+    signature), ``faults``, ``profile`` and ``texts`` (below). ``legacy_cancel_response``
+    and ``empty_cancel_payload`` force the ``brine`` / ``ack`` cancel answer whatever the
+    profile.
 
-    Error texts (``{"status": "error", "message": ..., "payload": ""}``):
+    ``profile`` picks the shapes of order answers, all of them real (``shared/tanx-api.md``):
+
+    - ``"docs"`` (default): each endpoint as its 2024 documented example. Cancel echoes the
+      order as it was (``id``, ``stop_price`` and ``cancel_reason`` null, message "Order is
+      successfully queued for cancellation"); list orders carries ``stop_price`` and
+      ``cancel_reason``; GET order lacks both, like the documented GET example, and adds
+      ``trades``.
+    - ``"full"``: ``stop_price`` and ``cancel_reason`` on GET order too (inferred).
+    - ``"brine"``: the 2022-23 shapes: no ``stop_price``/``cancel_reason`` anywhere; the
+      cancel echo has ``order_id`` instead of ``id`` and the message "Cancelled Order
+      Successfully".
+    - ``"ack"``: the cancel answer's payload is ``{}``; otherwise ``"docs"``.
+    - ``"mixed"``: one of the four per answer, and times in the server's offset, ``+01:00``
+      or ``+02:00``, drawn from a stream seeded by ``seed``.
+
+    In every profile numbers are decimal strings in the API's form (``"450.0"``,
+    ``"0.0425"``, float artefacts like ``"0.009000000000000001"`` in ``executed_volume``),
+    times carry the server's offset (``+01:00`` in winter, ``+02:00`` in summer), and filled
+    or partly filled orders carry 1-3 ``trades`` whose amounts add up to
+    ``executed_volume`` and whose volume-weighted price is ``avg_price``.
+
+    Texts. The real ones, from the docs or the official connectors' fixtures:
+
+    - 200 ``Order is successfully queued for cancellation`` / ``Cancelled Order
+      Successfully`` (cancel), ``Orders are successfully queued for cancellation`` (bulk),
+      ``Order Retrieved Successfully``, ``Orders Retrieved Successfully``, ``Nonce
+      Acquired`` / ``Cached Nonce Acquired``, ``Login Successful``, ``Working fine!``
+    - 400 ``please provide market, market is a mandatory field`` / ``please enter a valid
+      market`` (bulk cancel; list orders for a market the exchange does not list)
+    - 400 ``Ensure eth_address has at least 30 characters.`` (nonce); 400 ``Invalid
+      Credentials or Token Expired, Kindly login again.`` (login)
+    - 401 ``Token is invalid or expired`` with ``payload {"code": "token_not_valid"}``
+      (refresh); 401 ``Given token not valid for any token type`` with the simplejwt
+      payload; 401 ``Authentication credentials were not provided.`` (no ``JWT`` header)
+    - 403 ``Invalid organization key`` and 400 ``User does not exist`` with an object
+      payload (injected faults only)
+
+    Invented (no source shows them; ``tanx_async.testing._wire.INVENTED_TEXTS``), all with
+    ``"payload": ""``:
 
     - 404 ``Order not found`` (unknown order or another user's; get and cancel)
     - 400 ``Order is already cancelled`` / ``Order is already filled`` /
       ``Order is already queued for cancellation`` / ``Order is not open``
       (state other than wait/pending/done/cancel, e.g. ``reject``)
     - 400 ``order_id must be a positive integer`` (cancel body or get-order path)
-    - 400 ``please provide market, market is a mandatory field`` /
-      ``please enter a valid market`` / ``please enter a valid side`` /
-      ``limit must be a positive integer`` (bulk cancel)
-    - 400 ``limit must be an integer between 1 and 100`` (and similar for page,
-      order_by, start_time, end_time) on list orders; a limit above 100 is clamped
-    - 400 ``eth_address: This field is required.`` / ``Ensure eth_address has at
-      least 30 characters.`` / ``Enter a valid eth_address.`` (nonce)
-    - 400 ``Invalid Credentials or Token Expired, Kindly login again.`` (login)
-    - 400 ``refresh: This field is required.``; 401 ``Token is invalid or expired``
-      with ``payload {"code": "token_not_valid"}`` (refresh)
-    - 401 ``Authentication credentials were not provided.`` (no ``JWT`` header) and
-      401 ``Given token not valid for any token type`` with the simplejwt payload
+    - 400 ``please enter a valid side`` / ``limit must be a positive integer`` (bulk
+      cancel); 400 ``limit must be a positive integer`` (likewise ``page``,
+      ``start_time``, ``end_time``) and ``order_by must be one of asc, desc`` on list
+      orders, where a limit above 100 is silently lowered to 100 (also invented: the real
+      maximum is undocumented)
+    - 400 ``eth_address: This field is required.`` / ``Enter a valid eth_address.``
+      (nonce); 400 ``refresh: This field is required.`` (refresh)
     - 400 ``JSON parse error - <detail>``; 405 ``Method "X" not allowed.``
+    - faults: 429 ``Too many requests``, 500 ``Internal Server Error`` and 400 ``Bad
+      Request`` (texts of the Go connector's mocks), 200 ``Something went wrong, please
+      try again`` (with ``"status": "error"``)
+
+    ``texts="random"`` replaces every invented text with a different random sentence per
+    answer (real texts stay), so a test can prove that no decision depends on words the
+    real exchange may not use.
     """
 
     def __init__(
@@ -208,7 +285,11 @@ class SandboxExchange:
         *,
         markets: dict[str, tuple[str, str]] | None = None,
         faults: Faults | None = None,
+        profile: Profile = "docs",
+        texts: TextMode = "fixed",
     ) -> None:
+        self.profile = profile
+        self.texts = texts
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self.cancel_delay = cancel_delay
@@ -231,6 +312,9 @@ class SandboxExchange:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._minter = TokenMinter(random.Random(self._rng.getrandbits(64)))
+        # Separate streams: switching profiles or texts leaves the orders and tokens unchanged.
+        self._shape_rng = random.Random(None if seed is None else f"{seed}:shapes")
+        self._text_rng = random.Random(None if seed is None else f"{seed}:texts")
         self._users: dict[str, str | None] = {}
         self._uid_by_address: dict[str, str] = {}
         self._nonces: dict[str, str] = {}
@@ -240,6 +324,7 @@ class SandboxExchange:
         self._orders_by_uid: dict[str, list[int]] = {}
         self._cancel_heap: list[tuple[float, int]] = []
         self._next_order_id = 25_000_000
+        self._next_trade_id = 9_100_000
         self._app: ASGIApp | None = None
 
     # -- plumbing ----------------------------------------------------------------
@@ -248,10 +333,40 @@ class SandboxExchange:
     def app(self) -> ASGIApp:
         """The ASGI 3 application serving this exchange."""
         if self._app is None:
-            from ._app import make_app
-
             self._app = make_app(self)
         return self._app
+
+    @property
+    def profile(self) -> Profile:
+        """The shapes of the answers (see :class:`SandboxExchange`)."""
+        return self._profile
+
+    @profile.setter
+    def profile(self, value: Profile) -> None:
+        if value not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {value!r}")
+        self._profile = value
+
+    @property
+    def texts(self) -> TextMode:
+        """``"fixed"`` or ``"random"`` invented texts (see :class:`SandboxExchange`)."""
+        return self._texts
+
+    @texts.setter
+    def texts(self, value: TextMode) -> None:
+        if value not in TEXTS:
+            raise ValueError(f"texts must be one of {', '.join(TEXTS)}; got {value!r}")
+        self._texts = value
+
+    def _shape(self) -> Shape:
+        """The shape of the next answer (a fresh draw per answer under ``"mixed"``)."""
+        return pick_shape(self._profile, self._shape_rng)
+
+    def _text(self, key: str, **values: str) -> str:
+        """The invented text ``key`` (see ``INVENTED_TEXTS``), or a random sentence."""
+        if self._texts == "random":
+            return random_sentence(self._text_rng)
+        return INVENTED_TEXTS[key].format(**values)
 
     def now(self) -> float:
         """The exchange clock (unix seconds, wall clock + ``time_offset``)."""
@@ -449,30 +564,77 @@ class SandboxExchange:
         remaining = volume - filled_part
         # float subtraction reproduces the artefacts the real server emits
         executed = repr(float(volume) - float(remaining)) if filled_part else "0.0"
-        return SandboxOrder(
+        order = SandboxOrder(
             id=self._take_id(),
             uid=uid,
             uuid=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             side=side or rng.choice(("buy", "sell")),
             ord_type=ord_type,
             market=market,
-            price=None if ord_type == "market" else str(price),
-            stop_price=str(price * Decimal("0.98")) if ord_type == "stop_limit" else None,
-            avg_price=str(price) if filled_part else "0.0",
+            price=None if ord_type == "market" else price,
+            stop_price=price * Decimal("0.98") if ord_type == "stop_limit" else None,
+            avg_price=0,
             state=state,
             created_at=created_at,
             # never in the future: a fill happened between creation and now
             updated_at=min(
                 created_at + (rng.uniform(1, 600) if filled_part else 0), max(created_at, self.now())
             ),
-            origin_volume=str(volume),
-            remaining_volume=str(remaining) if remaining else "0.0",
+            origin_volume=volume,
+            remaining_volume=remaining,
             executed_volume=executed,
             maker_fee="0.0004",
             taker_fee="0.0006",
-            trades_count=rng.randint(1, 3) if filled_part else 0,
+            trades_count=0,
             cancel_reason=CANCEL_REASON_USER if state == "cancel" else None,
         )
+        if not filled_part:
+            return order
+        trades, avg = self._fills(order, price, filled_part)
+        return attrs.evolve(order, trades=trades, trades_count=len(trades), avg_price=avg)
+
+    def _fills(
+        self, order: SandboxOrder, price: Decimal, filled: Decimal
+    ) -> tuple[tuple[SandboxTrade, ...], Decimal]:
+        """1-3 trades whose amounts add up to ``filled``, and their volume-weighted price.
+
+        A limit order rests on the book (maker) and fills at its price; a market order takes
+        (taker) at prices within 0.2% of ``price``.
+        """
+        rng = self._rng
+        step = Decimal("0.0001")
+        units = int(filled / step)
+        n = min(rng.randint(1, 3), units)
+        cuts = sorted(rng.sample(range(1, units), n - 1)) if n > 1 else []
+        amounts = [(b - a) * step for a, b in zip([0, *cuts], [*cuts, units], strict=True)]
+        places = Decimal("0.01") if price >= 100 else step
+        base, quote = self._market_units(order.market)
+        maker = order.ord_type != "market"
+        fee = Decimal(order.maker_fee if maker else order.taker_fee)
+        times = sorted(rng.uniform(order.created_at, order.updated_at) for _ in amounts)
+        trades = []
+        for amount, at in zip(amounts, times, strict=True):
+            fill_price = price if maker else (price * Decimal(rng.uniform(0.998, 1.002))).quantize(places)
+            total = fill_price * amount
+            trades.append(
+                SandboxTrade(
+                    id=self._next_trade_id,
+                    order_id=order.id,
+                    market=order.market,
+                    side=order.side,
+                    taker_type=order.side if not maker else ("sell" if order.side == "buy" else "buy"),
+                    price=num(fill_price),
+                    amount=num(amount),
+                    total=num(total),
+                    fee=num(fee),
+                    fee_amount=num((amount if order.side == "buy" else total) * fee),
+                    fee_currency=base if order.side == "buy" else quote,
+                    created_at=at,
+                )
+            )
+            self._next_trade_id += 1
+        avg = sum((Decimal(t.price) * Decimal(t.amount) for t in trades), Decimal(0)) / filled
+        return tuple(trades), avg.quantize(places)
 
     def _take_id(self) -> int:
         order_id = self._next_order_id
@@ -495,7 +657,11 @@ class SandboxExchange:
         """Create ``n`` realistic orders (markets round-robin); returns their ids.
 
         ``side=None`` picks sides at random. About 30% of ``wait``/``cancel`` orders
-        are partially filled, with float-artefact ``executed_volume`` strings.
+        are partially filled, with float-artefact ``executed_volume`` strings; ``done``
+        orders are filled. A (partly) filled order has 1-3 ``trades`` adding up to its
+        ``executed_volume``: a limit order fills at its price (as maker), a market order
+        within 0.2% of a reference price (as taker), and ``avg_price`` is their
+        volume-weighted mean (rounded to the quote's precision).
         """
         with self._lock:
             if uid not in self._users:
@@ -541,7 +707,10 @@ class SandboxExchange:
             return order.id
 
     def update_order(self, order_id: int, **fields: Any) -> SandboxOrder:
-        """Change fields of an order (e.g. fill it while a cancel is queued)."""
+        """Change fields of an order (e.g. fill it while a cancel is queued).
+
+        Only the given fields change: filling an order this way adds no ``trades``.
+        """
         with self._lock:
             self._apply_due(self.now())
             order = attrs.evolve(self._orders[order_id], **fields)
@@ -590,7 +759,7 @@ class SandboxExchange:
             order = self._orders.get(order_id)
         return order if order is not None and order.uid == uid else None
 
-    def _cancel(self, uid: str, order_id: int) -> tuple[CancelOutcome, SandboxOrder | None]:
+    def _cancel(self, uid: str, order_id: int) -> tuple[CancelResult, SandboxOrder | None]:
         """Queue a cancel; returns the outcome and the pre-cancel snapshot."""
         with self._lock:
             now = self.now()
@@ -681,11 +850,6 @@ class SandboxExchange:
             return out
 
 
-def valid_address(eth_address: str) -> bool:
-    """``0x`` + 40 hex digits."""
-    return _ADDRESS_RE.fullmatch(eth_address) is not None
-
-
 def _signature_ok(nonce: str, signature: str, eth_address: str) -> bool:
     try:
         from eth_account import Account
@@ -697,8 +861,3 @@ def _signature_ok(nonce: str, signature: str, eth_address: str) -> bool:
     except Exception:  # eth-account raises assorted errors for bad curves points
         return False
     return bool(signer.lower() == eth_address.lower())
-
-
-def redact(token: str) -> str:
-    """Log form of a secret."""
-    return f"<redacted:{fingerprint(token)}>"

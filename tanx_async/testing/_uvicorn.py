@@ -13,7 +13,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from ._server import is_loopback
+from .._config import is_loopback
 from ._state import SandboxExchange
 
 __all__ = ["UvicornSandboxServer"]
@@ -45,13 +45,15 @@ class UvicornSandboxServer:
         self._host = host
         self._timeout = start_timeout
         self._thread: threading.Thread | None = None
-        self.port = port
+        self.port: int = port
 
     @property
     def url(self) -> str:
+        """Base URL, ``http://127.0.0.1:<port>``."""
         return f"http://{self._host}:{self.port}"
 
     def start(self) -> UvicornSandboxServer:
+        """Start uvicorn in a thread and wait (bounded) until it listens."""
         self._thread = threading.Thread(target=self._server.run, name="tanx-sandbox-uvicorn", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + self._timeout
@@ -65,6 +67,7 @@ class UvicornSandboxServer:
         return self
 
     def stop(self) -> None:
+        """Ask uvicorn to exit and join its thread (bounded)."""
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(self._timeout)

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""A market maker's kill switch: pull every resting order off the book, in every market.
+
+It arms itself, then waits for one of three things: SIGINT (Ctrl-C), SIGTERM (your process
+supervisor, ``kill``), or a risk trigger: more open orders than ``--max-open-orders`` (a quoting
+loop gone wrong) or the file ``--trigger-file`` appearing (an operator's panic button). Then it
+cancels every open order of the account with confirmation (``cancel_many(confirm=True)``, bounded
+by ``--deadline``), lists the open orders again, prints a report, and exits
+
+- 0 when nothing is left open,
+- 1 when an order is still open, or what is open could not be checked: read the report and act.
+
+``--now`` skips the waiting and fires at once. Credentials come from the environment, never the
+command line: ``TANX_ACCESS_TOKEN`` and ``TANX_REFRESH_TOKEN``; ``--base-url`` (default mainnet).
+
+    TANX_ACCESS_TOKEN=... TANX_REFRESH_TOKEN=... python examples/kill_switch.py --max-open-orders 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+
+from tanx_async import AsyncTanxSession, CancelOutcome, OrderState, TanxError
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Cancel every open order on a signal or a risk trigger.")
+    parser.add_argument("--base-url", default=None, help="exchange URL (default: mainnet)")
+    parser.add_argument("--max-open-orders", type=int, default=None, help="fire when more are open")
+    parser.add_argument("--trigger-file", type=Path, default=None, help="fire when this file exists")
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between risk checks")
+    parser.add_argument("--deadline", type=float, default=30.0, help="seconds for the whole cancel")
+    parser.add_argument("--now", action="store_true", help="fire at once")
+    return parser.parse_args(argv)
+
+
+async def open_order_ids(session: AsyncTanxSession) -> dict[int, str]:
+    """Every open order of the account (all markets): id -> market."""
+    found: dict[int, str] = {}
+    for state in (OrderState.WAIT, OrderState.PENDING):
+        async for order in session.orders.iter(state=state):
+            found[order.id] = order.market
+    return found
+
+
+async def risk_trigger(session: AsyncTanxSession, args: argparse.Namespace) -> str:
+    """Poll the risk checks; return the reason once one fires."""
+    while True:
+        if args.trigger_file is not None and args.trigger_file.exists():
+            return f"trigger file {args.trigger_file} exists"
+        if args.max_open_orders is not None:
+            count = len(await open_order_ids(session))
+            if count > args.max_open_orders:
+                return f"{count} open orders > limit {args.max_open_orders}"
+        await anyio.sleep(args.poll)
+
+
+async def wait_for_reason(
+    session: AsyncTanxSession, args: argparse.Namespace, signals: AsyncIterator[int]
+) -> str:
+    """Whichever comes first: SIGINT/SIGTERM or the risk trigger."""
+    reason = ""
+    async with anyio.create_task_group() as tg:
+
+        async def on_signal() -> None:
+            nonlocal reason
+            async for signum in signals:
+                reason = f"received {signal.Signals(signum).name}"
+                tg.cancel_scope.cancel()
+                return
+
+        async def on_risk() -> None:
+            nonlocal reason
+            reason = await risk_trigger(session, args)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(on_signal)
+        tg.start_soon(on_risk)
+        print("armed: waiting for SIGINT, SIGTERM or a risk trigger", flush=True)
+    return reason
+
+
+async def flatten(
+    session: AsyncTanxSession, deadline: float
+) -> tuple[list[CancelOutcome], dict[int, str] | None]:
+    """Cancel every open order with confirmation; return the outcomes and what is still open
+    (None when that could not be checked: then nothing may be assumed).
+
+    ``deadline`` bounds the cancels; the listings before and after get as long again.
+    """
+    outcomes: list[CancelOutcome] = []
+    with anyio.move_on_after(deadline * 2):
+        try:
+            open_now = await open_order_ids(session)
+            outcomes = await session.orders.cancel_many(list(open_now), confirm=True, deadline=deadline)
+            return outcomes, await open_order_ids(session)
+        except TanxError as exc:
+            print(f"listing the open orders failed: {exc}", flush=True)
+    return outcomes, None
+
+
+def report(outcomes: list[CancelOutcome], left: dict[int, str] | None) -> int:
+    counts = Counter(outcome.status.value for outcome in outcomes)
+    print(f"cancelled: {len(outcomes)} orders: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    for outcome in outcomes:
+        if not outcome.ok:
+            print(f"  order {outcome.order_id}: {outcome.status.value}: {outcome.error}")
+    if left is None:
+        print("COULD NOT VERIFY what is still open: check the account by hand")
+        return 1
+    if left:
+        by_market = ", ".join(f"{m}: {n}" for m, n in sorted(Counter(left.values()).items()))
+        print(f"STILL OPEN: {len(left)} orders ({by_market})")
+        return 1
+    print("nothing left open")
+    return 0
+
+
+async def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    access, refresh = os.environ.get("TANX_ACCESS_TOKEN"), os.environ.get("TANX_REFRESH_TOKEN")
+    if not access:
+        print("set TANX_ACCESS_TOKEN (and TANX_REFRESH_TOKEN) in the environment", file=sys.stderr)
+        return 2
+    # The receiver stays open until the end: a second Ctrl-C while cancelling is swallowed
+    # instead of stopping the kill switch halfway.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with AsyncTanxSession(
+            base_url=args.base_url, access_token=access, refresh_token=refresh
+        ) as session:
+            reason = "--now" if args.now else await wait_for_reason(session, args, signals)
+            print(f"firing: {reason}", flush=True)
+            outcomes, left = await flatten(session, args.deadline)
+    return report(outcomes, left)
+
+
+if __name__ == "__main__":
+    sys.exit(anyio.run(main, sys.argv[1:]))

@@ -97,6 +97,12 @@ def _as_authentication_error(exc: APIStatusError) -> AuthenticationError:
     )
 
 
+def _is_refusal(exc: APIStatusError) -> bool:
+    """A refresh or login refused: HTTP 400/401/403, or ``"status": "error"`` in a 2xx answer
+    (one official connector's mock answers "Invalid Credentials or Token Expired" that way)."""
+    return exc.status_code in (400, 401, 403) or 200 <= exc.status_code < 300
+
+
 @attrs.frozen
 class AuthRequest:
     """A request an auth flow needs sent: always an unauthenticated JSON POST."""
@@ -198,11 +204,12 @@ class Auth:
                     (yield AuthRequest(self.paths.refresh, {"refresh": self._refresh}, False))
                 )
                 return
-            except (AuthenticationError, APIStatusError) as exc:
-                if isinstance(exc, APIStatusError) and exc.status_code not in (400, 401, 403):
+            except APIStatusError as exc:
+                if not _is_refusal(exc):
                     raise
+                # Refused: both tokens are dead, whatever happens next (a login may replace them).
+                self.forget()
                 if self._signer is None:
-                    self.forget()
                     if isinstance(exc, AuthenticationError):
                         raise
                     raise _as_authentication_error(exc) from exc
@@ -254,7 +261,7 @@ class Auth:
         except APIStatusError as exc:
             # tanX refuses a login with HTTP 400 "Invalid Credentials ..."; that is an
             # authentication failure, not a malformed request.
-            if exc.status_code not in (400, 401, 403) or isinstance(exc, AuthenticationError):
+            if not _is_refusal(exc) or isinstance(exc, AuthenticationError):
                 raise
             raise _as_authentication_error(exc) from exc
         token = body.get("token")
@@ -264,7 +271,7 @@ class Auth:
             raise AuthenticationError(
                 "Invalid Credentials (the login answer carried no tokens)",
                 status_code=200,
-                body=None,
+                body=body,
                 response=None,
                 method="POST",
                 path=self.paths.login,

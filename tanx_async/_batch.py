@@ -1,14 +1,17 @@
 """The cancel engine: one order's cancel settled into a truthful outcome, and the fan-out.
 
-``cancel_one`` turns whatever happened into a ``CancelOutcome``. When the exchange refused or no
-answer came, it looks the order up (``resolve``) so the caller is told the order's real state,
-not a guess: a refused cancel on an order that is already ``cancel``/``done`` is
-``ALREADY_CLOSED``; a lost answer on an order that is now ``cancel`` is ``CANCELLED``.
+``cancel_one`` turns whatever happened into a ``CancelOutcome``, by one rule: an outcome is ok
+only on positive evidence. That is a 2xx answer to the cancel (``QUEUED``), a look-up showing
+the order ``cancel`` or ``done`` (``CANCELLED``/``ALREADY_CLOSED``), or this session's own 2xx
+cancel of the same order moments earlier (``QUEUED``, said in ``note``; see ``CancelMemory``).
+The words of a refusal never decide an outcome: they may only annotate it (``note``). When the
+exchange refused or no answer came, the order is looked up (``resolve``).
 
 ``Batch`` fans ids out to a fixed set of workers. Workers never raise: every error becomes an
-outcome, so one failing order cannot abort the others. The batch deadline lives inside the worker
-task (never around the consumer), and ids still in flight or never sent when it expires get
-``UNKNOWN``/``SKIPPED`` outcomes.
+outcome, so one failing order cannot abort the others. An ``UNKNOWN`` outcome is held back and,
+once every id has been tried, the settling pass (``settle``) looks it up again with backoff,
+within the batch deadline. The deadline lives inside the worker task (never around the
+consumer), and ids still in flight or never sent when it expires get ``UNKNOWN``/``SKIPPED``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Itera
 from typing import TYPE_CHECKING
 
 import anyio
+import attrs
 
 from . import _constants as C
 from . import _deadline
@@ -26,14 +30,19 @@ from ._convert import is_order_payload, structure_order
 from ._errors import (
     APIConnectionError,
     APIStatusError,
+    AuthenticationError,
     BatchTimeoutError,
     CancelNotConfirmedError,
     InvalidOrderIdError,
     NotFoundError,
+    PermissionDeniedError,
     RateLimitError,
+    SessionClosedError,
     TanxError,
+    brief,
 )
 from ._log import logger
+from ._memory import RecentIds
 from ._pipeline import Attempts
 from ._validate import order_id as check_order_id
 from .models import CancelOutcome, CancelStatus, Order, OrderState
@@ -41,16 +50,44 @@ from .models import CancelOutcome, CancelStatus, Order, OrderState
 if TYPE_CHECKING:
     from ._session import AsyncTanxSession
 
-__all__ = ["Batch", "cancel_one", "fetch_order", "iterate_batch"]
+__all__ = ["Batch", "cancel_one", "fetch_order", "iterate_batch", "settle"]
 
-_QUEUED_TEXT = re.compile(r"queued|pending cancel", re.IGNORECASE)
-_FILLED_TEXT = re.compile(r"already (?:been )?(?:filled|executed)", re.IGNORECASE)
-_CANCELLED_TEXT = re.compile(r"already (?:been )?cancel", re.IGNORECASE)
+#: Words in a refusal that *suggest* the order is off the book. They only annotate an outcome.
+_CLOSED_WORDS = re.compile(r"queued|pending|cancel+ed|filled|executed|closed|done", re.IGNORECASE)
 
 
 async def fetch_order(session: AsyncTanxSession, oid: int) -> Order:
-    response = await session._send("GET", f"{C.ORDERS_PATH}{oid}/", idempotent=True)
-    return structure_order(response.payload, raw=response.content)
+    path = f"{C.ORDERS_PATH}{oid}/"
+    response = await session._send("GET", path, idempotent=True)
+    return structure_order(response.payload, raw=response.content, method="GET", endpoint=path)
+
+
+class _Outcomes:
+    """Builds the outcomes of one order's cancel (its id, attempts and elapsed time)."""
+
+    __slots__ = ("oid", "record", "started")
+
+    def __init__(self, oid: int, record: Attempts, started: float) -> None:
+        self.oid = oid
+        self.record = record
+        self.started = started
+
+    def __call__(
+        self,
+        status: CancelStatus,
+        order: Order | None = None,
+        error: TanxError | None = None,
+        note: str | None = None,
+    ) -> CancelOutcome:
+        return CancelOutcome(
+            order_id=self.oid,
+            status=status,
+            order=order,
+            error=error,
+            attempts=self.record.count,
+            elapsed=time.monotonic() - self.started,
+            note=note,
+        )
 
 
 async def cancel_one(
@@ -65,20 +102,7 @@ async def cancel_one(
     """Cancel one (already validated) order id and settle what happened. Never raises a
     ``TanxError``: it is in the outcome."""
     record = record or Attempts()
-    started = time.monotonic()
-
-    def outcome(
-        status: CancelStatus, order: Order | None = None, error: TanxError | None = None
-    ) -> CancelOutcome:
-        return CancelOutcome(
-            order_id=oid,
-            status=status,
-            order=order,
-            error=error,
-            attempts=record.count,
-            elapsed=time.monotonic() - started,
-        )
-
+    outcome = _Outcomes(oid, record, time.monotonic())
     try:
         response = await session._send(
             "POST", C.CANCEL_PATH, json={"order_id": oid}, idempotent=True, attempts=record
@@ -86,23 +110,22 @@ async def cancel_one(
     except NotFoundError as exc:
         return outcome(CancelStatus.NOT_FOUND, error=exc)
     except APIStatusError as exc:
-        if isinstance(exc, RateLimitError) or exc.status_code in (401, 403) or not resolve:
-            return outcome(CancelStatus.UNKNOWN if record.ambiguous else CancelStatus.FAILED, error=exc)
-        return await _settle(session, oid, exc, record, outcome)
+        if isinstance(exc, AuthenticationError | PermissionDeniedError | RateLimitError) or not resolve:
+            return _unsettled(session, outcome, exc)
+        return await _look_up(session, exc, outcome)
     except APIConnectionError as exc:
-        if not record.ambiguous:
-            return outcome(CancelStatus.FAILED, error=exc)
-        if not resolve:
-            return outcome(CancelStatus.UNKNOWN, error=exc)
-        return await _settle(session, oid, exc, record, outcome)
+        if not record.ambiguous or not resolve:
+            return _unsettled(session, outcome, exc)
+        return await _look_up(session, exc, outcome)
     except TanxError as exc:
-        return outcome(CancelStatus.UNKNOWN if record.ambiguous else CancelStatus.FAILED, error=exc)
+        return _unsettled(session, outcome, exc)
 
+    session._pipeline.cancels.accepted(oid)
     payload = response.payload
     order: Order | None = None
     if is_order_payload(payload):
         try:
-            order = structure_order(payload)
+            order = structure_order(payload, raw=response.content, method="POST", endpoint=C.CANCEL_PATH)
         except TanxError as exc:
             # The cancel was accepted; an order we cannot read must not turn that into a failure.
             logger.warning("order %d: cancel queued, but its echo did not decode: %s", oid, exc)
@@ -111,43 +134,66 @@ async def cancel_one(
     return outcome(CancelStatus.QUEUED, order)
 
 
-_Make = Callable[[CancelStatus, "Order | None", "TanxError | None"], CancelOutcome]
+_Make = Callable[..., CancelOutcome]
 Sink = Callable[[CancelOutcome], Awaitable[None]]
 
 
-async def _settle(
-    session: AsyncTanxSession, oid: int, cause: TanxError, record: Attempts, outcome: _Make
-) -> CancelOutcome:
+async def _look_up(session: AsyncTanxSession, cause: TanxError, outcome: _Outcomes) -> CancelOutcome:
     """The cancel was refused or unanswered: look the order up and say what is true."""
     try:
-        order = await fetch_order(session, oid)
+        order = await fetch_order(session, outcome.oid)
     except NotFoundError:
         return outcome(CancelStatus.NOT_FOUND, None, cause)
-    except TanxError:
-        # No look-up: the refusal's own words may still settle it ("failed" would claim the
-        # order is still open although the exchange just said it is not).
-        if isinstance(cause, APIStatusError) and 400 <= cause.status_code < 500:
-            if _QUEUED_TEXT.search(cause.message):
-                return outcome(CancelStatus.QUEUED, None, None)
-            if _FILLED_TEXT.search(cause.message) or (
-                not record.ambiguous and _CANCELLED_TEXT.search(cause.message)
-            ):
-                return outcome(CancelStatus.ALREADY_CLOSED, None, cause)
-        return outcome(CancelStatus.UNKNOWN if record.ambiguous else CancelStatus.FAILED, None, cause)
-    if order.state == OrderState.CANCEL:
-        if record.ambiguous and not _closed_before(order, record):
-            # One of our attempts may have been processed before its answer was lost.
-            return outcome(CancelStatus.CANCELLED, order, None)
-        return outcome(CancelStatus.ALREADY_CLOSED, order, cause)
+    except TanxError as exc:
+        return _unsettled(session, outcome, cause, lookup_error=exc)
+    return _closed(session, order, cause, outcome) or _unsettled(session, outcome, cause, order)
+
+
+def _closed(
+    session: AsyncTanxSession, order: Order, cause: TanxError | None, outcome: _Outcomes
+) -> CancelOutcome | None:
+    """The outcome a look-up showing the order ``cancel`` or ``done`` proves, else None."""
     if order.state == OrderState.DONE:
-        # Filled: the exchange's refusal stays on the outcome, for the record.
+        # Filled: the exchange's refusal (if any) stays on the outcome, for the record.
         return outcome(CancelStatus.ALREADY_CLOSED, order, cause)
-    if isinstance(cause, APIStatusError) and _QUEUED_TEXT.search(cause.message):
-        # Still resting, but the exchange says a cancellation is already queued for it.
-        return outcome(CancelStatus.QUEUED, order, None)
-    if isinstance(cause, APIStatusError) and not record.ambiguous:
-        return outcome(CancelStatus.FAILED, order, cause)
-    return outcome(CancelStatus.UNKNOWN, order, cause)
+    if order.state != OrderState.CANCEL:
+        return None
+    record = outcome.record
+    if session._pipeline.cancels.age(outcome.oid) is not None:
+        return outcome(CancelStatus.CANCELLED, order, None, "cancelled after this session's own 2xx cancel")
+    if record.ambiguous and not _closed_before(order, record):
+        # One of our attempts may have been processed before its answer was lost.
+        return outcome(CancelStatus.CANCELLED, order, None)
+    return outcome(CancelStatus.ALREADY_CLOSED, order, cause)
+
+
+def _unsettled(
+    session: AsyncTanxSession,
+    outcome: _Outcomes,
+    cause: TanxError,
+    order: Order | None = None,
+    *,
+    lookup_error: TanxError | None = None,
+) -> CancelOutcome:
+    """No answer or look-up proved the order closed: ``FAILED`` when the cancel cannot have been
+    processed, ``UNKNOWN`` when it may have been; ``QUEUED`` only on this session's own 2xx."""
+    seen = "" if order is None else f"; a look-up shows it {order.state.value}"
+    if lookup_error is not None:
+        seen = f"; the look-up failed ({brief(lookup_error)})"
+    age = session._pipeline.cancels.age(outcome.oid)
+    if age is not None:
+        return outcome(
+            CancelStatus.QUEUED,
+            order,
+            None,
+            f"queued: this session got a 2xx for this order's cancel {age:.1f} s earlier; "
+            f"this cancel got {brief(cause)}{seen}",
+        )
+    note = None
+    if isinstance(cause, APIStatusError) and _CLOSED_WORDS.search(cause.message):
+        note = f"the refusal's words suggest the order is off the book, but nothing confirmed it{seen}"
+    status = CancelStatus.UNKNOWN if outcome.record.ambiguous else CancelStatus.FAILED
+    return outcome(status, order, cause, note)
 
 
 def _closed_before(order: Order, record: Attempts) -> bool:
@@ -187,11 +233,84 @@ async def _confirm(
             last_error = exc
 
 
+async def settle(
+    session: AsyncTanxSession,
+    unknown: CancelOutcome,
+    record: Attempts,
+    until: float,
+    *,
+    confirm: bool = False,
+) -> CancelOutcome:
+    """The settling pass for one ``UNKNOWN`` outcome: look the order up with backoff until the
+    exchange answers, until ``until`` (monotonic) or ``SETTLE_MAX_LOOKUPS`` look-ups.
+
+    A look-up showing ``cancel``/``done`` settles it. One showing the order still open means our
+    cancel never arrived or is queued and not yet applied: the cancel is sent once more (a 2xx is
+    evidence; with ``confirm`` the look-ups then go on until ``cancel``). Anything else leaves
+    it ``UNKNOWN``, with a note."""
+    oid = unknown.order_id
+    outcome = _Outcomes(oid, record, time.monotonic() - unknown.elapsed)
+    delay = C.CONFIRM_POLL_INITIAL
+    last: str = brief(unknown.error) if unknown.error is not None else "no answer"
+    order = unknown.order
+    resent = False
+    queued: CancelOutcome | None = None
+    lookups = 0
+    while lookups < C.SETTLE_MAX_LOOKUPS and (remaining := until - time.monotonic()) > 0:
+        if lookups:
+            await anyio.sleep(min(delay, remaining))
+            delay = min(delay * 2, C.SETTLE_POLL_CAP)
+        lookups += 1
+        try:
+            with anyio.fail_after(max(until - time.monotonic(), 0.001)):
+                order = await fetch_order(session, oid)
+        except NotFoundError as exc:
+            return outcome(CancelStatus.NOT_FOUND, None, exc, "settled by a later look-up")
+        except SessionClosedError:
+            break
+        except (TanxError, TimeoutError) as exc:
+            last = f"the last look-up failed ({brief(exc)})"
+            continue
+        closed = _closed(session, order, unknown.error, outcome)
+        if closed is not None:
+            return attrs.evolve(closed, note=closed.note or f"settled by look-up {lookups} after {last}")
+        last = f"the last look-up shows it {order.state.value}"
+        if not resent:
+            resent = True
+            with anyio.move_on_after(max(until - time.monotonic(), 0.001)):
+                again = await cancel_one(session, oid, resolve=False, record=record)
+                if again.ok or again.status is CancelStatus.NOT_FOUND:
+                    again = attrs.evolve(
+                        again,
+                        elapsed=time.monotonic() - outcome.started,
+                        note=again.note or "settled: the cancel was sent again once the exchange answered",
+                    )
+                    if not (confirm and again.status is CancelStatus.QUEUED):
+                        return again
+                    queued = again
+                last = f"sent again: {brief(again.error) if again.error else again.status.value}"
+    if queued is not None:
+        # Queued by the cancel sent again, but not seen ``cancel`` in time (confirm=True).
+        error = CancelNotConfirmedError(
+            f"order {oid}: cancel queued but not confirmed in time ({last})", order_id=oid, order=order
+        )
+        return attrs.evolve(queued, order=order, error=error, elapsed=time.monotonic() - outcome.started)
+    return outcome(
+        CancelStatus.UNKNOWN,
+        order,
+        unknown.error,
+        f"still unknown after the settling pass ({lookups} look-ups; {last})",
+    )
+
+
 class Batch:
     """One run of the fan-out: ids in, one outcome per (distinct) id out.
 
     Workers pull ids straight from the (possibly lazy) source, one at a time, only when they are
-    free: memory is bounded by the number of workers, whatever the number of ids.
+    free. An id already in flight (or held for the settling pass) is never taken again, and with
+    ``dedupe`` neither is one among the last ``DEDUPE_WINDOW`` ids taken: memory is bounded by
+    the workers, the window and the held unknowns (at most ``SETTLE_MAX_HELD``), whatever the
+    number of ids.
     """
 
     def __init__(
@@ -213,20 +332,29 @@ class Batch:
         self._confirm = confirm
         self._confirm_timeout = confirm_timeout
         self._resolve = resolve
-        self._dedupe = dedupe
         self._exhausted = False
+        #: Every id taken and not yet delivered, with its attempt record.
         self._in_flight: dict[int, Attempts] = {}
+        #: Outcomes being handed over (kept until delivered: a deadline may strike meanwhile).
         self._unsent: dict[int, CancelOutcome] = {}
-        self._seen: set[int] = set()
+        #: ``UNKNOWN`` outcomes waiting for the settling pass.
+        self._held: dict[int, CancelOutcome] = {}
+        self._recent = RecentIds(C.DEDUPE_WINDOW if dedupe else 0)
         #: An invalid id met in a lazy input; raised after every sent id has its outcome.
         self.invalid: InvalidOrderIdError | TypeError | None = None
 
     async def run(self, sink: Sink) -> None:
-        """Cancel everything, handing each outcome to ``sink``."""
+        """Cancel everything, settle what is unknown, handing each outcome to ``sink``."""
+        started = time.monotonic()
         with anyio.move_on_after(self._deadline) as deadline:
             async with anyio.create_task_group() as tg:
                 for _ in range(self.workers):
                     tg.start_soon(self._worker, sink)
+            if self._held:
+                if self._deadline is None:
+                    await self._settle_held(sink, time.monotonic() + C.SETTLE_TIMEOUT)
+                else:
+                    await self._settle_held(sink, started + self._deadline)
         if deadline.cancelled_caught:
             await self._expire(sink)
 
@@ -240,10 +368,9 @@ class Batch:
             except (TypeError, InvalidOrderIdError) as exc:
                 self.invalid = exc
                 break
-            if self._dedupe:
-                if oid in self._seen:
-                    continue
-                self._seen.add(oid)
+            if oid in self._in_flight or oid in self._recent:
+                continue  # its outcome is (or was) the one for this repeat
+            self._recent.add(oid)
             return oid
         self._exhausted = True
         return None
@@ -270,10 +397,37 @@ class Batch:
                     error=TanxError(f"unexpected {type(exc).__name__}: {exc}"),
                     attempts=record.count,
                 )
-            # Kept until delivered: a deadline striking during the hand-over must not lose it.
-            self._unsent[oid] = result
-            await sink(result)
-            del self._unsent[oid], self._in_flight[oid]
+            if (
+                result.status is CancelStatus.UNKNOWN
+                and self._resolve
+                and len(self._held) < C.SETTLE_MAX_HELD
+            ):
+                self._held[oid] = result
+                continue
+            await self._deliver(result, sink)
+
+    async def _deliver(self, result: CancelOutcome, sink: Sink) -> None:
+        oid = result.order_id
+        self._unsent[oid] = result
+        await sink(result)
+        del self._unsent[oid], self._in_flight[oid]
+
+    async def _settle_held(self, sink: Sink, until: float) -> None:
+        """The settling pass: every held ``UNKNOWN`` looked up again, ``workers`` at a time."""
+        waiting = list(self._held)
+        logger.info("settling %d unknown outcome(s) for up to %.1f s", len(waiting), until - time.monotonic())
+
+        async def settler() -> None:
+            while waiting:
+                oid = waiting.pop()
+                held, record = self._held[oid], self._in_flight[oid]
+                result = await settle(self._session, held, record, until, confirm=self._confirm)
+                del self._held[oid]
+                await self._deliver(result, sink)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(self.workers, len(waiting))):
+                tg.start_soon(settler)
 
     async def _expire(self, sink: Sink) -> None:
         # The deadline struck: every id still gets an outcome, sent or not.
@@ -282,17 +436,32 @@ class Batch:
             if finished is not None:
                 await sink(finished)
                 continue
-            sent = record.count > 0
+            held = self._held.get(oid)
+            if held is not None:
+                note = "the batch deadline expired before the settling pass could settle it"
+                await sink(attrs.evolve(held, note=f"{held.note}; {note}" if held.note else note))
+                continue
+            # Interrupted mid-attempt, or after one that may have been processed: unknown. Only
+            # between attempts that cannot have arrived (refused connections): failed.
+            sent = record.sending or record.ambiguous
+            status = (
+                CancelStatus.UNKNOWN
+                if sent
+                else CancelStatus.FAILED
+                if record.count
+                else CancelStatus.SKIPPED
+            )
             await sink(
                 CancelOutcome(
                     order_id=oid,
-                    status=CancelStatus.UNKNOWN if sent else CancelStatus.SKIPPED,
+                    status=status,
                     error=BatchTimeoutError(f"order {oid}: batch deadline expired", order_id=oid, sent=sent),
                     attempts=record.count,
                 )
             )
         self._in_flight.clear()
         self._unsent.clear()
+        self._held.clear()
         while (left := self._take()) is not None:
             await sink(
                 CancelOutcome(

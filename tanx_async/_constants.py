@@ -53,6 +53,21 @@ SERVER_IDLE_MARGIN: Final = 1.0
 CONFIRM_TIMEOUT: Final = 10.0
 CONFIRM_POLL_INITIAL: Final = 0.05
 CONFIRM_POLL_CAP: Final = 1.0
+# The settling pass over ``unknown`` outcomes (look-ups with backoff once the exchange answers
+# again): it ends at the batch deadline, or after this long when the batch has none, and after
+# at most this many look-ups per order.
+SETTLE_TIMEOUT: Final = 5.0
+SETTLE_MAX_LOOKUPS: Final = 20
+SETTLE_POLL_CAP: Final = 1.0
+# Unknown outcomes held back for the settling pass, at most (more are delivered unsettled).
+SETTLE_MAX_HELD: Final = 10_000
+# A lazy id stream is deduplicated against the ids in flight plus this many recently finished
+# ids (memory: about 100 bytes each); a repeat from further back is cancelled and reported again.
+DEDUPE_WINDOW: Final = 50_000
+# The session remembers the orders it got a 2xx cancel answer for (evidence that a later refusal
+# for the same order means "already queued by us"): at most this many, for this many seconds.
+CANCEL_MEMORY_SIZE: Final = 10_000
+CANCEL_MEMORY_WINDOW: Final = 60.0
 
 # How far the exchange's clock may be from ours when deciding whether an order that is now
 # ``cancel`` was closed before our first (unanswered) cancel attempt or possibly by it.

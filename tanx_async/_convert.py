@@ -149,21 +149,40 @@ def _order(value: object, _: type) -> Order:
 converter.register_structure_hook(Order, _order)
 
 
-def structure(value: object, cls: type[T], *, path: str = "$.payload", raw: bytes = b"") -> T:
-    """Structure ``value`` into ``cls`` or raise ``ResponseValidationError``."""
+def structure(
+    value: object,
+    cls: type[T],
+    *,
+    path: str = "$.payload",
+    raw: bytes = b"",
+    method: str | None = None,
+    endpoint: str | None = None,
+) -> T:
+    """Structure ``value`` into ``cls`` or raise ``ResponseValidationError`` (naming the request
+    it came from: ``method`` and ``endpoint``, the URL path)."""
     try:
+        if getattr(cls, "__origin__", None) is list and not isinstance(value, list):
+            # cattrs would iterate a dict's keys or a string's characters: {} and "" are no list.
+            raise TypeError(f"expected a list, got {type(value).__name__}")
         return converter.structure(value, cls)
     except Exception as exc:  # cattrs raises groups and plain errors alike
         errors = _messages(exc, path)
         summary = errors[0] if errors else f"{type(exc).__name__} @ {path}"
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ResponseValidationError(
-            f"unexpected response: {summary}{more}", body=raw, errors=errors
+            f"unexpected response: {summary}{more}", body=raw, errors=errors, method=method, path=endpoint
         ) from exc
 
 
-def structure_order(value: object, *, path: str = "$.payload", raw: bytes = b"") -> Order:
-    return structure(value, Order, path=path, raw=raw)
+def structure_order(
+    value: object,
+    *,
+    path: str = "$.payload",
+    raw: bytes = b"",
+    method: str | None = None,
+    endpoint: str | None = None,
+) -> Order:
+    return structure(value, Order, path=path, raw=raw, method=method, endpoint=endpoint)
 
 
 def _messages(exc: BaseException, path: str) -> list[str]:

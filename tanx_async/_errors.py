@@ -240,7 +240,10 @@ class CancelNotConfirmedError(TanxError):
 
 
 class BatchTimeoutError(TanxError):
-    """The batch deadline expired before this order's cancel finished (or started)."""
+    """The batch deadline expired before this order's cancel finished (or started).
+
+    ``sent`` is True when the cancel may have reached the exchange (an attempt was under way or
+    one may have been processed): the outcome is then ``unknown``."""
 
     def __init__(self, message: str, *, order_id: int, sent: bool) -> None:
         super().__init__(message)

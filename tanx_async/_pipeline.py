@@ -45,6 +45,7 @@ from ._flow import FlowControl
 from ._httpx import httpx
 from ._json import dumps
 from ._log import logger
+from ._memory import CancelMemory
 from ._retry import RetryPolicy, is_ambiguous
 from ._transports import Sender, TransportName, make_sender
 from .events import EventCallback, EventKind, RequestEvent
@@ -61,11 +62,13 @@ _STATIC_HEADERS = {
 class Attempts:
     """What happened across the attempts of one logical request."""
 
-    __slots__ = ("ambiguous", "count", "first_sent")
+    __slots__ = ("ambiguous", "count", "first_sent", "sending")
 
     def __init__(self) -> None:
         #: Attempts started so far.
         self.count: int = 0
+        #: True while an attempt is with the transport (interrupted then, it may have arrived).
+        self.sending: bool = False
         #: Wall-clock time of the first attempt (to compare with the exchange's ``updated_at``).
         self.first_sent: float | None = None
         #: True once an attempt failed in a way that may have left it processed.
@@ -154,6 +157,8 @@ class Pipeline:
         #: The event loop the transport and limiter were built on, and how to read the current one.
         self._loop: object = None
         self._current_loop: Callable[[], object] = asyncio.get_running_loop
+        #: Orders this session recently got a 2xx cancel for (evidence for later refusals).
+        self.cancels = CancelMemory()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -288,12 +293,15 @@ class Pipeline:
                     except anyio.WouldBlock:
                         await limiter.acquire()
                     try:
+                        record.sending = True
                         raw = await sender.send(method, url, headers, content, attempt_timeout)
                     finally:
                         limiter.release()
                 else:
+                    record.sending = True
                     raw = await sender.send(method, url, headers, content, attempt_timeout)
             except APIConnectionError as exc:
+                record.sending = False
                 if self.is_closed():  # (a method: the check above was before an await)
                     if exc.maybe_processed:
                         # Closed under a request already written: it may have been processed.
@@ -312,6 +320,7 @@ class Pipeline:
                         attempt + 1,
                     )
             else:
+                record.sending = False
                 elapsed = time.monotonic() - started
                 if debug:
                     logger.debug(
@@ -324,7 +333,8 @@ class Pipeline:
                     )
                 if on_event is not None:
                     self.emit("response", method, path, status=raw.status, elapsed=elapsed, attempt=attempt)
-                if token is not None and not renewed and raw.status == 401 and is_access_token_error(raw):
+                expired = token is not None and raw.status == 401 and is_access_token_error(raw)
+                if expired and not renewed and self.auth.can_renew:
                     # One refresh and one resend per request; the refresh itself is single-flight.
                     renewed = True
                     await self.renew(token)
@@ -333,6 +343,8 @@ class Pipeline:
                     return Response(decode_envelope(raw, method=method, path=path), raw.content, record)
                 except APIStatusError as exc:
                     error = exc
+                    if expired and not self.auth.can_renew:
+                        exc.message = f"{exc.message} (no refresh token or signer was given to renew it)"
                     if isinstance(exc, RateLimitError):
                         # The whole session waits, not just this request.
                         self.flow.pause(policy.delay(exc, attempt=attempt))

@@ -141,7 +141,8 @@ class Order:
 class CancelStatus(str, enum.Enum):
     """What happened to one order of a cancel batch."""
 
-    #: The exchange accepted the cancel (tanX queues cancellations; not yet confirmed).
+    #: The exchange accepted the cancel with a 2xx (tanX queues cancellations; not yet
+    #: confirmed), now or moments earlier in this session (then ``note`` says so).
     QUEUED = "queued"
     #: The exchange reports the order ``cancel`` after our cancel (confirmed or looked up).
     CANCELLED = "cancelled"
@@ -151,8 +152,9 @@ class CancelStatus(str, enum.Enum):
     NOT_FOUND = "not_found"
     #: The cancel was refused or could not be sent; the order is still open as far as we know.
     FAILED = "failed"
-    #: The request may have reached the exchange but no answer came back, and a look-up could
-    #: not settle it. Cancelling again is safe.
+    #: The cancel may have been processed (no answer came back, or an error answer that may
+    #: hide a processed cancel), and neither a look-up nor the settling pass that follows could
+    #: settle it before the deadline. Cancelling again is safe.
     UNKNOWN = "unknown"
     #: Never sent: the batch deadline expired or the batch was cancelled first.
     SKIPPED = "skipped"
@@ -165,10 +167,14 @@ _OFF_BOOK = frozenset({CancelStatus.QUEUED, CancelStatus.CANCELLED, CancelStatus
 class CancelOutcome:
     """The outcome of cancelling one order.
 
-    ``ok`` is True when the order is off the book or on its way off: queued, cancelled, or
-    already closed (then ``error`` keeps the exchange's refusal, for the record). A queued cancel
-    that ``confirm=True`` could not confirm in time is not ok. ``order`` is the exchange's latest
-    view of the order when one was seen; ``error`` explains every non-ok outcome.
+    ``ok`` is True only on positive evidence: a 2xx answer to the cancel (``queued``), a look-up
+    showing the order ``cancel`` or ``done`` (``cancelled``, ``already_closed``: then ``error``
+    keeps the exchange's refusal, for the record), or this session's own 2xx cancel of the same
+    order moments earlier (``queued``, said in ``note``). The words of a refusal never make an
+    outcome ok. A queued cancel that ``confirm=True`` could not confirm in time is not ok.
+    ``order`` is the exchange's latest view of the order when one was seen; ``error`` explains
+    every non-ok outcome; ``note`` says what else the outcome rests on (its evidence, a refusal
+    that did not change it, a settling pass), or is None.
     """
 
     order_id: int
@@ -177,6 +183,7 @@ class CancelOutcome:
     error: TanxError | None = attrs.field(default=None, eq=False)
     attempts: int = 0
     elapsed: float = 0.0
+    note: str | None = attrs.field(default=None, eq=False)
 
     @property
     def ok(self) -> bool:

@@ -18,7 +18,7 @@ from . import _validate as V
 from ._batch import Batch, cancel_one, fetch_order, iterate_batch
 from ._convert import structure
 from ._deadline import within
-from ._errors import CancelOutcomeUnknownError, SessionClosedError, TanxError
+from ._errors import APIStatusError, CancelOutcomeUnknownError, SessionClosedError, TanxError, brief
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side
 
 if TYPE_CHECKING:
@@ -39,16 +39,19 @@ class Orders:
         """Cancel one order; returns the order as the exchange reported it.
 
         Success means *queued for cancellation*: the returned order may still say
-        ``state == "wait"`` (use ``cancel_many(..., confirm=True)`` to wait for ``cancel``).
-        When the exchange acknowledges with an empty payload (``{}``, seen in the wild), the
-        order is fetched so that what you get is the exchange's current view. If that look-up
-        fails, its error (``method == "GET"``) is raised although the cancel itself was queued.
+        ``state == "wait"`` (use ``cancel_many(..., confirm=True)`` to wait for ``cancel``). It is
+        returned only on evidence (see "What counts as success" in the README): a 2xx answer,
+        a look-up showing the order ``cancel``, or this session's own 2xx cancel of the same
+        order moments earlier; never because of the words of a refusal. When the exchange
+        acknowledges with an empty payload (``{}``, seen in the wild), the order is fetched so
+        that what you get is the exchange's current view. If that look-up fails, its error
+        (``method == "GET"``) is raised although the cancel itself was queued.
 
         Raises the exchange's error when the cancel is refused (``NotFoundError`` for an unknown
-        order, ``BadRequestError`` for one already closed), and ``CancelOutcomeUnknownError``
-        when the request may have reached the exchange but neither its answer nor a look-up
-        settled what happened. ``order_id`` must be an int from 1 to 2**63-1 (checked before
-        sending).
+        order, ``BadRequestError`` for one already closed or refused for any other reason), and
+        ``CancelOutcomeUnknownError`` when the cancel may have been processed (no answer came
+        back, or an error answer that may hide a processed cancel) but a look-up did not settle
+        it. ``order_id`` must be an int from 1 to 2**63-1 (checked before sending).
 
         ``deadline`` (seconds, default the session's ``deadline``) bounds the whole operation:
         the cancel with its retries and the look-up that settles it. When it strikes after the
@@ -57,14 +60,14 @@ class Orders:
         oid = V.order_id(order_id)
         with within(self._session._operation(deadline)):
             result = await cancel_one(self._session, oid)
-            if result.status in (CancelStatus.QUEUED, CancelStatus.CANCELLED) and result.error is None:
+            if result.status in (CancelStatus.QUEUED, CancelStatus.CANCELLED) and result.ok:
                 if result.order is not None:
                     return result.order
                 return await fetch_order(self._session, oid)
         error = result.error
         if result.status == CancelStatus.UNKNOWN and error is not None:
             raise CancelOutcomeUnknownError(
-                f"order {oid}: the cancel may have reached the exchange, but no answer came back ({error})",
+                f"order {oid}: {_unknown_reason(error, result.order)}",
                 order_id=oid,
                 order=result.order,
                 cause=error,
@@ -163,7 +166,9 @@ class Orders:
     async def _page(self, params: dict[str, Any], deadline: float | None) -> builtins.list[Order]:
         with within(deadline):
             response = await self._session._send("GET", C.ORDERS_PATH, params=params, idempotent=True)
-        return structure(response.payload, builtins.list[Order], raw=response.content)
+        return structure(
+            response.payload, builtins.list[Order], raw=response.content, method="GET", endpoint=C.ORDERS_PATH
+        )
 
     # -- many orders ----------------------------------------------------------------------
 
@@ -193,8 +198,9 @@ class Orders:
         """
         ids = _checked_ids(order_ids)
         results: dict[int, CancelOutcome] = {}
+        # The ids are distinct already: no deduplication window is needed.
         batch = self._batch(
-            ids, concurrency, _deadline(deadline, timeout), confirm, confirm_timeout, resolve, dedupe=True
+            ids, concurrency, _deadline(deadline, timeout), confirm, confirm_timeout, resolve, dedupe=False
         )
 
         async def collect(outcome: CancelOutcome) -> None:
@@ -212,22 +218,30 @@ class Orders:
         confirm: bool = False,
         confirm_timeout: float = C.CONFIRM_TIMEOUT,
         resolve: bool = True,
-        dedupe: bool | None = None,
+        dedupe: bool = True,
         timeout: float | None = None,
     ) -> AsyncGenerator[CancelOutcome, None]:
-        """Like ``cancel_many``, yielding outcomes as they complete.
+        """Like ``cancel_many``, yielding outcomes as they complete: one per distinct id, the
+        same outcomes ``cancel_many`` gives, in completion order.
 
-        Ids are pulled lazily: a generator of 100,000 ids is never materialised, and memory is
-        bounded by ``concurrency``. A sized collection is checked up front; for a lazy iterable an
-        invalid id stops the feed, every id already sent still gets its outcome, then the error
-        is raised. ``dedupe`` defaults to True for collections and False for lazy iterables
-        (remembering every id would grow with N). If you stop iterating early, close the iterator
+        An ``unknown`` outcome is held back until the settling pass (after every id was tried)
+        has looked the order up again; it is yielded once, settled or still unknown, never
+        revised. Ids are pulled lazily: a generator of 100,000 ids is never materialised. A
+        sized collection is checked and deduplicated up front; for a lazy iterable an invalid id
+        stops the feed, every id already sent still gets its outcome, then the error is raised.
+
+        For a lazy iterable, "distinct" is judged against every id in flight or held, plus the
+        last ``DEDUPE_WINDOW`` (50,000) ids taken: a repeat within that window is dropped (its
+        id's one outcome stands), a repeat from further back is cancelled and reported again
+        (typically ``already_closed`` then). ``dedupe=False`` keeps memory bounded by
+        ``concurrency`` alone: only repeats of ids in flight are dropped, and any later repeat
+        is cancelled and reported again. If you stop iterating early, close the iterator
         (``async with contextlib.aclosing(...)``) so the in-flight cancels are wound up at once.
         """
         ids: Iterable[object] = order_ids
         if isinstance(order_ids, Collection):
             ids = _checked_ids(order_ids)
-            dedupe = True if dedupe is None else dedupe
+            dedupe = False  # deduplicated already
         batch = self._batch(
             ids,
             concurrency,
@@ -235,7 +249,7 @@ class Orders:
             confirm,
             confirm_timeout,
             resolve,
-            dedupe=bool(dedupe),
+            dedupe=dedupe,
         )
         return iterate_batch(batch)
 
@@ -335,6 +349,17 @@ def _deadline(deadline: float | None, timeout: float | None) -> float | None:
         stacklevel=3,
     )
     return timeout
+
+
+def _unknown_reason(error: TanxError, order: Order | None) -> str:
+    """What made a cancel's outcome unknown, in words for what happened."""
+    if isinstance(error, APIStatusError):
+        what = f"the exchange answered {brief(error)}, an error answer that may hide a processed cancel"
+    else:
+        what = f"no answer came back ({brief(error)}), so the cancel may have been processed"
+    if order is None:
+        return f"{what}; the look-up that followed failed too"
+    return f"{what}; a look-up shows the order still {order.state.value}"
 
 
 def _checked_ids(order_ids: Iterable[int]) -> builtins.list[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tanx_async import AsyncTanxSession
+from tanx_async import _constants as constants
 from tanx_async import _flow as flow_module
 from tanx_async._auth import Auth, jwt_expiry
 from tanx_async._config import env_proxy
@@ -18,6 +19,7 @@ from tanx_async._envelope import decode_envelope, is_access_token_error
 from tanx_async._errors import APIStatusError, status_error_class
 from tanx_async._flow import FlowControl
 from tanx_async._httpx import httpx
+from tanx_async._memory import CancelMemory, RecentIds
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
 from tanx_async._transports import RawResponse, Sender, TransportName
@@ -30,12 +32,14 @@ __all__ = [
     "APIStatusError",
     "AiohttpSender",
     "Auth",
+    "CancelMemory",
     "Deadline",
     "FlowControl",
     "Http11Sender",
     "HttpxSender",
     "PrivateKeySigner",
     "RawResponse",
+    "RecentIds",
     "RetryPolicy",
     "Sender",
     "TransportName",
@@ -43,6 +47,8 @@ __all__ = [
     "_Origin",
     "_idle_timeout",
     "auth_of",
+    "cancel_memory_of",
+    "constants",
     "decode_envelope",
     "env_proxy",
     "flow_module",
@@ -87,3 +93,8 @@ def shares_pipeline(a: AsyncTanxSession, b: AsyncTanxSession) -> bool:
 def idle_connections(sender: Http11Sender) -> int:
     """Connections the native pool holds idle, ready for the next request."""
     return sum(len(idle) for idle in sender._idle.values())
+
+
+def cancel_memory_of(session: AsyncTanxSession) -> Any:
+    """The session's memory of its recent 2xx cancels (evidence for later refusals)."""
+    return session._pipeline.cancels

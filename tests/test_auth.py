@@ -440,9 +440,15 @@ async def test_access_token_without_refresh_token_cannot_refresh(router: respx.R
         httpx.AsyncClient(transport=httpx.MockTransport(router.handler)) as client,
         AsyncTanxSession(http_client=client, access_token="only-access") as session,
     ):
-        with pytest.raises(NotAuthenticatedError):
+        with pytest.raises(AuthenticationError) as caught:
             await session.orders.cancel(1)
     assert refresh.call_count == 0
+    # The exchange's status and words are kept, with what would have cured it.
+    error = caught.value
+    assert error.status_code == 401
+    assert error.message.startswith("Given token not valid for any token type")
+    assert "no refresh token or signer" in error.message
+    assert (error.method, error.path) == ("POST", "/sapi/v1/orders/cancel/")
 
 
 async def test_transient_early_refresh_failure_uses_current_token(

@@ -24,6 +24,9 @@ from tanx_async import (
     Side,
 )
 from tests.conftest import BASE, CANCEL_URL, FakeClock, envelope, json_response, order_payload
+from tests.internals import constants
+
+SETTLE_MAX_LOOKUPS = constants.SETTLE_MAX_LOOKUPS
 
 LIST_URL = f"{BASE}/sapi/v1/orders/"
 BULK_URL = f"{BASE}/sapi/v1/user/bulkcancel/"
@@ -370,9 +373,12 @@ async def test_cancel_many_classifies_every_outcome(
     assert failed.error.message == "Something else went wrong"
     assert failed.order is not None and failed.order.state is OrderState.WAIT
 
+    # "already queued" in a refusal is only words: the look-up shows the order resting, and this
+    # session never got a 2xx for it, so nothing says it is leaving the book.
     already_queued = by_id[QUEUED_400]
-    assert already_queued.status is CancelStatus.QUEUED
-    assert already_queued.ok
+    assert already_queued.status is CancelStatus.FAILED
+    assert not already_queued.ok
+    assert already_queued.note is not None and "nothing confirmed it" in already_queued.note
 
     lost_cancelled = by_id[LOST_CANCEL]
     assert lost_cancelled.status is CancelStatus.CANCELLED  # an unanswered attempt may have done it
@@ -384,12 +390,15 @@ async def test_cancel_many_classifies_every_outcome(
     assert lost_old.status is CancelStatus.ALREADY_CLOSED
     assert lost_old.ok
 
+    # Unanswered, still resting: the settling pass looked it up again (the cancel sent once more,
+    # unanswered again) until its bound on look-ups, and it stays unknown.
     unknown = by_id[LOST_WAIT]
     assert unknown.status is CancelStatus.UNKNOWN
     assert not unknown.ok
     assert isinstance(unknown.error, APITimeoutError)
     assert unknown.order is not None and unknown.order.state is OrderState.WAIT
-    assert unknown.attempts == 4
+    assert unknown.attempts == 8
+    assert unknown.note is not None and unknown.note.startswith("still unknown after the settling pass")
 
     # Every id was cancelled once (duplicates included); refused or unanswered ones were looked up once.
     assert _posts(cancel, QUEUED) == 1
@@ -397,9 +406,11 @@ async def test_cancel_many_classifies_every_outcome(
     for oid in (CANCELLED_400, DONE_400, OTHER_400, QUEUED_400):
         assert _posts(cancel, oid) == 1
         assert _gets(get, oid) == 1
-    for oid in (LOST_CANCEL, LOST_WAIT, LOST_OLD):
+    for oid in (LOST_CANCEL, LOST_OLD):
         assert _posts(cancel, oid) == 4  # idempotent: read timeouts are retried
         assert _gets(get, oid) == 1
+    assert _posts(cancel, LOST_WAIT) == 8
+    assert _gets(get, LOST_WAIT) == 1 + SETTLE_MAX_LOOKUPS
     assert _gets(get, QUEUED) == 0
     assert _gets(get, NOT_FOUND) == 0
 

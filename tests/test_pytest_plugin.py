@@ -87,10 +87,13 @@ def test_options_marker_parametrize_and_faults(pytester: pytest.Pytester) -> Non
             assert tanx_sandbox.exchange.faults.seed == 7
             assert tanx_sandbox.uid in tanx_sandbox.exchange.decode_token(tanx_sandbox.access_token).values()
 
-        @pytest.mark.tanx_sandbox(cancel_delay=0, faults={"error_rate": 1.0, "only_paths": ("/x",)})
+        @pytest.mark.tanx_sandbox(
+            cancel_delay=0, profile="mixed", texts="random", faults={"error_rate": 1.0, "only_paths": ("/x",)}
+        )
         def test_test_marker_wins_and_faults_dict(tanx_sandbox):
             faults = tanx_sandbox.exchange.faults
             assert tanx_sandbox.exchange.cancel_delay == 0
+            assert (tanx_sandbox.exchange.profile, tanx_sandbox.exchange.texts) == ("mixed", "random")
             assert (faults.seed, faults.error_rate, faults.only_paths) == (7, 1.0, ("/x",))
 
         @pytest.mark.parametrize(
@@ -120,7 +123,7 @@ def test_options_marker_parametrize_and_faults(pytester: pytest.Pytester) -> Non
 
 
 BAD_OPTIONS = {
-    "@pytest.mark.tanx_sandbox(profile='x', sed=1)": "unknown option(s) profile, sed; the fixture takes *",
+    "@pytest.mark.tanx_sandbox(colour='x', sed=1)": "unknown option(s) colour, sed; the fixture takes *",
     "@pytest.mark.tanx_sandbox(1)": "options are keywords only",
     "@pytest.mark.tanx_sandbox(orders=-1)": "orders must be a non-negative int, got -1",
     "@pytest.mark.tanx_sandbox(faults=0.5)": "faults must be a Faults or a dict of its fields, got 0.5",

@@ -901,6 +901,11 @@ def main(argv: list[str] | None = None) -> int:
     (OUT / "results.json").write_text(json.dumps(raw, indent=1, default=str))
     output.parent.mkdir(parents=True, exist_ok=True)
     text = render(args, cells, capacity, memory, imports, profile, profile_iter, notes, started)
+    # Sections other scripts write (stream_confirm.py, parser_pair.py, ...) sit between
+    # <!-- NAME:begin --> and <!-- NAME:end --> markers: keep them.
+    old = output.read_text() if output.exists() else ""
+    for kept in re.finditer(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", old, flags=re.S):
+        text = text.rstrip("\n") + "\n\n" + kept.group(0) + "\n"
     what = "QUICK run, 1 repeat" if args.quick else f"median of {repeats} runs" if repeats > 1 else "1 run"
     charts = write_charts(raw["cells"], output.parent / "charts", f"{what}, {dt.date.today().isoformat()}")
     output.write_text(with_charts(text, charts, output.parent))

@@ -46,7 +46,9 @@ async def test_failed_cancels_are_carried_over_and_the_loop_keeps_ticking(tanx_s
     assert {o.state for o in orders} == {"cancel"}
     assert tally.pulled == tally.placed == len(orders) == 36
     attempts = sum(len(tanx_sandbox.exchange.cancel_attempts(o.id)) for o in orders)
-    assert attempts == 36 + tally.failed  # each failure was sent again later
+    # Each failure was sent again on a later tick (on top of the resends the library's own
+    # settling pass makes within a tick for a cancel whose 5xx may hide a processed one).
+    assert attempts >= 36 + tally.failed
 
 
 @pytest.mark.tanx_sandbox(faults={"black_hole": True, "only_paths": (CANCEL_PATH,)})

@@ -28,12 +28,27 @@ from ._errors import (
     ResponseTooLargeError,
     ResponseValidationError,
     SessionClosedError,
+    StreamError,
+    StreamRefusedError,
     TanxError,
 )
 from ._session import AsyncTanxSession
 from ._signer import PrivateKeySigner
 from .events import RequestEvent
-from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side, TokenPair, Trade
+from .models import (
+    CancelOutcome,
+    CancelStatus,
+    Order,
+    OrderState,
+    OrderType,
+    OrderUpdate,
+    Side,
+    StreamEvent,
+    StreamGap,
+    TokenPair,
+    Trade,
+    TradeUpdate,
+)
 
 __version__ = "0.1.0"
 
@@ -60,6 +75,7 @@ __all__ = [
     "Order",
     "OrderState",
     "OrderType",
+    "OrderUpdate",
     "PermissionDeniedError",
     "PrivateKeySigner",
     "RateLimitError",
@@ -69,8 +85,13 @@ __all__ = [
     "SessionClosedError",
     "Side",
     "Signer",
+    "StreamError",
+    "StreamEvent",
+    "StreamGap",
+    "StreamRefusedError",
     "TanxError",
     "TokenPair",
     "Trade",
+    "TradeUpdate",
     "__version__",
 ]

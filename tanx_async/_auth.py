@@ -1,7 +1,11 @@
 """Tokens: holding them, refreshing them once for everyone, logging in again when they die.
 
-- Proactive: when the access token's JWT ``exp`` (read without verification) is within the skew,
-  it is refreshed before the request is sent.
+- Proactive: when the access token's JWT ``exp`` (read without verification) is within the skew
+  (at most half the token's lifetime) *on the exchange's clock*, it is refreshed before the
+  request is sent. The exchange's clock is this machine's plus an offset learned from answers
+  (``_clock.py``); while the offset is unknown nothing is refreshed ahead of time. A freshly
+  issued token that already looks due proves the clocks disagree: it is never refreshed ahead
+  of time (no refresh storm); a 401 renews it.
 - Reactive: the pipeline renews on a 401 for an access token.
 - ``Auth`` never sends anything itself: ``renewal()`` is a flow that *yields* the requests a
   refresh or a login needs and receives their answers. The pipeline (``_pipeline.py``) drives it,
@@ -15,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import inspect
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 import attrs
 
 from . import _constants as C
+from ._clock import ExchangeClock
 from ._errors import (
     APIStatusError,
     AuthenticationError,
@@ -74,15 +78,20 @@ class AuthPaths:
 
 def jwt_expiry(token: str) -> float | None:
     """The ``exp`` claim of a JWT as unix seconds, read without verifying the signature."""
+    return _jwt_time(token, "exp")
+
+
+def _jwt_time(token: str, claim: str) -> float | None:
+    """A time claim (``exp``, ``iat``) of a JWT as unix seconds, unverified; None if absent."""
     try:
         claims_b64 = token.split(".")[1]
         claims = loads(base64.urlsafe_b64decode(claims_b64 + "=" * (-len(claims_b64) % 4)))
-        exp = claims.get("exp") if isinstance(claims, dict) else None
+        value = claims.get(claim) if isinstance(claims, dict) else None
     except (IndexError, ValueError, TypeError):
         return None
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         return None
-    return float(exp)
+    return float(value)
 
 
 def _as_authentication_error(exc: APIStatusError) -> AuthenticationError:
@@ -144,15 +153,25 @@ class Auth:
         skew: float,
         timeout: float = C.AUTH_TIMEOUT,
         on_event: EventCallback | None = None,
+        clock: ExchangeClock | None = None,
     ) -> None:
         self._on_event = on_event
+        #: The exchange's clock as learned from its answers (the pipeline feeds it).
+        self.clock = clock if clock is not None else ExchangeClock()
         self._access = access_token
         self._refresh = refresh_token
-        self._exp = jwt_expiry(access_token) if access_token else None
+        self._skew = skew
+        #: When the access token is due for an early refresh, on the exchange's clock (None: never).
+        self._due: float | None = None
+        self._exp: float | None = None
+        self._refresh_exp: float | None = None
+        #: Local time a renewal flow started (a fresh token's ``iat`` was stamped after it).
+        self._asked = 0.0
+        self._skew_reported = False
+        self._judge(fresh=False)
         self._signer = signer
         self._on_tokens = on_tokens
         self.paths = paths
-        self._skew = skew
         #: The bound on one whole renewal (refresh, or nonce + sign + login).
         self.timeout = timeout
         self.uid: str | None = None
@@ -174,11 +193,61 @@ class Auth:
         return self._refresh is not None or self._signer is not None
 
     def expiring(self) -> bool:
-        """The access token's ``exp`` is within the refresh skew (refresh it early)."""
-        return self._exp is not None and self._exp - self._skew <= time.time()
+        """The access token is due for an early refresh on the exchange's clock (False while
+        that clock is unknown: the token is then renewed when a 401 says so)."""
+        due = self._due
+        if due is None:
+            return False
+        now = self.clock.now()
+        return now is not None and due <= now
 
     def expired(self) -> bool:
-        return self._exp is not None and self._exp <= time.time()
+        """The access token's ``exp`` has passed on the exchange's clock (False while unknown)."""
+        return _past(self._exp, self.clock.now())
+
+    def _judge(self, *, fresh: bool) -> None:
+        """Read the tokens' ``exp`` and decide when the access token is due for an early refresh.
+
+        The window is the refresh skew, but at most half the token's lifetime (``exp - iat``,
+        or ``exp`` minus now for a fresh token without ``iat``): a short-lived token is not
+        refreshed before every request. A fresh token with no lifetime left by our reckoning
+        proves the clocks disagree; it is left to the reactive refresh."""
+        access, clock = self._access, self.clock
+        self._refresh_exp = jwt_expiry(self._refresh) if self._refresh else None
+        exp = self._exp = jwt_expiry(access) if access else None
+        self._due = None
+        if access is None or exp is None:
+            return
+        iat = _jwt_time(access, "iat")
+        if fresh and iat is not None and clock.offset is None:
+            clock.stamp(iat, self._asked, clock.local())  # no Date header seen: the token's own
+        now = clock.now() if fresh else None
+        start = iat if iat is not None else now
+        window = self._skew
+        if start is not None:
+            window = min(window, (exp - start) / 2)
+        if fresh and not exp - window > (now if now is not None else clock.local()):
+            self._report_fresh_token(exp, known=now is not None)
+            return
+        self._due = exp - window
+
+    def _report_fresh_token(self, exp: float, *, known: bool) -> None:
+        if self._skew_reported:
+            return
+        self._skew_reported = True
+        if known:
+            logger.warning(
+                "a freshly issued access token already looks due for refresh on the exchange's "
+                "clock as estimated here (%.0f s to its exp); it is renewed when a 401 says so",
+                exp - self.clock.best_guess(),
+            )
+        else:
+            logger.warning(
+                "a freshly issued access token already looks due for refresh by this machine's clock "
+                "(%.0f s to its exp): the clocks disagree; tokens are renewed when a 401 says so until "
+                "the exchange's clock is known",
+                exp - self.clock.local(),
+            )
 
     @property
     def expires_at(self) -> datetime | None:
@@ -193,11 +262,15 @@ class Auth:
     def forget(self) -> None:
         """Drop both tokens (tanX has no logout endpoint)."""
         self._access = self._refresh = None
-        self._exp = None
+        self._exp = self._due = self._refresh_exp = None
 
     async def renewal(self, *, login: bool = False) -> Flow:
         """The flow that gets a fresh access token: refresh, or log in with the signer when
         there is no refresh token, it is refused, or ``login`` asks for a login."""
+        self._asked = self.clock.local()
+        if self._signer is not None and not login and _past(self._refresh_exp, self.clock.now()):
+            logger.info("the refresh token expired; logging in again")
+            login = True
         if self._refresh is not None and not login:
             try:
                 await self._refresh_tokens(
@@ -285,7 +358,8 @@ class Auth:
         await self._store(access, refresh)
 
     async def _store(self, access: str, refresh: str) -> None:
-        self._access, self._refresh, self._exp = access, refresh, jwt_expiry(access)
+        self._access, self._refresh = access, refresh
+        self._judge(fresh=True)
         if self._on_tokens is None:
             return
         try:
@@ -294,3 +368,8 @@ class Auth:
                 await result
         except Exception as exc:  # a persistence hook must not break trading
             logger.warning("on_tokens callback raised %s; tokens are in use anyway", type(exc).__name__)
+
+
+def _past(when: float | None, now: float | None) -> bool:
+    """``when`` has passed at ``now``; False when either is unknown."""
+    return when is not None and now is not None and when <= now

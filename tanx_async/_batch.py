@@ -16,6 +16,7 @@ consumer), and ids still in flight or never sent when it expires get ``UNKNOWN``
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
@@ -26,6 +27,7 @@ import attrs
 
 from . import _constants as C
 from . import _deadline
+from ._confirm import ConfirmWith, PushConfirmer, open_confirmer
 from ._convert import is_order_payload, structure_order
 from ._errors import (
     APIConnectionError,
@@ -98,6 +100,7 @@ async def cancel_one(
     confirm: bool = False,
     confirm_timeout: float = C.CONFIRM_TIMEOUT,
     record: Attempts | None = None,
+    push: PushConfirmer | None = None,
 ) -> CancelOutcome:
     """Cancel one (already validated) order id and settle what happened. Never raises a
     ``TanxError``: it is in the outcome."""
@@ -130,7 +133,14 @@ async def cancel_one(
             # The cancel was accepted; an order we cannot read must not turn that into a failure.
             logger.warning("order %d: cancel queued, but its echo did not decode: %s", oid, exc)
     if confirm:
-        return await _confirm(session, oid, order, time.monotonic() + confirm_timeout, outcome)
+        deadline = time.monotonic() + confirm_timeout
+        if push is not None:  # by the stream (``_confirm.py``), polling as its fallback
+
+            async def poll(order: Order | None, deadline: float) -> CancelOutcome:
+                return await _confirm(session, oid, order, deadline, outcome)
+
+            return await push.confirm(oid, order, deadline, outcome, poll, lambda o: fetch_order(session, o))
+        return await _confirm(session, oid, order, deadline, outcome)
     return outcome(CancelStatus.QUEUED, order)
 
 
@@ -324,6 +334,7 @@ class Batch:
         confirm_timeout: float,
         resolve: bool,
         dedupe: bool,
+        confirm_with: ConfirmWith = "auto",
     ) -> None:
         self._session = session
         self._source: Iterator[object] = iter(ids)
@@ -332,6 +343,8 @@ class Batch:
         self._confirm = confirm
         self._confirm_timeout = confirm_timeout
         self._resolve = resolve
+        self._confirm_with: ConfirmWith | None = confirm_with if confirm else None
+        self._push: PushConfirmer | None = None
         self._exhausted = False
         #: Every id taken and not yet delivered, with its attempt record.
         self._in_flight: dict[int, Attempts] = {}
@@ -347,7 +360,11 @@ class Batch:
         """Cancel everything, settle what is unknown, handing each outcome to ``sink``."""
         started = time.monotonic()
         with anyio.move_on_after(self._deadline) as deadline:
-            async with anyio.create_task_group() as tg:
+            # With confirm=True the stream is open before the first cancel leaves.
+            async with (
+                open_confirmer(self._session, self._confirm_with) as self._push,
+                anyio.create_task_group() as tg,
+            ):
                 for _ in range(self.workers):
                     tg.start_soon(self._worker, sink)
             if self._held:
@@ -381,14 +398,16 @@ class Batch:
             self._in_flight[oid] = record
             _deadline.begin(self._session.deadline, extra=self._confirm_timeout if self._confirm else 0.0)
             try:
-                result = await cancel_one(
-                    self._session,
-                    oid,
-                    resolve=self._resolve,
-                    confirm=self._confirm,
-                    confirm_timeout=self._confirm_timeout,
-                    record=record,
-                )
+                with self._push.watching(oid) if self._push else contextlib.nullcontext():
+                    result = await cancel_one(
+                        self._session,
+                        oid,
+                        resolve=self._resolve,
+                        confirm=self._confirm,
+                        confirm_timeout=self._confirm_timeout,
+                        record=record,
+                        push=self._push,
+                    )
             except Exception as exc:  # a bug must not lose the outcome of the order
                 logger.exception("order %d: unexpected error while cancelling", oid)
                 result = CancelOutcome(

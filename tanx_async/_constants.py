@@ -69,9 +69,28 @@ DEDUPE_WINDOW: Final = 50_000
 CANCEL_MEMORY_SIZE: Final = 10_000
 CANCEL_MEMORY_WINDOW: Final = 60.0
 
+# The private stream (``session.stream()``). After HEARTBEAT seconds of silence a ping is sent; if
+# nothing arrives within another HEARTBEAT the stream counts as stalled and is reconnected.
+STREAM_PATH: Final = "/private"
+STREAM_HEARTBEAT: Final = 10.0
+STREAM_BUFFER: Final = 1024
+# Consecutive failed connects before the stream gives up (a success resets the count).
+STREAM_MAX_RECONNECTS: Final = 8
+STREAM_BACKOFF_BASE: Final = 0.2
+STREAM_BACKOFF_CAP: Final = 5.0
+# One message (any frame sequence) may not exceed this; tanX's updates are well under 1 KiB.
+STREAM_MAX_MESSAGE: Final = 1024 * 1024
+# confirm=True by push: an order not confirmed by push this long after its cancel was queued is
+# polled instead (confirm_with="auto"); opening the stream for a batch tries this many times.
+CONFIRM_PUSH_WINDOW: Final = 3.0
+CONFIRM_STREAM_ATTEMPTS: Final = 2
+
 # How far the exchange's clock may be from ours when deciding whether an order that is now
 # ``cancel`` was closed before our first (unanswered) cancel attempt or possibly by it.
 CLOCK_SKEW_TOLERANCE: Final = 2.0
+
+# An offset between the exchange's clock and ours at least this large is logged (once at WARNING).
+CLOCK_SKEW_WARNING: Final = 5.0
 
 # Listing orders.
 LIST_PAGE_LIMIT: Final = 100

@@ -17,7 +17,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
 from ._errors import ResponseValidationError
-from .models import Order, OrderState, OrderType, Side, Trade
+from .models import Order, OrderState, OrderType, OrderUpdate, Side, Trade, TradeUpdate
 
 __all__ = ["converter", "structure", "structure_order"]
 
@@ -130,6 +130,7 @@ converter.register_structure_hook(datetime | None, _optional(_datetime))
 converter.register_structure_hook(str | None, _optional(_str))
 converter.register_structure_hook(int | None, _optional(_int))
 converter.register_structure_hook(Side | None, _optional(_open_enum(Side)))
+converter.register_structure_hook(OrderType | None, _optional(_open_enum(OrderType)))
 
 converter.register_structure_hook(Trade, make_dict_structure_fn(Trade, converter))
 _structure_order_fields = make_dict_structure_fn(Order, converter, trades=override(omit_if_default=True))
@@ -147,6 +148,8 @@ def _order(value: object, _: type) -> Order:
 
 
 converter.register_structure_hook(Order, _order)
+converter.register_structure_hook(OrderUpdate, make_dict_structure_fn(OrderUpdate, converter))
+converter.register_structure_hook(TradeUpdate, make_dict_structure_fn(TradeUpdate, converter))
 
 
 def structure(

@@ -8,6 +8,8 @@
     ├── InvalidOrderIdError           an order id that cannot be sent (also a ValueError)
     ├── CancelNotConfirmedError       queued, but not seen "cancel" in time (confirm=True)
     ├── BatchTimeoutError             the batch deadline struck before this order settled
+    ├── StreamError                   the private order stream is lost for good (reconnects spent)
+    │   └── StreamRefusedError            the server refused the token or the subscription
     └── APIError                      talking to the exchange went wrong (.method, .path)
         ├── APIStatusError            an error answer (.status_code, .message, .body, .response)
         │   ├── BadRequestError           400
@@ -59,6 +61,8 @@ __all__ = [
     "ResponseTooLargeError",
     "ResponseValidationError",
     "SessionClosedError",
+    "StreamError",
+    "StreamRefusedError",
     "TanxError",
 ]
 
@@ -249,6 +253,21 @@ class BatchTimeoutError(TanxError):
         super().__init__(message)
         self.order_id = order_id
         self.sent = sent
+
+
+class StreamError(TanxError):
+    """The private order stream could not be opened, or was lost and its reconnects ran out.
+    The message never holds the stream URL (it carries the access token)."""
+
+
+class StreamRefusedError(StreamError):
+    """The server refused the stream: the token (HTTP status on the handshake, ``.status_code``)
+    or the subscription (its ``error`` text in ``.message``)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
 
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {

@@ -69,7 +69,8 @@ class Attempts:
         self.count: int = 0
         #: True while an attempt is with the transport (interrupted then, it may have arrived).
         self.sending: bool = False
-        #: Wall-clock time of the first attempt (to compare with the exchange's ``updated_at``).
+        #: When the first attempt left, on the exchange's clock as far as it is known (to compare
+        #: with the exchange's ``updated_at``).
         self.first_sent: float | None = None
         #: True once an attempt failed in a way that may have left it processed.
         self.ambiguous: bool = False
@@ -260,6 +261,7 @@ class Pipeline:
         if content is None:
             del headers["Content-Type"]
         on_event = self.on_event
+        clock = self.auth.clock
         debug = logger.isEnabledFor(logging.DEBUG)
         attempt = 0
         renewed = False
@@ -282,7 +284,7 @@ class Pipeline:
             await self.flow.acquire()
             record.count += 1
             if record.first_sent is None:
-                record.first_sent = time.time()
+                record.first_sent = clock.best_guess()
             started = time.monotonic()
             error: TanxError
             try:
@@ -322,6 +324,7 @@ class Pipeline:
             else:
                 record.sending = False
                 elapsed = time.monotonic() - started
+                clock.observe(raw.headers, elapsed)
                 if debug:
                     logger.debug(
                         "%s %s -> %d in %.1f ms (attempt %d)",

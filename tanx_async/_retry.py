@@ -69,7 +69,10 @@ def is_ambiguous(error: TanxError) -> bool:
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
     """``Retry-After`` as seconds: a number (``"2"``, ``"0.5"``) or an HTTP date; None if absent
-    or unreadable. ``retry-after-ms`` (used by some gateways) wins when present."""
+    or unreadable. ``retry-after-ms`` (used by some gateways) wins when present.
+
+    An HTTP date is counted from the answer's own ``Date`` (both on the exchange's clock, so a
+    skewed local clock does not matter), else from ``now`` (default: this machine's clock)."""
     value = headers.get("retry-after-ms")
     if value is not None:
         try:
@@ -91,7 +94,19 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
             return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
+        if now is None:
+            sent = _http_date(headers.get("date"))
+            now = sent if sent is not None else time.time()
+        seconds = when.timestamp() - now
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         return None
     return max(seconds, 0.0)
+
+
+def _http_date(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None

@@ -8,14 +8,15 @@ and retry policy. ``with_options`` views go through the constructor again and sh
 from __future__ import annotations
 
 import ssl
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _constants as C
-from . import _deadline
+from . import _deadline, _stream
 from . import _validate as V
 from ._auth import Auth, AuthPaths, Signer, TokensCallback
 from ._config import concurrency_for, pool_limits, resolve_base_url
-from ._errors import NotAuthenticatedError
+from ._errors import NotAuthenticatedError, SessionClosedError
 from ._flow import FlowControl
 from ._httpx import httpx
 from ._pipeline import Pipeline, Response
@@ -72,6 +73,8 @@ class AsyncTanxSession:
       ``ALL_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` (the native transport
       hands a proxied exchange to the httpx transport); False ignores them all.
     - ``auth_paths``, ``max_response_bytes`` (default 8 MiB), ``on_event`` (see ``events``).
+    - ``stream_url``: the private stream's URL (default: ``base_url`` with ``https`` -> ``wss``,
+      ``http`` -> ``ws`` and the path ``/private``); see ``stream()``.
     """
 
     def __init__(
@@ -101,11 +104,13 @@ class AsyncTanxSession:
         max_response_bytes: int = C.MAX_RESPONSE_BYTES,
         refresh_skew: float = C.REFRESH_SKEW,
         on_event: EventCallback | None = None,
+        stream_url: str | None = None,
         _pipeline: Pipeline | None = None,
     ) -> None:
         # Every argument, as given: ``with_options`` builds its view through this constructor.
         options = {name: value for name, value in locals().items() if name not in ("self", "_pipeline")}
         self._base_url = resolve_base_url(base_url, network, allow_insecure_http)
+        self._stream_url = _stream.stream_url(self._base_url, stream_url, allow_insecure_http)
         for name, value in (("access_token", access_token), ("refresh_token", refresh_token)):
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise TypeError(f"{name} must be a non-empty string")
@@ -247,6 +252,49 @@ class AsyncTanxSession:
         if tokens is None:  # pragma: no cover - a renewal either stores tokens or raises
             raise NotAuthenticatedError("no tokens after renewal")
         return tokens
+
+    def stream(
+        self,
+        streams: Collection[str] = _stream.STREAMS,
+        *,
+        buffer: int = C.STREAM_BUFFER,
+        heartbeat: float = C.STREAM_HEARTBEAT,
+        max_reconnects: int = C.STREAM_MAX_RECONNECTS,
+    ) -> _stream.OrderStream:
+        """The private order stream: ``async with session.stream() as events: async for e in
+        events``, yielding ``OrderUpdate``, ``TradeUpdate`` and ``StreamGap``.
+
+        ``streams``: ``"order"`` and/or ``"trade"``. ``buffer``: events kept for a slow consumer
+        (beyond it they are dropped and a ``StreamGap`` says how many). ``heartbeat``: seconds of
+        silence before a ping; twice that and the stream counts as stalled and reconnects.
+        ``max_reconnects``: consecutive failed attempts before ``StreamError``. Reconnects use
+        the current access token (renewed when expiring or refused); each is followed by a
+        ``StreamGap``. Entering the block connects and subscribes (or raises)."""
+        pipeline = self._pipeline
+        if pipeline.closed:
+            raise SessionClosedError("this AsyncTanxSession is closed")
+        return _stream.OrderStream(
+            pipeline,
+            self._stream_url,
+            streams=_stream.checked_streams(streams),
+            buffer=V.setting_int("buffer", buffer, minimum=2),
+            heartbeat=V.seconds("heartbeat", heartbeat),
+            max_reconnects=V.setting_int("max_reconnects", max_reconnects, minimum=0),
+            connect_timeout=self._timeout.connect or C.CONNECT_TIMEOUT,
+        )
+
+    def _push_stream(self) -> _stream.OrderStream:
+        """The ``order`` stream a ``confirm=True`` batch opens (few tries: polling is the plan B)."""
+        return _stream.OrderStream(
+            self._pipeline,
+            self._stream_url,
+            streams=("order",),
+            buffer=C.STREAM_BUFFER,
+            heartbeat=C.STREAM_HEARTBEAT,
+            max_reconnects=C.STREAM_MAX_RECONNECTS,
+            connect_timeout=self._timeout.connect or C.CONNECT_TIMEOUT,
+            open_attempts=C.CONFIRM_STREAM_ATTEMPTS,
+        )
 
     async def health(self) -> bool:
         """``GET /sapi/v1/health/``: True when the exchange says it is working."""

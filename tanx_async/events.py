@@ -2,7 +2,10 @@
 
 Kinds: ``"response"`` (an answer arrived, any status), ``"retry"`` (a retry is scheduled after
 ``delay`` seconds), ``"error"`` (the request failed for good), ``"token_refreshed"`` and
-``"login"``. Events never carry headers, bodies or tokens. The callback runs inline on the event
+``"login"``; for the private stream (``method`` ``"WS"``, ``path`` ``"/private"``):
+``"stream_open"`` (subscribed), ``"stream_lost"`` (a drop, close or stall; ``error`` says which),
+``"stream_gap"`` (updates may have been missed: after a reconnect or a buffer overflow) and
+``"stream_closed"``. Events never carry headers, bodies or tokens. The callback runs inline on the event
 loop: keep it cheap (append to a list, observe a histogram) and never raise.
 """
 
@@ -15,7 +18,17 @@ import attrs
 
 __all__ = ["EventCallback", "EventKind", "RequestEvent"]
 
-EventKind = Literal["response", "retry", "error", "token_refreshed", "login"]
+EventKind = Literal[
+    "response",
+    "retry",
+    "error",
+    "token_refreshed",
+    "login",
+    "stream_open",
+    "stream_lost",
+    "stream_gap",
+    "stream_closed",
+]
 
 
 @attrs.frozen(kw_only=True)

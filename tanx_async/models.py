@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Union
 
 import attrs
 
@@ -23,9 +23,13 @@ __all__ = [
     "Order",
     "OrderState",
     "OrderType",
+    "OrderUpdate",
     "Side",
+    "StreamEvent",
+    "StreamGap",
     "TokenPair",
     "Trade",
+    "TradeUpdate",
 ]
 
 
@@ -200,3 +204,66 @@ class TokenPair:
     access: str = attrs.field(repr=False)
     refresh: str | None = attrs.field(repr=False)
     access_expires_at: datetime | None = None
+
+
+# -- the private stream (``session.stream()``) --------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class OrderUpdate:
+    """An order's new state, pushed on the private stream (``{"order": {...}}``).
+
+    Decoded like ``Order`` (``Decimal`` numbers, aware UTC datetimes from the stream's unix-second
+    integers, open enums, unknown keys ignored). ``kind`` is ``bid``/``ask``; the stream carries no
+    ``uuid``, fees, ``stop_price`` or ``cancel_reason``. Only ``id`` and ``state`` are required.
+    """
+
+    id: int
+    state: OrderState
+    market: str | None = None
+    side: Side | None = None
+    kind: str | None = None
+    ord_type: OrderType | None = None
+    price: Decimal | None = None
+    avg_price: Decimal | None = None
+    origin_volume: Decimal | None = None
+    remaining_volume: Decimal | None = None
+    executed_volume: Decimal | None = None
+    trades_count: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TradeUpdate:
+    """A fill of one of the user's orders, pushed on the private stream (``{"trade": {...}}``)."""
+
+    id: int
+    order_id: int | None = None
+    market: str | None = None
+    side: Side | None = None
+    taker_type: Side | None = None
+    price: Decimal | None = None
+    amount: Decimal | None = None
+    total: Decimal | None = None
+    created_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StreamGap:
+    """Updates may have been missed between ``started`` and ``ended`` (UTC).
+
+    ``reason`` is ``"reconnect"`` (the socket was dropped, closed or stalled and has been opened
+    and subscribed again) or ``"overflow"`` (the consumer was too slow and ``dropped`` updates were
+    discarded from the bounded buffer). Look up the orders you care about to catch up.
+    """
+
+    reason: Literal["reconnect", "overflow"]
+    started: datetime
+    ended: datetime
+    dropped: int = 0
+
+
+#: What ``session.stream()`` yields.
+StreamEvent = Union[OrderUpdate, TradeUpdate, StreamGap]  # noqa: UP007 - a runtime alias on 3.10

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import _constants as C
 from . import _validate as V
 from ._batch import Batch, cancel_one, fetch_order, iterate_batch
+from ._confirm import CONFIRM_WITH, ConfirmWith
 from ._convert import structure
 from ._deadline import within
 from ._errors import APIStatusError, CancelOutcomeUnknownError, SessionClosedError, TanxError, brief
@@ -180,6 +181,7 @@ class Orders:
         deadline: float | None = None,
         confirm: bool = False,
         confirm_timeout: float = C.CONFIRM_TIMEOUT,
+        confirm_with: ConfirmWith = "auto",
         resolve: bool = True,
         timeout: float | None = None,
     ) -> builtins.list[CancelOutcome]:
@@ -195,12 +197,25 @@ class Orders:
         says what is true; ``confirm`` waits (up to ``confirm_timeout`` per order) until the
         exchange reports the order ``cancel``. Each order's cancel and look-ups together are
         bounded by the session's ``deadline`` (plus ``confirm_timeout`` with ``confirm``).
+
+        ``confirm_with`` chooses how: ``"auto"`` (default) opens the private order stream before
+        the first cancel and confirms by push, looking an order up once after a stream gap and
+        polling the orders no push confirmed within a few seconds (all of them if the stream
+        cannot be opened or is lost); ``"stream"`` never polls (and raises ``StreamError`` before
+        sending anything if the stream cannot be opened); ``"poll"`` looks every order up.
         """
         ids = _checked_ids(order_ids)
         results: dict[int, CancelOutcome] = {}
         # The ids are distinct already: no deduplication window is needed.
         batch = self._batch(
-            ids, concurrency, _deadline(deadline, timeout), confirm, confirm_timeout, resolve, dedupe=False
+            ids,
+            concurrency,
+            _deadline(deadline, timeout),
+            confirm,
+            confirm_timeout,
+            resolve,
+            dedupe=False,
+            confirm_with=confirm_with,
         )
 
         async def collect(outcome: CancelOutcome) -> None:
@@ -217,6 +232,7 @@ class Orders:
         deadline: float | None = None,
         confirm: bool = False,
         confirm_timeout: float = C.CONFIRM_TIMEOUT,
+        confirm_with: ConfirmWith = "auto",
         resolve: bool = True,
         dedupe: bool = True,
         timeout: float | None = None,
@@ -250,6 +266,7 @@ class Orders:
             confirm_timeout,
             resolve,
             dedupe=dedupe,
+            confirm_with=confirm_with,
         )
         return iterate_batch(batch)
 
@@ -262,6 +279,7 @@ class Orders:
         deadline: float | None = None,
         confirm: bool = False,
         confirm_timeout: float = C.CONFIRM_TIMEOUT,
+        confirm_with: ConfirmWith = "auto",
         timeout: float | None = None,
     ) -> builtins.list[CancelOutcome]:
         """Cancel every open order (``wait`` and ``pending``) of a market, one outcome each.
@@ -282,6 +300,7 @@ class Orders:
             deadline=_deadline(deadline, timeout),
             confirm=confirm,
             confirm_timeout=confirm_timeout,
+            confirm_with=confirm_with,
         )
 
     async def bulk_cancel(
@@ -315,6 +334,7 @@ class Orders:
         resolve: bool,
         *,
         dedupe: bool,
+        confirm_with: ConfirmWith,
     ) -> Batch:
         if self._session.closed:
             # A programming error, not one failed outcome per id.
@@ -325,6 +345,7 @@ class Orders:
         if deadline is not None:
             V.seconds("deadline", deadline)
         V.seconds("confirm_timeout", confirm_timeout)
+        V.choice("confirm_with", confirm_with, CONFIRM_WITH)
         return Batch(
             self._session,
             ids,
@@ -334,6 +355,7 @@ class Orders:
             confirm_timeout=float(confirm_timeout),
             resolve=resolve,
             dedupe=dedupe,
+            confirm_with=confirm_with,
         )
 
 

@@ -6,12 +6,15 @@ move inside the package changes this file and not the tests.
 
 from __future__ import annotations
 
+import time
+from email.utils import formatdate
 from typing import Any
 
 from tanx_async import AsyncTanxSession
 from tanx_async import _constants as constants
 from tanx_async import _flow as flow_module
-from tanx_async._auth import Auth, jwt_expiry
+from tanx_async._auth import Auth, AuthPaths, AuthRequest, jwt_expiry
+from tanx_async._clock import ExchangeClock
 from tanx_async._config import env_proxy
 from tanx_async._convert import structure, structure_order
 from tanx_async._deadline import Deadline
@@ -20,8 +23,10 @@ from tanx_async._errors import APIStatusError, status_error_class
 from tanx_async._flow import FlowControl
 from tanx_async._httpx import httpx
 from tanx_async._memory import CancelMemory, RecentIds
+from tanx_async._pipeline import Attempts, Response
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
+from tanx_async._stream import OrderStream, _Buffer, stream_url
 from tanx_async._transports import RawResponse, Sender, TransportName
 from tanx_async._transports import _said as transport_notices
 from tanx_async._transports.aiohttp_sender import AiohttpSender
@@ -31,18 +36,25 @@ from tanx_async._transports.native import Http11Sender, _Connection, _idle_timeo
 __all__ = [
     "APIStatusError",
     "AiohttpSender",
+    "Attempts",
     "Auth",
+    "AuthPaths",
+    "AuthRequest",
     "CancelMemory",
     "Deadline",
+    "ExchangeClock",
     "FlowControl",
     "Http11Sender",
     "HttpxSender",
+    "OrderStream",
     "PrivateKeySigner",
     "RawResponse",
     "RecentIds",
+    "Response",
     "RetryPolicy",
     "Sender",
     "TransportName",
+    "_Buffer",
     "_Connection",
     "_Origin",
     "_idle_timeout",
@@ -57,12 +69,14 @@ __all__ = [
     "is_access_token_error",
     "is_ambiguous",
     "jwt_expiry",
+    "learn_clock",
     "parse_retry_after",
     "random_wallet",
     "sender_of",
     "shares_pipeline",
     "start_transport",
     "status_error_class",
+    "stream_url",
     "structure",
     "structure_order",
     "transport_notices",
@@ -98,3 +112,11 @@ def idle_connections(sender: Http11Sender) -> int:
 def cancel_memory_of(session: AsyncTanxSession) -> Any:
     """The session's memory of its recent 2xx cancels (evidence for later refusals)."""
     return session._pipeline.cancels
+
+
+def learn_clock(session: AsyncTanxSession, offset: float = 0.0) -> ExchangeClock:
+    """As if an answer's ``Date`` header had shown the exchange's clock ``offset`` seconds off
+    this machine's (a mocked exchange sends none, so expiry would only be judged on a 401)."""
+    clock = auth_of(session).clock
+    clock.observe({"date": formatdate(time.time() + offset, usegmt=True)}, 0.0)
+    return clock

@@ -35,7 +35,7 @@ from tests.conftest import (
     sequence,
 )
 
-from .internals import jwt_expiry
+from .internals import jwt_expiry, learn_clock
 
 REFRESH_401 = {
     "status": "error",
@@ -74,6 +74,7 @@ async def test_proactive_refresh_before_first_request(router: respx.Router) -> N
     refresh = router.post(REFRESH_URL).mock(return_value=_tokens(fresh))
     cancel = router.post(CANCEL_URL).mock(side_effect=_cancel_ok)
     async with open_session(router, access_token=stale) as session:
+        learn_clock(session)  # the exchange's clock is known (it is judged on that clock)
         await session.orders.cancel(5)
         assert session.tokens is not None
         assert session.tokens.access == fresh
@@ -105,6 +106,7 @@ async def test_refresh_skew_is_configurable(router: respx.Router) -> None:
     refresh = router.post(REFRESH_URL).mock(return_value=_tokens("fresh"))
     router.post(CANCEL_URL).mock(side_effect=_cancel_ok)
     async with open_session(router, access_token=token, refresh_skew=300) as session:
+        learn_clock(session)
         await session.orders.cancel(5)
     assert refresh.call_count == 1
 
@@ -177,6 +179,7 @@ async def test_100_concurrent_cancels_with_expired_token_refresh_once(router: re
     refresh = router.post(REFRESH_URL).mock(side_effect=await _slow_refresh(fresh, calls))
     cancel = router.post(CANCEL_URL).mock(side_effect=_cancel_ok)
     async with open_session(router, access_token=expired, async_handler=True) as session:
+        learn_clock(session)
         results = await _cancel_all(session, range(1, 101))
     assert refresh.call_count == 1
     assert calls == ["refresh-1"]
@@ -212,6 +215,7 @@ async def test_refresh_failure_reaches_every_waiter(router: respx.Router) -> Non
     cancel = router.post(CANCEL_URL).mock(side_effect=_cancel_ok)
     errors: list[BaseException] = []
     async with open_session(router, access_token=expired, async_handler=True) as session:
+        learn_clock(session)
 
         async def one(oid: int) -> None:
             try:
@@ -458,6 +462,7 @@ async def test_transient_early_refresh_failure_uses_current_token(
     refresh = router.post(REFRESH_URL).mock(side_effect=httpx.ConnectError("refused"))
     cancel = router.post(CANCEL_URL).mock(side_effect=_cancel_ok)
     async with open_session(router, access_token=soon) as session:
+        learn_clock(session)
         await session.orders.cancel(1)
     assert refresh.call_count == 4  # connect errors prove the refresh never arrived: retried
     assert _auth(cancel.calls.last.request) == f"JWT {soon}"
@@ -470,6 +475,7 @@ async def test_transient_refresh_failure_with_expired_token_raises(
     router.post(REFRESH_URL).mock(side_effect=httpx.ConnectError("refused"))
     cancel = router.post(CANCEL_URL)
     async with open_session(router, access_token=expired) as session:
+        learn_clock(session)
         with pytest.raises(APIConnectionError):
             await session.orders.cancel(1)
     assert cancel.call_count == 0

@@ -261,11 +261,11 @@ async def test_relogin_when_the_refresh_token_is_rejected(sandbox: Sandbox) -> N
 
 async def test_relogin_when_the_token_is_near_expiry_and_refresh_is_revoked(sandbox: Sandbox) -> None:
     ex = sandbox.exchange
-    ex.access_ttl = 1  # inside the refresh skew: renewed before the request is sent
     async with sandbox.session() as session:
         await session.orders.get(sandbox.ids[0])
         ex.revoke_refresh_tokens()
-        ex.access_ttl = 300
+        ex.advance_time(ex.access_ttl - 10)  # inside the refresh skew on the exchange's clock
+        await session.health()  # its Date header shows the exchange's clock moved
         await session.orders.get(sandbox.ids[1])
         assert (ex.login_count, ex.refresh_failures) == (2, 1)
         # No 401 was needed: the renewal happened before the request.

@@ -184,7 +184,7 @@ async def test_login_and_proactive_refresh_are_reported_as_events() -> None:
 
     key, address = random_wallet()
     events: list[RequestEvent] = []
-    with running_sandbox(seed=9, access_ttl=10) as sb:  # shorter than the 30 s refresh skew
+    with running_sandbox(seed=9) as sb:
         async with AsyncTanxSession(
             base_url=sb.server.url, private_key=key, eth_address=address, on_event=events.append
         ) as session:
@@ -192,7 +192,9 @@ async def test_login_and_proactive_refresh_are_reported_as_events() -> None:
             assert [e.kind for e in events if e.kind != "response"] == []
             [oid] = sb.exchange.seed_orders(session.uid or sb.exchange.create_user(address), 1)
             await session.orders.get(oid)  # logs in first
-            await session.orders.get(oid)  # token within the skew: refreshed before sending
+            sb.exchange.advance_time(sb.exchange.access_ttl - 10)  # the token is now within the skew
+            await session.health()  # (its Date header shows the exchange's clock moved)
+            await session.orders.get(oid)  # refreshed before sending
     kinds = [e.kind for e in events if e.kind != "response"]
     assert kinds == ["login", "token_refreshed"]
     assert sb.exchange.login_count == 1

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import anyio
 import attrs
 import pytest
 import trustme
@@ -358,3 +359,60 @@ async def test_aiohttp_is_given_the_proxy_the_environment_names(monkeypatch: pyt
 def test_trust_env_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="trust_env"):
         AsyncTanxSession(trust_env="yes")  # type: ignore[arg-type]
+
+
+# --- the private stream follows the same proxy rules --------------------------------------
+
+
+async def test_the_stream_tunnels_through_the_proxy_the_environment_names(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tanx_async import OrderUpdate
+
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 2)
+    async with proxy() as counted:
+        monkeypatch.setenv("HTTP_PROXY", counted.url)
+        async with sandbox.session(transport="httpx") as session, session.stream() as events:
+            assert counted.tunnels == 1  # the WebSocket went through CONNECT
+            await session.orders.cancel_many(ids)
+            seen: set[int] = set()
+            with anyio.fail_after(10):
+                async for event in events:
+                    if isinstance(event, OrderUpdate) and event.state == "cancel":
+                        seen.add(event.id)
+                    if seen == set(ids):
+                        break
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with sandbox.session(transport="httpx") as session, session.stream():
+            pass
+        monkeypatch.delenv("NO_PROXY")
+        async with sandbox.session(transport="httpx", trust_env=False) as session, session.stream():
+            pass
+    assert counted.tunnels == 1  # NO_PROXY and trust_env=False connected directly
+
+
+async def test_a_proxy_that_refuses_the_tunnel_is_a_stream_error_without_the_url(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tanx_async import StreamError
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:s3cret@127.0.0.1:{port}")
+    try:
+        async with sandbox.session(transport="httpx") as session:
+            with pytest.raises(StreamError) as caught:
+                async with session.stream(max_reconnects=1) as events:
+                    async for _ in events:
+                        pass
+    finally:
+        server.close()
+        await server.wait_closed()
+    text = f"{caught.value!r} {caught.value}"
+    assert "s3cret" not in text and sandbox.access not in text

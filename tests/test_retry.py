@@ -203,6 +203,13 @@ def test_parse_retry_after_http_date() -> None:
     assert parse_retry_after({"retry-after": "Wed, 99 Foo 2015"}, now=now) is None
 
 
+def test_parse_retry_after_http_date_counts_from_the_answers_date() -> None:
+    # This machine's clock is irrelevant (it may be minutes off): both dates are the exchange's.
+    headers = {"retry-after": "Wed, 21 Oct 2015 07:28:05 GMT", "date": "Wed, 21 Oct 2015 07:28:00 GMT"}
+    assert parse_retry_after(headers) == 5.0
+    assert parse_retry_after({**headers, "date": "garbage"}) == 0.0  # from now (years later)
+
+
 def test_parse_retry_after_reads_httpx_headers_case_insensitively() -> None:
     assert parse_retry_after(httpx.Headers({"Retry-After": "4"})) == 4.0
 

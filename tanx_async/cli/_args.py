@@ -168,6 +168,19 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
+def _confirm_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--confirm", action="store_true", help="wait until the exchange reports each order cancelled"
+    )
+    parser.add_argument(
+        "--confirm-with",
+        choices=("auto", "stream", "poll"),
+        default="auto",
+        help="how --confirm waits: the private stream, polling as a fallback (auto, the default); "
+        "the stream only; or polling only",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tanx-async",
@@ -188,16 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("cancel", "cancel orders by id (one outcome per order)")
     p.add_argument("ids", nargs="+", type=_order_id, metavar="ID", help="order ids")
-    p.add_argument(
-        "--confirm", action="store_true", help="wait until the exchange reports each order cancelled"
-    )
+    _confirm_options(p)
 
     p = command("cancel-all", "cancel every open order of a market")
     p.add_argument("--market", required=True, type=_market, metavar="M", help="e.g. btcusdc")
     p.add_argument("--side", choices=("buy", "sell"))
+    _confirm_options(p)
+
+    p = command("watch", "print order and trade updates from the private stream until interrupted")
     p.add_argument(
-        "--confirm", action="store_true", help="wait until the exchange reports each order cancelled"
+        "--streams", choices=("order,trade", "order", "trade"), default="order,trade", help="what to watch"
     )
+    p.add_argument("--count", type=_non_negative_int, default=0, metavar="N", help="stop after N events")
 
     p = command("orders", "list orders (every page, up to --limit)")
     p.add_argument("--market", type=_market, metavar="M")
@@ -241,12 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The options every command accepts (see _global_options) and which commands use each; a
 # command given an option it would ignore is a usage error, not a silent no-op.
-_EXCHANGE = frozenset({"cancel", "cancel-all", "orders", "order", "login"})
+_EXCHANGE = frozenset({"cancel", "cancel-all", "orders", "order", "login", "watch"})
 _USED_BY: dict[str, frozenset[str]] = {
     "network": _EXCHANGE | {"logout"},
     "base_url": _EXCHANGE | {"logout"},
     "json": _EXCHANGE | {"logout", "demo"},
-    "concurrency": _EXCHANGE - {"login"} | {"demo"},
+    "concurrency": _EXCHANGE - {"login", "watch"} | {"demo"},
     "timeout": _EXCHANGE,
     "deadline": _EXCHANGE,
     "allow_insecure_http": _EXCHANGE,
@@ -257,6 +272,7 @@ _WHY = {
     "demo": "the demo runs its own sandbox exchange on 127.0.0.1",
     "logout": "logout only deletes the cached token pair; it sends nothing",
     "login": "login sends one request at a time",
+    "watch": "watch reads one stream",
 }
 
 

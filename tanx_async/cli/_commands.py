@@ -1,4 +1,4 @@
-"""The commands that talk to the exchange: cancel, cancel-all, orders, order, login.
+"""The commands that talk to the exchange: cancel, cancel-all, orders, order, login, watch.
 
 ``run_command`` reads the credentials, opens the session the options describe and runs one
 command in it; each ``cmd_*`` prints through ``Output`` and returns the exit code.
@@ -35,6 +35,7 @@ from ._args import (
 from ._output import ORDER_COLUMNS, Output, Progress, order_json, order_row, print_outcomes, text
 from ._tokens import TokenCache, identity_key, open_store
 from ._waiting import Waiting, should_show
+from ._watch import cmd_watch
 
 if TYPE_CHECKING:
     from .._session import AsyncTanxSession
@@ -100,11 +101,15 @@ async def _cancel_ids(
         waiting.doing = f"cancelling {len(ids)} order{'s' if len(ids) != 1 else ''}"
         waiting.enabled = waiting.enabled and not progress.enabled  # the bar shows progress itself
     if not progress.enabled:
-        return await session.orders.cancel_many(ids, concurrency=args.concurrency, confirm=args.confirm)
+        return await session.orders.cancel_many(
+            ids, concurrency=args.concurrency, confirm=args.confirm, confirm_with=args.confirm_with
+        )
     results: dict[int, CancelOutcome] = {}
     with progress:
         # An async generator: closed at once if we stop early (Ctrl-C), winding up in-flight cancels.
-        batch = session.orders.cancel_iter(ids, concurrency=args.concurrency, confirm=args.confirm)
+        batch = session.orders.cancel_iter(
+            ids, concurrency=args.concurrency, confirm=args.confirm, confirm_with=args.confirm_with
+        )
         async with contextlib.aclosing(batch) as outcomes:
             async for outcome in outcomes:
                 results[outcome.order_id] = outcome
@@ -230,6 +235,7 @@ _COMMANDS: dict[str, Callable[[AsyncTanxSession, argparse.Namespace, Output], Aw
     "orders": cmd_orders,
     "order": cmd_order,
     "login": cmd_login,
+    "watch": cmd_watch,
 }
 
 
@@ -291,7 +297,9 @@ async def run_command(args: argparse.Namespace, out: Output, env: Mapping[str, s
             if args.command != "login":
                 creds = cache.apply(creds)
     deadline = args.deadline if args.deadline is not None else C.OPERATION_DEADLINE
-    waiting = Waiting(out.stderr, urlsplit(url).netloc, deadline, enabled=should_show(out.stderr))
+    # (watch waits for pushes by design: no "waiting for the exchange" line there)
+    shown = should_show(out.stderr) and args.command != "watch"
+    waiting = Waiting(out.stderr, urlsplit(url).netloc, deadline, enabled=shown)
     waiting.doing = _doing(args)
     args.waiting = waiting
     session = make_session(

@@ -4,7 +4,10 @@ A ``SandboxExchange`` is served on a loopback port and seeded with open orders (
 cancelled or filled). The exchange is made to misbehave a little: a few ms of latency, a small
 rate of 5xx answers and dropped connections, a burst of 429s with ``Retry-After``, and every
 access token expiring half way through. A throwaway wallet logs in (nonce, EIP-191 signature,
-login), then ``orders.cancel_iter(..., confirm=True)`` cancels everything. Finally each outcome is
+login), then ``orders.cancel_iter(..., confirm=True)`` cancels everything, confirming each cancel by
+push on the private order stream (dropped once mid-batch with faults on, so the gap is reconciled
+by look-ups). The summary counts the look-ups made against the one per order polling needs.
+Finally each outcome is
 compared with the exchange's own final state of that order: the demo exits 0 only when none lies.
 No account, no network, a few seconds.
 """
@@ -48,6 +51,8 @@ RATE_LIMIT_BURST_COUNT = 3
 RATE_LIMIT_WINDOW = 0.1
 #: Every access token is invalidated when half of the outcomes are in.
 EXPIRE_AT = 0.5
+#: The private stream's socket is dropped when this share of the outcomes is in.
+STREAM_DROP_AT = 0.7
 
 _OFF_BOOK = frozenset({"cancel", "done"})
 _OPEN = frozenset({"wait", "pending"})
@@ -86,6 +91,11 @@ class DemoReport:
     faults: dict[str, int]
     open_left: int
     mismatches: tuple[str, ...]
+    #: GET look-ups of single orders (confirmation after a stream gap or a push window, and
+    #: settling faulted cancels), stream connects, and the look-ups polling needs at the least.
+    lookups: int = 0
+    stream_connects: int = 0
+    poll_floor: int = 0
 
     @property
     def ok(self) -> bool:
@@ -115,6 +125,9 @@ class DemoReport:
             f"  outcomes    {statuses}",
             f"  wall time   {self.wall_time:.2f} s ({rate:,.0f} cancels/s, concurrency {self.concurrency})",
             f"  latency     p50 {self.p50 * 1e3:.1f} ms, p99 {self.p99 * 1e3:.1f} ms (cancel sent -> confirmed)",
+            f"  confirm     by push on the private stream ({self.stream_connects} connect"
+            f"{'s' if self.stream_connects != 1 else ''}): {self.lookups:,} order look-ups in all, "
+            f"where confirming by polling needs at least {self.poll_floor:,} (one per queued cancel)",
             f"  faults      {faults}",
             f"  auth        logins {self.logins}, refreshes {self.refreshes}",
             f"  check       {matched:,}/{self.orders:,} outcomes match the exchange's final state "
@@ -245,7 +258,7 @@ async def run_demo(
         session = AsyncTanxSession(base_url=server.url, **credentials, **session_options(options.concurrency))
         async with session, anyio.create_task_group() as tg:
             started = time.monotonic()
-            rate_limited = expired = False
+            rate_limited = expired = dropped = False
             batch = session.orders.cancel_iter(ids, concurrency=options.concurrency, confirm=True)
             async with contextlib.aclosing(batch) as results:
                 async for outcome in results:
@@ -257,6 +270,9 @@ async def run_demo(
                     if options.faults and not expired and done >= total * EXPIRE_AT:
                         expired = True
                         exchange.expire_access_tokens()
+                    if options.faults and not dropped and done >= total * STREAM_DROP_AT:
+                        dropped = True
+                        exchange.ws.drop_all()  # updates pushed meanwhile are lost: a gap
                     if on_progress is not None:
                         on_progress(done, total)
             wall_time = time.monotonic() - started
@@ -284,6 +300,12 @@ async def run_demo(
         elif record.fault in ("drop_before", "drop_after"):
             injected["dropped connections"] += 1
     injected["access-token expiries"] = 1 if options.faults else 0
+    injected["stream drops"] = 1 if options.faults else 0
+    lookups = sum(
+        1
+        for r in list(exchange.requests)
+        if r.method == "GET" and r.path.startswith("/sapi/v1/orders/") and r.path != "/sapi/v1/orders/"
+    )
     elapsed = [o.elapsed for o in outcomes if o.elapsed > 0]
     return DemoReport(
         url=url,
@@ -306,6 +328,9 @@ async def run_demo(
         faults=injected,
         open_left=sum(1 for o in final.values() if o.state in _OPEN),
         mismatches=mismatches,
+        lookups=lookups,
+        stream_connects=exchange.ws.accepted,
+        poll_floor=by_status.get(CancelStatus.CANCELLED.value, 0),
     )
 
 

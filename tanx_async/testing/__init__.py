@@ -10,6 +10,10 @@ and, for the ``tanx_sandbox`` pytest fixture, the session itself::
     with SandboxServer(exchange) as server:
         ...  # talk to server.url; inspect exchange.requests / exchange.order(id)
 
+The private stream ``/private`` (WebSocket) is served by ``SandboxServer`` too: every state
+change of a user's orders is pushed to that user's subscribed sockets; its faults are
+``exchange.ws.faults`` (``StreamFaults``), its counters and ``drop_all()`` are on ``exchange.ws``.
+
 ``exchange.app`` is a plain ASGI 3 app usable in-process (``httpx.ASGITransport``);
 there, socket-level faults degrade as described in ``tanx_async.testing._app``.
 
@@ -20,6 +24,7 @@ every text the sandbox invents, such as the cancel refusals (404 "Order not foun
 """
 
 from .._config import is_loopback
+from ._clock import SandboxClock
 from ._faults import Faults, SimulatedDisconnect
 from ._fixture import TanxSandbox
 from ._records import RequestRecord
@@ -28,17 +33,21 @@ from ._state import SandboxExchange, SandboxOrder, SandboxTrade
 from ._tokens import fingerprint as token_fingerprint
 from ._uvicorn import UvicornSandboxServer
 from ._wire import INVENTED_TEXTS, PROFILES
+from ._ws import StreamFaults, StreamHub
 
 __all__ = [
     "INVENTED_TEXTS",
     "PROFILES",
     "Faults",
     "RequestRecord",
+    "SandboxClock",
     "SandboxExchange",
     "SandboxOrder",
     "SandboxServer",
     "SandboxTrade",
     "SimulatedDisconnect",
+    "StreamFaults",
+    "StreamHub",
     "TanxSandbox",
     "UvicornSandboxServer",
     "is_loopback",

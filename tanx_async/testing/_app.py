@@ -29,6 +29,7 @@ from ._faults import (
 )
 from ._records import RequestRecord, redact
 from ._tokens import fingerprint
+from ._ws import serve_stream
 
 if TYPE_CHECKING:
     from ._state import SandboxExchange
@@ -208,6 +209,11 @@ def make_app(exchange: SandboxExchange) -> ASGIApp:
         if kind == "lifespan":
             await _lifespan(receive, send)
             return
+        if kind == "websocket":
+            await serve_stream(
+                exchange, scope, receive, send, lambda **f: exchange._record(RequestRecord(**f))
+            )
+            return
         if kind != "http":
             return
         started = time.monotonic()
@@ -258,7 +264,12 @@ def make_app(exchange: SandboxExchange) -> ASGIApp:
                     )
             status = reply.status
             body = reply.body
-            headers = [*reply.headers, (b"content-length", str(len(body)).encode())]
+            headers = [
+                *reply.headers,
+                (b"content-length", str(len(body)).encode()),
+                # On the exchange's clock (RFC 9110 Date: origin servers with a clock send it).
+                (b"date", formatdate(exchange.now(), usegmt=True).encode()),
+            ]
             await send({"type": "http.response.start", "status": status, "headers": headers})
             if fault == "truncate" and not socket_faults:
                 body = body[: len(body) // 2]
@@ -358,7 +369,7 @@ def _pre_fault(exchange: SandboxExchange, fault: str) -> _Reply | None:
         if faults.retry_after is not None:
             seconds = max(1, math.ceil(faults.retry_after))
             value = (
-                formatdate(time.time() + seconds, usegmt=True)
+                formatdate(exchange.now() + seconds, usegmt=True)
                 if faults.retry_after_http_date
                 else str(seconds)
             )

@@ -28,6 +28,7 @@ import h11
 from .._config import is_loopback
 from ._faults import FAULT_EXTENSION, FAULT_MESSAGE
 from ._state import SandboxExchange
+from ._wsserver import is_websocket, serve_websocket
 
 if TYPE_CHECKING:
     from ._app import ASGIApp, Message
@@ -233,6 +234,10 @@ class SandboxServer:
                     break
                 else:
                     return
+            if is_websocket(event):
+                assert self._stopping is not None
+                await serve_websocket(self.app, conn, event, reader, writer, self._stopping)
+                return
             result = await self._call_app(event, b"".join(chunks), peer, sockname)
             if not await self._respond(conn, writer, result):
                 return

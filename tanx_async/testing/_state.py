@@ -12,9 +12,8 @@ import random
 import re
 import string
 import threading
-import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timezone
 from decimal import Decimal
 from typing import Any, Final, Literal
@@ -22,6 +21,7 @@ from typing import Any, Final, Literal
 import attrs
 
 from ._app import ASGIApp, make_app
+from ._clock import SandboxClock
 from ._faults import Faults
 from ._records import RequestRecord
 from ._tokens import TokenMinter
@@ -37,6 +37,11 @@ from ._wire import (
     pick_shape,
     random_sentence,
 )
+from ._ws import StreamHub
+
+#: Called (under the exchange's lock: keep it cheap) with ``(before, after)`` whenever an order
+#: snapshot is stored; ``before`` is None for a new order.
+OrderObserver = Callable[["SandboxOrder | None", "SandboxOrder"], None]
 
 CANCEL_REASON_USER: Final = "Order cancelled by user"
 DEFAULT_MARKETS: Final[dict[str, tuple[str, str]]] = {
@@ -212,7 +217,8 @@ class SandboxExchange:
     every read; 0 = at once), ``verify_signatures`` (False accepts any ``0x`` + 130 hex
     signature), ``faults``, ``profile`` and ``texts`` (below). ``legacy_cancel_response``
     and ``empty_cancel_payload`` force the ``brine`` / ``ack`` cancel answer whatever the
-    profile.
+    profile. ``clock`` (a :class:`SandboxClock`: its
+    ``offset`` skews the exchange's clock, ``advance`` moves it).
 
     ``profile`` picks the shapes of order answers, all of them real (``shared/tanx-api.md``):
 
@@ -287,6 +293,7 @@ class SandboxExchange:
         faults: Faults | None = None,
         profile: Profile = "docs",
         texts: TextMode = "fixed",
+        clock: SandboxClock | None = None,
     ) -> None:
         self.profile = profile
         self.texts = texts
@@ -307,8 +314,8 @@ class SandboxExchange:
         self.login_count = 0
         self.in_flight = 0
         self.peak_in_flight = 0
-        #: Added to the wall clock; see :meth:`advance_time`.
-        self.time_offset = 0.0
+        #: The exchange's clock (tokens, ``Date`` headers, order timestamps).
+        self.clock = clock if clock is not None else SandboxClock()
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._minter = TokenMinter(random.Random(self._rng.getrandbits(64)))
@@ -326,6 +333,10 @@ class SandboxExchange:
         self._next_order_id = 25_000_000
         self._next_trade_id = 9_100_000
         self._app: ASGIApp | None = None
+        #: See ``OrderObserver``; the private stream (``ws``) registers one.
+        self.observers: list[OrderObserver] = []
+        #: The private WebSocket stream (``/private``): its faults, connections and counters.
+        self.ws = StreamHub(self)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -368,14 +379,35 @@ class SandboxExchange:
             return random_sentence(self._text_rng)
         return INVENTED_TEXTS[key].format(**values)
 
+    def _put(self, order: SandboxOrder) -> None:
+        """Store a snapshot and tell the observers."""
+        before = self._orders.get(order.id)
+        self._orders[order.id] = order
+        for observer in self.observers:
+            observer(before, order)
+
+    def tick(self) -> None:
+        """Apply the queued cancels that are due (reads do it too; the stream calls this)."""
+        with self._lock:
+            self._apply_due(self.now())
+
     def now(self) -> float:
-        """The exchange clock (unix seconds, wall clock + ``time_offset``)."""
-        return time.time() + self.time_offset
+        """The exchange clock (unix seconds, wall clock + ``clock.offset``)."""
+        return self.clock.now()
+
+    @property
+    def time_offset(self) -> float:
+        """``clock.offset`` (kept for existing callers)."""
+        return self.clock.offset
+
+    @time_offset.setter
+    def time_offset(self, value: float) -> None:
+        self.clock.offset = float(value)
 
     def advance_time(self, seconds: float) -> None:
         """Move the exchange clock forward (expires tokens, triggers cancels)."""
         with self._lock:
-            self.time_offset += seconds
+            self.clock.advance(seconds)
 
     def _enter(self) -> None:
         with self._lock:
@@ -456,6 +488,11 @@ class SandboxExchange:
         r_ttl = self.refresh_ttl if refresh_ttl is None else refresh_ttl
         access, a_jti = self._minter.mint(uid, "access", now, a_ttl)
         refresh, r_jti = self._minter.mint(uid, "refresh", now, r_ttl)
+        # Expired tokens are forgotten (they would fail anyway): memory stays bounded by the live
+        # ones, however long a session runs.
+        for table in (self._access, self._refresh):
+            for stale in [t for t, entry in table.items() if entry.expires_at <= now]:
+                del table[stale]
         self._access[access] = _Token(uid, now + a_ttl, a_jti)
         self._refresh[refresh] = _Token(uid, now + r_ttl, r_jti)
         return access, refresh
@@ -642,7 +679,7 @@ class SandboxExchange:
         return order_id
 
     def _store(self, order: SandboxOrder) -> None:
-        self._orders[order.id] = order
+        self._put(order)
         self._orders_by_uid.setdefault(order.uid, []).append(order.id)
 
     def seed_orders(
@@ -714,7 +751,7 @@ class SandboxExchange:
         with self._lock:
             self._apply_due(self.now())
             order = attrs.evolve(self._orders[order_id], **fields)
-            self._orders[order_id] = order
+            self._put(order)
             return order
 
     def order(self, order_id: int) -> SandboxOrder:
@@ -746,7 +783,7 @@ class SandboxExchange:
                 )
             else:
                 order = attrs.evolve(order, cancel_due=None)
-            self._orders[order_id] = order
+            self._put(order)
 
     def _queue_cancel(self, order: SandboxOrder, now: float) -> None:
         due = now + max(0.0, self.cancel_delay)

@@ -39,7 +39,13 @@ class UvicornSandboxServer:
                 "UvicornSandboxServer needs uvicorn: pip install 'tanx-async[sandbox]'"
             ) from exc
         config = uvicorn.Config(
-            exchange.app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+            exchange.app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            date_header=False,  # the app sends Date on the exchange's (skewable) clock
         )
         self._server: Any = uvicorn.Server(config)
         self._host = host

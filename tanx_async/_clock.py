@@ -1,0 +1,102 @@
+"""The exchange's clock as seen from here: this machine's clock plus a learned offset.
+
+Token expiry (a JWT's ``exp``) and order timestamps are on the exchange's clock. A machine whose
+clock is minutes off (no NTP, a container after suspend) would otherwise think every fresh token
+expired and refresh before each request. The offset is learned from evidence:
+
+- The ``Date`` header of answers (RFC 9110: whole seconds, stamped while the request was
+  between leaving and its answer arriving). Each stamp bounds the offset to an interval
+  ``[stamp - received, stamp + 1 - sent)``; intervals are intersected and the estimate is the
+  middle: within about a second (plenty beside a 30 s refresh skew). A stamp that contradicts the interval (the clock stepped, the machine
+  slept) starts a new one. The header is parsed only when its text changes: at most about once
+  per second on a busy session, and at once after a jump.
+- Without any ``Date`` header, a freshly issued token's ``iat`` gives the same kind of stamp.
+
+Until there is evidence the offset is unknown (``offset is None``): callers then must not
+judge expiry ahead of time (the token is sent, and a 401 renews it).
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_tz
+
+from . import _constants as C
+from ._log import logger
+
+__all__ = ["ExchangeClock"]
+
+
+class ExchangeClock:
+    """This machine's clock (``local``) and its offset from the exchange's, once known."""
+
+    __slots__ = ("_high", "_last_date", "_low", "_warned", "local", "offset")
+
+    def __init__(self, local: Callable[[], float] = time.time) -> None:
+        #: This machine's wall clock (unix seconds); replaceable for tests.
+        self.local = local
+        #: Exchange time minus local time, in seconds; None until learned.
+        self.offset: float | None = None
+        self._low = self._high = 0.0
+        self._last_date: str | None = None
+        self._warned = False
+
+    def __repr__(self) -> str:
+        known = "unknown" if self.offset is None else f"{self.offset:+.3f} s"
+        return f"<ExchangeClock offset={known}>"
+
+    def now(self) -> float | None:
+        """The exchange's time now, or None while the offset is unknown."""
+        offset = self.offset
+        return None if offset is None else self.local() + offset
+
+    def best_guess(self) -> float:
+        """The exchange's time now, taking this machine's clock as right while nothing is known."""
+        return self.local() + (self.offset or 0.0)
+
+    def observe(self, headers: Mapping[str, str], elapsed: float) -> None:
+        """Learn from an answer's ``Date`` header; ``elapsed``: seconds since the request left.
+
+        Cheap when the header is the one seen last (a dict look-up and a string compare)."""
+        value = headers.get("date")
+        if value is None or value == self._last_date:
+            return
+        self._last_date = value
+        parts = parsedate_tz(value)
+        if parts is None:
+            logger.debug("ignoring an unreadable Date header %r", value[:40])
+            return
+        stamp = calendar.timegm(parts[:9]) - (parts[9] or 0)
+        received = self.local()
+        self.stamp(stamp, received - max(elapsed, 0.0), received)
+
+    def stamp(self, stamp: float, sent: float, received: float) -> None:
+        """Learn from a whole-second exchange time ``stamp`` taken between local ``sent`` and
+        ``received`` (a ``Date`` header, a fresh token's ``iat``)."""
+        low, high = stamp - received, stamp + 1.0 - sent
+        if self.offset is None or low >= self._high or high <= self._low:
+            previous = self.offset
+            self._low, self._high = low, high
+            self.offset = (low + high) / 2
+            self._report(previous)
+        else:
+            self._low, self._high = max(self._low, low), min(self._high, high)
+            self.offset = (self._low + self._high) / 2
+
+    def _report(self, previous: float | None) -> None:
+        offset = self.offset
+        assert offset is not None
+        if not self._warned:
+            if abs(offset) < C.CLOCK_SKEW_WARNING:
+                return
+            self._warned = True
+            logger.warning(
+                "the exchange's clock is %.0f s %s this machine's; token expiry is judged on the "
+                "exchange's clock",
+                abs(offset),
+                "ahead of" if offset > 0 else "behind",
+            )
+        elif previous is not None and abs(offset - previous) >= C.CLOCK_SKEW_WARNING:
+            logger.info("the exchange's clock is now %+.0f s off this machine's", offset)

@@ -1,8 +1,8 @@
 """The CLI keeps the rotated token pair between runs (issue 13, item 2).
 
 Real subprocesses against a loopback sandbox that rotates the refresh token on every refresh
-(its access tokens live 10 s, below the client's 30 s early-refresh margin, so every run
-refreshes). The cache lives in ``tmp_path`` (``XDG_STATE_HOME``), and keyring is kept out
+(before each run the sandbox expires every access token, invisibly in their JWT ``exp``, so
+every run refreshes: on the 401). The cache lives in ``tmp_path`` (``XDG_STATE_HOME``), and keyring is kept out
 (``PYTHON_KEYRING_BACKEND`` set to keyring's failing backend; keyring is not a dependency).
 """
 
@@ -34,7 +34,7 @@ ADDRESS = "0x1563915e194D8CfBA1943570603F7606A3115508"  # KEY's address
 class Run:
     def __init__(self, tmp_path: Path) -> None:
         self.state = tmp_path / "state"
-        self.exchange = SandboxExchange(seed=11, access_ttl=10)
+        self.exchange = SandboxExchange(seed=11)
         self.uid = self.exchange.create_user(ADDRESS)
         self.ids = self.exchange.seed_orders(self.uid, 6)
         self.access, self.refresh = self.exchange.issue_tokens(self.uid)
@@ -57,6 +57,7 @@ class Run:
             PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
         )
         argv = [sys.executable, "-m", "tanx_async", "--base-url", url, *args]
+        self.exchange.expire_access_tokens()  # this run must refresh, and so rotate
         result = subprocess.run(argv, env=environ, capture_output=True, text=True, timeout=60)
         assert "Traceback" not in result.stderr, result.stderr
         return result

@@ -27,6 +27,7 @@ import anyio
 import attrs
 
 from . import _constants as C
+from . import _deadline
 from ._confirm import ConfirmWith, PushConfirmer, open_confirmer
 from ._convert import decode_echo, is_order_payload, structure_order
 from ._errors import (
@@ -399,6 +400,7 @@ class Batch:
         while (oid := self._take()) is not None:
             record = Attempts()
             self._in_flight[oid] = record
+            _deadline.begin(self._session.deadline, extra=self._confirm_timeout if self._confirm else 0.0)
             try:
                 with self._push.watching(oid) if self._push else contextlib.nullcontext():
                     result = await cancel_one(

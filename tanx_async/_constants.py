@@ -19,6 +19,9 @@ WRITE_TIMEOUT: Final = 5.0
 POOL_TIMEOUT: Final = 10.0
 # A refresh or login gets its own bound: every waiting request depends on it.
 AUTH_TIMEOUT: Final = 10.0
+# One operation in all (a cancel and the look-up that settles it, a get, a page of a list),
+# retries included: past this a trader learns "unknown" rather than keep waiting.
+OPERATION_DEADLINE: Final = 10.0
 
 # Retries: exponential backoff with equal jitter (half fixed, half random), capped; Retry-After honoured up to a cap.
 MAX_RETRIES: Final = 3

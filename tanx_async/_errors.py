@@ -2,6 +2,7 @@
 
     TanxError
     ├── SessionClosedError            the session was used after aclose()
+    ├── EventLoopMismatchError        the session was used on another event loop (also a RuntimeError)
     ├── NotAuthenticatedError         no token, refresh token or signer to authenticate with
     ├── MissingDependencyError        an optional extra is needed (also an ImportError)
     ├── InvalidOrderIdError           an order id that cannot be sent (also a ValueError)
@@ -49,6 +50,7 @@ __all__ = [
     "BatchTimeoutError",
     "CancelNotConfirmedError",
     "CancelOutcomeUnknownError",
+    "EventLoopMismatchError",
     "InternalServerError",
     "InvalidOrderIdError",
     "MissingDependencyError",
@@ -73,6 +75,12 @@ class SessionClosedError(TanxError):
     """The session was used after ``aclose()``."""
 
 
+class EventLoopMismatchError(TanxError, RuntimeError):
+    """The session was used on an event loop other than the one it was first used on (a second
+    ``asyncio.run``, another thread's loop): its connections belong to the first. Raised before
+    anything is sent; create one session per event loop."""
+
+
 class NotAuthenticatedError(TanxError):
     """A private endpoint was called but the session has no way to get an access token."""
 
@@ -82,7 +90,7 @@ class MissingDependencyError(TanxError, ImportError):
 
 
 class InvalidOrderIdError(TanxError, ValueError):
-    """An order id that cannot be sent (not a positive int); nothing was sent for it."""
+    """An order id that cannot be sent (not an int from 1 to 2**63-1); nothing was sent for it."""
 
 
 class APIError(TanxError):

@@ -16,9 +16,10 @@ must observe a request while it runs (the batch deadline) passes its own ``Attem
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,11 +27,13 @@ import anyio
 
 from . import _constants as C
 from ._auth import Auth, AuthRequest
+from ._deadline import Deadline
 from ._envelope import decode_envelope, is_access_token_error
 from ._errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    EventLoopMismatchError,
     NotAuthenticatedError,
     RateLimitError,
     ResponseValidationError,
@@ -88,6 +91,22 @@ class Response:
         return self.body.get("payload")
 
 
+_WRONG_LOOP = (
+    "this AsyncTanxSession is bound to the event loop it was first used on (its connections and "
+    "locks belong to that loop); create one session per event loop"
+)
+
+
+def _loop_probe() -> tuple[Callable[[], object], object]:
+    """How to tell the running event loop (asyncio's loop, or trio's run) and which one runs now."""
+    try:
+        return asyncio.get_running_loop, asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio: trio (anyio supports no other backend)
+        import trio
+
+        return trio.lowlevel.current_trio_token, trio.lowlevel.current_trio_token()
+
+
 class _Flight:
     """One refresh or login in progress; other requests wait on it."""
 
@@ -139,6 +158,9 @@ class Pipeline:
 
         self.closed = False
         self._flight: _Flight | None = None
+        #: The event loop the transport and limiter were built on, and how to read the current one.
+        self._loop: object = None
+        self._current_loop: Callable[[], object] = asyncio.get_running_loop
         #: Orders this session recently got a 2xx cancel for (evidence for later refusals).
         self.cancels = CancelMemory()
         self._header_sets: dict[tuple[str | None, bool], dict[str, str]] = {}
@@ -150,7 +172,10 @@ class Pipeline:
         event loop (asyncio or trio), and anyio primitives must be created inside it."""
         if self.closed:
             raise SessionClosedError("this AsyncTanxSession is closed")
-        if self.sender is None or self.limiter is None:
+        if self.sender is not None and self.limiter is not None:
+            self.check_loop()
+        else:
+            self._current_loop, self._loop = _loop_probe()
             self.limiter = anyio.CapacityLimiter(self.max_concurrency)
 
             self.sender = make_sender(
@@ -171,12 +196,34 @@ class Pipeline:
                 )
         return self.sender, self.limiter
 
+    def check_loop(self) -> None:
+        """``EventLoopMismatchError`` when the pipeline was started on another event loop."""
+        if self.sender is not None and not self.on_bound_loop():
+            raise EventLoopMismatchError(_WRONG_LOOP)
+
+    def on_bound_loop(self) -> bool:
+        """Whether the running event loop is the one this pipeline was first used on (one C call
+        on asyncio: this runs before every request)."""
+        try:
+            return self._current_loop() is self._loop
+        except RuntimeError:  # another kind of event loop than the bound one
+            return False
+
     async def aclose(self) -> None:
         if self.closed:
             return
         self.closed = True
         sender, self.sender = self.sender, None
         if sender is not None:
+            if not self.on_bound_loop():
+                # Its connections belong to the other loop: closing them from here would fail
+                # ("Event loop is closed") or race it. Hand the close to that loop, if it lives.
+                loop = self._loop
+                if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_closed():
+                    asyncio.run_coroutine_threadsafe(sender.aclose(), loop)
+                else:
+                    logger.warning("AsyncTanxSession closed from another event loop: %s", _WRONG_LOOP)
+                return
             with anyio.CancelScope(shield=True):
                 await sender.aclose()
 
@@ -214,12 +261,19 @@ class Pipeline:
         idempotent: bool,
         limited: bool = True,
         attempts: Attempts | None = None,
+        deadline: Deadline | None = None,
     ) -> Response:
         """Send one logical request (with its retries); return the answer or raise its error.
 
         ``idempotent`` says whether a request that may have been processed can be sent again;
         ``limited=False`` skips the concurrency limiter (auth requests, which others wait on,
-        must not queue behind them)."""
+        must not queue behind them). ``deadline``: the operation's (``_deadline``), which no
+        attempt, backoff or 429 pause may outlast; when it is reached, ``APITimeoutError``.
+
+        The deadline costs no timer of its own: each attempt's transport timeouts are cut to
+        what is left, and it is checked before each attempt. Not cut: a token renewal (shielded,
+        other requests wait on it; bounded by its own timeout) and the wait for the session's
+        concurrency limiter."""
         sender, limiter = self.start(timeout)
         record = attempts if attempts is not None else Attempts()
         url = self.base_url + path
@@ -231,6 +285,7 @@ class Pipeline:
         debug = logger.isEnabledFor(logging.DEBUG)
         attempt = 0
         renewed = False
+        attempt_timeout = timeout
         while True:
             if self.closed:
                 raise SessionClosedError("this AsyncTanxSession was closed during the request")
@@ -238,6 +293,14 @@ class Pipeline:
             if private:
                 token = await self.token()
             headers = self._headers(token, content is not None)
+            if deadline is not None:
+                left = deadline.remaining()
+                if left <= 0:
+                    raise deadline.expired(method, path, sent=record.ambiguous)
+                if (paused := self.flow.paused_for) >= left:
+                    why = f" (the exchange's 429 holds the session for {paused:.1f} s more)"
+                    raise deadline.expired(method, path, sent=record.ambiguous, why=why)
+                attempt_timeout = deadline.cut(timeout, left)
             await self.flow.acquire()
             record.count += 1
             if record.first_sent is None:
@@ -253,12 +316,12 @@ class Pipeline:
                         await limiter.acquire()
                     try:
                         record.sending = True
-                        raw = await sender.send(method, url, headers, content, timeout)
+                        raw = await sender.send(method, url, headers, content, attempt_timeout)
                     finally:
                         limiter.release()
                 else:
                     record.sending = True
-                    raw = await sender.send(method, url, headers, content, timeout)
+                    raw = await sender.send(method, url, headers, content, attempt_timeout)
             except APIConnectionError as exc:
                 record.sending = False
                 if self.is_closed():  # (a method: the check above was before an await)
@@ -315,6 +378,9 @@ class Pipeline:
                 self.emit("error", method, path, status=status, attempt=attempt, error=type(error).__name__)
                 raise error
             delay = policy.delay(error, attempt=attempt)
+            if deadline is not None and delay >= deadline.remaining():
+                # No time left for another attempt: say so now rather than sleep into it.
+                raise deadline.expired(method, path, sent=record.ambiguous) from error
             logger.warning(
                 "%s %s failed (%s); retry %d/%d in %.2f s",
                 method,

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _constants as C
-from . import _stream
+from . import _deadline, _stream
 from . import _validate as V
 from ._auth import Auth, AuthPaths, Signer, TokensCallback
 from ._config import concurrency_for, pool_limits, resolve_base_url
@@ -55,7 +55,11 @@ class AsyncTanxSession:
     - ``access_token``/``refresh_token``; or ``private_key`` + ``eth_address`` (needs the
       ``login`` extra) or any ``signer`` to log in (and log in again when the refresh token dies).
     - ``on_tokens``: called (sync or async) with every new ``TokenPair``, to persist them.
-    - ``timeout``: seconds or an ``httpx.Timeout`` (default connect 3 s, read 5 s, pool 10 s).
+    - ``timeout``: seconds or an ``httpx.Timeout`` (default connect 3 s, read 5 s, pool 10 s),
+      for each HTTP attempt.
+    - ``deadline``: seconds one operation may take in all, retries and the look-up that
+      settles a cancel included (default 10 s; ``None``: no overall bound). ``orders.cancel``,
+      ``get`` and ``list`` take ``deadline=`` per call; in a batch it bounds each order.
     - ``max_retries`` (default 3), ``limits`` (an ``httpx.Limits``, default 68 connections),
       ``max_concurrency`` (requests in flight, default 64, at most the pool size),
       ``rate_limit`` (requests/s, with ``rate_limit_burst``) shared by every task.
@@ -89,6 +93,7 @@ class AsyncTanxSession:
         signer: Signer | None = None,
         on_tokens: TokensCallback | None = None,
         timeout: float | httpx.Timeout = _DEFAULT_TIMEOUT,
+        deadline: float | None = C.OPERATION_DEADLINE,
         max_retries: int = C.MAX_RETRIES,
         limits: httpx.Limits | None = None,
         max_concurrency: int | None = None,
@@ -147,6 +152,7 @@ class AsyncTanxSession:
         if max_response_bytes < 1024:
             raise ValueError("max_response_bytes must be at least 1024")
         self._timeout = _normalise_timeout(timeout)
+        self._deadline = None if deadline is None else V.seconds("deadline", deadline, also=" or None")
         self._retry = RetryPolicy(max_retries=max_retries)
         if _pipeline is None:
             _pipeline = Pipeline(
@@ -205,19 +211,32 @@ class AsyncTanxSession:
         return signer.address if signer is not None else None
 
     @property
+    def deadline(self) -> float | None:
+        """Seconds one operation may take in all (None: no overall bound)."""
+        return self._deadline
+
+    def _operation(self, deadline: float | None) -> float | None:
+        """The deadline of one operation: the per-call ``deadline`` (checked) or the session's."""
+        return self._deadline if deadline is None else V.seconds("deadline", deadline)
+
+    @property
     def closed(self) -> bool:
         """True after ``aclose()`` (or leaving ``async with``)."""
         return self._pipeline.closed
 
     def with_options(
-        self, *, timeout: float | httpx.Timeout | None = None, max_retries: int | None = None
+        self,
+        *,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int | None = None,
+        deadline: float | None = None,
     ) -> AsyncTanxSession:
         """A view of this session with other timeouts or retries, sharing its pool and tokens
         (an aggressive cancel path next to a patient listing path). Closing either closes both.
 
         Built through the constructor with this session's own arguments, so every setting
         carries over and the new values are checked the same way."""
-        changes = {"timeout": timeout, "max_retries": max_retries}
+        changes = {"timeout": timeout, "max_retries": max_retries, "deadline": deadline}
         options = {**self._options, **{k: v for k, v in changes.items() if v is not None}}
         return AsyncTanxSession(**options, _pipeline=self._pipeline)
 
@@ -347,14 +366,19 @@ class AsyncTanxSession:
         """Send one logical request (with its retries) and return the decoded envelope.
 
         Low-level: prefer the namespaces (``session.orders``). ``idempotent`` says whether a
-        request that may have been processed can be sent again.
+        request that may have been processed can be sent again. Bounded, retries included, by
+        the session's ``deadline``.
         """
-        response = await self._send(
-            method, path, params=params, json=json, private=private, idempotent=idempotent
-        )
+        with _deadline.within(self._deadline):
+            response = await self._send(
+                method, path, params=params, json=json, private=private, idempotent=idempotent
+            )
         return response.body
 
     async def _send(self, method: str, path: str, **options: Any) -> Response:
         """``request`` with the whole answer (raw bytes and attempt history too), for the
-        namespaces; ``options`` are ``Pipeline.send``'s (``attempts=`` among them)."""
-        return await self._pipeline.send(method, path, timeout=self._timeout, policy=self._retry, **options)
+        namespaces; ``options`` are ``Pipeline.send``'s (``attempts=`` among them). Bounded by
+        the deadline of the operation it belongs to, if any (``_deadline.within``)."""
+        return await self._pipeline.send(
+            method, path, timeout=self._timeout, policy=self._retry, deadline=_deadline.current(), **options
+        )

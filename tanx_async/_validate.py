@@ -15,16 +15,19 @@ from ._errors import InvalidOrderIdError
 __all__ = ["market_name", "order_id", "positive_int", "seconds", "setting_int", "side_value", "timestamp"]
 
 _MARKET = re.compile(r"[a-z0-9]{2,32}")
-_MAX_ORDER_ID = 2**63 - 1
+#: Order ids are signed 64-bit integers on the exchange.
+MAX_ORDER_ID = 2**63 - 1
+ORDER_ID_RANGE = f"an integer from 1 to 2**63-1 ({MAX_ORDER_ID})"
 
 
 def order_id(value: object) -> int:
-    """A positive int order id; ``TypeError`` for other types (bool included), ``ValueError``
-    (``InvalidOrderIdError``) for non-positive or out-of-range ones."""
+    """An order id: an int from 1 to 2**63-1 (the exchange's ids are signed 64-bit).
+    ``TypeError`` for other types (bool included), ``ValueError`` (``InvalidOrderIdError``) for
+    ints outside that range."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"order_id must be a positive int, got {type(value).__name__} {value!r}")
-    if value <= 0 or value > _MAX_ORDER_ID:
-        raise InvalidOrderIdError(f"order_id must be a positive int, got {value!r}")
+    if value <= 0 or value > MAX_ORDER_ID:
+        raise InvalidOrderIdError(f"order_id must be {ORDER_ID_RANGE}, got {value!r}")
     return int(value)
 
 

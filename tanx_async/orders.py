@@ -18,6 +18,7 @@ from . import _validate as V
 from ._batch import Batch, cancel_one, fetch_order, iterate_batch
 from ._confirm import CONFIRM_WITH, ConfirmWith
 from ._convert import structure
+from ._deadline import within
 from ._errors import APIStatusError, CancelOutcomeUnknownError, SessionClosedError, TanxError, brief
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side
 
@@ -35,7 +36,7 @@ class Orders:
 
     # -- one order ------------------------------------------------------------------------
 
-    async def cancel(self, order_id: int) -> Order:
+    async def cancel(self, order_id: int, *, deadline: float | None = None) -> Order:
         """Cancel one order; returns the order as the exchange reported it.
 
         Success means *queued for cancellation*: the returned order may still say
@@ -51,14 +52,19 @@ class Orders:
         order, ``BadRequestError`` for one already closed or refused for any other reason), and
         ``CancelOutcomeUnknownError`` when the cancel may have been processed (no answer came
         back, or an error answer that may hide a processed cancel) but a look-up did not settle
-        it. ``order_id`` must be a positive int (checked before sending).
+        it. ``order_id`` must be an int from 1 to 2**63-1 (checked before sending).
+
+        ``deadline`` (seconds, default the session's ``deadline``) bounds the whole operation:
+        the cancel with its retries and the look-up that settles it. When it strikes after the
+        cancel left, the outcome is unknown (``CancelOutcomeUnknownError``).
         """
         oid = V.order_id(order_id)
-        result = await cancel_one(self._session, oid)
-        if result.status in (CancelStatus.QUEUED, CancelStatus.CANCELLED) and result.ok:
-            if result.order is not None:
-                return result.order
-            return await fetch_order(self._session, oid)
+        with within(self._session._operation(deadline)):
+            result = await cancel_one(self._session, oid)
+            if result.status in (CancelStatus.QUEUED, CancelStatus.CANCELLED) and result.ok:
+                if result.order is not None:
+                    return result.order
+                return await fetch_order(self._session, oid)
         error = result.error
         if result.status == CancelStatus.UNKNOWN and error is not None:
             raise CancelOutcomeUnknownError(
@@ -71,9 +77,12 @@ class Orders:
             raise TanxError(f"order {oid}: {result.status.value}")
         raise error
 
-    async def get(self, order_id: int) -> Order:
-        """``GET /sapi/v1/orders/{id}/``: the order with its ``trades``."""
-        return await fetch_order(self._session, V.order_id(order_id))
+    async def get(self, order_id: int, *, deadline: float | None = None) -> Order:
+        """``GET /sapi/v1/orders/{id}/``: the order with its ``trades``. ``deadline`` (seconds,
+        default the session's) bounds it, retries included."""
+        oid = V.order_id(order_id)
+        with within(self._session._operation(deadline)):
+            return await fetch_order(self._session, oid)
 
     # -- finding orders -------------------------------------------------------------------
 
@@ -91,9 +100,12 @@ class Orders:
         limit: int | None = None,
         page: int | None = None,
         order_by: Literal["asc", "desc"] | None = None,
+        deadline: float | None = None,
     ) -> builtins.list[Order]:
         """One page of ``GET /sapi/v1/orders/`` with the documented filters (``limit`` 1-100,
-        ``page`` from 1). Use ``iter`` to walk every page."""
+        ``page`` from 1). Use ``iter`` to walk every page. ``deadline`` (seconds, default the
+        session's) bounds it, retries included. An unknown ``state``, ``ord_type``, ``side`` or
+        ``order_by`` raises ``ValueError`` listing the known ones."""
         params = _filters(
             market=market,
             state=state,
@@ -109,7 +121,7 @@ class Orders:
             params["limit"] = V.positive_int("limit", limit, maximum=C.LIST_MAX_LIMIT)
         if page is not None:
             params["page"] = V.positive_int("page", page)
-        return await self._page(params)
+        return await self._page(params, self._session._operation(deadline))
 
     async def iter(
         self,
@@ -126,7 +138,8 @@ class Orders:
         page_size: int = C.LIST_PAGE_LIMIT,
     ) -> AsyncGenerator[Order, None]:
         """Every matching order, page after page, until a short page. An order that moves between
-        pages while we walk them is yielded once."""
+        pages while we walk them is yielded once. Each page is one operation, bounded by the
+        session's ``deadline``."""
         params = _filters(
             market=market,
             state=state,
@@ -142,7 +155,7 @@ class Orders:
         seen: set[int] = set()
         page = 1
         while True:
-            orders = await self._page({**params, "page": page})
+            orders = await self._page({**params, "page": page}, self._session.deadline)
             fresh = [o for o in orders if o.id not in seen]
             for order in fresh:
                 seen.add(order.id)
@@ -151,8 +164,9 @@ class Orders:
                 return
             page += 1
 
-    async def _page(self, params: dict[str, Any]) -> builtins.list[Order]:
-        response = await self._session._send("GET", C.ORDERS_PATH, params=params, idempotent=True)
+    async def _page(self, params: dict[str, Any], deadline: float | None) -> builtins.list[Order]:
+        with within(deadline):
+            response = await self._session._send("GET", C.ORDERS_PATH, params=params, idempotent=True)
         return structure(
             response.payload, builtins.list[Order], raw=response.content, method="GET", endpoint=C.ORDERS_PATH
         )
@@ -181,7 +195,8 @@ class Orders:
         (``timeout=`` is its old name: it still works, with a ``DeprecationWarning``).
         ``resolve`` looks an order up when its cancel was refused or unanswered, so the outcome
         says what is true; ``confirm`` waits (up to ``confirm_timeout`` per order) until the
-        exchange reports the order ``cancel``.
+        exchange reports the order ``cancel``. Each order's cancel and look-ups together are
+        bounded by the session's ``deadline`` (plus ``confirm_timeout`` with ``confirm``).
 
         ``confirm_with`` chooses how: ``"auto"`` (default) opens the private order stream before
         the first cancel and confirms by push, looking an order up once after a stream gap and
@@ -324,6 +339,7 @@ class Orders:
         if self._session.closed:
             # A programming error, not one failed outcome per id.
             raise SessionClosedError("this AsyncTanxSession is closed")
+        self._session._pipeline.check_loop()  # the same: not one failed outcome per id
         ceiling = self._session.max_concurrency
         workers = ceiling if concurrency is None else min(V.positive_int("concurrency", concurrency), ceiling)
         if deadline is not None:
@@ -376,6 +392,12 @@ def _checked_ids(order_ids: Iterable[int]) -> builtins.list[int]:
     return builtins.list(dict.fromkeys(ids))
 
 
+# The documented filter values; anything else is refused before sending (the exchange would
+# silently answer an empty list for an unknown state).
+_KNOWN_STATES = tuple(s.value for s in OrderState)
+_KNOWN_ORDER_TYPES = tuple(t.value for t in OrderType)
+
+
 def _filters(
     *,
     market: str | None,
@@ -392,11 +414,11 @@ def _filters(
     if market is not None:
         params["market"] = V.market_name(market)
     if state is not None:
-        params["state"] = V.choice("state", state)
+        params["state"] = V.choice("state", state, _KNOWN_STATES)
     if side is not None:
         params["side"] = V.side_value(side)
     if ord_type is not None:
-        params["ord_type"] = V.choice("ord_type", ord_type)
+        params["ord_type"] = V.choice("ord_type", ord_type, _KNOWN_ORDER_TYPES)
     if base_unit is not None:
         params["base_unit"] = V.choice("base_unit", base_unit).lower()
     if quote_unit is not None:

@@ -8,7 +8,7 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,16 @@ ACCESS_401: dict[str, Any] = {
 
 def envelope(payload: Any, message: str = "ok", status: str = "success") -> dict[str, Any]:
     return {"status": status, "message": message, "payload": payload}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_token_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The CLI's token cache, for every test and every subprocess a test starts, lives in a
+    temporary folder (``XDG_STATE_HOME``), never in the user's state directory or keyring."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+        patch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ from tanx_async._auth import Auth, AuthPaths, AuthRequest, jwt_expiry
 from tanx_async._clock import ExchangeClock
 from tanx_async._config import env_proxy
 from tanx_async._convert import structure, structure_order
+from tanx_async._deadline import Deadline
 from tanx_async._envelope import decode_envelope, is_access_token_error
 from tanx_async._errors import APIStatusError, status_error_class
 from tanx_async._flow import FlowControl
@@ -45,6 +46,7 @@ __all__ = [
     "AuthRequest",
     "C",
     "CancelMemory",
+    "Deadline",
     "ExchangeClock",
     "FlowControl",
     "Http11Sender",

@@ -26,7 +26,7 @@ from tanx_async import (
     ResponseValidationError,
     TanxError,
 )
-from tests.conftest import ACCESS_401, BASE, REFRESH_URL, FakeClock, envelope, json_response
+from tests.conftest import ACCESS_401, BASE, REFRESH_URL, FakeClock, envelope, json_response, open_session
 
 from .internals import RawResponse, decode_envelope, is_access_token_error, status_error_class
 
@@ -264,7 +264,13 @@ async def test_error_payload_shapes(session: AsyncTanxSession, router: respx.Rou
     assert err.payload == payload
 
 
-async def test_429_retry_after_seconds_and_date(
+async def test_429_retry_after_seconds_and_date(router: respx.Router, clock: FakeClock) -> None:
+    # No operation deadline: with one, a request behind a 30 s pause fails at once (test_deadline).
+    async with open_session(router, deadline=None) as session:
+        await _429_retry_after_seconds_and_date(session, router, clock)
+
+
+async def _429_retry_after_seconds_and_date(
     session: AsyncTanxSession, router: respx.Router, clock: FakeClock
 ) -> None:
     router.get(URL).mock(

@@ -7,8 +7,10 @@ Output is a table (rich when installed and stdout is a terminal, plain text othe
 credentials, 3 an API error, 130 interrupted.
 
 Modules, each importing only those below it: ``_args`` (parsing, credentials, exit codes),
-``_output`` (tables, JSON lines, progress), ``_commands`` (the exchange commands), ``_demo``
-(``tanx-async demo``), and this one (``main``: parse, dispatch, map errors to exit codes).
+``_output`` (tables, JSON lines, progress), ``_tokens`` (the token cache), ``_waiting`` (the
+"waiting for the exchange" line on a terminal), ``_commands`` (the exchange commands and
+``logout``), ``_demo`` (``tanx-async demo``), and this one (``main``: parse, dispatch, map errors
+to exit codes).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-from .._errors import APIError, MissingDependencyError, NotAuthenticatedError, TanxError
+from .._errors import APIError, InvalidOrderIdError, MissingDependencyError, NotAuthenticatedError, TanxError
 from ._args import (
     EXIT_API,
     EXIT_BROKEN_PIPE,
@@ -29,6 +31,7 @@ from ._args import (
     EXIT_USAGE,
     UsageError,
     build_parser,
+    check_options,
 )
 from ._commands import run_command
 from ._output import Output
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     out = Output(json_mode=args.json, stdout=sys.stdout, stderr=sys.stderr)
     try:
+        check_options(args)
         return asyncio.run(_run(args, out, os.environ))
     except KeyboardInterrupt:
         out.note("interrupted")
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         out.note(f"tanx-async: error: {exc}")
         return EXIT_USAGE
-    except (NotAuthenticatedError, MissingDependencyError) as exc:
+    except (NotAuthenticatedError, MissingDependencyError, InvalidOrderIdError) as exc:
         out.note(f"tanx-async: error: {exc}")
         return EXIT_USAGE
     except APIError as exc:

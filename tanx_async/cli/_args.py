@@ -39,6 +39,10 @@ credentials (environment only):
   {ENV_ACCESS}, {ENV_REFRESH}   JWT tokens from a previous login
   {ENV_KEY}, {ENV_ADDRESS}      wallet login (needs: pip install 'tanx-async[login]')
 
+token cache: the current token pair is kept between runs (the exchange rotates the refresh
+  token), in the OS keyring if `keyring` is installed, else in tokens.json (mode 0600) in the
+  user state directory; `tanx-async logout` deletes it, --no-token-cache skips it
+
 exit codes: 0 ok, 1 a cancel outcome is not ok, 2 usage or credential error,
             3 API error, 130 interrupted
 
@@ -68,6 +72,14 @@ def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
 
 _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "an integer >= 0")
+
+
+def _order_id(text: str) -> int:
+    """An order id as the exchange has them: 1 to 2**63-1 (checked here, before anything is sent)."""
+    try:
+        return V.order_id(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an order id, {V.ORDER_ID_RANGE}; got {text!r}") from None
 
 
 def _seconds(text: str) -> float:
@@ -132,6 +144,26 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         help=f"per-request timeout in seconds (default: read {C.READ_TIMEOUT:g}, connect {C.CONNECT_TIMEOUT:g})",
     )
     parser.add_argument(
+        "--deadline",
+        type=_seconds,
+        metavar="S",
+        default=default(None),
+        help="overall bound in seconds on each operation, retries and the look-up that settles a "
+        f"cancel included (default {C.OPERATION_DEADLINE:g})",
+    )
+    parser.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        default=default(False),
+        help="allow a plain http:// --base-url to a remote host (tokens travel unencrypted)",
+    )
+    parser.add_argument(
+        "--no-token-cache",
+        action="store_true",
+        default=default(False),
+        help="neither read nor save the cached token pair (see `logout`)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", default=default(False), help="debug logging on stderr"
     )
 
@@ -168,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], help=help_text, description=help_text)
 
     p = command("cancel", "cancel orders by id (one outcome per order)")
-    p.add_argument("ids", nargs="+", type=_positive_int, metavar="ID", help="order ids")
+    p.add_argument("ids", nargs="+", type=_order_id, metavar="ID", help="order ids")
     _confirm_options(p)
 
     p = command("cancel-all", "cancel every open order of a market")
@@ -195,10 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command("order", "show one order and its trades")
-    p.add_argument("id", type=_positive_int, metavar="ID")
+    p.add_argument("id", type=_order_id, metavar="ID")
 
     p = command("login", f"log in with the wallet in {ENV_KEY}; prints the uid and token expiry")
     p.add_argument("--show-tokens", action="store_true", help="also print the tokens (they are secrets)")
+
+    command("logout", "delete the token pair cached for this exchange and the identity in the environment")
 
     p = command("demo", "cancel thousands of orders on a local sandbox exchange (no account needed)")
     p.add_argument(
@@ -218,6 +252,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=None, help="seed for the sandbox (reproducible data and faults)"
     )
     return parser
+
+
+# The options every command accepts (see _global_options) and which commands use each; a
+# command given an option it would ignore is a usage error, not a silent no-op.
+_EXCHANGE = frozenset({"cancel", "cancel-all", "orders", "order", "login", "watch"})
+_USED_BY: dict[str, frozenset[str]] = {
+    "network": _EXCHANGE | {"logout"},
+    "base_url": _EXCHANGE | {"logout"},
+    "json": _EXCHANGE | {"logout", "demo"},
+    "concurrency": _EXCHANGE - {"login", "watch"} | {"demo"},
+    "timeout": _EXCHANGE,
+    "deadline": _EXCHANGE,
+    "allow_insecure_http": _EXCHANGE,
+    "no_token_cache": _EXCHANGE,
+    "verbose": _EXCHANGE | {"logout", "demo"},
+}
+_WHY = {
+    "demo": "the demo runs its own sandbox exchange on 127.0.0.1",
+    "logout": "logout only deletes the cached token pair; it sends nothing",
+    "login": "login sends one request at a time",
+    "watch": "watch reads one stream",
+}
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """``UsageError`` for an option the command would ignore (e.g. ``demo --network``)."""
+    for dest, commands in _USED_BY.items():
+        if args.command not in commands and getattr(args, dest, None) not in (None, False):
+            flag = "--" + dest.replace("_", "-")
+            raise UsageError(f"{args.command} does not use {flag} ({_WHY.get(args.command, 'ignored')})")
 
 
 # -- credentials and session options ----------------------------------------------------------
@@ -251,11 +315,15 @@ def credentials_from_env(env: Mapping[str, str]) -> Credentials:
     return creds
 
 
-def session_options(concurrency: int | None, timeout: float | None = None) -> dict[str, Any]:
-    """``AsyncTanxSession`` keyword arguments for ``--concurrency`` and ``--timeout``."""
+def session_options(
+    concurrency: int | None, timeout: float | None = None, deadline: float | None = None
+) -> dict[str, Any]:
+    """``AsyncTanxSession`` keyword arguments for ``--concurrency``, ``--timeout``, ``--deadline``."""
     kwargs: dict[str, Any] = {}
     if timeout is not None:
         kwargs["timeout"] = timeout
+    if deadline is not None:
+        kwargs["deadline"] = deadline
     if concurrency is not None:
         kwargs["limits"] = pool_limits(concurrency)
         kwargs["max_concurrency"] = concurrency

@@ -11,11 +11,14 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+import anyio
 import attrs
 
 from .. import _constants as C
-from .._errors import MissingDependencyError
+from .._config import is_loopback, resolve_base_url
+from .._errors import AuthenticationError, MissingDependencyError
 from ..models import CancelOutcome, Order, OrderState
 from ._args import (
     ENV_ACCESS,
@@ -30,26 +33,36 @@ from ._args import (
     session_options,
 )
 from ._output import ORDER_COLUMNS, Output, Progress, order_json, order_row, print_outcomes, text
+from ._tokens import TokenCache, identity_key, open_store
+from ._waiting import Waiting, should_show
 from ._watch import cmd_watch
 
 if TYPE_CHECKING:
     from .._session import AsyncTanxSession
 
 
-def make_session(args: argparse.Namespace, creds: Credentials) -> AsyncTanxSession:
-    """The session the options describe. Bad options or credentials raise ``UsageError``."""
+def make_session(
+    args: argparse.Namespace,
+    creds: Credentials,
+    base_url: str | None = None,
+    **hooks: Any,
+) -> AsyncTanxSession:
+    """The session the options describe (``hooks``: ``on_tokens``, ``on_event``). Bad options or
+    credentials raise ``UsageError``."""
     from .._session import AsyncTanxSession
 
-    kwargs = session_options(args.concurrency, args.timeout)
+    kwargs = session_options(args.concurrency, args.timeout, getattr(args, "deadline", None))
     try:
         return AsyncTanxSession(
-            base_url=args.base_url,
-            network=args.network,
+            base_url=base_url if base_url is not None else args.base_url,
+            network=None if base_url is not None else args.network,
             access_token=creds.access_token,
             refresh_token=creds.refresh_token,
             private_key=creds.private_key,
             eth_address=creds.eth_address if creds.private_key is not None else None,
+            allow_insecure_http=getattr(args, "allow_insecure_http", False),
             **kwargs,
+            **hooks,
         )
     except MissingDependencyError as exc:
         raise UsageError(str(exc)) from None
@@ -58,10 +71,35 @@ def make_session(args: argparse.Namespace, creds: Credentials) -> AsyncTanxSessi
         raise UsageError(str(exc)) from None
 
 
+def exchange_url(args: argparse.Namespace, out: Output, *, sends: bool = True) -> str:
+    """The exchange's base URL from ``--network``/``--base-url``. Plain ``http://`` to a remote
+    host is refused unless ``--allow-insecure-http`` (then with a warning); ``sends=False`` for
+    a command that sends nothing (``logout``)."""
+    try:
+        url = resolve_base_url(args.base_url, args.network, allow_insecure_http=True)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    host = urlsplit(url).hostname or ""
+    if sends and url.startswith("http://") and not is_loopback(host):
+        if not args.allow_insecure_http:
+            raise UsageError(
+                f"refusing to send credentials over plain http to {host}: use https://, or pass "
+                "--allow-insecure-http if you really mean it"
+            )
+        out.note(
+            f"tanx-async: warning: --allow-insecure-http: tokens and orders travel unencrypted to {host}"
+        )
+    return url
+
+
 async def _cancel_ids(
     session: AsyncTanxSession, ids: Sequence[int], args: argparse.Namespace, out: Output
 ) -> list[CancelOutcome]:
     progress = Progress(len(ids), "cancelling", stderr=out.stderr)
+    waiting: Waiting | None = getattr(args, "waiting", None)
+    if waiting is not None:
+        waiting.doing = f"cancelling {len(ids)} order{'s' if len(ids) != 1 else ''}"
+        waiting.enabled = waiting.enabled and not progress.enabled  # the bar shows progress itself
     if not progress.enabled:
         return await session.orders.cancel_many(
             ids, concurrency=args.concurrency, confirm=args.confirm, confirm_with=args.confirm_with
@@ -201,14 +239,98 @@ _COMMANDS: dict[str, Callable[[AsyncTanxSession, argparse.Namespace, Output], Aw
 }
 
 
+def _doing(args: argparse.Namespace) -> str:
+    """What a command waits on, for the status line."""
+    if args.command == "cancel-all":
+        return f"listing the open orders of {args.market}"
+    if args.command == "orders":
+        return "listing orders"
+    if args.command == "order":
+        return f"reading order {args.id}"
+    return "logging in" if args.command == "login" else args.command
+
+
+def cmd_logout(args: argparse.Namespace, out: Output, env: Mapping[str, str]) -> int:
+    """Delete the cached pair of this exchange and the identity in the environment."""
+    url = exchange_url(args, out, sends=False)
+    creds = Credentials(
+        refresh_token=env.get(ENV_REFRESH, "").strip() or None,
+        private_key=env.get(ENV_KEY, "").strip() or None,
+        eth_address=env.get(ENV_ADDRESS, "").strip() or None,
+    )
+    key = identity_key(url, creds)
+    if key is None:
+        raise UsageError(
+            f"logout needs the identity the pair was cached for: set {ENV_REFRESH} (as in the run "
+            f"that cached it), or {ENV_ETH_OR_KEY}"
+        )
+    store = open_store()
+    removed = store.delete(key)
+    if out.json_mode:
+        out.json({"base_url": url, "removed": removed, "store": store.where})
+    elif removed:
+        out.line(f"deleted the token pair cached for {url} (from the {store.where})")
+    else:
+        out.line(f"no token pair cached for {url} and this identity (in the {store.where})")
+    return EXIT_OK
+
+
+ENV_ETH_OR_KEY = f"{ENV_ADDRESS} (or {ENV_KEY})"
+
+
 async def run_command(args: argparse.Namespace, out: Output, env: Mapping[str, str]) -> int:
     """Run ``args.command`` (one of the exchange commands) with the credentials in ``env``."""
+    if args.command == "logout":
+        return cmd_logout(args, out, env)
+    url = exchange_url(args, out)
     creds = credentials_from_env(env)
     if args.command == "login":
         if creds.private_key is None:
             raise UsageError(f"login needs a wallet: set {ENV_KEY} and {ENV_ADDRESS} in the environment")
         # A real login, not a refresh of tokens that may also be set.
         creds = Credentials(private_key=creds.private_key, eth_address=creds.eth_address)
-    session = make_session(args, creds)
-    async with session:
-        return await _COMMANDS[args.command](session, args, out)
+    cache: TokenCache | None = None
+    if not args.no_token_cache:
+        key = identity_key(url, creds)
+        if key is not None:
+            cache = TokenCache(open_store(), key, out.note)
+            if args.command != "login":
+                creds = cache.apply(creds)
+    deadline = args.deadline if args.deadline is not None else C.OPERATION_DEADLINE
+    # (watch waits for pushes by design: no "waiting for the exchange" line there)
+    shown = should_show(out.stderr) and args.command != "watch"
+    waiting = Waiting(out.stderr, urlsplit(url).netloc, deadline, enabled=shown)
+    waiting.doing = _doing(args)
+    args.waiting = waiting
+    session = make_session(
+        args, creds, url, on_tokens=cache.save if cache else None, on_event=waiting.on_event
+    )
+    try:
+        return await _run_watched(session, args, out, waiting)
+    except AuthenticationError:
+        if cache is not None and cache.used:
+            out.note(
+                f"tanx-async: the token pair cached by an earlier run (in the {cache.store.where}) was "
+                "refused; `tanx-async logout` deletes it, then set fresh tokens"
+            )
+        raise
+
+
+async def _run_watched(
+    session: AsyncTanxSession, args: argparse.Namespace, out: Output, waiting: Waiting
+) -> int:
+    """The command, with the waiting line drawn beside it; its error raised as itself (not in a
+    task group's exception group)."""
+    error: Exception | None = None
+    code = EXIT_OK
+    async with session, anyio.create_task_group() as tg:
+        tg.start_soon(waiting.run)
+        try:
+            code = await _COMMANDS[args.command](session, args, out)
+        except Exception as exc:
+            error = exc
+        finally:
+            tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return code

@@ -25,7 +25,7 @@ import anyio.abc
 from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
 from .._errors import APIConnectionError, APITimeoutError
-from .base import RawResponse, pool_closed
+from .base import RawResponse, pool_closed, pool_sizes
 from .native import Http11Sender, _Connection, _Origin
 
 if TYPE_CHECKING:
@@ -157,11 +157,7 @@ class AnyioSender:
         self._verify = verify
         self._trust_env = trust_env
         self._ssl: ssl.SSLContext | None = None
-        self._max = limits.max_connections
-        keepalive = limits.max_keepalive_connections
-        self._max_idle = keepalive if keepalive is not None else self._max
-        expiry = limits.keepalive_expiry
-        self._expiry = expiry if expiry is not None else C.KEEPALIVE_EXPIRY
+        self._max, self._max_idle, self._expiry = pool_sizes(limits)
         self._slots = anyio.Semaphore(self._max) if self._max is not None else None
         self._idle: dict[tuple[str, str, int], list[_StreamConnection]] = {}
         self._busy: set[_StreamConnection] = set()

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, Protocol, runtime_checkable
 
+from .. import _constants as C
 from .._errors import APIConnectionError, ResponseTooLargeError
 from .._httpx import httpx
 
-__all__ = ["RawResponse", "Sender", "TransportName", "Warmable", "pool_closed", "too_large"]
+__all__ = ["RawResponse", "Sender", "TransportName", "Warmable", "pool_closed", "pool_sizes", "too_large"]
 
 TransportName = Literal["auto", "native", "aiohttp", "httpx"]
 
@@ -93,4 +94,16 @@ def too_large(size: int | None, cap: int) -> ResponseTooLargeError:
     got = f"{size} bytes" if size is not None else "more"
     return ResponseTooLargeError(
         f"response body of {got} exceeds max_response_bytes={cap}", maybe_processed=True
+    )
+
+
+def pool_sizes(limits: httpx.Limits) -> tuple[int | None, int | None, float]:
+    """What a pool of ours reads from ``limits``: the most connections open, the most kept idle
+    (default: as many as may be open) and the idle expiry in seconds (default
+    ``KEEPALIVE_EXPIRY``)."""
+    keepalive, expiry = limits.max_keepalive_connections, limits.keepalive_expiry
+    return (
+        limits.max_connections,
+        keepalive if keepalive is not None else limits.max_connections,
+        expiry if expiry is not None else C.KEEPALIVE_EXPIRY,
     )

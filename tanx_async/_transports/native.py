@@ -48,7 +48,7 @@ from .._config import ssl_context as make_ssl_context
 from .._errors import APIConnectionError, APITimeoutError
 from .._log import logger
 from .._pace import Pacer
-from .base import RawResponse, pool_closed, too_large
+from .base import RawResponse, pool_closed, pool_sizes, too_large
 
 if TYPE_CHECKING:
     from .._httpx import httpx
@@ -610,11 +610,7 @@ class Http11Sender:
         self._verify = verify
         self._trust_env = trust_env
         self._ssl: ssl.SSLContext | None = None
-        self._max = limits.max_connections
-        keepalive = limits.max_keepalive_connections
-        self._max_idle = keepalive if keepalive is not None else self._max
-        expiry = limits.keepalive_expiry
-        self._expiry = expiry if expiry is not None else C.KEEPALIVE_EXPIRY
+        self._max, self._max_idle, self._expiry = pool_sizes(limits)
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._open = 0  # connections opening, in use or idle
         self._in_use = 0

@@ -201,26 +201,30 @@ def test_extra_unknown_keys_are_ignored() -> None:
     assert order == structure_order(ORDER)
 
 
+#: The private stream's order sample from the docs (tanx-api.md §6): unix-second timestamps,
+#: ``kind``, no uuid or fees.
+WS_ORDER = {
+    "at": 1659024868,
+    "avg_price": "23829.22",
+    "created_at": 1659024868,
+    "executed_volume": "0.001",
+    "id": 8840859,
+    "kind": "bid",
+    "market": "btcusdc",
+    "ord_type": "limit",
+    "origin_volume": "0.001",
+    "price": "24000.0",
+    "remaining_volume": "0.0",
+    "side": "buy",
+    "state": "done",
+    "trades_count": 1,
+    "updated_at": 1659024869,
+}
+
+
 def test_websocket_shape_decodes() -> None:
     # The private stream's order: unix-second timestamps, ``kind``, no uuid or fees.
-    ws = {
-        "at": 1659024868,
-        "avg_price": "23829.22",
-        "created_at": 1659024868,
-        "executed_volume": "0.001",
-        "id": 8840859,
-        "kind": "bid",
-        "market": "btcusdc",
-        "ord_type": "limit",
-        "origin_volume": "0.001",
-        "price": "24000.0",
-        "remaining_volume": "0.0",
-        "side": "buy",
-        "state": "done",
-        "trades_count": 1,
-        "updated_at": 1659024869,
-    }
-    order = structure_order(ws)
+    order = structure_order(WS_ORDER)
     assert order.state is OrderState.DONE
     assert order.updated_at == datetime(2022, 7, 28, 16, 14, 29, tzinfo=UTC)
 

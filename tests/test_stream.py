@@ -33,6 +33,7 @@ from tanx_async.testing import SandboxExchange, token_fingerprint
 
 from .internals import OrderStream, _Buffer, auth_of, stream_url
 from .sandbox import mismatches, running_sandbox
+from .test_decode import WS_ORDER
 from .test_secrets import Capture, captured, error_texts, leaks
 
 __all__ = ["captured"]  # the fixture, imported for its use below
@@ -157,23 +158,7 @@ def _stream_for_dispatch() -> OrderStream:
     return session.stream(buffer=8)
 
 
-DOCS_ORDER = {
-    "at": 1659024868,
-    "avg_price": "23829.22",
-    "created_at": 1659024868,
-    "executed_volume": "0.001",
-    "id": 8840859,
-    "kind": "bid",
-    "market": "btcusdc",
-    "ord_type": "limit",
-    "origin_volume": "0.001",
-    "price": "24000.0",
-    "remaining_volume": "0.0",
-    "side": "buy",
-    "state": "done",
-    "trades_count": 1,
-    "updated_at": 1659024869,
-}
+DOCS_ORDER = WS_ORDER  # the documented sample, shared with test_decode
 
 
 async def test_the_documented_order_update_decodes() -> None:

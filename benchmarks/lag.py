@@ -18,6 +18,7 @@ selector is wrapped through a private attribute; uvloop reports the wall-clock l
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
 from array import array
@@ -44,12 +45,26 @@ class Ticker:
         self.turns = array("d")  # CPU seconds of each loop iteration
         self._task: asyncio.Task[None] | None = None
         self._unwrap: Any = None
+        #: Garbage-collector passes during the run: count and longest pause (s) per generation.
+        self.gc_count = [0, 0, 0]
+        self.gc_max = [0.0, 0.0, 0.0]
+        self._gc_start = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+            return
+        generation = info["generation"]
+        self.gc_count[generation] += 1
+        self.gc_max[generation] = max(self.gc_max[generation], time.perf_counter() - self._gc_start)
 
     def start(self) -> None:
         self.lags = array("d")
         self.turns = array("d")
         loop = asyncio.get_running_loop()
         self._wrap_selector(loop)
+        self.gc_count, self.gc_max = [0, 0, 0], [0.0, 0.0, 0.0]
+        gc.callbacks.append(self._on_gc)
         self._task = loop.create_task(self._run())
 
     def _wrap_selector(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -86,6 +101,8 @@ class Ticker:
         if self._unwrap is not None:
             self._unwrap()
             self._unwrap = None
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def result(self) -> dict[str, Any]:
         out: dict[str, Any] = {"lag_ticks": len(self.lags), "loop_turns": len(self.turns)}
@@ -94,6 +111,8 @@ class Ticker:
             out[f"{prefix}_p50_ms"] = round(quantile(ms, 0.50), 3) if ms else None
             out[f"{prefix}_p99_ms"] = round(quantile(ms, 0.99), 3) if ms else None
             out[f"{prefix}_max_ms"] = round(ms[-1], 3) if ms else None
+        out["gc_passes"] = list(self.gc_count)  # per generation 0, 1, 2
+        out["gc_max_ms"] = [round(x * 1e3, 3) for x in self.gc_max]
         return out
 
 

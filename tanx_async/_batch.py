@@ -20,7 +20,6 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
-from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -144,7 +143,8 @@ async def cancel_one(
         status=CancelStatus.QUEUED,
         attempts=record.count,
         elapsed=time.monotonic() - outcome.started,
-        echo=None if payload is None else partial(decode_echo, oid, payload),
+        echo=None if payload is None else decode_echo,
+        echo_payload=payload,
     )
 
 

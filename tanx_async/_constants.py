@@ -59,7 +59,7 @@ KEEP_WARM_MIN_LIFE: Final = 1.0
 
 # At most this many answers are processed per event-loop iteration (asyncio): a burst's wave of
 # answers is spread over several iterations so other tasks on the loop get their turn between.
-ANSWERS_PER_TURN: Final = 8
+ANSWERS_PER_TURN: Final = 2
 
 # Batch cancellation.
 CONFIRM_TIMEOUT: Final = 10.0

@@ -193,15 +193,22 @@ class CancelOutcome:
     attempts: int = 0
     elapsed: float = 0.0
     note: str | None = attrs.field(default=None, eq=False)
-    #: Decodes the cancel answer's echo on first read of ``order`` (None: nothing to decode).
-    _echo: Callable[[], Order | None] | None = attrs.field(default=None, alias="echo", repr=False, eq=False)
+    #: Decodes the cancel answer's echo (``echo_payload``) on first read of ``order`` (None:
+    #: nothing to decode). A shared function and the decoded JSON object, not a closure: an
+    #: outcome stays one object the garbage collector tracks (the JSON object of strings and
+    #: numbers is untracked), so a burst's outcomes do not bring on a full collection.
+    _echo: Callable[[int, object], Order | None] | None = attrs.field(
+        default=None, alias="echo", repr=False, eq=False
+    )
+    _echo_payload: object = attrs.field(default=None, alias="echo_payload", repr=False, eq=False)
 
     @property
     def order(self) -> Order | None:
         """The exchange's latest view of the order, when one was seen (decoded on first read)."""
         if self._order is None and self._echo is not None:
-            object.__setattr__(self, "_order", self._echo())
+            object.__setattr__(self, "_order", self._echo(self.order_id, self._echo_payload))
             object.__setattr__(self, "_echo", None)
+            object.__setattr__(self, "_echo_payload", None)
         return self._order
 
     @property

@@ -192,6 +192,14 @@ class Auth:
         """A refresh token or a signer is there to get a new access token."""
         return self._refresh is not None or self._signer is not None
 
+    def usable(self) -> str | None:
+        """The access token when it may be sent as it is (present, not due for an early
+        refresh), else None: the caller goes through ``Pipeline.token``. No coroutine."""
+        access = self._access
+        if access is None or (self._due is not None and self.expiring()):
+            return None
+        return access
+
     def expiring(self) -> bool:
         """The access token is due for an early refresh on the exchange's clock (False while
         that clock is unknown: the token is then renewed when a 401 says so)."""

@@ -16,11 +16,10 @@ consumer), and ids still in flight or never sent when it expires get ``UNKNOWN``
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import attrs
@@ -105,29 +104,32 @@ async def cancel_one(
     """Cancel one (already validated) order id and settle what happened. Never raises a
     ``TanxError``: it is in the outcome."""
     record = record or Attempts()
-    outcome = _Outcomes(oid, record, time.monotonic())
+    started = time.monotonic()
     try:
         response = await session._send(
             "POST", C.CANCEL_PATH, json={"order_id": oid}, idempotent=True, attempts=record
         )
     except NotFoundError as exc:
-        return outcome(CancelStatus.NOT_FOUND, error=exc)
+        return _Outcomes(oid, record, started)(CancelStatus.NOT_FOUND, error=exc)
     except APIStatusError as exc:
+        outcome = _Outcomes(oid, record, started)
         if isinstance(exc, AuthenticationError | PermissionDeniedError | RateLimitError) or not resolve:
             return _unsettled(session, outcome, exc)
         return await _look_up(session, exc, outcome)
     except APIConnectionError as exc:
+        outcome = _Outcomes(oid, record, started)
         if not record.ambiguous or not resolve:
             return _unsettled(session, outcome, exc)
         return await _look_up(session, exc, outcome)
     except TanxError as exc:
-        return _unsettled(session, outcome, exc)
+        return _unsettled(session, _Outcomes(oid, record, started), exc)
 
     session._pipeline.cancels.accepted(oid)
     payload = response.payload
     if not is_order_payload(payload):
         payload = None
     if confirm:
+        outcome = _Outcomes(oid, record, started)
         order = decode_echo(oid, payload, response.content) if payload is not None else None
         deadline = time.monotonic() + confirm_timeout
         if push is not None:  # by the stream (``_confirm.py``), polling as its fallback
@@ -142,7 +144,7 @@ async def cancel_one(
         order_id=oid,
         status=CancelStatus.QUEUED,
         attempts=record.count,
-        elapsed=time.monotonic() - outcome.started,
+        elapsed=time.monotonic() - started,
         echo=None if payload is None else decode_echo,
         echo_payload=payload,
     )
@@ -339,9 +341,12 @@ class Batch:
         resolve: bool,
         dedupe: bool,
         confirm_with: ConfirmWith = "auto",
+        checked: bool = False,
     ) -> None:
         self._session = session
         self._source: Iterator[object] = iter(ids)
+        #: The ids were validated and deduplicated up front (a sized input): taken as they come.
+        self._checked = checked
         self.workers = concurrency
         self._deadline = deadline
         self._confirm = confirm
@@ -383,6 +388,12 @@ class Batch:
         """The next id to cancel, or None when the source is exhausted (or hit an invalid id)."""
         if self._exhausted:
             return None
+        if self._checked:
+            taken = next(self._source, None)
+            if taken is None:
+                self._exhausted = True
+                return None
+            return cast("int", taken)
         for raw in self._source:
             try:
                 oid = check_order_id(raw)
@@ -402,7 +413,7 @@ class Batch:
             self._in_flight[oid] = record
             _deadline.begin(self._session.deadline, extra=self._confirm_timeout if self._confirm else 0.0)
             try:
-                with self._push.watching(oid) if self._push else contextlib.nullcontext():
+                if self._push is None:
                     result = await cancel_one(
                         self._session,
                         oid,
@@ -410,8 +421,18 @@ class Batch:
                         confirm=self._confirm,
                         confirm_timeout=self._confirm_timeout,
                         record=record,
-                        push=self._push,
                     )
+                else:
+                    with self._push.watching(oid):
+                        result = await cancel_one(
+                            self._session,
+                            oid,
+                            resolve=self._resolve,
+                            confirm=self._confirm,
+                            confirm_timeout=self._confirm_timeout,
+                            record=record,
+                            push=self._push,
+                        )
             except Exception as exc:  # a bug must not lose the outcome of the order
                 logger.exception("order %d: unexpected error while cancelling", oid)
                 result = CancelOutcome(

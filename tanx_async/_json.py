@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -9,10 +10,7 @@ import orjson
 __all__ = ["dumps", "loads"]
 
 
-def loads(data: bytes | str) -> Any:
-    """Parse JSON; raises ``ValueError`` (``orjson.JSONDecodeError`` is one) on bad input."""
-    return orjson.loads(data)
-
-
-def dumps(value: Any) -> bytes:
-    return orjson.dumps(value)
+#: Parse JSON; raises ``ValueError`` (``orjson.JSONDecodeError`` is one) on bad input.
+#: orjson's functions themselves, not wrappers: one Python call less per answer.
+loads: Callable[[bytes | str], Any] = orjson.loads
+dumps: Callable[[Any], bytes] = orjson.dumps

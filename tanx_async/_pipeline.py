@@ -41,7 +41,7 @@ from ._errors import (
     TanxError,
     brief,
 )
-from ._flow import FlowControl
+from ._flow import FlowControl, Limiter
 from ._httpx import httpx
 from ._json import dumps
 from ._log import logger
@@ -154,7 +154,7 @@ class Pipeline:
         self.auth = auth
         self.on_event = on_event
         self.sender: Sender | None = None
-        self.limiter: anyio.CapacityLimiter | None = None
+        self.limiter: Limiter | None = None
 
         self.closed = False
         self._flight: _Flight | None = None
@@ -167,7 +167,7 @@ class Pipeline:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self, timeout: httpx.Timeout) -> tuple[Sender, anyio.CapacityLimiter]:
+    def start(self, timeout: httpx.Timeout) -> tuple[Sender, Limiter]:
         """The transport and limiter, built on first use: the transport depends on the running
         event loop (asyncio or trio), and anyio primitives must be created inside it."""
         if self.closed:
@@ -176,7 +176,7 @@ class Pipeline:
             self.check_loop()
         else:
             self._current_loop, self._loop = _loop_probe()
-            self.limiter = anyio.CapacityLimiter(self.max_concurrency)
+            self.limiter = Limiter(self.max_concurrency)
 
             self.sender = make_sender(
                 http_client=self.http_client,
@@ -274,14 +274,17 @@ class Pipeline:
         what is left, and it is checked before each attempt. Not cut: a token renewal (shielded,
         other requests wait on it; bounded by its own timeout) and the wait for the session's
         concurrency limiter."""
-        sender, limiter = self.start(timeout)
+        sender, limiter = self.sender, self.limiter
+        if sender is None or limiter is None or self.closed or not self.on_bound_loop():
+            sender, limiter = self.start(timeout)
         record = attempts if attempts is not None else Attempts()
         url = self.base_url + path
         if params:
             url += "?" + urlencode(params)
         content = dumps(json) if json is not None else None
         on_event = self.on_event
-        clock = self.auth.clock
+        auth, flow = self.auth, self.flow
+        clock = auth.clock
         debug = logger.isEnabledFor(logging.DEBUG)
         attempt = 0
         renewed = False
@@ -291,17 +294,19 @@ class Pipeline:
                 raise SessionClosedError("this AsyncTanxSession was closed during the request")
             token = None
             if private:
-                token = await self.token()
+                token = auth.usable() or await self.token()
             headers = self._headers(token, content is not None)
+            ready = flow.ready()
             if deadline is not None:
                 left = deadline.remaining()
                 if left <= 0:
                     raise deadline.expired(method, path, sent=record.ambiguous)
-                if (paused := self.flow.paused_for) >= left:
+                if not ready and (paused := flow.paused_for) >= left:
                     why = f" (the exchange's 429 holds the session for {paused:.1f} s more)"
                     raise deadline.expired(method, path, sent=record.ambiguous, why=why)
                 attempt_timeout = deadline.cut(timeout, left)
-            await self.flow.acquire()
+            if not ready:
+                await flow.acquire()
             record.count += 1
             if record.first_sent is None:
                 record.first_sent = clock.best_guess()
@@ -309,10 +314,8 @@ class Pipeline:
             error: TanxError
             try:
                 if limited:
-                    # acquire_nowait first: the uncontended path then costs no event-loop turn.
-                    try:
-                        limiter.acquire_nowait()
-                    except anyio.WouldBlock:
+                    # The uncontended path costs no coroutine and no event-loop turn.
+                    if not limiter.try_acquire():
                         await limiter.acquire()
                     try:
                         record.sending = True

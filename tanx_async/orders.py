@@ -216,6 +216,7 @@ class Orders:
             resolve,
             dedupe=False,
             confirm_with=confirm_with,
+            checked=True,
         )
 
         async def collect(outcome: CancelOutcome) -> None:
@@ -255,7 +256,8 @@ class Orders:
         (``async with contextlib.aclosing(...)``) so the in-flight cancels are wound up at once.
         """
         ids: Iterable[object] = order_ids
-        if isinstance(order_ids, Collection):
+        checked = isinstance(order_ids, Collection)
+        if checked:
             ids = _checked_ids(order_ids)
             dedupe = False  # deduplicated already
         batch = self._batch(
@@ -267,6 +269,7 @@ class Orders:
             resolve,
             dedupe=dedupe,
             confirm_with=confirm_with,
+            checked=checked,
         )
         return iterate_batch(batch)
 
@@ -335,6 +338,7 @@ class Orders:
         *,
         dedupe: bool,
         confirm_with: ConfirmWith,
+        checked: bool = False,
     ) -> Batch:
         if self._session.closed:
             # A programming error, not one failed outcome per id.
@@ -356,6 +360,7 @@ class Orders:
             resolve=resolve,
             dedupe=dedupe,
             confirm_with=confirm_with,
+            checked=checked,
         )
 
 

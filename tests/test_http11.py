@@ -398,9 +398,10 @@ async def test_the_request_on_the_wire() -> None:
     assert post == (
         b"POST /sapi/v1/orders/cancel/?a=1 HTTP/1.1\r\n"
         + f"Host: 127.0.0.1:{script.port}\r\n".encode()
-        + b"Authorization: JWT abc\r\nContent-Type: application/json\r\nContent-Length: 14\r\n"
-        + b'Accept-Encoding: gzip, deflate\r\n\r\n{"order_id":1}'
+        + b"Authorization: JWT abc\r\nContent-Type: application/json\r\n"
+        + b'Accept-Encoding: gzip, deflate\r\nContent-Length: 14\r\n\r\n{"order_id":1}'
     )
+    assert get.endswith(b"Accept-Encoding: gzip, deflate\r\n\r\n")
     assert get.startswith(b"GET /sapi/v1/orders/cancel/?a=1 HTTP/1.1\r\n")
     assert b"Content-Length" not in get
     assert b"Content-Length" not in delete

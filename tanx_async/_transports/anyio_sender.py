@@ -26,7 +26,7 @@ from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
 from .._errors import APIConnectionError, APITimeoutError
 from .base import RawResponse, pool_closed, pool_sizes
-from .native import Http11Sender, _Connection, _Origin
+from .native import Heads, _Connection, _Origin, request_bytes
 
 if TYPE_CHECKING:
     from .._httpx import httpx
@@ -162,6 +162,7 @@ class AnyioSender:
         self._idle: dict[tuple[str, str, int], list[_StreamConnection]] = {}
         self._busy: set[_StreamConnection] = set()
         self._origins: dict[str, _Origin] = {}
+        self._heads: Heads = {}
         self._closed = False
         self._dead: list[_StreamConnection] = []  # expired idle connections, to close
 
@@ -188,7 +189,7 @@ class AnyioSender:
             if len(self._origins) >= _URL_CACHE_SIZE:
                 self._origins.clear()
             self._origins[url] = origin
-        payload = Http11Sender._payload(method, origin, headers, content)
+        payload = request_bytes(self._heads, method, url, origin, headers, content)
         conn = self._pop_idle(origin.key)
         if self._dead:
             await self._bury()

@@ -58,6 +58,8 @@ __all__ = ["Http11Sender"]
 _NO_BODY_STATUS = frozenset({204, 304})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _URL_CACHE_SIZE = 256
+_HEAD_CACHE_SIZE = 64
+_LENGTH_FIELD = b"Content-Length: "
 #: What may not appear in a header value: C0 controls but HTAB, and DEL.
 _CTL_OUT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: ... and in a URL, not even HTAB.
@@ -593,6 +595,55 @@ def _unsafe_header(headers: dict[str, str]) -> APIConnectionError:
     )
 
 
+#: A request head cache: (method, URL, id(headers)) -> (the headers dict, its head bytes).
+Heads = dict[tuple[str, str, int], tuple[dict[str, str], bytes]]
+
+
+def request_bytes(
+    heads: Heads, method: str, url: str, origin: _Origin, headers: dict[str, str], content: bytes | None
+) -> bytes:
+    """The request's bytes. The head up to ``Content-Length`` is built once per method, URL and
+    headers object and kept in ``heads`` (the pipeline shares one headers dict per token and never
+    changes it; the entry holds the dict, so its identity cannot be reused): a cancel then costs
+    one look-up and one formatting of the length and body."""
+    key = (method, url, id(headers))
+    cached = heads.get(key)
+    if cached is None or cached[0] is not headers:
+        if len(heads) >= _HEAD_CACHE_SIZE:
+            heads.clear()
+        cached = heads[key] = (headers, _head(method, origin, headers))
+    head = cached[1]
+    if content is not None:
+        return b"%b%d\r\n\r\n%b" % (head, len(content), content)
+    if method in _BODY_METHODS:
+        return head + b"0\r\n\r\n"
+    return head[: -len(_LENGTH_FIELD)] + b"\r\n"
+
+
+def _head(method: str, origin: _Origin, headers: dict[str, str]) -> bytes:
+    """The head through ``Content-Length: `` (its value and the blank line are added per
+    request; a request without a length field drops it again)."""
+    # Header injection: names (and the method) must be tokens, values free of control
+    # characters but HTAB. The common case costs a set look-up and one isprintable() per
+    # value; anything else is checked in full by ``_check_head``.
+    plain = method in _TOKENS and _TOKENS.issuperset(headers)
+    lines = [method, " ", origin.target, " HTTP/1.1\r\nHost: ", origin.host_header, "\r\n"]
+    for name, value in headers.items():
+        if not value.isprintable():
+            plain = False
+        lines += (name, ": ", value, "\r\n")
+    if not plain:
+        _check_head(method, headers)
+    lines.append("Accept-Encoding: gzip, deflate\r\n")
+    text = "".join(lines)
+    try:
+        return text.encode("latin-1") + _LENGTH_FIELD
+    except UnicodeEncodeError as exc:
+        raise APIConnectionError(
+            f"a header is not latin-1 text ({exc.reason}); not sent", maybe_processed=False
+        ) from None
+
+
 class Http11Sender:
     """The pool: idle connections per origin (LIFO), at most ``max_connections`` open."""
 
@@ -617,6 +668,8 @@ class Http11Sender:
         #: Requests queued for a connection, oldest first, with the origin each wants.
         self._waiters: deque[tuple[asyncio.Future[_Connection | None], tuple[str, str, int]]] = deque()
         self._origins: dict[str, _Origin] = {}
+        #: Request heads by (method, URL, id(headers)), with the headers dict they were built from.
+        self._heads: Heads = {}
         self._closed = False
         self._busy: set[_Connection] = set()
         #: Per origin: the ``_Origin`` (to reconnect it) and the server's last ``Keep-Alive`` hint.
@@ -642,12 +695,16 @@ class Http11Sender:
         if self._closed:
             raise pool_closed()
         origin = self._origins.get(url) or self._origin(url)
-        payload = self._payload(method, origin, headers, content)
+        payload = request_bytes(self._heads, method, url, origin, headers, content)
         self._connect_timeout = timeout
-        conn = await self._acquire(origin, timeout)
-        if self.closed:  # closed while we queued or connected: nothing sent
-            self._release(origin.key, conn)
-            raise pool_closed()
+        conn = self._pop_idle(origin.key)
+        if conn is not None:  # the usual case: a warm connection, no coroutine to wait on
+            self._in_use += 1
+        else:
+            conn = await self._acquire(origin, timeout)
+            if self.closed:  # closed while we queued or connected: nothing sent
+                self._release(origin.key, conn)
+                raise pool_closed()
         self._busy.add(conn)
         try:
             return await conn.request(payload, method, url, timeout.read)
@@ -818,33 +875,6 @@ class Http11Sender:
 
     # internals
 
-    @staticmethod
-    def _payload(method: str, origin: _Origin, headers: dict[str, str], content: bytes | None) -> bytes:
-        # Header injection: names (and the method) must be tokens, values free of control
-        # characters but HTAB. The common case costs a set look-up and one isprintable() per
-        # value; anything else is checked in full by ``_check_head``.
-        plain = method in _TOKENS and _TOKENS.issuperset(headers)
-        lines = [method, " ", origin.target, " HTTP/1.1\r\nHost: ", origin.host_header, "\r\n"]
-        for name, value in headers.items():
-            if not value.isprintable():
-                plain = False
-            lines += (name, ": ", value, "\r\n")
-        if not plain:
-            _check_head(method, headers)
-        if content is not None:
-            lines += ("Content-Length: ", str(len(content)), "\r\n")
-        elif method in _BODY_METHODS:
-            lines.append("Content-Length: 0\r\n")
-        lines.append("Accept-Encoding: gzip, deflate\r\n\r\n")
-        text = "".join(lines)
-        try:
-            head = text.encode("latin-1")
-        except UnicodeEncodeError as exc:
-            raise APIConnectionError(
-                f"a header is not latin-1 text ({exc.reason}); not sent", maybe_processed=False
-            ) from None
-        return head + content if content else head
-
     async def _acquire(self, origin: _Origin, timeout: httpx.Timeout) -> _Connection:
         """A live idle connection, else a new one within ``max_connections``, else a place in
         the queue (first come, first served: a freed connection or slot is handed to the
@@ -994,7 +1024,7 @@ class Http11Sender:
         if not conn.keep_alive or conn.is_closing() or self._closed:
             self._discard(conn)
             return
-        waiter = self._next_waiter()
+        waiter = self._next_waiter() if self._waiters else None
         if waiter is not None:
             future, wanted = waiter
             if wanted == key:

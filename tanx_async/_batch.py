@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
@@ -27,7 +27,7 @@ import attrs
 from . import _constants as C
 from . import _deadline
 from ._confirm import ConfirmWith, PushConfirmer, open_confirmer
-from ._convert import decode_echo, is_order_payload, structure_order
+from ._convert import decode_echo, structure_order
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -125,9 +125,9 @@ async def cancel_one(
         return _unsettled(session, _Outcomes(oid, record, started), exc)
 
     session._pipeline.cancels.accepted(oid)
-    payload = response.payload
-    if not is_order_payload(payload):
-        payload = None
+    payload = response.body.get("payload")
+    if not (isinstance(payload, dict) and ("id" in payload or "order_id" in payload)):
+        payload = None  # the bare ``{}`` acknowledgement (``is_order_payload``, inlined)
     if confirm:
         outcome = _Outcomes(oid, record, started)
         order = decode_echo(oid, payload, response.content) if payload is not None else None
@@ -393,7 +393,7 @@ class Batch:
             if taken is None:
                 self._exhausted = True
                 return None
-            return cast("int", taken)
+            return taken  # type: ignore[return-value]  # checked up front
         for raw in self._source:
             try:
                 oid = check_order_id(raw)
@@ -408,10 +408,12 @@ class Batch:
         return None
 
     async def _worker(self, sink: Sink) -> None:
+        per_order = self._session.deadline
+        extra = self._confirm_timeout if self._confirm else 0.0
         while (oid := self._take()) is not None:
             record = Attempts()
             self._in_flight[oid] = record
-            _deadline.begin(self._session.deadline, extra=self._confirm_timeout if self._confirm else 0.0)
+            _deadline.begin(per_order, extra=extra)
             try:
                 if self._push is None:
                     result = await cancel_one(

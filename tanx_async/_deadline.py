@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import contextvars
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import anyio
 
@@ -82,8 +82,8 @@ _CURRENT: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
 )
 
 
-def current() -> Deadline | None:
-    return _CURRENT.get()
+#: The deadline of the operation running now, or None (the context variable's own ``get``).
+current: Callable[[], Deadline | None] = _CURRENT.get
 
 
 def _tighter(seconds: float) -> Deadline:

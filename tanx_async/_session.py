@@ -8,7 +8,7 @@ and retry policy. ``with_options`` views go through the constructor again and sh
 from __future__ import annotations
 
 import ssl
-from collections.abc import Collection
+from collections.abc import Collection, Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _constants as C
@@ -375,10 +375,11 @@ class AsyncTanxSession:
             )
         return response.body
 
-    async def _send(self, method: str, path: str, **options: Any) -> Response:
+    def _send(self, method: str, path: str, **options: Any) -> Coroutine[Any, Any, Response]:
         """``request`` with the whole answer (raw bytes and attempt history too), for the
         namespaces; ``options`` are ``Pipeline.send``'s (``attempts=`` among them). Bounded by
-        the deadline of the operation it belongs to, if any (``_deadline.within``)."""
-        return await self._pipeline.send(
+        the deadline of the operation it belongs to, if any (``_deadline.within``). The
+        pipeline's coroutine itself, to await (no coroutine of its own: one per request less)."""
+        return self._pipeline.send(
             method, path, timeout=self._timeout, policy=self._retry, deadline=_deadline.current(), **options
         )

@@ -24,7 +24,7 @@ from tanx_async._errors import APIStatusError, status_error_class
 from tanx_async._flow import FlowControl
 from tanx_async._httpx import httpx
 from tanx_async._memory import CancelMemory, RecentIds
-from tanx_async._pace import PacedFuture, Pacer
+from tanx_async._pace import Pacer
 from tanx_async._pipeline import Attempts, Response
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
@@ -52,7 +52,6 @@ __all__ = [
     "Http11Sender",
     "HttpxSender",
     "OrderStream",
-    "PacedFuture",
     "Pacer",
     "PrivateKeySigner",
     "RawResponse",

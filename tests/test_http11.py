@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from tanx_async import APIConnectionError, APITimeoutError, ResponseTooLargeError
 
-from .internals import Http11Sender, RawResponse, _Connection, _idle_timeout, _Origin, httpx
+from .internals import Http11Sender, Pacer, RawResponse, _Connection, _idle_timeout, _Origin, httpx
 
 URL = "http://127.0.0.1:9/sapi/v1/orders/cancel/"
 TIMEOUT = httpx.Timeout(connect=2.0, read=2.0, write=2.0, pool=2.0)
@@ -236,6 +236,32 @@ async def test_a_connection_lost_before_writing_says_nothing_was_sent() -> None:
         await conn.request(b"REQUEST", "POST", URL, 5.0)
     assert got.value.maybe_processed is False
     assert transport.written == []
+
+
+async def test_an_answer_held_by_the_pacer_stands_when_the_connection_then_fails() -> None:
+    """Two answers complete in one iteration with room for one: the second is held. The
+    connection it came on is then lost (and a read timeout would be due): the held answer is
+    still handed over, whole, in the next iteration; nothing turns it into an error."""
+    loop = asyncio.get_running_loop()
+    pacer = Pacer(loop, per_turn=1)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    conns, tasks = [], []
+    for _ in range(2):
+        conn = _Connection(loop, CAP)
+        conn.pacer = pacer
+        conn.connection_made(FakeTransport())
+        conns.append(conn)
+        tasks.append(asyncio.ensure_future(conn.request(b"REQUEST", "POST", URL, 5.0)))
+    await asyncio.sleep(0)
+    for conn in conns:
+        conn.data_received(answer)
+    assert tasks[0].done() is False and len(pacer) == 1  # the second answer is held
+    conns[1].connection_lost(ConnectionResetError())
+    conns[1]._on_timeout(5.0)
+    first, second = await asyncio.wait_for(asyncio.gather(*tasks), 1.0)
+    assert (first.status, first.content) == (200, b"ok")
+    assert (second.status, second.content) == (200, b"ok")
+    assert conns[1].keep_alive is False and conns[1].closed is True  # never pooled again
 
 
 async def test_no_body_for_head_204_and_304() -> None:

@@ -185,7 +185,9 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         waiter = self._waiter
-        if waiter is None or waiter.done():
+        # Answered already (``_DONE``: a paced answer may be held, not yet handed over), failed
+        # or cancelled.
+        if waiter is None or self._mode == _DONE or waiter.done():
             # Bytes nobody asked for (a server's "408 idle" notice, junk after a body): this
             # connection's framing can no longer be trusted.
             self.close()
@@ -243,8 +245,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         waiter = self._waiter
-        if waiter is None or waiter.done():
-            return
+        if waiter is None or self._mode == _DONE or waiter.done():
+            return  # no request, or its answer is complete (perhaps held by the pacer)
         if self._mode == _UNTIL_CLOSE:
             self._finish(close=True)
             return
@@ -259,18 +261,17 @@ class _Connection(asyncio.Protocol):
     # the request
 
     async def request(self, payload: bytes, method: str, url: str, read_timeout: float | None) -> RawResponse:
+        """Write the request and wait for its answer. The pool checked the transport just now
+        (``is_closing``); a connection lost since says so here (asyncio would drop the bytes)."""
         transport = self.transport
-        if transport is None or self.is_closing():
-            # Lost between leaving the pool and now; asyncio would drop the bytes silently.
+        if transport is None or self.closed:
             self.keep_alive = False
             raise APIConnectionError(
                 "the connection closed before the request was sent", maybe_processed=False
             )
         loop = self._loop
         self._reset(method, url)
-        waiter: asyncio.Future[RawResponse] = (
-            loop.create_future() if self.pacer is None else self.pacer.future_type(loop=loop)
-        )
+        waiter: asyncio.Future[RawResponse] = loop.create_future()
         self._waiter = waiter
         transport.write(payload)
         deadlines = self.deadlines
@@ -282,13 +283,14 @@ class _Connection(asyncio.Protocol):
         try:
             return await waiter
         finally:
-            if deadlines is not None:
+            answered = self._mode == _DONE  # ``_finish`` dropped the read timeout already
+            if deadlines is not None and not answered:
                 deadlines.discard(self)
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             self._waiter = None
-            if not waiter.done() or waiter.cancelled() or not self.keep_alive:
+            if not answered or waiter.cancelled() or not self.keep_alive:
                 # Cancelled mid-flight, failed, or the server will not keep it: never reused.
                 self.keep_alive = False
                 self.close()
@@ -319,9 +321,11 @@ class _Connection(asyncio.Protocol):
         )
 
     def _fail(self, error: APIConnectionError) -> None:
+        """Fail the request in flight, unless its answer is complete (``_DONE``: handed over or
+        held by the pacer, it stands), and close the connection."""
         waiter = self._waiter
         self.keep_alive = False
-        if waiter is not None and not waiter.done():
+        if waiter is not None and self._mode != _DONE and not waiter.done():
             waiter.set_exception(error)
         self.close()
 
@@ -411,7 +415,7 @@ class _Connection(asyncio.Protocol):
     def _finish(self, *, close: bool) -> None:
         waiter = self._waiter
         assert waiter is not None
-        mode, self._mode = self._mode, _DONE
+        mode = self._mode
         headers = self._headers
         parts = self._parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -432,12 +436,19 @@ class _Connection(asyncio.Protocol):
             except _Failure as failure:
                 self._fail(failure.error)
                 return
+        # Answered: from here on nothing fails it, and no read timeout runs, however long the
+        # pacer holds the answer before handing it over.
+        self._mode = _DONE
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self.deadlines is not None:
-            self.deadlines.discard(self)  # answered: no read timeout, however long it is held
-        waiter.set_result(RawResponse(self._status, headers, body, method=self._method, url=self._url))
+            self.deadlines.discard(self)
+        answer = RawResponse(self._status, headers, body, method=self._method, url=self._url)
+        if self.pacer is None:
+            waiter.set_result(answer)
+        else:
+            self.pacer.deliver(waiter, answer)
 
 
 class _Stop(Exception):
@@ -705,6 +716,13 @@ class Http11Sender:
             if self.closed:  # closed while we queued or connected: nothing sent
                 self._release(origin.key, conn)
                 raise pool_closed()
+            if conn.is_closing():
+                # Lost while this task waited to run again; asyncio would drop the bytes silently.
+                conn.keep_alive = False
+                self._release(origin.key, conn)
+                raise APIConnectionError(
+                    "the connection closed before the request was sent", maybe_processed=False
+                )
         self._busy.add(conn)
         try:
             return await conn.request(payload, method, url, timeout.read)

@@ -16,6 +16,7 @@ consumer), and ids still in flight or never sent when it expires get ``UNKNOWN``
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
@@ -151,7 +152,15 @@ async def cancel_one(
 
 
 _Make = Callable[..., CancelOutcome]
-Sink = Callable[[CancelOutcome], Awaitable[None]]
+#: Where outcomes go: a plain function (``cancel_many``'s dict) or a coroutine function (the
+#: hand-over of ``cancel_iter``, which may wait for the consumer).
+Sink = Callable[[CancelOutcome], Awaitable[None] | None]
+
+
+async def _give(sink: Sink, outcome: CancelOutcome) -> None:
+    pending = sink(outcome)
+    if pending is not None:
+        await pending
 
 
 async def _look_up(session: AsyncTanxSession, cause: TanxError, outcome: _Outcomes) -> CancelOutcome:
@@ -410,7 +419,9 @@ class Batch:
     async def _worker(self, sink: Sink) -> None:
         per_order = self._session.deadline
         extra = self._confirm_timeout if self._confirm else 0.0
-        while (oid := self._take()) is not None:
+        # Ids checked up front are taken straight from their iterator (no Python call per id).
+        take = functools.partial(next, self._source, None) if self._checked else self._take
+        while (oid := take()) is not None:
             record = Attempts()
             self._in_flight[oid] = record
             _deadline.begin(per_order, extra=extra)
@@ -450,12 +461,22 @@ class Batch:
             ):
                 self._held[oid] = result
                 continue
-            await self._deliver(result, sink)
+            if (handing := self._deliver(result, sink)) is not None:
+                await handing
 
-    async def _deliver(self, result: CancelOutcome, sink: Sink) -> None:
+    def _deliver(self, result: CancelOutcome, sink: Sink) -> Awaitable[None] | None:
+        """Hand ``result`` to ``sink``: done at once for a plain function, else an awaitable that
+        completes the hand-over (the outcome is kept meanwhile: a deadline may strike)."""
         oid = result.order_id
+        pending = sink(result)
+        if pending is None:
+            del self._in_flight[oid]
+            return None
         self._unsent[oid] = result
-        await sink(result)
+        return self._handed(oid, pending)
+
+    async def _handed(self, oid: int, pending: Awaitable[None]) -> None:
+        await pending
         del self._unsent[oid], self._in_flight[oid]
 
     async def _settle_held(self, sink: Sink, until: float) -> None:
@@ -469,7 +490,8 @@ class Batch:
                 held, record = self._held[oid], self._in_flight[oid]
                 result = await settle(self._session, held, record, until, confirm=self._confirm)
                 del self._held[oid]
-                await self._deliver(result, sink)
+                if (handing := self._deliver(result, sink)) is not None:
+                    await handing
 
         async with anyio.create_task_group() as tg:
             for _ in range(min(self.workers, len(waiting))):
@@ -480,12 +502,12 @@ class Batch:
         for oid, record in list(self._in_flight.items()):
             finished = self._unsent.get(oid)
             if finished is not None:
-                await sink(finished)
+                await _give(sink, finished)
                 continue
             held = self._held.get(oid)
             if held is not None:
                 note = "the batch deadline expired before the settling pass could settle it"
-                await sink(attrs.evolve(held, note=f"{held.note}; {note}" if held.note else note))
+                await _give(sink, attrs.evolve(held, note=f"{held.note}; {note}" if held.note else note))
                 continue
             # Interrupted mid-attempt, or after one that may have been processed: unknown. Only
             # between attempts that cannot have arrived (refused connections): failed.
@@ -497,26 +519,28 @@ class Batch:
                 if record.count
                 else CancelStatus.SKIPPED
             )
-            await sink(
+            await _give(
+                sink,
                 CancelOutcome(
                     order_id=oid,
                     status=status,
                     error=BatchTimeoutError(f"order {oid}: batch deadline expired", order_id=oid, sent=sent),
                     attempts=record.count,
-                )
+                ),
             )
         self._in_flight.clear()
         self._unsent.clear()
         self._held.clear()
         while (left := self._take()) is not None:
-            await sink(
+            await _give(
+                sink,
                 CancelOutcome(
                     order_id=left,
                     status=CancelStatus.SKIPPED,
                     error=BatchTimeoutError(
                         f"order {left}: batch deadline expired before it was sent", order_id=left, sent=False
                     ),
-                )
+                ),
             )
 
 

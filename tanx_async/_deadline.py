@@ -35,26 +35,27 @@ __all__ = ["Deadline", "begin", "current", "within"]
 _STEP = 0.05
 
 
-def _now() -> float:
+def _clock() -> Callable[[], float]:
     """anyio's clock, cheaply: asyncio's loop time directly (``anyio.current_time`` first asks
     which library is running, which costs more than the rest of this module's work)."""
     try:
-        return asyncio.get_running_loop().time()
+        return asyncio.get_running_loop().time
     except RuntimeError:  # trio
-        return anyio.current_time()
+        return anyio.current_time
 
 
 class Deadline:
     """An absolute deadline on anyio's clock, and the number of seconds it was set for."""
 
-    __slots__ = ("at", "seconds")
+    __slots__ = ("_now", "at", "seconds")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.at = _now() + seconds
+        self._now = _clock()  # kept: ``remaining`` then asks no one which loop runs
+        self.at = self._now() + seconds
 
     def remaining(self) -> float:
-        return self.at - _now()
+        return self.at - self._now()
 
     def cut(self, timeout: httpx.Timeout, left: float) -> httpx.Timeout:
         """``timeout`` with each phase cut to ``left`` seconds, or ``timeout`` itself while the

@@ -219,7 +219,7 @@ class Orders:
             checked=True,
         )
 
-        async def collect(outcome: CancelOutcome) -> None:
+        def collect(outcome: CancelOutcome) -> None:
             results[outcome.order_id] = outcome
 
         await batch.run(collect)

@@ -927,8 +927,11 @@ class Http11Sender:
             conn = idle.pop()
             idle_for = now - conn.idle_since
             server_idle = conn.server_idle
+            transport = conn.transport  # ``conn.is_closing()``, inlined (once per request)
             if (
-                conn.is_closing()
+                conn.closed
+                or transport is None
+                or transport.is_closing()
                 or idle_for > self._expiry
                 or (server_idle is not None and idle_for > server_idle - C.SERVER_IDLE_MARGIN)
             ):
@@ -1039,7 +1042,8 @@ class Http11Sender:
 
     def _release(self, key: tuple[str, str, int], conn: _Connection) -> None:
         self._in_use -= 1
-        if not conn.keep_alive or conn.is_closing() or self._closed:
+        transport = conn.transport  # ``conn.is_closing()``, inlined (once per request)
+        if not conn.keep_alive or conn.closed or transport is None or transport.is_closing() or self._closed:
             self._discard(conn)
             return
         waiter = self._next_waiter() if self._waiters else None

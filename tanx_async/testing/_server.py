@@ -5,7 +5,7 @@ It advertises the ``FAULT_EXTENSION`` scope extension; when the app sends a
 
 - ``drop_before`` / ``drop_after``: close the connection (FIN) without answering;
 - ``reset``: abortive close (``SO_LINGER`` 0, so the peer sees RST);
-- ``black_hole``: never answer; the connection stays open until :meth:`stop`;
+- ``black_hole``: never answer; the connection stays open until ``stop()``;
 - ``truncate``: status line, headers (full Content-Length) and half the body, close;
 - ``stall``: status line and headers, then nothing for ``stall_seconds``, close.
 """
@@ -51,10 +51,10 @@ class _Exchange:
 
 
 class SandboxServer:
-    """Serve a :class:`SandboxExchange` (or any ASGI app) on a loopback port.
+    """Serve a ``SandboxExchange`` (or any ASGI app) on a loopback port.
 
     Use as ``with SandboxServer(ex) as srv:`` or ``async with`` (asyncio or trio);
-    :attr:`url` is then ``http://127.0.0.1:<port>``. :meth:`stop` closes the listening
+    ``url`` is then ``http://127.0.0.1:<port>``. ``stop()`` closes the listening
     socket and every connection and joins the thread, waiting at most ``stop_timeout``.
     """
 
@@ -106,7 +106,7 @@ class SandboxServer:
 
     @property
     def thread(self) -> threading.Thread | None:
-        """The server thread (None before :meth:`start`)."""
+        """The server thread (None before ``start()``)."""
         return self._thread
 
     def start(self) -> SandboxServer:

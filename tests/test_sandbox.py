@@ -707,10 +707,10 @@ async def test_reset_truncate_stall_black_hole(
     faults.reset()
     faults.stall_rate = 1.0
     faults.stall_seconds = 0.5
-    started = time.monotonic()
+    # The head came and then nothing, for longer than the read timeout: a stall, not a close.
     with pytest.raises(httpx.ReadTimeout):
         await client.get(ORDERS, timeout=httpx.Timeout(5, read=0.1))
-    assert time.monotonic() - started < 0.5
+    assert exchange.requests[-1].fault == "stall"
     with pytest.raises(http.client.IncompleteRead):
         raw_request(server, "GET", ORDERS)  # the stall ends with a close
 
@@ -759,12 +759,9 @@ async def test_latency_gives_real_concurrency(
     headers = {"Authorization": f"JWT {user[1]}"}
     limits = httpx.Limits(max_connections=32)
     async with httpx.AsyncClient(base_url=server.url, headers=headers, limits=limits) as c:
-        started = time.monotonic()
         responses = await asyncio.gather(*(c.get(ORDERS) for _ in range(32)))
-        elapsed = time.monotonic() - started
     assert all(r.status_code == 200 for r in responses)
-    assert elapsed < 2.0  # 32 * 0.2 s if serialised
-    assert exchange.peak_in_flight >= 16
+    assert exchange.peak_in_flight >= 16  # served side by side, not one after the other
     assert exchange.in_flight == 0
     assert min(r.duration for r in exchange.requests) >= 0.2
 
@@ -784,9 +781,7 @@ def test_stop_closes_connections_and_thread(exchange: SandboxExchange) -> None:
     hung = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     hung.sendall(b"GET /sapi/v1/health/ HTTP/1.1\r\nHost: x\r\n\r\n")
     wait_until(lambda: bool(exchange.requests) and exchange.requests[-1].fault == "black_hole")
-    started = time.monotonic()
-    server.stop()
-    assert time.monotonic() - started < 2
+    server.stop()  # raises if the thread is still alive after stop_timeout
     assert not thread.is_alive()
     assert not server.running
     assert hung.recv(100) == b""  # closed by the server
@@ -797,6 +792,7 @@ def test_stop_closes_connections_and_thread(exchange: SandboxExchange) -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
     server.stop()  # idempotent
+    assert server.errors == []
 
 
 def _reset(sock: socket.socket) -> None:

@@ -334,18 +334,18 @@ class OrderStream:
                 ...
     ```
 
-    Entering the `async with` block connects and subscribes (or raises); leaving it closes the
-    socket. A stream can be entered once. Iterating yields `OrderUpdate`, `TradeUpdate` and
-    `StreamGap` events (`StreamEvent`) until the block is left.
+    Entering the ``async with`` block connects and subscribes (or raises); leaving it closes the
+    socket. A stream can be entered once. Iterating yields ``OrderUpdate``, ``TradeUpdate``
+    and ``StreamGap`` events (``StreamEvent``) until the block is left.
 
     It reconnects on its own after a drop, a close or a stall (with backoff and jitter, and the
-    session's current access token), and yields a `StreamGap` after every reconnect and after a
-    buffer overflow (a slow consumer: at most `buffer` events wait, the rest are counted and
-    dropped). Iteration raises `StreamRefusedError` when the server refuses the token (after one
-    renewal) or the subscription, and `StreamError` when `max_reconnects` consecutive reconnects
-    failed or a message cannot be decoded.
+    session's current access token), and yields a ``StreamGap`` after every reconnect and after
+    a buffer overflow (a slow consumer: at most ``buffer`` events wait, the rest are counted and
+    dropped). Iteration raises ``StreamRefusedError`` when the server refuses the token (after
+    one renewal) or the subscription, and ``StreamError`` when ``max_reconnects`` consecutive
+    reconnects failed or a message cannot be decoded.
 
-    The socket's URL carries the access token in its query; `url`, the repr, log lines and
+    The socket's URL carries the access token in its query; ``url``, the repr, log lines and
     exceptions show only the URL without it (and without any credentials of the base URL).
     """
 
@@ -382,12 +382,13 @@ class OrderStream:
         """Connections opened and subscribed so far, the first one included (a reconnect adds
         one)."""
         self.gaps = 0
-        """`StreamGap` events reported so far (reconnects and overflows)."""
+        """``StreamGap`` events reported so far (reconnects and overflows)."""
 
     @property
     def url(self) -> str:
-        """The stream's URL without the token (safe to show), e.g. `wss://api.tanx.fi/private`:
-        the session's `stream_url`, or its `base_url` with `https` -> `wss`, `http` -> `ws`."""
+        """The stream's URL without the token (safe to show), e.g.
+        ``wss://api.tanx.fi/private``: the session's ``stream_url``, or its ``base_url`` with
+        ``https`` -> ``wss``, ``http`` -> ``ws``."""
         return self._url
 
     def __repr__(self) -> str:

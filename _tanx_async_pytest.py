@@ -4,7 +4,7 @@ Registered through the ``pytest11`` entry point, so pytest loads it wherever tan
 installed. It sits outside the ``tanx_async`` package and imports nothing of it at load time
 (the fixture imports ``tanx_async.testing`` when a test first asks for it), so pytest start-up
 stays cheap and coverage of a project's own tanx-async code is not disturbed.
-See :class:`tanx_async.testing.TanxSandbox` and the docs' testing page.
+See ``tanx_async.testing.TanxSandbox`` and the docs' testing page.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def tanx_sandbox(request: pytest.FixtureRequest) -> Iterator[TanxSandbox]:
-    """A running loopback tanX sandbox with a user and tokens (:class:`~tanx_async.testing.TanxSandbox`).
+    """A running loopback tanX sandbox with a user and tokens (``tanx_async.testing.TanxSandbox``).
 
     Options: ``@pytest.mark.tanx_sandbox(...)`` on the test (or its class or module), or
     ``@pytest.mark.parametrize("tanx_sandbox", [{...}], indirect=True)``; a parameter wins.

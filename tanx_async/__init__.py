@@ -34,6 +34,7 @@ from ._errors import (
 )
 from ._session import AsyncTanxSession
 from ._signer import PrivateKeySigner
+from ._stream import OrderStream
 from .events import RequestEvent
 from .models import (
     CancelOutcome,
@@ -74,6 +75,7 @@ __all__ = [
     "NotFoundError",
     "Order",
     "OrderState",
+    "OrderStream",
     "OrderType",
     "OrderUpdate",
     "PermissionDeniedError",

@@ -72,7 +72,8 @@ def stream_url(base_url: str, override: str | None, allow_insecure: bool) -> str
     if override is None:
         parts = urlsplit(base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
-        return f"{scheme}://{parts.netloc}{C.STREAM_PATH}"
+        # Never the base URL's userinfo: the stream does not send it, and the URL is shown.
+        return f"{scheme}://{parts.netloc.rpartition('@')[2]}{C.STREAM_PATH}"
     if not isinstance(override, str):
         raise TypeError("stream_url must be a string")
     parts = urlsplit(override.strip())
@@ -321,12 +322,31 @@ class _Buffer:
 
 
 class OrderStream:
-    """The private order/trade stream of a session; ``async with session.stream() as events``.
+    """The private order/trade stream of a session, kept alive: what
+    [`AsyncTanxSession.stream()`][tanx_async.AsyncTanxSession.stream] returns (not built directly).
 
-    Iterate it for ``OrderUpdate``, ``TradeUpdate`` and ``StreamGap`` events. It reconnects on
-    its own; it raises ``StreamRefusedError`` when the server refuses the token (after one
-    renewal) or the subscription, and ``StreamError`` when ``max_reconnects`` consecutive
-    reconnects failed. Leaving the ``async with`` block closes the socket.
+    ```python
+    async with session.stream() as events:
+        async for event in events:
+            if isinstance(event, StreamGap):
+                ...  # updates may have been missed: look the orders you care about up
+            elif isinstance(event, OrderUpdate) and event.state == OrderState.CANCEL:
+                ...
+    ```
+
+    Entering the ``async with`` block connects and subscribes (or raises); leaving it closes the
+    socket. A stream can be entered once. Iterating yields ``OrderUpdate``, ``TradeUpdate``
+    and ``StreamGap`` events (``StreamEvent``) until the block is left.
+
+    It reconnects on its own after a drop, a close or a stall (with backoff and jitter, and the
+    session's current access token), and yields a ``StreamGap`` after every reconnect and after
+    a buffer overflow (a slow consumer: at most ``buffer`` events wait, the rest are counted and
+    dropped). Iteration raises ``StreamRefusedError`` when the server refuses the token (after
+    one renewal) or the subscription, and ``StreamError`` when ``max_reconnects`` consecutive
+    reconnects failed or a message cannot be decoded.
+
+    The socket's URL carries the access token in its query; ``url``, the repr, log lines and
+    exceptions show only the URL without it (and without any credentials of the base URL).
     """
 
     def __init__(
@@ -356,16 +376,19 @@ class OrderStream:
         #: The proxy the environment names for the stream (``ws``/``wss`` judged as
         #: ``http``/``https``, by httpx's rules), like the REST transports; None with trust_env=False.
         self._proxy = env_proxy("http" + url[2:]) if pipeline.trust_env else None
-        #: Whether a subscribed socket is open right now.
         self.connected = False
-        #: Connections opened and subscribed (the first one included).
+        """Whether a subscribed socket is open right now (False while reconnecting)."""
         self.connects = 0
-        #: ``StreamGap`` events reported (reconnects and overflows).
+        """Connections opened and subscribed so far, the first one included (a reconnect adds
+        one)."""
         self.gaps = 0
+        """``StreamGap`` events reported so far (reconnects and overflows)."""
 
     @property
     def url(self) -> str:
-        """The stream's URL without the token (safe to show)."""
+        """The stream's URL without the token (safe to show), e.g.
+        ``wss://api.tanx.fi/private``: the session's ``stream_url``, or its ``base_url`` with
+        ``https`` -> ``wss``, ``http`` -> ``ws``."""
         return self._url
 
     def __repr__(self) -> str:

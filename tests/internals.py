@@ -28,7 +28,7 @@ from tanx_async._pace import Pacer
 from tanx_async._pipeline import Attempts, Response
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
-from tanx_async._stream import OrderStream, _Buffer, stream_url
+from tanx_async._stream import _Buffer, stream_url
 from tanx_async._transports import RawResponse, Sender, TransportName
 from tanx_async._transports import _said as transport_notices
 from tanx_async._transports.aiohttp_sender import AiohttpSender
@@ -51,7 +51,6 @@ __all__ = [
     "FlowControl",
     "Http11Sender",
     "HttpxSender",
-    "OrderStream",
     "Pacer",
     "PrivateKeySigner",
     "RawResponse",

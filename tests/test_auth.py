@@ -393,15 +393,14 @@ async def test_refresh_bypasses_the_concurrency_limiter(router: respx.Router) ->
         async def cancel() -> None:
             cancelled.append(await session.orders.cancel(1))
 
-        started = time.monotonic()
         # A refresh queued behind the limiter would deadlock until this deadline cancels the
         # cancel (the shielded refresh itself cannot be cancelled, so check the outcome too).
-        with anyio.move_on_after(3):
+        with anyio.move_on_after(30) as deadlock:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(cancel)
                 await anyio.sleep(0.01)
                 await session.refresh()
-        assert time.monotonic() - started < 2
+        assert not deadlock.cancelled_caught
     assert refreshed.is_set()
     assert [o.id for o in cancelled] == [1]
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from tanx_async import CancelStatus, NotFoundError
+from tanx_async import BatchTimeoutError, CancelStatus, NotFoundError
 from tanx_async.testing import SandboxExchange
 
 from .sandbox import Sandbox, mismatches, running_sandbox
@@ -190,21 +190,24 @@ async def test_cancel_iter_early_exit_with_aclosing(sandbox: Sandbox) -> None:
 
 
 async def test_batch_deadline_gives_every_id_an_outcome(sandbox: Sandbox) -> None:
+    """No wall-clock bound (it flakes on a loaded machine): every answer takes far longer than the
+    deadline, so a batch that waited for one would report it ``queued``; the statuses and errors
+    are the deadline's, and the orders never sent are untouched on the exchange."""
     ids = sandbox.exchange.seed_orders(sandbox.uid, 40)
-    sandbox.exchange.faults.latency = 0.4
+    sandbox.exchange.faults.latency = 5.0
     async with sandbox.session() as session:
-        started = time.monotonic()
         outcomes = await session.orders.cancel_many(ids, concurrency=8, deadline=0.2)
-        elapsed = time.monotonic() - started
         sandbox.exchange.faults.latency = 0
         follow_up = await session.orders.cancel_many(ids[-2:])
-    assert elapsed < 1.5
     assert [o.order_id for o in outcomes] == ids
     counts = Counter(o.status for o in outcomes)
     assert counts[CancelStatus.UNKNOWN] == 8  # in flight: may have reached the exchange
     assert counts[CancelStatus.SKIPPED] == 32  # never sent
-    assert all(o.error is not None for o in outcomes)
-    assert len(follow_up) == 2
+    errors = [o.error for o in outcomes if isinstance(o.error, BatchTimeoutError)]
+    assert [e.sent for e in errors] == [o.status is CancelStatus.UNKNOWN for o in outcomes]
+    skipped = [o.order_id for o in outcomes if o.status is CancelStatus.SKIPPED]
+    assert {sandbox.exchange.order(i).state for i in skipped if i not in ids[-2:]} == {"wait"}
+    assert [o.status for o in follow_up] == [CancelStatus.QUEUED] * 2  # the session still works
 
 
 async def test_timeout_is_the_deprecated_name_of_deadline(sandbox: Sandbox) -> None:

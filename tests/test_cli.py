@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
+from tanx_async import BadRequestError
 from tanx_async.cli import main
 from tanx_async.cli._args import UsageError, build_parser, credentials_from_env
 from tanx_async.cli._demo import DemoOptions, run_demo
-from tanx_async.cli._output import Output
+from tanx_async.cli._output import Output, print_outcomes
+from tanx_async.models import CancelOutcome, CancelStatus
 from tanx_async.testing import SandboxExchange, SandboxServer
 
 KEY = "0x" + "11" * 32
@@ -97,7 +99,50 @@ def test_cancel_json_lines(sandbox: Sandbox) -> None:
     order = objs[0]["order"]
     assert order["id"] == ids[0] and isinstance(order["origin_volume"], str)
     Decimal(order["origin_volume"])  # Decimals travel as exact strings
+    assert [o["note"] for o in objs] == [None, None, None]  # the key is always there
     assert result.stderr == ""
+
+
+NOTED = (
+    CancelOutcome(order_id=11, status=CancelStatus.QUEUED, attempts=1, elapsed=0.01),
+    CancelOutcome(
+        order_id=12,
+        status=CancelStatus.CANCELLED,
+        attempts=2,
+        elapsed=0.02,
+        note="settled by look-up 1 after no answer",
+    ),
+    CancelOutcome(
+        order_id=13,
+        status=CancelStatus.FAILED,
+        error=BadRequestError("Order already cancelled", status_code=400, body=None, response=None),
+        attempts=1,
+        elapsed=0.03,
+        note="the refusal's words suggest the order is off the book, but nothing confirmed it",
+    ),
+)
+
+
+def test_outcome_notes_in_json_lines() -> None:
+    out = io.StringIO()
+    print_outcomes(Output(json_mode=True, stdout=out, stderr=io.StringIO()), NOTED)
+    objs = json_lines(out.getvalue())
+    assert [o["note"] for o in objs] == [None, NOTED[1].note, NOTED[2].note]
+    assert [o["ok"] for o in objs] == [True, True, False]
+
+
+def test_outcome_notes_under_the_table() -> None:
+    out = io.StringIO()
+    print_outcomes(Output(json_mode=False, stdout=out, stderr=io.StringIO()), NOTED)
+    lines = out.getvalue().splitlines()
+    assert [line.split()[0] for line in lines[:4]] == ["order", "11", "12", "13"]
+    assert "HTTP 400: Order already cancelled" in lines[3]
+    # One line per noted outcome, in order, after the table and before the summary.
+    assert lines[4:6] == [
+        f"note on order 12: {NOTED[1].note}",
+        f"note on order 13: {NOTED[2].note}",
+    ]
+    assert lines[6:] == ["3 orders: 1 queued, 1 cancelled, 1 failed (2 ok, 1 not ok)"]
 
 
 def test_cancel_all_ok_exits_0_and_confirm_waits(sandbox: Sandbox) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import http.client
 import json
+import logging
 import socket
+import struct
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
@@ -703,10 +707,10 @@ async def test_reset_truncate_stall_black_hole(
     faults.reset()
     faults.stall_rate = 1.0
     faults.stall_seconds = 0.5
-    started = time.monotonic()
+    # The head came and then nothing, for longer than the read timeout: a stall, not a close.
     with pytest.raises(httpx.ReadTimeout):
         await client.get(ORDERS, timeout=httpx.Timeout(5, read=0.1))
-    assert time.monotonic() - started < 0.5
+    assert exchange.requests[-1].fault == "stall"
     with pytest.raises(http.client.IncompleteRead):
         raw_request(server, "GET", ORDERS)  # the stall ends with a close
 
@@ -755,12 +759,9 @@ async def test_latency_gives_real_concurrency(
     headers = {"Authorization": f"JWT {user[1]}"}
     limits = httpx.Limits(max_connections=32)
     async with httpx.AsyncClient(base_url=server.url, headers=headers, limits=limits) as c:
-        started = time.monotonic()
         responses = await asyncio.gather(*(c.get(ORDERS) for _ in range(32)))
-        elapsed = time.monotonic() - started
     assert all(r.status_code == 200 for r in responses)
-    assert elapsed < 2.0  # 32 * 0.2 s if serialised
-    assert exchange.peak_in_flight >= 16
+    assert exchange.peak_in_flight >= 16  # served side by side, not one after the other
     assert exchange.in_flight == 0
     assert min(r.duration for r in exchange.requests) >= 0.2
 
@@ -780,9 +781,7 @@ def test_stop_closes_connections_and_thread(exchange: SandboxExchange) -> None:
     hung = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     hung.sendall(b"GET /sapi/v1/health/ HTTP/1.1\r\nHost: x\r\n\r\n")
     wait_until(lambda: bool(exchange.requests) and exchange.requests[-1].fault == "black_hole")
-    started = time.monotonic()
-    server.stop()
-    assert time.monotonic() - started < 2
+    server.stop()  # raises if the thread is still alive after stop_timeout
     assert not thread.is_alive()
     assert not server.running
     assert hung.recv(100) == b""  # closed by the server
@@ -793,6 +792,71 @@ def test_stop_closes_connections_and_thread(exchange: SandboxExchange) -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
     server.stop()  # idempotent
+    assert server.errors == []
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close abortively: ``SO_LINGER`` 0 makes the kernel send RST instead of FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _mid_answer(server: SandboxServer, token: str) -> socket.socket:
+    """A client whose request is being answered: the head has arrived, the (huge) body has not,
+    and the client reads no more, so the server is stuck writing it."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(f"GET {ORDERS} HTTP/1.1\r\nHost: x\r\nAuthorization: JWT {token}\r\n\r\n".encode())
+    assert sock.recv(12).startswith(b"HTTP/1.1 200")
+    return sock
+
+
+def test_connections_reset_mid_answer_log_nothing(
+    exchange: SandboxExchange,
+    user: tuple[str, str, str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Clients that reset the connection while their answer is being written, some while the
+    server is stopping (their tasks being cancelled), make closing the connection raise
+    ConnectionResetError/BrokenPipeError: expected, swallowed, never "Task exception was never
+    retrieved" nor an entry in ``errors``."""
+    waiting: list[asyncio.StreamWriter] = []  # the server's ``wait_closed()`` calls
+    raised: list[BaseException] = []  # and what they raised
+    wait_closed = asyncio.StreamWriter.wait_closed
+
+    async def watched(writer: asyncio.StreamWriter) -> None:
+        waiting.append(writer)
+        try:
+            await wait_closed(writer)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    monkeypatch.setattr(asyncio.StreamWriter, "wait_closed", watched)
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    exchange.faults.huge_body_bytes = 8_000_000  # far more than the socket buffers hold
+    server = SandboxServer(exchange, stop_timeout=10).start()
+    stuck: list[socket.socket] = []
+    try:
+        for _ in range(4):  # while the server runs
+            _reset(_mid_answer(server, user[1]))
+        wait_until(lambda: len(raised) >= 4, timeout=10)
+        stuck += [_mid_answer(server, user[1]) for _ in range(4)]
+    finally:
+        stopping = threading.Thread(target=server.stop)  # cancels the connection tasks
+        stopping.start()
+        # Cancelled, the stuck tasks wait for their close (their answers cannot be flushed).
+        wait_until(lambda: len(waiting) >= len(raised) + len(stuck), timeout=10)
+        for sock in stuck:
+            _reset(sock)
+        stopping.join(15)
+    assert not server.running
+    gc.collect()  # "never retrieved" is logged when the task is collected
+    assert len(raised) >= 8 and all(isinstance(e, ConnectionError) for e in raised), raised
+    assert server.errors == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("asyncio")] == []
+    assert "never retrieved" not in caplog.text
 
 
 def test_refuses_non_loopback(exchange: SandboxExchange) -> None:

@@ -17,10 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import tanx_async
 from tanx_async import (
     AsyncTanxSession,
     CancelStatus,
     OrderState,
+    OrderStream,
     OrderUpdate,
     RequestEvent,
     StreamError,
@@ -31,7 +33,7 @@ from tanx_async import (
 )
 from tanx_async.testing import SandboxExchange, token_fingerprint
 
-from .internals import OrderStream, _Buffer, auth_of, stream_url
+from .internals import _Buffer, auth_of, stream_url
 from .sandbox import mismatches, running_sandbox
 from .test_decode import WS_ORDER
 from .test_secrets import Capture, captured, error_texts, leaks
@@ -78,6 +80,17 @@ async def take(events: OrderStream, n: int, kind: type[Any] = object) -> list[St
 def test_stream_url_is_derived_from_the_base_url(base: str, expected: str) -> None:
     assert stream_url(base.rstrip("/"), None, False) == expected
     assert AsyncTanxSession(base_url=base)._stream_url == expected
+
+
+def test_the_stream_url_never_carries_the_base_urls_credentials() -> None:
+    session = AsyncTanxSession(base_url="https://user:s3cret@api.tanx.fi:8443", access_token="a.b.c")
+    stream = session.stream()
+    assert isinstance(stream, tanx_async.OrderStream)  # exported: users can annotate with it
+    assert "OrderStream" in tanx_async.__all__
+    assert stream.url == "wss://api.tanx.fi:8443/private"
+    assert "s3cret" not in repr(stream) and "user" not in repr(stream)
+    assert repr(stream) == "<OrderStream wss://api.tanx.fi:8443/private not connected>"
+    assert (stream.connected, stream.connects, stream.gaps) == (False, 0, 0)
 
 
 def test_stream_url_override_is_checked() -> None:

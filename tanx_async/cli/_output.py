@@ -56,6 +56,7 @@ def outcome_json(outcome: CancelOutcome) -> dict[str, Any]:
         "error": str(error) if error is not None else None,
         "error_type": type(error).__name__ if error is not None else None,
         "order": order_json(outcome.order) if outcome.order is not None else None,
+        "note": outcome.note,
     }
 
 
@@ -249,12 +250,16 @@ def order_row(order: Order) -> list[str]:
 
 
 def print_outcomes(out: Output, outcomes: Sequence[CancelOutcome]) -> None:
-    """JSON lines, or a table and a summary line (counts per status, ok and not ok)."""
+    """JSON lines, or a table, a line per outcome that has a note (what evidence decided it), and
+    a summary line (counts per status, ok and not ok)."""
     if out.json_mode:
         for outcome in outcomes:
             out.json(outcome_json(outcome))
         return
     out.table(_OUTCOME_COLUMNS, [_outcome_row(o) for o in outcomes])
+    for outcome in outcomes:
+        if outcome.note is not None:
+            out.line(f"note on order {outcome.order_id}: {outcome.note}")
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1

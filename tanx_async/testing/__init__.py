@@ -19,7 +19,7 @@ there, socket-level faults degrade as described in ``tanx_async.testing._app``.
 
 Answers follow the real shapes (``SandboxExchange(profile=...)`` picks among them), and
 every text the sandbox invents, such as the cancel refusals (404 "Order not found", 400
-"Order is already cancelled", ...), is marked as invented on :class:`SandboxExchange`;
+"Order is already cancelled", ...), is marked as invented on ``SandboxExchange``;
 ``SandboxExchange(texts="random")`` replaces each with a random sentence per answer.
 """
 

@@ -3,7 +3,7 @@
 Socket faults (drop_before, reset, black_hole, drop_after, truncate, stall) need a
 server that advertises the ``FAULT_EXTENSION`` scope extension (``SandboxServer``
 does). Hosted elsewhere (``httpx.ASGITransport``, uvicorn) they degrade:
-drop_before/reset/drop_after raise :class:`SimulatedDisconnect` (drop_after after
+drop_before/reset/drop_after raise ``SimulatedDisconnect`` (drop_after after
 processing); black_hole and stall sleep ``stall_seconds`` then raise it; truncate sends
 half of the body under the full Content-Length.
 """

@@ -112,7 +112,7 @@ class Faults:
         return only is None or path.startswith(only)
 
     def draw(self) -> FaultKind | None:
-        """Pick the fault for one request (caller checked :meth:`applies_to`)."""
+        """Pick the fault for one request (caller checked ``applies_to()``)."""
         if self.black_hole:
             return "black_hole"
         bands: tuple[tuple[float, FaultKind], ...] = (

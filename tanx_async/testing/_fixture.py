@@ -1,4 +1,4 @@
-"""What the ``tanx_sandbox`` pytest fixture gives a test: :class:`TanxSandbox`.
+"""What the ``tanx_sandbox`` pytest fixture gives a test: ``TanxSandbox``.
 
 The fixture itself lives in the top-level module ``_tanx_async_pytest`` (the ``pytest11`` entry
 point), which imports this module only when a test asks for the fixture.
@@ -38,21 +38,21 @@ class TanxSandbox:
 
     Options come from ``@pytest.mark.tanx_sandbox(seed=..., faults=..., orders=..., **more)``
     or from indirect parametrization (a dict, which wins over the marker): ``seed`` (default 1)
-    seeds the exchange; ``faults`` is a :class:`Faults` or a dict of its fields (seeded with
-    ``seed``); ``orders`` seeds that many open orders for the user (:attr:`order_ids`); every
-    other option is passed to :class:`SandboxExchange` (for example ``cancel_delay``).
+    seeds the exchange; ``faults`` is a ``Faults`` or a dict of its fields (seeded with
+    ``seed``); ``orders`` seeds that many open orders for the user (``order_ids``); every
+    other option is passed to ``SandboxExchange`` (for example ``cancel_delay``).
     """
 
     exchange: SandboxExchange
     """The fake exchange: seed orders, switch faults, inspect requests and order states."""
     server: SandboxServer
-    """The loopback server hosting :attr:`exchange`."""
+    """The loopback server hosting ``exchange``."""
     uid: str
     """The user the tokens belong to."""
     access_token: str = attrs.field(repr=False)
-    """A valid access token of :attr:`uid` (never shown in a repr)."""
+    """A valid access token of ``uid`` (never shown in a repr)."""
     refresh_token: str = attrs.field(repr=False)
-    """A valid refresh token of :attr:`uid` (never shown in a repr)."""
+    """A valid refresh token of ``uid`` (never shown in a repr)."""
     order_ids: list[int] = attrs.field(factory=list)
     """Ids of the open orders seeded by the ``orders`` option (empty without it)."""
 
@@ -62,7 +62,7 @@ class TanxSandbox:
         return self.server.url
 
     def session(self, **kwargs: Any) -> AsyncTanxSession:
-        """A new :class:`~tanx_async.AsyncTanxSession` pointed at the sandbox with the user's
+        """A new ``AsyncTanxSession`` pointed at the sandbox with the user's
         tokens (any keyword overrides them, or sets another option); use it with ``async with``.
         """
         from tanx_async import AsyncTanxSession
@@ -95,7 +95,7 @@ def check_options(options: Mapping[str, Any]) -> None:
 
 @contextmanager
 def running_sandbox(options: Mapping[str, Any]) -> Iterator[TanxSandbox]:
-    """Start a sandbox with ``options`` (as described on :class:`TanxSandbox`), stop it after."""
+    """Start a sandbox with ``options`` (as described on ``TanxSandbox``), stop it after."""
     check_options(options)
     kwargs = dict(options)
     kwargs.setdefault("seed", 1)

@@ -5,7 +5,7 @@ It advertises the ``FAULT_EXTENSION`` scope extension; when the app sends a
 
 - ``drop_before`` / ``drop_after``: close the connection (FIN) without answering;
 - ``reset``: abortive close (``SO_LINGER`` 0, so the peer sees RST);
-- ``black_hole``: never answer; the connection stays open until :meth:`stop`;
+- ``black_hole``: never answer; the connection stays open until ``stop()``;
 - ``truncate``: status line, headers (full Content-Length) and half the body, close;
 - ``stall``: status line and headers, then nothing for ``stall_seconds``, close.
 """
@@ -51,10 +51,10 @@ class _Exchange:
 
 
 class SandboxServer:
-    """Serve a :class:`SandboxExchange` (or any ASGI app) on a loopback port.
+    """Serve a ``SandboxExchange`` (or any ASGI app) on a loopback port.
 
     Use as ``with SandboxServer(ex) as srv:`` or ``async with`` (asyncio or trio);
-    :attr:`url` is then ``http://127.0.0.1:<port>``. :meth:`stop` closes the listening
+    ``url`` is then ``http://127.0.0.1:<port>``. ``stop()`` closes the listening
     socket and every connection and joins the thread, waiting at most ``stop_timeout``.
     """
 
@@ -106,7 +106,7 @@ class SandboxServer:
 
     @property
     def thread(self) -> threading.Thread | None:
-        """The server thread (None before :meth:`start`)."""
+        """The server thread (None before ``start()``)."""
         return self._thread
 
     def start(self) -> SandboxServer:
@@ -201,8 +201,15 @@ class SandboxServer:
         # A task of our own: asyncio's wrapper task logs an error when cancelled.
         task = asyncio.get_running_loop().create_task(self._connection(reader, writer))
         self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
+        task.add_done_callback(self._connection_done)
         self.connections_accepted += 1
+
+    def _connection_done(self, task: asyncio.Task[None]) -> None:
+        """Forget a finished connection task; an exception it ended with (a bug) is kept in
+        ``errors``, never left for asyncio to log as "Task exception was never retrieved"."""
+        self._connections.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.errors.append(exc)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -214,7 +221,10 @@ class SandboxServer:
         finally:
             if not writer.is_closing():
                 writer.close()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
+            # The peer may have reset the connection or gone away mid-answer: then waiting for the
+            # close raises that error (BrokenPipeError, ConnectionResetError), which is expected.
+            # A cancel (``stop()``) ends the task, as it should; anything else is a bug.
+            with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

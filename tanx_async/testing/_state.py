@@ -2,7 +2,7 @@
 
 Every mutation happens under one ``threading.Lock``: the server thread handles requests
 while the test thread seeds and inspects. Orders are immutable snapshots
-(:class:`SandboxOrder`); a change replaces the stored snapshot.
+(``SandboxOrder``); a change replaces the stored snapshot.
 """
 
 from __future__ import annotations
@@ -90,11 +90,11 @@ def _opt_decimal_str(value: object) -> str | None:
 class SandboxOrder:
     """One order as the exchange holds it (immutable snapshot).
 
-    ``created_at``/``updated_at`` are unix seconds; :meth:`to_payload` renders the wire
+    ``created_at``/``updated_at`` are unix seconds; ``to_payload()`` renders the wire
     form. ``cancel_due`` is the exchange-clock time a queued cancellation takes effect.
     Numbers given as ``int``/``float``/``Decimal`` are stored in the API's string form
     (``1134`` -> ``"1134.0"``); strings are kept as given. ``trades`` are the fills of a
-    generated order (see :meth:`SandboxExchange.seed_orders`).
+    generated order (see ``SandboxExchange.seed_orders()``).
     """
 
     id: int
@@ -210,14 +210,14 @@ class _Token:
 
 
 class SandboxExchange:
-    """A fake tanX exchange; serve :attr:`app` in-process or with ``SandboxServer``.
+    """A fake tanX exchange; serve ``app`` in-process or with ``SandboxServer``.
 
     Knobs (plain attributes, change any time): ``access_ttl``, ``refresh_ttl``,
     ``cancel_delay`` (seconds until a queued cancel takes effect, applied lazily on
     every read; 0 = at once), ``verify_signatures`` (False accepts any ``0x`` + 130 hex
     signature), ``faults``, ``profile`` and ``texts`` (below). ``legacy_cancel_response``
     and ``empty_cancel_payload`` force the ``brine`` / ``ack`` cancel answer whatever the
-    profile. ``clock`` (a :class:`SandboxClock`: its
+    profile. ``clock`` (a ``SandboxClock``: its
     ``offset`` skews the exchange's clock, ``advance`` moves it).
 
     ``profile`` picks the shapes of order answers, all of them real (``shared/tanx-api.md``):
@@ -305,7 +305,7 @@ class SandboxExchange:
         self.verify_signatures = True
         self.faults = faults if faults is not None else Faults(seed=seed)
         self.markets: dict[str, tuple[str, str]] = dict(markets or DEFAULT_MARKETS)
-        #: Append-only log; read it, or use :meth:`cancel_attempts`.
+        #: Append-only log; read it, or use ``cancel_attempts()``.
         self.requests: list[RequestRecord] = []
         #: Refresh requests processed (successful or not); see ``refresh_failures``.
         self.refresh_count = 0
@@ -349,7 +349,7 @@ class SandboxExchange:
 
     @property
     def profile(self) -> Profile:
-        """The shapes of the answers (see :class:`SandboxExchange`)."""
+        """The shapes of the answers (see ``SandboxExchange``)."""
         return self._profile
 
     @profile.setter
@@ -360,7 +360,7 @@ class SandboxExchange:
 
     @property
     def texts(self) -> TextMode:
-        """``"fixed"`` or ``"random"`` invented texts (see :class:`SandboxExchange`)."""
+        """``"fixed"`` or ``"random"`` invented texts (see ``SandboxExchange``)."""
         return self._texts
 
     @texts.setter
@@ -714,7 +714,7 @@ class SandboxExchange:
             return ids
 
     def add_order(self, uid: str, **fields: Any) -> int:
-        """Create one order; any :class:`SandboxOrder` field may be given.
+        """Create one order; any ``SandboxOrder`` field may be given.
 
         Unspecified fields are generated (``market`` defaults to ``btcusdc``,
         ``state`` to ``wait``). Numbers are turned into decimal strings; ``state``

@@ -10,9 +10,9 @@ fixtures show is reproduced verbatim; what no source shows is marked **invented*
 - Times: ISO-8601 with the server's local offset. Real examples show ``+01:00`` and ``+02:00``;
   the sandbox uses the EU summer-time rule (``+02:00`` from the last Sunday of March to the last
   Sunday of October, ``+01:00`` otherwise), which is **inferred** from those two offsets.
-- Profiles (:data:`PROFILES`) select among the real shapes of an order answer; ``"mixed"`` picks
+- Profiles (``PROFILES``) select among the real shapes of an order answer; ``"mixed"`` picks
   one per answer from a seeded stream.
-- Texts: every message the sandbox uses that no source shows is in :data:`INVENTED_TEXTS`;
+- Texts: every message the sandbox uses that no source shows is in ``INVENTED_TEXTS``;
   ``texts="random"`` replaces each with a fresh random sentence per answer.
 """
 

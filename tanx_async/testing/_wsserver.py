@@ -113,6 +113,8 @@ async def serve_websocket(
                 stop.cancel()
                 if not read.done():
                     read.cancel()
+                elif not read.cancelled():
+                    read.exception()  # a reset seen as we are cancelled: not "never retrieved"
             data = read.result() if read.done() and not read.cancelled() and read.exception() is None else b""
             if not data or ws is None:
                 return {"type": "websocket.disconnect", "code": 1006}

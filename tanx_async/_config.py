@@ -58,6 +58,10 @@ def resolve_base_url(base_url: str | None, network: str | None, allow_insecure_h
     if not isinstance(base_url, str):
         raise TypeError("base_url must be a string")
     parts = urlsplit(base_url.strip())
+    if "@" in parts.netloc:
+        # tanX authenticates with JWTs; a user:password part would not be sent by the built-in
+        # transport and would show in reprs and logs. Refused, and never echoed.
+        raise ValueError("base_url must not carry a user name or password (user:password@host)")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
     if parts.query or parts.fragment:

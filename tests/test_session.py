@@ -92,6 +92,8 @@ def test_base_url(kwargs: dict[str, Any], url: str) -> None:
         ({"base_url": "https://"}, ValueError, "host"),
         ({"base_url": "https://api.tanx.fi/?x=1"}, ValueError, "query"),
         ({"base_url": "https://api.tanx.fi/#frag"}, ValueError, "fragment"),
+        ({"base_url": "https://user:pw@api.tanx.fi"}, ValueError, "user name or password"),
+        ({"base_url": "ftp://user:pw@api.tanx.fi"}, ValueError, "user name or password"),
         ({"base_url": 5}, TypeError, "string"),
         ({"max_retries": -1}, ValueError, "max_retries"),
         ({"max_retries": 1.5}, TypeError, "max_retries"),

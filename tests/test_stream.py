@@ -83,7 +83,13 @@ def test_stream_url_is_derived_from_the_base_url(base: str, expected: str) -> No
 
 
 def test_the_stream_url_never_carries_the_base_urls_credentials() -> None:
-    session = AsyncTanxSession(base_url="https://user:s3cret@api.tanx.fi:8443", access_token="a.b.c")
+    # The session refuses a base_url with a user:password part (and never echoes it) ...
+    with pytest.raises(ValueError, match="user name or password") as refused:
+        AsyncTanxSession(base_url="https://user:s3cret@api.tanx.fi:8443", access_token="a.b.c")
+    assert "s3cret" not in str(refused.value)
+    # ... and the stream URL derived from one would drop it anyway.
+    assert stream_url("https://user:s3cret@api.tanx.fi:8443", None, False) == "wss://api.tanx.fi:8443/private"
+    session = AsyncTanxSession(base_url="https://api.tanx.fi:8443", access_token="a.b.c")
     stream = session.stream()
     assert isinstance(stream, tanx_async.OrderStream)  # exported: users can annotate with it
     assert "OrderStream" in tanx_async.__all__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import json
 import os
 import resource
@@ -127,6 +128,9 @@ class Meter:
     #: Set by a driver (``--ticker``): started and stopped with every measurement, and its
     #: ``result()`` merged into the run's ``extra``.
     companion: Any = None
+    #: Set by a driver (``--gc-freeze``): ``gc.freeze()`` just before the measured part, as an
+    #: application would after its start-up (what the process imported is then never walked).
+    freeze_gc = False
 
     def __init__(self) -> None:
         self.t0 = 0.0
@@ -137,6 +141,8 @@ class Meter:
         self.rss_before: int | None = None
 
     def start(self) -> None:
+        if self.freeze_gc:
+            gc.freeze()
         reset_peak_rss()
         self.rss_before = proc_status_kb("VmRSS")
         self.hwm_before = proc_status_kb("VmHWM")

@@ -15,6 +15,7 @@ is read before and after it (``connections_opened``: handshakes the burst itself
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
 import time
@@ -36,6 +37,33 @@ from _common import (
 )
 
 MODES = ("hot", "cold", "warm_up", "idle-keep-warm", "idle")
+
+
+class GcWatch:
+    """The garbage collector's passes during a block: count per generation and total pause (a
+    full collection walks every object the process holds: here tens of milliseconds, which
+    lands in whichever burst the allocation history makes it fall in)."""
+
+    def __init__(self) -> None:
+        self.passes = [0, 0, 0]
+        self.pause = 0.0
+        self._start = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.passes[info["generation"]] += 1
+            self.pause += time.perf_counter() - self._start
+
+    def __enter__(self) -> None:
+        gc.callbacks.append(self._on_gc)
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+    def result(self) -> dict[str, Any]:
+        return {"gc_passes": list(self.passes), "gc_pause_ms": round(self.pause * 1e3, 2)}
 
 
 def server_connections(url: str, cafile: str | None) -> int:
@@ -71,9 +99,12 @@ async def burst(mode: str, url: str, n: int, c: int, token: str, cafile: str | N
         ids = list(range(1, n + 1))
         tally = Tally()
         meter = Meter()
+        gc_watch = GcWatch()
         meter.start()
-        outcomes = await orders.cancel_many(ids, concurrency=c)
+        with gc_watch:
+            outcomes = await orders.cancel_many(ids, concurrency=c)
         meter.stop()
+        extra.update(gc_watch.result())
         # (less the one the second look at /__stats opens itself)
         extra["connections_opened"] = await asyncio.to_thread(server_connections, url, cafile) - before - 1
         for want, o in zip(ids, outcomes, strict=True):

@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client", required=True, choices=CLIENTS)
     p.add_argument("--tracemalloc", action="store_true", help="tanx-async-iter: Python heap peak")
     p.add_argument("--ticker", action="store_true", help="measure a 1 ms ticker's lag beside the burst")
+    p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() before the measured burst")
     args = p.parse_args(argv)
     loopback_only(args.url)
     token = args.token or make_access_token()
@@ -238,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         from lag import Ticker
 
         Meter.companion = Ticker()
+    Meter.freeze_gc = args.gc_freeze
     if args.client.startswith("tanx-async"):
         coro = bench_tanx(
             args.client,

@@ -17,7 +17,14 @@ from _harness import BENCH, fake_server, run_child
 
 BURST_N = 500
 BURST_MODES = ("hot", "cold", "warm_up", "idle-keep-warm", "idle")
-LAG_CLIENTS = ("aiohttp", "tanx-async", "tanx-async-uvloop", "floor")
+#: Row label -> the driver's client and extra flags.
+LAG_CLIENTS: dict[str, tuple[str, list[str]]] = {
+    "aiohttp": ("aiohttp", []),
+    "tanx-async": ("tanx-async", []),
+    "tanx-async, gc.freeze() after start-up": ("tanx-async", ["--gc-freeze"]),
+    "tanx-async-uvloop": ("tanx-async-uvloop", []),
+    "floor": ("floor", []),
+}
 LAG_LATENCY = 0.005
 TARGET_WARM = 1.2  # (ii) and (iii)-with-keep-warm within this of a hot pool's wall time
 TARGET_FLOOR = 2.0  # tanx-async's CPU per cancel at most this many times the floor's
@@ -76,9 +83,9 @@ def run_lag(repeats: int, quick: bool, log: Log) -> dict[str, Any]:
     with fake_server(LAG_LATENCY) as server:
         log(f"scenario lag: server {server.url} latency {LAG_LATENCY * 1e3:g} ms, N={n}, ticker 1 ms")
         for rep in range(repeats):
-            for client in LAG_CLIENTS:
-                cmd = [sys.executable, str(BENCH / "driver.py"), "--client", client, "--url", server.url]
-                cmd += ["-n", str(n), "-c", "64", "--ticker"]
+            for client, (name, flags) in LAG_CLIENTS.items():
+                cmd = [sys.executable, str(BENCH / "driver.py"), "--client", name, "--url", server.url]
+                cmd += ["-n", str(n), "-c", "64", "--ticker", *flags]
                 res = run_child(cmd, timeout=120 + n * 0.003)
                 res["_why"] = _valid(res, n)
                 runs[client].append(res)
@@ -216,8 +223,9 @@ def render_lag(data: dict[str, Any]) -> list[str]:
             else ""
         ),
         "",
-        "| client | ticks | lag p50 / p99 / max (ms) | iteration CPU p50 / p99 / max (ms) | burst wall (s) | runs ok |",
-        "|---|---|---|---|---|---|",
+        "| client | ticks | lag p50 / p99 / max (ms) | iteration CPU p50 / p99 / max (ms) | "
+        "GC passes gen 0/1/2 (longest gen-2 pause, ms) | burst wall (s) | runs ok |",
+        "|---|---|---|---|---|---|---|",
     ]
     for client, runs in data["runs"].items():
         good = [r for r in runs if not r.get("_why")]
@@ -231,10 +239,18 @@ def render_lag(data: dict[str, Any]) -> list[str]:
             )
             return f"{_fmt(p50, '.2f')} / {_fmt(p99, '.2f')} / {_fmt(worst, '.2f')}"
 
+        passes = [e["gc_passes"] for e in ex if "gc_passes" in e]
+        gen2 = max((e["gc_max_ms"][2] for e in ex if "gc_max_ms" in e), default=None)
+        gc_cell = (
+            "/".join(_fmt(_median([float(p[g]) for p in passes]), ".0f") for g in range(3))
+            + f" ({_fmt(gen2, '.1f')})"
+            if passes
+            else "—"
+        )
         lines.append(
             f"| {client} | {_fmt(_median([float(e.get('lag_ticks', 0)) for e in ex]), '.0f')} | "
-            f"{trio('lag')} | {trio('turn_cpu')} | {_fmt(_median([r['wall_s'] for r in good]), '.3f')} | "
-            f"{len(good)}/{len(runs)} |"
+            f"{trio('lag')} | {trio('turn_cpu')} | {gc_cell} | "
+            f"{_fmt(_median([r['wall_s'] for r in good]), '.3f')} | {len(good)}/{len(runs)} |"
         )
     return lines
 

@@ -383,8 +383,14 @@ class Batch:
                 open_confirmer(self._session, self._confirm_with) as self._push,
                 anyio.create_task_group() as tg,
             ):
-                for _ in range(self.workers):
+                # Started a few per event-loop iteration: each worker's first step sends a
+                # request, and 64 of them in one iteration would hold the loop for milliseconds.
+                for started in range(1, self.workers + 1):
                     tg.start_soon(self._worker, sink)
+                    if started % C.WORKERS_STARTED_PER_TURN == 0 and started < self.workers:
+                        await anyio.lowlevel.checkpoint()
+                        if self._exhausted:
+                            break  # the workers running took every id: no more are needed
             if self._held:
                 if self._deadline is None:
                     await self._settle_held(sink, time.monotonic() + C.SETTLE_TIMEOUT)

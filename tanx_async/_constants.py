@@ -60,6 +60,8 @@ KEEP_WARM_MIN_LIFE: Final = 1.0
 # At most this many answers are processed per event-loop iteration (asyncio): a burst's wave of
 # answers is spread over several iterations so other tasks on the loop get their turn between.
 ANSWERS_PER_TURN: Final = 2
+#: A batch starts this many workers per event-loop iteration (each sends a request at once).
+WORKERS_STARTED_PER_TURN: Final = 4
 
 # Batch cancellation.
 CONFIRM_TIMEOUT: Final = 10.0

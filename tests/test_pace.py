@@ -5,8 +5,13 @@ cancelled meanwhile is dropped."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
-from .internals import Pacer
+import httpx
+import respx
+
+from .conftest import CANCEL_URL, open_session
+from .internals import Pacer, constants
 
 
 async def test_a_wave_is_spread_over_iterations_in_order() -> None:
@@ -59,3 +64,35 @@ async def test_answers_arriving_one_by_one_are_never_held() -> None:
         assert future.result() == i  # handed over at once
         await asyncio.sleep(0)
         await asyncio.sleep(0)
+
+
+async def test_a_batch_starts_its_workers_a_few_per_loop_iteration() -> None:
+    """64 workers sending at once would hold the loop for milliseconds in one iteration: they
+    start ``WORKERS_STARTED_PER_TURN`` per iteration, and every one of them still starts."""
+    loop = asyncio.get_running_loop()
+    turn = [0]
+    stop = asyncio.Event()
+
+    def tick() -> None:
+        turn[0] += 1
+        if not stop.is_set():
+            loop.call_soon(tick)
+
+    sent_in_turn: list[int] = []
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        sent_in_turn.append(turn[0])
+        await asyncio.Event().wait()  # never answered: only the workers' first steps count
+        raise AssertionError("unreachable")
+
+    router = respx.Router(assert_all_mocked=True)
+    router.post(CANCEL_URL).mock(side_effect=hang)
+    async with open_session(router, async_handler=True, max_concurrency=64) as session:
+        loop.call_soon(tick)
+        outcomes = await session.orders.cancel_many(range(1, 201), deadline=0.5)
+        stop.set()
+    per_turn = Counter(sent_in_turn)
+    assert len(sent_in_turn) == 64  # every worker started and sent its first cancel
+    assert max(per_turn.values()) <= constants.WORKERS_STARTED_PER_TURN, per_turn
+    assert len(per_turn) >= 64 // constants.WORKERS_STARTED_PER_TURN
+    assert len(outcomes) == 200 and all(not o.ok for o in outcomes)  # the deadline's outcomes

@@ -1,6 +1,6 @@
 """The Python floor: the least an asyncio client can do per cancel, as a reference.
 
-A minimal ``asyncio.Protocol`` client: C connections opened up front (TLS through the standard
+A minimal ``asyncio.BufferedProtocol`` client (reads into one shared buffer): C connections opened up front (TLS through the standard
 ``ssl`` module when the URL is https, verification on), each with one request in flight at a
 time (no pipelining: the same rule as every other client), request bytes built from one pre-built
 head plus the body, ``Content-Length`` framing only (no chunked, no compression, no interim
@@ -19,8 +19,13 @@ import orjson
 from _common import CANCEL_PATH, WARMUP_ID_BASE, Meter, Tally, check_envelope, client_ssl, die
 
 
-class FloorConnection(asyncio.Protocol):
-    """One connection; ``request`` writes the bytes and waits for one Content-Length answer."""
+#: One read buffer for every connection (each read is consumed before the next one starts).
+_READ = memoryview(bytearray(256 * 1024))
+
+
+class FloorConnection(asyncio.BufferedProtocol):
+    """One connection; ``request`` writes the bytes and waits for one Content-Length answer.
+    Reads go into one shared buffer (``get_buffer``): no bytes object per read."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -31,7 +36,13 @@ class FloorConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_READ[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         buf = self.buf
         buf += data
         if self.need < 0:

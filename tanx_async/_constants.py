@@ -57,6 +57,9 @@ KEEP_WARM_POLL: Final = 1.0
 KEEP_WARM_MIN_TICK: Final = 0.05
 KEEP_WARM_MIN_LIFE: Final = 1.0
 
+# The built-in transport reads into one buffer of this size per pool (asyncio's own read size).
+READ_BUFFER_SIZE: Final = 256 * 1024
+
 # At most this many answers are processed per event-loop iteration (asyncio): a burst's wave of
 # answers is spread over several iterations so other tasks on the loop get their turn between.
 ANSWERS_PER_TURN: Final = 2

@@ -1,4 +1,4 @@
-"""``Http11Sender``: a small HTTP/1.1 keep-alive client on ``asyncio.Protocol``; the default
+"""``Http11Sender``: a small HTTP/1.1 keep-alive client on ``asyncio.BufferedProtocol``; the default
 transport on asyncio.
 
 Why our own: a cancel burst is a few hundred small request/response pairs on warm keep-alive
@@ -128,7 +128,7 @@ _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _DONE = range(5)
 _CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     """One keep-alive connection; reads the answer to the one request in flight.
 
     llhttp (through httptools) parses every byte, as it arrives; around it we keep what it does
@@ -142,9 +142,13 @@ class _Connection(asyncio.Protocol):
     CR/LF bytes at the end of the stream than the message itself ends with.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, cap: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, cap: int, buffer: memoryview | None = None) -> None:
         self._loop = loop
         self._cap = cap
+        #: Where the loop reads into (``get_buffer``): the pool's one buffer, shared by its
+        #: connections (each read is handed to ``data_received`` before the next one starts;
+        #: llhttp hands out copies). No bytes object is allocated per read.
+        self._buffer = buffer
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -178,12 +182,22 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._error: _Failure | None = None
 
-    # asyncio.Protocol
+    # asyncio.BufferedProtocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._buffer is None:
+            self._buffer = memoryview(bytearray(C.READ_BUFFER_SIZE))
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self._buffer is not None
+        self.data_received(self._buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """``nbytes`` read into the buffer (or bytes from ``anyio_sender``): parsed at once."""
         waiter = self._waiter
         # Answered already (``_DONE``: a paced answer may be held, not yet handed over), failed
         # or cancelled.
@@ -195,7 +209,7 @@ class _Connection(asyncio.Protocol):
         if not self._received:
             self._received = True
             if data[0] != 72:  # "H": llhttp would skip blank lines before the status line
-                self._fail(_malformed(f"bad status line {data[:40]!r}"))
+                self._fail(_malformed(f"bad status line {bytes(data[:40])!r}"))
                 return
         last = data[-1]
         if last == 10 or last == 13:
@@ -455,7 +469,7 @@ class _Stop(Exception):
     """Raised in a callback to stop llhttp (at a second message)."""
 
 
-def _crlf_tail(data: bytes) -> int:
+def _crlf_tail(data: bytes | memoryview) -> int:
     """How many CR and LF bytes ``data`` ends with."""
     i = len(data)
     while i and data[i - 1] in (10, 13):
@@ -689,6 +703,8 @@ class Http11Sender:
         self._keeper: asyncio.Task[None] | None = None
         self._keep_warm = keep_warm
         self._pacer = Pacer(self._loop, C.ANSWERS_PER_TURN)
+        #: The one buffer every connection of the pool reads into (see ``_Connection``).
+        self._read_buffer = memoryview(bytearray(C.READ_BUFFER_SIZE))
         self._deadlines = _Deadlines(self._loop)
         #: The timeouts of the last request or warm-up: keep-warm connects within them.
         self._connect_timeout: httpx.Timeout | None = None
@@ -987,7 +1003,7 @@ class Http11Sender:
         context = None
         if origin.tls:
             context = self.ssl_context()
-        conn = _Connection(loop, self._cap)
+        conn = _Connection(loop, self._cap, self._read_buffer)
         conn.pacer = self._pacer
         conn.deadlines = self._deadlines
         try:

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import orjson
 from _common import CANCEL_PATH, WARMUP_ID_BASE, Meter, Tally, check_envelope, client_ssl, die
 
-
 #: One read buffer for every connection (each read is consumed before the next one starts).
 _READ = memoryview(bytearray(256 * 1024))
 

@@ -83,7 +83,9 @@ CLIENTS: tuple[ClientSpec, ...] = (
     # on adjacent runs, so a shift in the shared machine's speed between them stays small.
     ClientSpec("aiohttp", note="raw aiohttp.ClientSession + json.loads (the reference)"),
     ClientSpec("tanx-async", note="AsyncTanxSession.orders.cancel_many, default (native) transport"),
-    ClientSpec("floor", note="the Python floor: minimal asyncio.Protocol client, pre-built requests, orjson"),
+    ClientSpec(
+        "floor", note="the Python floor: minimal asyncio.BufferedProtocol client, pre-built requests, orjson"
+    ),
     ClientSpec("tanx-async-aiohttp", note="the same with transport='aiohttp'"),
     ClientSpec("tanx-async-uvloop", note="tanx-async on a uvloop event loop"),
     ClientSpec("tanx-async-trio", note="tanx-async under trio (the built-in client over anyio streams)"),

@@ -385,9 +385,9 @@ class Batch:
             ):
                 # Started a few per event-loop iteration: each worker's first step sends a
                 # request, and 64 of them in one iteration would hold the loop for milliseconds.
-                for started in range(1, self.workers + 1):
+                for count in range(1, self.workers + 1):
                     tg.start_soon(self._worker, sink)
-                    if started % C.WORKERS_STARTED_PER_TURN == 0 and started < self.workers:
+                    if count % C.WORKERS_STARTED_PER_TURN == 0 and count < self.workers:
                         await anyio.lowlevel.checkpoint()
                         if self._exhausted:
                             break  # the workers running took every id: no more are needed

@@ -189,6 +189,15 @@ def test_cli_refuses_plain_http_to_a_remote_host_in_cli_words() -> None:
     assert "allow_insecure_http=True" not in result.stderr
 
 
+def test_cli_refuses_credentials_in_the_base_url_without_echoing_them() -> None:
+    result = cli(
+        "--base-url", "https://user:s3cret@exchange.example", "cancel", "1", env={"TANX_ACCESS_TOKEN": "t"}
+    )
+    assert result.returncode == 2
+    assert "--base-url must not carry a user name or password" in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout
+
+
 def test_allow_insecure_http_warns() -> None:
     # In-process: following the flag would send packets to a remote host.
     args = argparse.Namespace(base_url="http://exchange.example/", network=None, allow_insecure_http=True)

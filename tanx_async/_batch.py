@@ -20,7 +20,7 @@ import functools
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -427,31 +427,23 @@ class Batch:
         extra = self._confirm_timeout if self._confirm else 0.0
         # Ids checked up front are taken straight from their iterator (no Python call per id).
         take = functools.partial(next, self._source, None) if self._checked else self._take
+        push = self._push  # open (or None) before any worker starts
+        options: dict[str, Any] = {
+            "resolve": self._resolve,
+            "confirm": self._confirm,
+            "confirm_timeout": self._confirm_timeout,
+            "push": push,
+        }
         while (oid := take()) is not None:
             record = Attempts()
             self._in_flight[oid] = record
             _deadline.begin(per_order, extra=extra)
             try:
-                if self._push is None:
-                    result = await cancel_one(
-                        self._session,
-                        oid,
-                        resolve=self._resolve,
-                        confirm=self._confirm,
-                        confirm_timeout=self._confirm_timeout,
-                        record=record,
-                    )
+                if push is None:  # no context manager to enter: the common case
+                    result = await cancel_one(self._session, oid, record=record, **options)
                 else:
-                    with self._push.watching(oid):
-                        result = await cancel_one(
-                            self._session,
-                            oid,
-                            resolve=self._resolve,
-                            confirm=self._confirm,
-                            confirm_timeout=self._confirm_timeout,
-                            record=record,
-                            push=self._push,
-                        )
+                    with push.watching(oid):
+                        result = await cancel_one(self._session, oid, record=record, **options)
             except Exception as exc:  # a bug must not lose the outcome of the order
                 logger.exception("order %d: unexpected error while cancelling", oid)
                 result = CancelOutcome(

@@ -195,14 +195,9 @@ class Auth:
     def usable(self) -> str | None:
         """The access token when it may be sent as it is (present, not due for an early
         refresh), else None: the caller goes through ``Pipeline.token``. No coroutine."""
-        access, due = self._access, self._due
-        if access is None:
+        access = self._access
+        if access is None or (self._due is not None and self.expiring()):
             return None
-        if due is not None:
-            clock = self.clock
-            offset = clock.offset
-            if offset is not None and due <= clock.local() + offset:  # ``expiring()``, inlined
-                return None
         return access
 
     def expiring(self) -> bool:

@@ -16,7 +16,6 @@ consumer), and ids still in flight or never sent when it expires get ``UNKNOWN``
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
@@ -28,7 +27,7 @@ import attrs
 from . import _constants as C
 from . import _deadline
 from ._confirm import ConfirmWith, PushConfirmer, open_confirmer
-from ._convert import decode_echo, structure_order
+from ._convert import decode_echo, is_order_payload, structure_order
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -126,9 +125,9 @@ async def cancel_one(
         return _unsettled(session, _Outcomes(oid, record, started), exc)
 
     session._pipeline.cancels.accepted(oid)
-    payload = response.body.get("payload")
-    if not (isinstance(payload, dict) and ("id" in payload or "order_id" in payload)):
-        payload = None  # the bare ``{}`` acknowledgement (``is_order_payload``, inlined)
+    payload = response.payload
+    if not is_order_payload(payload):
+        payload = None  # the bare ``{}`` acknowledgement
     if confirm:
         outcome = _Outcomes(oid, record, started)
         order = decode_echo(oid, payload, response.content) if payload is not None else None
@@ -425,8 +424,6 @@ class Batch:
     async def _worker(self, sink: Sink) -> None:
         per_order = self._session.deadline
         extra = self._confirm_timeout if self._confirm else 0.0
-        # Ids checked up front are taken straight from their iterator (no Python call per id).
-        take = functools.partial(next, self._source, None) if self._checked else self._take
         push = self._push  # open (or None) before any worker starts
         options: dict[str, Any] = {
             "resolve": self._resolve,
@@ -434,7 +431,7 @@ class Batch:
             "confirm_timeout": self._confirm_timeout,
             "push": push,
         }
-        while (oid := take()) is not None:
+        while (oid := self._take()) is not None:
             record = Attempts()
             self._in_flight[oid] = record
             _deadline.begin(per_order, extra=extra)

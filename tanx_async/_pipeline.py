@@ -275,11 +275,7 @@ class Pipeline:
         other requests wait on it; bounded by its own timeout) and the wait for the session's
         concurrency limiter."""
         sender, limiter = self.sender, self.limiter
-        try:
-            bound = self._current_loop() is self._loop  # ``on_bound_loop()``, inlined
-        except RuntimeError:
-            bound = False
-        if sender is None or limiter is None or self.closed or not bound:
+        if sender is None or limiter is None or self.closed or not self.on_bound_loop():
             sender, limiter = self.start(timeout)  # builds them, or raises the right error
         record = attempts if attempts is not None else Attempts()
         url = self.base_url + path
@@ -313,7 +309,7 @@ class Pipeline:
                 await flow.acquire()
             record.count += 1
             if record.first_sent is None:
-                record.first_sent = clock.local() + (clock.offset or 0.0)  # ``best_guess()``
+                record.first_sent = clock.best_guess()
             started = time.monotonic()
             error: TanxError
             try:

@@ -118,6 +118,10 @@ class _Failure(Exception):
         self.error = error
 
 
+def _not_sent() -> APIConnectionError:
+    return APIConnectionError("the connection closed before the request was sent", maybe_processed=False)
+
+
 def _malformed(why: str) -> APIConnectionError:
     return APIConnectionError(f"malformed HTTP response: {why}", maybe_processed=True)
 
@@ -275,14 +279,13 @@ class _Connection(asyncio.BufferedProtocol):
     # the request
 
     async def request(self, payload: bytes, method: str, url: str, read_timeout: float | None) -> RawResponse:
-        """Write the request and wait for its answer. The pool checked the transport just now
-        (``is_closing``); a connection lost since says so here (asyncio would drop the bytes)."""
+        """Write the request and wait for its answer. The pool hands over a connection it has
+        just checked (``is_closing``); one lost since says so here (asyncio would drop the bytes
+        silently)."""
         transport = self.transport
         if transport is None or self.closed:
             self.keep_alive = False
-            raise APIConnectionError(
-                "the connection closed before the request was sent", maybe_processed=False
-            )
+            raise _not_sent()
         loop = self._loop
         self._reset(method, url)
         waiter: asyncio.Future[RawResponse] = loop.create_future()
@@ -732,13 +735,10 @@ class Http11Sender:
             if self.closed:  # closed while we queued or connected: nothing sent
                 self._release(origin.key, conn)
                 raise pool_closed()
-            if conn.is_closing():
-                # Lost while this task waited to run again; asyncio would drop the bytes silently.
+            if conn.is_closing():  # lost while this task waited to run again
                 conn.keep_alive = False
                 self._release(origin.key, conn)
-                raise APIConnectionError(
-                    "the connection closed before the request was sent", maybe_processed=False
-                )
+                raise _not_sent()
         self._busy.add(conn)
         try:
             return await conn.request(payload, method, url, timeout.read)
@@ -943,11 +943,8 @@ class Http11Sender:
             conn = idle.pop()
             idle_for = now - conn.idle_since
             server_idle = conn.server_idle
-            transport = conn.transport  # ``conn.is_closing()``, inlined (once per request)
             if (
-                conn.closed
-                or transport is None
-                or transport.is_closing()
+                conn.is_closing()
                 or idle_for > self._expiry
                 or (server_idle is not None and idle_for > server_idle - C.SERVER_IDLE_MARGIN)
             ):
@@ -1058,8 +1055,7 @@ class Http11Sender:
 
     def _release(self, key: tuple[str, str, int], conn: _Connection) -> None:
         self._in_use -= 1
-        transport = conn.transport  # ``conn.is_closing()``, inlined (once per request)
-        if not conn.keep_alive or conn.closed or transport is None or transport.is_closing() or self._closed:
+        if not conn.keep_alive or conn.is_closing() or self._closed:
             self._discard(conn)
             return
         waiter = self._next_waiter() if self._waiters else None

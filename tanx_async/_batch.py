@@ -424,6 +424,7 @@ class Batch:
     async def _worker(self, sink: Sink) -> None:
         per_order = self._session.deadline
         extra = self._confirm_timeout if self._confirm else 0.0
+        now = _deadline.clock()
         push = self._push  # open (or None) before any worker starts
         options: dict[str, Any] = {
             "resolve": self._resolve,
@@ -434,7 +435,7 @@ class Batch:
         while (oid := self._take()) is not None:
             record = Attempts()
             self._in_flight[oid] = record
-            _deadline.begin(per_order, extra=extra)
+            _deadline.begin(per_order, extra=extra, now=now)
             try:
                 if push is None:  # no context manager to enter: the common case
                     result = await cancel_one(self._session, oid, record=record, **options)

@@ -28,16 +28,18 @@ import anyio
 from ._errors import APITimeoutError
 from ._httpx import httpx
 
-__all__ = ["Deadline", "begin", "current", "within"]
+__all__ = ["Deadline", "begin", "clock", "current", "within"]
 
 #: Cut timeouts are rounded up to this step, so that transports caching timeout objects by value
 #: (aiohttp's sender) see a bounded number of them.
 _STEP = 0.05
 
 
-def _clock() -> Callable[[], float]:
+def clock() -> Callable[[], float]:
     """anyio's clock, cheaply: asyncio's loop time directly (``anyio.current_time`` first asks
-    which library is running, which costs more than the rest of this module's work)."""
+    which library is running, which costs more than the rest of this module's work). A task that
+    begins many deadlines (a batch worker) asks once and passes it to ``begin``: finding the
+    running loop costs a system call (CPython checks for a fork)."""
     try:
         return asyncio.get_running_loop().time
     except RuntimeError:  # trio
@@ -49,9 +51,9 @@ class Deadline:
 
     __slots__ = ("_now", "at", "seconds")
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, now: Callable[[], float] | None = None) -> None:
         self.seconds = seconds
-        self._now = _clock()  # kept: ``remaining`` then asks no one which loop runs
+        self._now = now or clock()  # kept: ``remaining`` then asks no one which loop runs
         self.at = self._now() + seconds
 
     def remaining(self) -> float:
@@ -106,8 +108,9 @@ def within(seconds: float | None) -> Iterator[None]:
         _CURRENT.reset(token)
 
 
-def begin(seconds: float | None, *, extra: float = 0.0) -> None:
+def begin(seconds: float | None, *, extra: float = 0.0, now: Callable[[], float] | None = None) -> None:
     """Start the next operation of a task that runs one after another (a batch worker): replaces
     the task's previous one and lasts until the next ``begin`` or the end of the task. ``extra``
-    seconds are added (the wait for a confirmation the caller asked for)."""
-    _CURRENT.set(None if seconds is None else Deadline(seconds + extra))
+    seconds are added (the wait for a confirmation the caller asked for); ``now``: the task's
+    ``clock()``, if it has it."""
+    _CURRENT.set(None if seconds is None else Deadline(seconds + extra, now))

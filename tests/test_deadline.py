@@ -136,3 +136,18 @@ async def test_each_attempt_is_cut_to_what_is_left() -> None:
     assert deadline.cut(full, 4.0).connect == 3.0  # a phase shorter than what is left stays
     # Rounded to a grid: a transport caching timeouts by value sees a bounded number of them.
     assert len({deadline.cut(full, i / 1000).read for i in range(1, 5000)}) <= 100
+
+
+async def test_a_worker_passes_its_clock_to_each_deadline_it_begins() -> None:
+    """A batch worker asks for the loop's clock once; every per-order deadline it begins runs
+    on that clock (and outlives neither the next ``begin`` nor the task)."""
+    from tanx_async import _deadline
+
+    ticks = iter([100.0, 200.0, 250.0])
+    _deadline.begin(10.0, extra=2.0, now=lambda: next(ticks))
+    first = _deadline.current()
+    assert first is not None
+    assert first.at == 112.0  # begun at 100 on the worker's clock, for 10 + 2 s
+    assert first.remaining() == -88.0  # read on that clock too (now 200)
+    _deadline.begin(None)
+    assert _deadline.current() is None

@@ -295,6 +295,22 @@ async def test_repeated_headers_are_joined_and_names_are_lowercase() -> None:
     assert raw.to_httpx().headers["Retry-After"] == "2"
 
 
+async def test_header_names_are_lowercase_whether_or_not_the_name_cache_has_room(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Names are looked up in a bounded cache of the names servers send; a full cache changes
+    nothing but the cost."""
+    from tanx_async._transports import native
+
+    monkeypatch.setattr(native, "_NAMES", {})
+    monkeypatch.setattr(native, "_NAMES_SIZE", 2)
+    answer = b"HTTP/1.1 200 OK\r\nX-One: 1\r\nX-TWO: 2\r\nx-Three: 3\r\nContent-Length: 0\r\n\r\n"
+    for _ in range(2):
+        raw, _ = await feed([answer])
+        assert raw.headers == {"x-one": "1", "x-two": "2", "x-three": "3", "content-length": "0"}
+    assert native._NAMES == {b"X-One": "x-one", b"X-TWO": "x-two"}
+
+
 @pytest.mark.parametrize(
     ("url", "host", "port", "host_header", "target", "tls"),
     [

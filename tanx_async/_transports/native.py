@@ -67,6 +67,10 @@ _CTL_URL = re.compile(r"[\x00-\x1f\x7f]")
 #: RFC 9110 token: what a header name may be.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _SHOW_CTL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+#: Header names as received -> their lower-case text, for the names servers send (a name then
+#: costs one look-up instead of a decode and a lower-casing). Bounded: the first 256 kept.
+_NAMES: dict[bytes, str] = {}
+_NAMES_SIZE = 256
 
 
 class _Origin:
@@ -279,9 +283,19 @@ class _Connection(asyncio.BufferedProtocol):
     # the request
 
     async def request(self, payload: bytes, method: str, url: str, read_timeout: float | None) -> RawResponse:
-        """Write the request and wait for its answer. The pool hands over a connection it has
-        just checked (``is_closing``); one lost since says so here (asyncio would drop the bytes
-        silently)."""
+        """Write the request and wait for its answer (``begin``, then ``end`` whatever happens)."""
+        try:
+            return await self.begin(payload, method, url, read_timeout)
+        finally:
+            self.end()
+
+    def begin(
+        self, payload: bytes, method: str, url: str, read_timeout: float | None
+    ) -> asyncio.Future[RawResponse]:
+        """Write the request and return the future of its answer; ``end`` must follow, however
+        the wait ends (the pool awaits the future itself: no coroutine per request). The pool
+        hands over a connection it has just checked (``is_closing``); one lost since says so
+        here (asyncio would drop the bytes silently)."""
         transport = self.transport
         if transport is None or self.closed:
             self.keep_alive = False
@@ -291,28 +305,31 @@ class _Connection(asyncio.BufferedProtocol):
         waiter: asyncio.Future[RawResponse] = loop.create_future()
         self._waiter = waiter
         transport.write(payload)
-        deadlines = self.deadlines
         if read_timeout is not None:
+            deadlines = self.deadlines
             if deadlines is not None:
                 deadlines.add(self, loop.time() + read_timeout, read_timeout)
             else:
                 self._timer = loop.call_at(loop.time() + read_timeout, self._on_timeout, read_timeout)
-        try:
-            return await waiter
-        finally:
-            answered = self._mode == _DONE  # ``_finish`` dropped the read timeout already
-            if deadlines is not None and not answered:
-                deadlines.discard(self)
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._waiter = None
-            if not answered or waiter.cancelled() or not self.keep_alive:
-                # Cancelled mid-flight, failed, or the server will not keep it: never reused.
-                self.keep_alive = False
-                self.close()
-                if waiter.done() and not waiter.cancelled():
-                    waiter.exception()  # failed, then we were cancelled: not "never retrieved"
+        return waiter
+
+    def end(self) -> None:
+        """The request is over (answered, failed, cancelled, or ``begin`` refused it): its read
+        timeout is dropped, and the connection is closed unless its answer came whole and the
+        server keeps it open."""
+        waiter, self._waiter = self._waiter, None
+        answered = self._mode == _DONE  # ``_finish`` dropped the read timeout already
+        if not answered and self.deadlines is not None:
+            self.deadlines.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if waiter is None or not answered or waiter.cancelled() or not self.keep_alive:
+            # Cancelled mid-flight, failed, or the server will not keep it: never reused.
+            self.keep_alive = False
+            self.close()
+            if waiter is not None and waiter.done() and not waiter.cancelled():
+                waiter.exception()  # failed, then we were cancelled: not "never retrieved"
 
     def _reset(self, method: str, url: str) -> None:
         """Ready the parser for the answer to a new request (also used by ``anyio_sender``)."""
@@ -371,7 +388,11 @@ class _Connection(asyncio.BufferedProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self._headers
-        key = name.decode("latin-1").lower()
+        key = _NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_NAMES) < _NAMES_SIZE:
+                _NAMES[name] = key
         text = value.decode("utf-8", "surrogateescape")
         if key in headers:
             headers[key] += ", " + text
@@ -741,8 +762,9 @@ class Http11Sender:
                 raise _not_sent()
         self._busy.add(conn)
         try:
-            return await conn.request(payload, method, url, timeout.read)
+            return await conn.begin(payload, method, url, timeout.read)
         finally:
+            conn.end()
             self._busy.discard(conn)
             self._release(origin.key, conn)
 

@@ -27,7 +27,7 @@ import attrs
 from . import _constants as C
 from . import _deadline
 from ._confirm import ConfirmWith, PushConfirmer, open_confirmer
-from ._convert import decode_echo, is_order_payload, structure_order
+from ._convert import decode_echo, decode_echo_in, is_order_payload, structure_order
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -145,8 +145,8 @@ async def cancel_one(
         status=CancelStatus.QUEUED,
         attempts=record.count,
         elapsed=time.monotonic() - started,
-        echo=None if payload is None else decode_echo,
-        echo_payload=payload,
+        echo=None if payload is None else decode_echo_in,
+        echo_payload=response.content,
     )
 
 

@@ -18,6 +18,7 @@ from cattrs.gen import make_dict_structure_fn, override
 
 from ._constants import CANCEL_PATH
 from ._errors import ResponseValidationError
+from ._json import loads
 from ._log import logger
 from .models import Order, OrderState, OrderType, OrderUpdate, Side, Trade, TradeUpdate
 
@@ -205,6 +206,20 @@ def decode_echo(order_id: int, payload: object, raw: bytes = b"") -> Order | Non
     except ResponseValidationError as exc:
         logger.warning("order %d: cancel queued, but its echo did not decode: %s", order_id, exc)
         return None
+
+
+def decode_echo_in(order_id: int, raw: object) -> Order | None:
+    """``decode_echo`` of the order in a cancel answer's raw body (``raw``: its bytes, already
+    found to be a success envelope whose payload is an order). An outcome keeps those compact
+    bytes rather than the decoded JSON: a burst's outcomes then hold no scattered dicts and
+    strings, and the memory of each decoded answer is reused at once."""
+    content = raw if isinstance(raw, bytes) else b""
+    try:
+        body = loads(content)
+    except ValueError:
+        body = None
+    payload = body.get("payload") if isinstance(body, dict) else None
+    return decode_echo(order_id, payload, content)
 
 
 def is_order_payload(value: Any) -> bool:

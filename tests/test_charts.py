@@ -115,3 +115,24 @@ def test_latency_percentiles_are_nearest_rank() -> None:
     common = load("_common")
     q = common.latency_quantiles_ms([i / 1000 for i in range(1, 201)])  # 1..200 ms
     assert (q[0], q[1], q[50], q[99], q[100]) == (1.0, 2.0, 100.0, 198.0, 200.0)
+
+
+def test_floor_pairs_reports_the_median_of_per_round_ratios_and_their_spread() -> None:
+    """benchmarks/floor_pairs.py: one ratio per round (never a ratio of medians), the median of
+    them is the figure, and a failed run is counted, not hidden."""
+    pairs = load("floor_pairs")
+    assert pairs.cpu_per_cancel({"user_s": 0.3, "sys_s": 0.2, "ok": 5000}, 5000) == pytest.approx(100.0)
+    assert pairs.cpu_per_cancel({"user_s": 0.3, "sys_s": 0.2, "ok": 4999}, 5000) is None
+    assert pairs.cpu_per_cancel({"error": "timeout"}, 5000) is None
+    results = {
+        "a": {
+            "cpu": {"tanx-async": [150.0, 90.0, 120.0], "floor": [50.0, 45.0, 40.0]},
+            "ratios": [3.0, 2.0, 3.0],  # 150/50, 90/45, 120/40
+            "failed": 1,
+        },
+        "b": {"cpu": {"tanx-async": [], "floor": []}, "ratios": [], "failed": 4},
+    }
+    section = pairs.render(results, rounds=4, n=5000)
+    assert section.startswith(pairs.BEGIN) and section.endswith(pairs.END)
+    assert "| a | 120 | 45 | **3.00x** | 2.50-3.00x | 2.00-3.00x | 1/3 | 3/4 |" in section
+    assert "| b | — | — | — | — | — | — | 0/4 |" in section

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from _common import write_section
 from _harness import BENCH, fake_server, run_child
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -123,13 +124,7 @@ def main() -> None:
     section = render(results, args.rounds, args.n)
     print(section)
     if args.write:
-        text = RESULTS.read_text()
-        if BEGIN in text:
-            head, _, rest = text.partition(BEGIN)
-            text = head + section + rest.partition(END)[2]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        RESULTS.write_text(text)
+        write_section(RESULTS, section, BEGIN, END)
 
 
 if __name__ == "__main__":

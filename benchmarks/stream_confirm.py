@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from _common import write_section
 
 from tanx_async import AsyncTanxSession, CancelStatus
 from tanx_async.testing import SandboxExchange, SandboxServer
@@ -113,13 +114,7 @@ def main() -> None:
     )
     print(section)
     if args.write:
-        text = RESULTS.read_text()
-        if BEGIN in text:
-            head, _, rest = text.partition(BEGIN)
-            text = head + section + rest.partition(END)[2]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        RESULTS.write_text(text)
+        write_section(RESULTS, section, BEGIN, END)
 
 
 if __name__ == "__main__":

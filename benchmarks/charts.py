@@ -6,7 +6,7 @@
   scenario (b) (5 ms exchange latency), one row per client: box p25-p75, whiskers p1-p99, the
   median marked, p99.9 no (only percentiles 0..100 are kept), on a log axis with the 5 ms floor.
 
-``benchmarks/run.py`` calls :func:`write_charts` after every run. Standalone,
+``benchmarks/run.py`` calls ``write_charts()`` after every run. Standalone,
 ``python benchmarks/charts.py`` re-renders from ``benchmarks/out/results.json`` (the last run's raw
 data) and, with ``--cpu-from-results FILE``, the CPU chart from a RESULTS.md table instead.
 """

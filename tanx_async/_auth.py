@@ -72,8 +72,11 @@ class AuthPaths:
     and older READMEs ``/sapi/v1/auth/...``."""
 
     nonce: str = C.NONCE_PATH
+    """Where the login nonce is asked for (step 1 of a wallet login)."""
     login: str = C.LOGIN_PATH
+    """Where the signed nonce is sent to log in (step 3)."""
     refresh: str = C.REFRESH_PATH
+    """Where a refresh token is exchanged for a new token pair."""
 
 
 def jwt_expiry(token: str) -> float | None:

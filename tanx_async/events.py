@@ -41,13 +41,26 @@ class RequestEvent:
     """
 
     kind: EventKind
+    """What happened: ``response``, ``retry``, ``error``, ``token_refreshed``, ``login``; on the
+    private stream ``stream_open``, ``stream_lost``, ``stream_gap``, ``stream_closed`` (each is
+    described in the ``tanx_async.events`` module docstring)."""
     method: str
+    """The request's HTTP method; ``"WS"`` for the private stream."""
     path: str
+    """The request's path, without host or query (``/private`` for the stream)."""
     status: int | None = None
+    """The HTTP status of a ``response`` event, or of the error answer behind an ``error`` or a
+    ``retry`` (None when there was no answer)."""
     elapsed: float = 0.0
+    """The attempt's time in seconds (``response`` events; 0.0 for the others)."""
     attempt: int = 0
+    """Which attempt of the request this is, counting from 0; for ``stream_open``, how many times
+    the stream has been subscribed (1 the first time)."""
     delay: float | None = None
+    """The wait before a ``retry``, in seconds; None for the other kinds."""
     error: str | None = None
+    """A short description of a failure (for ``error`` and ``retry``, the error's class name);
+    never a token or a body."""
 
 
 EventCallback = Callable[[RequestEvent], None]

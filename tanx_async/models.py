@@ -63,16 +63,23 @@ class Side(_OpenStrEnum):
     """The side of an order: ``buy`` or ``sell``."""
 
     BUY = "buy"
+    """Buys the market's base currency (``btc`` in ``btcusdt``) with its quote currency."""
     SELL = "sell"
+    """Sells the market's base currency for its quote currency."""
 
 
 class OrderType(_OpenStrEnum):
     """An order's type (``ord_type``); a type the exchange adds later is kept, not refused."""
 
     LIMIT = "limit"
+    """Rests on the book at its ``price`` until filled or cancelled."""
     MARKET = "market"
+    """Fills at the prices on the book; its ``price`` is None."""
     STOP_LIMIT = "stop_limit"
+    """A limit order with a trigger price, ``stop_price``."""
     LIMIT_MAKER = "limit_maker"
+    """Post-only: one that would match as a taker is cancelled instead ("Order cancelled because
+    it was matched as a taker order")."""
 
 
 class OrderState(_OpenStrEnum):
@@ -80,9 +87,13 @@ class OrderState(_OpenStrEnum):
     ``done``: filled; ``cancel``: cancelled (maybe partly filled)."""
 
     PENDING = "pending"
+    """Accepted, not yet on the book (a new order's first state)."""
     WAIT = "wait"
+    """Resting on the book, maybe partly filled."""
     DONE = "done"
+    """Filled completely: off the book."""
     CANCEL = "cancel"
+    """Cancelled, maybe after partial fills: off the book (``cancel_reason`` says why)."""
 
     @property
     def is_open(self) -> bool:
@@ -95,17 +106,29 @@ class Trade:
     """One fill of an order (``GET /sapi/v1/orders/{id}/`` lists them under ``trades``)."""
 
     id: int
+    """The trade's id on the exchange."""
     order_id: int | None = None
+    """The order this fill belongs to."""
     market: str | None = None
+    """The market: base and quote currency in lower case (``btcusdt``)."""
     side: Side | None = None
+    """The side of the order the fill belongs to."""
     taker_type: Side | None = None
+    """The side that took liquidity in this fill (``buy``: the buyer was the taker)."""
     price: Decimal | None = None
+    """The price of the fill, in the quote currency."""
     amount: Decimal | None = None
+    """The volume filled, in the base currency."""
     total: Decimal | None = None
+    """What the fill was worth, in the quote currency."""
     fee: Decimal | None = None
+    """The fee rate applied, a fraction (``0.0004`` is 0.04 %)."""
     fee_amount: Decimal | None = None
+    """The fee charged, in ``fee_currency``."""
     fee_currency: str | None = None
+    """The currency the fee was charged in."""
     created_at: datetime | None = None
+    """When the fill happened (UTC)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -118,24 +141,45 @@ class Order:
     """
 
     id: int
+    """The order's id (read from ``order_id`` in the Brine-era cancel answer, which has no ``id``)."""
     market: str
+    """The market: base and quote currency in lower case (``btcusdt``)."""
     side: Side
+    """``buy`` or ``sell``."""
     ord_type: OrderType
+    """``limit``, ``market``, ``stop_limit`` or ``limit_maker`` (another type is kept as is)."""
     state: OrderState
+    """``pending``, ``wait``, ``done`` or ``cancel`` (another state is kept as is)."""
     origin_volume: Decimal
+    """The volume ordered, in the base currency."""
     remaining_volume: Decimal
+    """The volume not filled yet."""
     executed_volume: Decimal
+    """The volume filled so far (exactly as sent: ``"0.009000000000000001"`` stays that)."""
     created_at: datetime
+    """When the order was placed (UTC; the exchange sends its local time with an offset)."""
     updated_at: datetime | None = None
+    """When the order last changed (UTC), or None when absent."""
     uuid: str | None = None
+    """The order's UUID, or None when absent (the Brine-era cancel answer)."""
     price: Decimal | None = None
+    """The limit price, in the quote currency; None for market orders."""
     stop_price: Decimal | None = None
+    """The trigger price of a ``stop_limit`` order; None for other types or when absent."""
     avg_price: Decimal | None = None
+    """The average price of the fills (``0.0`` until something fills), or None when absent."""
     maker_fee: Decimal | None = None
+    """The fee rate if the order fills as maker, a fraction (``0.0004`` is 0.04 %)."""
     taker_fee: Decimal | None = None
+    """The fee rate if the order fills as taker, a fraction."""
     trades_count: int = 0
+    """How many fills the order has had."""
     cancel_reason: str | None = None
+    """Why the order was cancelled, free text (``"Order cancelled by user"`` for a cancel of
+    yours); None when the order is not cancelled or the payload lacks the field."""
     trades: tuple[Trade, ...] = ()
+    """The order's fills, as ``GET /sapi/v1/orders/{id}/`` lists them (``session.orders.get()``,
+    look-ups); empty from the other endpoints."""
 
     @property
     def is_open(self) -> bool:
@@ -146,23 +190,23 @@ class Order:
 class CancelStatus(str, enum.Enum):
     """What happened to one order of a cancel batch."""
 
-    #: The exchange accepted the cancel with a 2xx (tanX queues cancellations; not yet
-    #: confirmed), now or moments earlier in this session (then ``note`` says so).
     QUEUED = "queued"
-    #: The exchange reports the order ``cancel`` after our cancel (confirmed or looked up).
+    """The exchange accepted the cancel with a 2xx (tanX queues cancellations; not yet
+    confirmed), now or moments earlier in this session (then ``note`` says so)."""
     CANCELLED = "cancelled"
-    #: The order was already ``done`` or ``cancel`` before this cancel: off the book, not by us.
+    """The exchange reports the order ``cancel`` after our cancel (confirmed or looked up)."""
     ALREADY_CLOSED = "already_closed"
-    #: The exchange does not know the order (or it belongs to someone else).
+    """The order was already ``done`` or ``cancel`` before this cancel: off the book, not by us."""
     NOT_FOUND = "not_found"
-    #: The cancel was refused or could not be sent; the order is still open as far as we know.
+    """The exchange does not know the order (or it belongs to someone else)."""
     FAILED = "failed"
-    #: The cancel may have been processed (no answer came back, or an error answer that may
-    #: hide a processed cancel), and neither a look-up nor the settling pass that follows could
-    #: settle it before the deadline. Cancelling again is safe.
+    """The cancel was refused or could not be sent; the order is still open as far as we know."""
     UNKNOWN = "unknown"
-    #: Never sent: the batch deadline expired or the batch was cancelled first.
+    """The cancel may have been processed (no answer came back, or an error answer that may
+    hide a processed cancel), and neither a look-up nor the settling pass that follows could
+    settle it before the deadline. Cancelling again is safe."""
     SKIPPED = "skipped"
+    """Never sent: the batch deadline expired or the batch was cancelled first."""
 
 
 _OFF_BOOK = frozenset({CancelStatus.QUEUED, CancelStatus.CANCELLED, CancelStatus.ALREADY_CLOSED})
@@ -187,12 +231,22 @@ class CancelOutcome:
     """
 
     order_id: int
+    """The order the cancel was for."""
     status: CancelStatus
+    """What happened to the order (see ``CancelStatus``)."""
     _order: Order | None = attrs.field(default=None, alias="order", repr=False, eq=False)
     error: TanxError | None = attrs.field(default=None, eq=False)
+    """Why the outcome is not ok (always set then). On an ok outcome, None, or for ``cancelled``
+    and ``already_closed`` the refusal a look-up then overruled (kept for the record)."""
     attempts: int = 0
+    """Cancel attempts made for the order, retries and a settling pass's resend included (look-ups
+    are not counted); 0 when none was made."""
     elapsed: float = 0.0
+    """Seconds from the order's first cancel request to its outcome, look-ups and confirmation
+    included; 0.0 when the batch deadline decided the outcome before an answer came."""
     note: str | None = attrs.field(default=None, eq=False)
+    """What else the outcome rests on (its evidence, a refusal that did not change it, a settling
+    pass), or None."""
     #: Decodes the cancel answer's echo (from ``echo_payload``, the answer's raw bytes) on first
     #: read of ``order`` (None: nothing to decode). A shared function and one bytes object, not a
     #: closure or the decoded JSON: an outcome stays one object the garbage collector tracks, and
@@ -224,8 +278,13 @@ class TokenPair:
     """An access/refresh token pair. The repr never shows the tokens."""
 
     access: str = attrs.field(repr=False)
+    """The access token (sent as ``Authorization: JWT <access>``)."""
     refresh: str | None = attrs.field(repr=False)
+    """The refresh token (a renewal may return a new one: keep the newest), or None when the
+    session has none."""
     access_expires_at: datetime | None = None
+    """When the access token expires (its JWT ``exp``, read unverified; UTC), or None when no
+    ``exp`` could be read."""
 
 
 # -- the private stream (``session.stream()``) --------------------------------------------------
@@ -241,20 +300,36 @@ class OrderUpdate:
     """
 
     id: int
+    """The order's id."""
     state: OrderState
+    """The order's state now (``cancel``: cancelled, ``done``: filled completely)."""
     market: str | None = None
+    """The market (``btcusdt``), or None when the update lacks it (so for every field below)."""
     side: Side | None = None
+    """``buy`` or ``sell``."""
     kind: str | None = None
+    """``bid`` (a buy) or ``ask`` (a sell), as the stream sends it."""
     ord_type: OrderType | None = None
+    """The order's type (``limit``, ``market``, ...)."""
     price: Decimal | None = None
+    """The limit price (None for market orders)."""
     avg_price: Decimal | None = None
+    """The average price of the order's fills so far."""
     origin_volume: Decimal | None = None
+    """The volume ordered."""
     remaining_volume: Decimal | None = None
+    """The volume still open."""
     executed_volume: Decimal | None = None
+    """The volume filled so far."""
     trades_count: int | None = None
+    """How many fills the order has had."""
     created_at: datetime | None = None
+    """When the order was placed (UTC, from the stream's unix seconds)."""
     updated_at: datetime | None = None
+    """When the order last changed (UTC)."""
     at: datetime | None = None
+    """The update's ``at`` timestamp (UTC); undocumented (the documented example has it equal to
+    ``created_at``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -262,14 +337,24 @@ class TradeUpdate:
     """A fill of one of the user's orders, pushed on the private stream (``{"trade": {...}}``)."""
 
     id: int
+    """The trade's id."""
     order_id: int | None = None
+    """Which of the user's orders filled, or None when the update lacks it (so for every field
+    below)."""
     market: str | None = None
+    """The market (``btcusdt``)."""
     side: Side | None = None
+    """The side of the order that filled."""
     taker_type: Side | None = None
+    """The side that took liquidity (``buy``: the buyer was the taker)."""
     price: Decimal | None = None
+    """The fill's price, in the quote currency."""
     amount: Decimal | None = None
+    """The fill's volume, in the base currency."""
     total: Decimal | None = None
+    """The fill's worth, in the quote currency."""
     created_at: datetime | None = None
+    """When it filled (UTC, from the stream's unix seconds)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -282,10 +367,16 @@ class StreamGap:
     """
 
     reason: Literal["reconnect", "overflow"]
+    """``"reconnect"`` (the socket was lost and is subscribed again) or ``"overflow"`` (the
+    consumer fell behind)."""
     started: datetime
+    """When the loss was noticed (a stall only after its silence) or the buffer filled (UTC)."""
     ended: datetime
+    """When the socket was subscribed again or the buffer had room again (UTC)."""
     dropped: int = 0
+    """Updates discarded from the full buffer (``overflow``); 0 after a reconnect, where how many
+    were missed is unknown."""
 
 
-#: What ``session.stream()`` yields.
 StreamEvent = Union[OrderUpdate, TradeUpdate, StreamGap]  # noqa: UP007 - a runtime alias on 3.10
+"""What ``session.stream()`` yields: ``OrderUpdate | TradeUpdate | StreamGap``."""

@@ -19,8 +19,8 @@ class SandboxClock:
     __slots__ = ("offset",)
 
     def __init__(self, offset: float = 0.0) -> None:
-        #: Seconds the exchange's clock is ahead of this machine's (negative: behind).
         self.offset = float(offset)
+        """Seconds the exchange's clock is ahead of this machine's (negative: behind)."""
 
     def __repr__(self) -> str:
         return f"SandboxClock(offset={self.offset:+.3f})"

@@ -86,8 +86,8 @@ class SandboxServer:
         self._error: BaseException | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self.connections_accepted: int = 0
-        #: Unexpected exceptions raised while serving connections.
         self.errors: list[BaseException] = []
+        """Unexpected exceptions raised while serving connections."""
 
     # -- lifecycle ------------------------------------------------------------------
 

@@ -305,17 +305,17 @@ class SandboxExchange:
         self.verify_signatures = True
         self.faults = faults if faults is not None else Faults(seed=seed)
         self.markets: dict[str, tuple[str, str]] = dict(markets or DEFAULT_MARKETS)
-        #: Append-only log; read it, or use ``cancel_attempts()``.
         self.requests: list[RequestRecord] = []
-        #: Refresh requests processed (successful or not); see ``refresh_failures``.
+        """Append-only log; read it, or use ``cancel_attempts()``."""
         self.refresh_count = 0
+        """Refresh requests processed (successful or not); see ``refresh_failures``."""
         self.refresh_failures = 0
-        #: Login requests processed (successful or not).
         self.login_count = 0
+        """Login requests processed (successful or not)."""
         self.in_flight = 0
         self.peak_in_flight = 0
-        #: The exchange's clock (tokens, ``Date`` headers, order timestamps).
         self.clock = clock if clock is not None else SandboxClock()
+        """The exchange's clock (tokens, ``Date`` headers, order timestamps)."""
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._minter = TokenMinter(random.Random(self._rng.getrandbits(64)))
@@ -333,10 +333,12 @@ class SandboxExchange:
         self._next_order_id = 25_000_000
         self._next_trade_id = 9_100_000
         self._app: ASGIApp | None = None
-        #: See ``OrderObserver``; the private stream (``ws``) registers one.
         self.observers: list[OrderObserver] = []
-        #: The private WebSocket stream (``/private``): its faults, connections and counters.
+        """Called with ``(before, after)`` whenever an order snapshot is stored (``before`` is None
+        for a new order), under the exchange's lock: keep them cheap. See ``OrderObserver``; the
+        private stream (``ws``) registers one."""
         self.ws = StreamHub(self)
+        """The private WebSocket stream (``/private``): its faults, connections and counters."""
 
     # -- plumbing ----------------------------------------------------------------
 

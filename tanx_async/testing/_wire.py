@@ -39,8 +39,8 @@ __all__ = [
 ]
 
 Profile = Literal["docs", "full", "brine", "ack", "mixed"]
-#: Every accepted ``profile``; ``"mixed"`` varies the others per answer.
 PROFILES: Final[tuple[Profile, ...]] = get_args(Profile)
+"""Every accepted ``profile``; ``"mixed"`` varies the others per answer."""
 #: The concrete shapes ``"mixed"`` picks from.
 CONCRETE: Final[tuple[Profile, ...]] = ("docs", "full", "brine", "ack")
 TextMode = Literal["fixed", "random"]
@@ -132,7 +132,6 @@ def pick_shape(profile: Profile, rng: random.Random) -> Shape:
     return Shape(rng.choice(CONCRETE), rng.choice((None, WINTER, SUMMER)))
 
 
-#: Every text the sandbox uses that no tanX source shows (key -> the fixed text).
 INVENTED_TEXTS: Final[dict[str, str]] = {
     # cancel and get-order refusals: no source documents any of them
     "not_found": "Order not found",
@@ -159,6 +158,7 @@ INVENTED_TEXTS: Final[dict[str, str]] = {
     "bad_request": "Bad Request",  # a Go connector mock's text, not a real answer
     "status_error": "Something went wrong, please try again",
 }
+"""Every text the sandbox uses that no tanX source shows (key -> the fixed text)."""
 
 _WORDS: Final = (
     "amber",

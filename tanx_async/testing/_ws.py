@@ -119,13 +119,16 @@ class StreamHub:
     def __init__(self, exchange: SandboxExchange) -> None:
         self.exchange = exchange
         self.faults = StreamFaults()
-        #: Seconds between a pusher's rounds (applying due cancels, sending updates).
         self.tick_interval = 0.005
-        #: Handshakes accepted / refused, subscriptions acked, updates sent (all connections).
+        """Seconds between a pusher's rounds (applying due cancels, sending updates)."""
         self.accepted = 0
+        """Handshakes accepted (all connections)."""
         self.refused = 0
+        """Handshakes refused (all connections)."""
         self.subscriptions = 0
+        """Subscriptions acked (all connections)."""
         self.pushed = 0
+        """Updates sent (all connections)."""
         self._lock = threading.Lock()
         self._conns: set[_Conn] = set()
         self._trade_ids = itertools.count(1)

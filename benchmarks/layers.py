@@ -24,24 +24,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from _common import make_access_token
-from _harness import BENCH, CLIENT_CORE, child_env, fake_server, last_json_line, pinned
+from _common import cpu_seconds, make_access_token
+from _harness import BENCH, fake_server, run_child
 
 LAYERS = ("floor", "sender", "proto", "lane", "pipeline", "session", "cancel_many")
 CONCURRENCY = 64
-
-
-def cpu() -> tuple[float, float]:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime, usage.ru_stime
 
 
 async def pool(ids: Iterable[int], one: Callable[[int], Awaitable[Any]]) -> None:
@@ -181,7 +174,7 @@ async def child(layer: str, url: str, n: int, cafile: str | None) -> dict[str, f
         elif layer in ones:
             await pool(warm, ones[layer])
         outcomes.clear()
-        u0, s0 = cpu()
+        u0, s0 = cpu_seconds()
         if layer == "lane":
             await lane(range(1, n + 1))
         elif layer in ones:
@@ -189,7 +182,7 @@ async def child(layer: str, url: str, n: int, cafile: str | None) -> dict[str, f
         else:
             done = await session.orders.cancel_many(list(range(1, n + 1)), concurrency=CONCURRENCY)
             assert sum(o.ok for o in done) == n
-        u1, s1 = cpu()
+        u1, s1 = cpu_seconds()
         if layer in ("lane", "proto"):
             assert len(outcomes) == n, len(outcomes)
     return {"user_s": u1 - u0, "sys_s": s1 - s0}
@@ -221,12 +214,9 @@ def main() -> None:
             for layer in layers:
                 cmd = [sys.executable, str(BENCH / "layers.py"), "--child", layer, "--url", server.url]
                 cmd += ["--n", str(args.n), *server.client_args()]
-                proc = subprocess.run(
-                    pinned(CLIENT_CORE, cmd), capture_output=True, text=True, env=child_env(), timeout=300
-                )
-                data = last_json_line(proc.stdout)
-                if proc.returncode != 0 or data is None:
-                    print(f"  {layer} round {rnd + 1} failed: {proc.stderr.strip()[-300:]}", flush=True)
+                data = run_child(cmd, timeout=300)
+                if "error" in data:
+                    print(f"  {layer} round {rnd + 1} failed: {data['error']}", flush=True)
                     continue
                 got[layer] = (data["user_s"] + data["sys_s"]) / args.n * 1e6
                 cpu_us[layer].append(got[layer])

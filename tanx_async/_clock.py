@@ -8,8 +8,10 @@ expired and refresh before each request. The offset is learned from evidence:
   between leaving and its answer arriving). Each stamp bounds the offset to an interval
   ``[stamp - received, stamp + 1 - sent)``; intervals are intersected and the estimate is the
   middle: within about a second (plenty beside a 30 s refresh skew). A stamp that contradicts the interval (the clock stepped, the machine
-  slept) starts a new one. The header is parsed only when its text changes: at most about once
-  per second on a busy session, and at once after a jump.
+  slept) starts a new one. The header is parsed only when its text changes (at most about once
+  per second on a busy session, and at once after a jump), but every answer's stamp narrows the
+  interval: the same ``Date`` seen later, or sooner after its request left, says more. A repeated
+  text that contradicts the interval is a stale copy (a cache), never a clock step: ignored.
 - Without any ``Date`` header, a freshly issued token's ``iat`` gives the same kind of stamp.
 
 Until there is evidence the offset is unknown (``offset is None``): callers then must not
@@ -32,7 +34,7 @@ __all__ = ["ExchangeClock"]
 class ExchangeClock:
     """This machine's clock (``local``) and its offset from the exchange's, once known."""
 
-    __slots__ = ("_high", "_last_date", "_low", "_warned", "local", "offset")
+    __slots__ = ("_high", "_last_date", "_last_stamp", "_low", "_warned", "local", "offset")
 
     def __init__(self, local: Callable[[], float] = time.time) -> None:
         #: This machine's wall clock (unix seconds); replaceable for tests.
@@ -40,7 +42,9 @@ class ExchangeClock:
         #: Exchange time minus local time, in seconds; None until learned.
         self.offset: float | None = None
         self._low = self._high = 0.0
+        #: The last ``Date`` text seen and its time (None: unreadable), parsed once per text.
         self._last_date: str | None = None
+        self._last_stamp: float | None = None
         self._warned = False
 
     def __repr__(self) -> str:
@@ -59,31 +63,51 @@ class ExchangeClock:
     def observe(self, headers: Mapping[str, str], elapsed: float) -> None:
         """Learn from an answer's ``Date`` header; ``elapsed``: seconds since the request left.
 
-        Cheap when the header is the one seen last (a dict look-up and a string compare)."""
+        Cheap when the header is the one seen last: it is not parsed again, but its stamp still
+        narrows the interval (the same second, seen at another moment) if it agrees with it."""
         value = headers.get("date")
-        if value is None or value == self._last_date:
+        if value is None:
             return
-        self._last_date = value
-        parts = parsedate_tz(value)
-        if parts is None:
-            logger.debug("ignoring an unreadable Date header %r", value[:40])
+        fresh = value != self._last_date
+        if fresh:
+            self._last_date = value
+            parts = parsedate_tz(value)
+            if parts is None:
+                self._last_stamp = None
+                logger.debug("ignoring an unreadable Date header %r", value[:40])
+            else:
+                self._last_stamp = calendar.timegm(parts[:9]) - (parts[9] or 0)
+        stamp = self._last_stamp
+        if stamp is None:
             return
-        stamp = calendar.timegm(parts[:9]) - (parts[9] or 0)
         received = self.local()
-        self.stamp(stamp, received - max(elapsed, 0.0), received)
+        sent = received - max(elapsed, 0.0)
+        if fresh:
+            self.stamp(stamp, sent, received)
+            return
+        low, high = stamp - received, stamp + 1.0 - sent
+        if self._agrees(low, high):
+            self._narrow(low, high)
 
     def stamp(self, stamp: float, sent: float, received: float) -> None:
         """Learn from a whole-second exchange time ``stamp`` taken between local ``sent`` and
         ``received`` (a ``Date`` header, a fresh token's ``iat``)."""
         low, high = stamp - received, stamp + 1.0 - sent
-        if self.offset is None or low >= self._high or high <= self._low:
+        if self._agrees(low, high):
+            self._narrow(low, high)
+        else:
             previous = self.offset
             self._low, self._high = low, high
             self.offset = (low + high) / 2
             self._report(previous)
-        else:
-            self._low, self._high = max(self._low, low), min(self._high, high)
-            self.offset = (self._low + self._high) / 2
+
+    def _agrees(self, low: float, high: float) -> bool:
+        """The offset is known and lies in ``[low, high)`` as far as the interval can tell."""
+        return self.offset is not None and low < self._high and high > self._low
+
+    def _narrow(self, low: float, high: float) -> None:
+        self._low, self._high = max(self._low, low), min(self._high, high)
+        self.offset = (self._low + self._high) / 2
 
     def _report(self, previous: float | None) -> None:
         offset = self.offset

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.conftest import (
@@ -104,6 +104,9 @@ def test_a_small_offset_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
     offset=st.floats(-1e6, 1e6),
     samples=st.lists(st.tuples(st.floats(0, 5), st.floats(0, 1), st.floats(0, 2)), min_size=1, max_size=20),
 )
+# Found by hypothesis in a fresh checkout: the same Date text again, sooner after its request
+# left, must narrow the interval (it used to be skipped, leaving the estimate 1.25 s off).
+@example(offset=-1.75, samples=[(1.25, 1.0, 1.5), (0.0, 0.0, 0.0)])
 def test_the_true_offset_stays_inside_what_was_learned(
     offset: float, samples: list[tuple[float, float, float]]
 ) -> None:

@@ -14,7 +14,9 @@ is the median over rounds of its CPU per cancel divided by the floor's in the sa
 - ``lane``: the same work with no task per cancel: each answer is checked in the protocol
   callback and the next cancel written from there (llhttp, the read timeout, the envelope check
   and one outcome per order kept; no token, rate-limit, deadline or retry handling, no
-  fallback). A measurement of what a callback-driven batch path could reach, not a client.
+  fallback, no pacing). A measurement of what a callback-driven batch path could reach, not a
+  client: the library's own fast path (``_lane``, what ``cancel_many`` runs) is this idea with
+  every rule kept, and the distance between the two rows is what the rules cost.
 - ``pipeline``: ``Pipeline.send`` from 64 worker tasks; ``session``: ``session._send``.
 - ``cancel_many``: ``session.orders.cancel_many`` (what users call).
 """

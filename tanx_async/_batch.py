@@ -16,6 +16,7 @@ consumer), and ids still in flight or never sent when it expires get ``UNKNOWN``
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
@@ -42,9 +43,10 @@ from ._errors import (
     TanxError,
     brief,
 )
+from ._lane import Lane
 from ._log import logger
 from ._memory import RecentIds
-from ._pipeline import Attempts
+from ._pipeline import Attempt, Attempts
 from ._validate import order_id as check_order_id
 from .models import CancelOutcome, CancelStatus, Order, OrderState
 
@@ -100,14 +102,18 @@ async def cancel_one(
     confirm_timeout: float = C.CONFIRM_TIMEOUT,
     record: Attempts | None = None,
     push: PushConfirmer | None = None,
+    first: Attempt | None = None,
+    started: float | None = None,
 ) -> CancelOutcome:
     """Cancel one (already validated) order id and settle what happened. Never raises a
-    ``TanxError``: it is in the outcome."""
+    ``TanxError``: it is in the outcome. ``first``: an attempt already made (the batch's fast
+    path, ``_lane``) to go on from, with its ``record``; ``started``: when the cancel began."""
     record = record or Attempts()
-    started = time.monotonic()
+    if started is None:
+        started = time.monotonic()
     try:
         response = await session._send(
-            "POST", C.CANCEL_PATH, json={"order_id": oid}, idempotent=True, attempts=record
+            "POST", C.CANCEL_PATH, json={"order_id": oid}, idempotent=True, attempts=record, first=first
         )
     except NotFoundError as exc:
         return _Outcomes(oid, record, started)(CancelStatus.NOT_FOUND, error=exc)
@@ -124,29 +130,44 @@ async def cancel_one(
     except TanxError as exc:
         return _unsettled(session, _Outcomes(oid, record, started), exc)
 
+    if not confirm:
+        return queued(session, oid, record, started, response.body, response.content)
     session._pipeline.cancels.accepted(oid)
     payload = response.payload
     if not is_order_payload(payload):
         payload = None  # the bare ``{}`` acknowledgement
-    if confirm:
-        outcome = _Outcomes(oid, record, started)
-        order = decode_echo(oid, payload, response.content) if payload is not None else None
-        deadline = time.monotonic() + confirm_timeout
-        if push is not None:  # by the stream (``_confirm.py``), polling as its fallback
+    outcome = _Outcomes(oid, record, started)
+    order = decode_echo(oid, payload, response.content) if payload is not None else None
+    deadline = time.monotonic() + confirm_timeout
+    if push is not None:  # by the stream (``_confirm.py``), polling as its fallback
 
-            async def poll(order: Order | None, deadline: float) -> CancelOutcome:
-                return await _confirm(session, oid, order, deadline, outcome)
+        async def poll(order: Order | None, deadline: float) -> CancelOutcome:
+            return await _confirm(session, oid, order, deadline, outcome)
 
-            return await push.confirm(oid, order, deadline, outcome, poll, lambda o: fetch_order(session, o))
-        return await _confirm(session, oid, order, deadline, outcome)
-    # The echo is decoded only if the caller reads ``outcome.order``.
+        return await push.confirm(oid, order, deadline, outcome, poll, lambda o: fetch_order(session, o))
+    return await _confirm(session, oid, order, deadline, outcome)
+
+
+def queued(
+    session: AsyncTanxSession,
+    oid: int,
+    record: Attempts,
+    started: float,
+    body: dict[str, Any],
+    content: bytes,
+) -> CancelOutcome:
+    """The outcome of a cancel the exchange answered with a 2xx success (``body``, the decoded
+    envelope; ``content``, its bytes), remembered as evidence (``CancelMemory``). The echo is
+    decoded only if the caller reads ``outcome.order``."""
+    session._pipeline.cancels.accepted(oid)
     return CancelOutcome(
         order_id=oid,
         status=CancelStatus.QUEUED,
         attempts=record.count,
         elapsed=time.monotonic() - started,
-        echo=None if payload is None else decode_echo_in,
-        echo_payload=response.content,
+        # Not for the bare ``{}`` acknowledgement.
+        echo=decode_echo_in if is_order_payload(body.get("payload")) else None,
+        echo_payload=content,
     )
 
 
@@ -370,11 +391,16 @@ class Batch:
         #: ``UNKNOWN`` outcomes waiting for the settling pass.
         self._held: dict[int, CancelOutcome] = {}
         self._recent = RecentIds(C.DEDUPE_WINDOW if dedupe else 0)
+        self._instant: Callable[[CancelOutcome], bool] | None = None
         #: An invalid id met in a lazy input; raised after every sent id has its outcome.
         self.invalid: InvalidOrderIdError | TypeError | None = None
 
-    async def run(self, sink: Sink) -> None:
-        """Cancel everything, settle what is unknown, handing each outcome to ``sink``."""
+    async def run(self, sink: Sink, *, instant: Callable[[CancelOutcome], bool] | None = None) -> None:
+        """Cancel everything, settle what is unknown, handing each outcome to ``sink``.
+
+        ``instant``: hands an outcome over at once, or says False when that would mean waiting
+        (then ``sink`` is used); given, the workers may take the fast path (``_lane``)."""
+        self._instant = instant
         started = time.monotonic()
         with anyio.move_on_after(self._deadline) as deadline:
             # With confirm=True the stream is open before the first cancel leaves.
@@ -432,13 +458,45 @@ class Batch:
             "confirm_timeout": self._confirm_timeout,
             "push": push,
         }
-        while (oid := self._take()) is not None:
+        pipeline = self._session._pipeline
+        lane: Lane | None = None
+        lane_tried = False
+        oid = self._take()
+        while oid is not None:
+            if not lane_tried and pipeline.sender is not None:  # (built by the first request)
+                lane_tried = True
+                lane = self._lane(per_order)
             record = Attempts()
             self._in_flight[oid] = record
-            _deadline.begin(per_order, extra=extra, now=now)
+            deadline = _deadline.begin(per_order, extra=extra, now=now)
+            started = time.monotonic()
+            first: Attempt | None = None
+            if lane is not None:
+                try:
+                    sent = lane.send(oid, record, started)
+                except Exception:  # nothing was sent: the ordinary path meets the error and says it
+                    sent = False
+                if sent:
+                    stop = await lane.stopped()
+                    if stop.error is not None:
+                        raise stop.error
+                    if stop.handing is not None:
+                        if (handing := self._deliver(stop.handing, sink)) is not None:
+                            await handing
+                        oid = self._take()
+                        continue
+                    if stop.oid is None or stop.record is None:
+                        return  # the ids ran out
+                    oid, record, deadline = stop.oid, stop.record, stop.deadline
+                    started, first = stop.started, stop.first
+                    _deadline.enter(deadline)
+                elif not lane.usable:
+                    lane = None  # a transport that cannot send from callbacks (httpx's)
             try:
                 if push is None:  # no context manager to enter: the common case
-                    result = await cancel_one(self._session, oid, record=record, **options)
+                    result = await cancel_one(
+                        self._session, oid, record=record, first=first, started=started, **options
+                    )
                 else:
                     with push.watching(oid):
                         result = await cancel_one(self._session, oid, record=record, **options)
@@ -456,9 +514,30 @@ class Batch:
                 and len(self._held) < C.SETTLE_MAX_HELD
             ):
                 self._held[oid] = result
-                continue
-            if (handing := self._deliver(result, sink)) is not None:
+            elif (handing := self._deliver(result, sink)) is not None:
                 await handing
+            oid = self._take()
+
+    def _lane(self, per_order: float | None) -> Lane | None:
+        """A fast path for one worker (``_lane``), where the batch can use one: outcomes that
+        can be handed over without waiting (``instant``), no confirmation to wait for, and a
+        session that may send from callbacks."""
+        instant = self._instant
+        session = self._session
+        pipeline = session._pipeline
+        if instant is None or self._confirm or pipeline.immediate_sender is None:
+            return None
+        lane = Lane(
+            pipeline,
+            timeout=session._timeout,
+            per_order=per_order,
+            take=self._take,
+            in_flight=self._in_flight,
+            unsent=self._unsent,
+            hand=instant,
+            make=functools.partial(queued, session),
+        )
+        return lane if lane.usable else None
 
     def _deliver(self, result: CancelOutcome, sink: Sink) -> Awaitable[None] | None:
         """Hand ``result`` to ``sink``: done at once for a plain function, else an awaitable that
@@ -552,6 +631,13 @@ async def iterate_batch(batch: Batch) -> AsyncGenerator[CancelOutcome, None]:
         except anyio.WouldBlock:
             await send.send(outcome)
 
+    def hand_over_now(outcome: CancelOutcome) -> bool:
+        try:
+            send.send_nowait(outcome)
+        except anyio.WouldBlock:
+            return False
+        return True
+
     #: A batch that refuses to start (``confirm_with="stream"`` and no stream) raises its error
     #: as ``cancel_many`` does, not wrapped in the task group's exception group.
     refused: list[TanxError] = []
@@ -559,7 +645,7 @@ async def iterate_batch(batch: Batch) -> AsyncGenerator[CancelOutcome, None]:
     async def produce() -> None:
         async with send:
             try:
-                await batch.run(hand_over)
+                await batch.run(hand_over, instant=hand_over_now)
             except TanxError as exc:
                 refused.append(exc)
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import contextvars
 import math
+import time
 from collections.abc import Callable, Iterator
 
 import anyio
@@ -28,7 +29,7 @@ import anyio
 from ._errors import APITimeoutError
 from ._httpx import httpx
 
-__all__ = ["Deadline", "begin", "clock", "current", "within"]
+__all__ = ["Deadline", "begin", "clock", "current", "enter", "within"]
 
 #: Cut timeouts are rounded up to this step, so that transports caching timeout objects by value
 #: (aiohttp's sender) see a bounded number of them.
@@ -55,6 +56,14 @@ class Deadline:
         self.seconds = seconds
         self._now = now or clock()  # kept: ``remaining`` then asks no one which loop runs
         self.at = self._now() + seconds
+
+    @classmethod
+    def since(cls, seconds: float, started: float) -> Deadline:
+        """A deadline of ``seconds`` that began at ``started`` (``time.monotonic``), on the
+        running loop's clock."""
+        deadline = cls(seconds)
+        deadline.at -= time.monotonic() - started
+        return deadline
 
     def remaining(self) -> float:
         return self.at - self._now()
@@ -108,9 +117,19 @@ def within(seconds: float | None) -> Iterator[None]:
         _CURRENT.reset(token)
 
 
-def begin(seconds: float | None, *, extra: float = 0.0, now: Callable[[], float] | None = None) -> None:
+def begin(
+    seconds: float | None, *, extra: float = 0.0, now: Callable[[], float] | None = None
+) -> Deadline | None:
     """Start the next operation of a task that runs one after another (a batch worker): replaces
     the task's previous one and lasts until the next ``begin`` or the end of the task. ``extra``
     seconds are added (the wait for a confirmation the caller asked for); ``now``: the task's
-    ``clock()``, if it has it."""
-    _CURRENT.set(None if seconds is None else Deadline(seconds + extra, now))
+    ``clock()``, if it has it. Returns the deadline (None: none)."""
+    deadline = None if seconds is None else Deadline(seconds + extra, now)
+    _CURRENT.set(deadline)
+    return deadline
+
+
+def enter(deadline: Deadline | None) -> None:
+    """Make ``deadline``, begun earlier outside this task (by the batch's fast path, in a
+    transport callback), the operation of the running task, as ``begin`` does."""
+    _CURRENT.set(deadline)

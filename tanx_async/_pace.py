@@ -17,9 +17,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = ["Pacer"]
+
+
+class Settable(Protocol):
+    """What the pacer hands an answer to: a future, or anything that behaves as one here (the
+    built-in transport's ``Channel``)."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Any, /) -> None: ...
 
 
 class Pacer:
@@ -28,13 +37,13 @@ class Pacer:
         self.per_turn = per_turn
         self._used = 0  # answers handed over for the current iteration
         self._armed = False  # ``_next_turn`` is scheduled
-        self._held: deque[tuple[asyncio.Future[Any], Any]] = deque()
+        self._held: deque[tuple[Settable, Any]] = deque()
 
     def __len__(self) -> int:
         """Answers held now."""
         return len(self._held)
 
-    def deliver(self, future: asyncio.Future[Any], result: Any) -> None:
+    def deliver(self, future: Settable, result: Any) -> None:
         """Hand ``result`` to ``future`` now, or hold it for a later iteration. A future that is
         done (cancelled) by the time its turn comes is skipped: its answer is dropped, as if the
         cancellation had come a moment earlier."""
@@ -52,13 +61,15 @@ class Pacer:
         """Once per iteration while answers flow: a new budget, spent on the held ones first."""
         held = self._held
         granted = 0
-        while held and granted < self.per_turn:
-            future, result = held.popleft()
-            if not future.done():
-                future.set_result(result)
-                granted += 1
-        self._used = granted
-        if granted or held:
-            self._loop.call_soon(self._next_turn)
-        else:
-            self._armed = False
+        try:
+            while held and granted < self.per_turn:
+                future, result = held.popleft()
+                if not future.done():
+                    granted += 1
+                    future.set_result(result)
+        finally:  # even if a hand-over raised: the answers still held get their turns
+            self._used = granted
+            if granted or held:
+                self._loop.call_soon(self._next_turn)
+            else:
+                self._armed = False

@@ -47,10 +47,10 @@ from ._json import dumps
 from ._log import logger
 from ._memory import CancelMemory
 from ._retry import RetryPolicy, is_ambiguous
-from ._transports import Sender, TransportName, Warmable, make_sender
+from ._transports import Immediate, RawResponse, Sender, TransportName, Warmable, make_sender
 from .events import EventCallback, EventKind, RequestEvent
 
-__all__ = ["Attempts", "Pipeline", "Response"]
+__all__ = ["Attempt", "Attempts", "Express", "Pipeline", "Response"]
 
 _STATIC_HEADERS = {
     "Accept": "application/json",
@@ -91,6 +91,156 @@ class Response:
         return self.body.get("payload")
 
 
+class Attempt:
+    """The first attempt of a request, made and answered outside ``send`` (by an ``Express``):
+    ``send(first=...)`` goes on from it."""
+
+    __slots__ = ("result", "started", "token", "told")
+
+    def __init__(
+        self, token: str | None, result: RawResponse | APIConnectionError, started: float, told: bool
+    ) -> None:
+        self.token = token
+        self.result = result
+        #: When it left (``time.monotonic``).
+        self.started = started
+        #: Its answer was told (clock, log line, event: ``Pipeline._received``) already.
+        self.told = told
+
+
+class Express:
+    """One caller's requests to one endpoint, each sent at once on a channel of the transport
+    and answered in a callback, with no task (``Pipeline.express``): the first attempt of a
+    request on the batch's fast path (``_lane``).
+
+    ``send`` makes the attempt only if nothing stands in its way, that is, nothing that would
+    make ``Pipeline.send`` wait or do more than send: no usable access token (missing or due for
+    renewal), a rate limit or 429 pause, a full concurrency limiter, a closed session, no warm
+    idle connection. It is counted in the request's ``Attempts`` as ``send`` counts it.
+
+    ``on_answer(body, result)`` is called when the attempt ends: ``body`` is the decoded
+    envelope of a success (what ``send`` would return), or None for anything else (an error
+    status, a body that does not decode, an expired token, a connection error), after which
+    ``send(first=express.first(), attempts=record)`` must go on from it: retries, renewal and
+    every error stay ``send``'s alone."""
+
+    __slots__ = (
+        "_channel",
+        "_headers",
+        "_method",
+        "_on_answer",
+        "_path",
+        "_pipeline",
+        "_record",
+        "_result",
+        "_started",
+        "_timeout",
+        "_token",
+        "_told",
+        "_url",
+        "_waiting",
+    )
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        sender: Immediate,
+        method: str,
+        path: str,
+        timeout: httpx.Timeout,
+        on_answer: Callable[[dict[str, Any] | None, RawResponse | APIConnectionError], None],
+    ) -> None:
+        self._pipeline = pipeline
+        self._method = method
+        self._path = path
+        self._url = pipeline.base_url + path
+        self._timeout = timeout
+        self._on_answer = on_answer
+        self._channel = sender.channel(self._url, self._answered)
+        self._token: str | None = None
+        self._headers: dict[str, str] = {}
+        self._record = Attempts()
+        self._result: RawResponse | APIConnectionError | None = None
+        self._started = 0.0
+        self._told = False
+        #: An attempt is in flight (it holds a limiter slot).
+        self._waiting = False
+
+    def send(self, content: bytes, record: Attempts, started: float) -> bool:
+        """Make the request's first attempt now (``started``: ``time.monotonic()``); False,
+        with nothing sent, when something stands in its way."""
+        pipeline = self._pipeline
+        limiter = pipeline.limiter
+        if pipeline.closed or limiter is None:
+            return False
+        auth = pipeline.auth
+        token = auth.usable()
+        if token is None or not pipeline.flow.ready() or not limiter.try_acquire():
+            return False
+        if token is not self._token:
+            self._token, self._headers = token, pipeline._headers(token, True)
+        first_sent = auth.clock.best_guess() if record.first_sent is None else None
+        try:
+            sent = self._channel.send(self._method, self._url, self._headers, content, self._timeout)
+        except BaseException:
+            limiter.release()
+            raise
+        if not sent:
+            limiter.release()
+            return False
+        self._record, self._started, self._waiting = record, started, True
+        record.count += 1
+        if first_sent is not None:
+            record.first_sent = first_sent
+        record.sending = True
+        return True
+
+    def first(self) -> Attempt:
+        """The attempt just answered, for ``Pipeline.send(first=...)``."""
+        result = self._result
+        assert result is not None
+        return Attempt(self._token, result, self._started, self._told)
+
+    def release(self) -> None:
+        """Between requests: the connection held goes back to the pool."""
+        self._channel.release()
+
+    def abort(self) -> None:
+        """Give up on the attempt in flight (it may have been processed: its record still says
+        it was being sent); its connection is closed and ``on_answer`` never called for it."""
+        if self._waiting:
+            self._waiting = False
+            limiter = self._pipeline.limiter
+            if limiter is not None:
+                limiter.release()
+        self._channel.abort()
+
+    def _answered(self, result: RawResponse | APIConnectionError) -> None:
+        """The channel's callback: the attempt ended. Judged as ``send`` would judge it; only a
+        success leaves the record's ``sending`` (whoever takes over the rest, ``send``, says
+        what the attempt was). Never raises (it runs in the transport's callbacks)."""
+        pipeline = self._pipeline
+        self._waiting = False
+        limiter = pipeline.limiter
+        if limiter is not None:
+            limiter.release()
+        self._result = result
+        self._told = False
+        body = None
+        if not isinstance(result, APIConnectionError):
+            method, path = self._method, self._path
+            try:
+                pipeline._received(result, method, path, time.monotonic() - self._started, 0)
+                self._told = True
+                if 200 <= result.status < 300:
+                    body = decode_envelope(result, method=method, path=path)
+            except Exception:  # an error status, or ``on_event`` raised: ``send`` meets it again
+                body = None
+        if body is not None:
+            self._record.sending = False
+        self._on_answer(body, result)
+
+
 _WRONG_LOOP = (
     "this AsyncTanxSession is bound to the event loop it was first used on (its connections and "
     "locks belong to that loop); create one session per event loop"
@@ -119,6 +269,10 @@ class _Flight:
 
 class Pipeline:
     """The state a session and all its ``with_options`` views share, and the request loop."""
+
+    #: Batches may use ``express`` (False: every request goes through ``send``; tests run the
+    #: batch engine both ways).
+    immediate_enabled: bool = True
 
     def __init__(
         self,
@@ -154,6 +308,8 @@ class Pipeline:
         self.auth = auth
         self.on_event = on_event
         self.sender: Sender | None = None
+        #: The sender again where it can send from callbacks (``express``), else None.
+        self.immediate_sender: Immediate | None = None
         self.limiter: Limiter | None = None
 
         self.closed = False
@@ -189,6 +345,7 @@ class Pipeline:
                 trust_env=self.trust_env,
                 keep_warm=self.keep_warm,
             )
+            self.immediate_sender = self.sender if isinstance(self.sender, Immediate) else None
             if self.keep_warm and not isinstance(self.sender, Warmable):
                 logger.warning(
                     "keep_warm=True: the %s transport cannot keep connections warm",
@@ -214,6 +371,7 @@ class Pipeline:
             return
         self.closed = True
         sender, self.sender = self.sender, None
+        self.immediate_sender = None
         if sender is not None:
             if not self.on_bound_loop():
                 # Its connections belong to the other loop: closing them from here would fail
@@ -262,6 +420,7 @@ class Pipeline:
         limited: bool = True,
         attempts: Attempts | None = None,
         deadline: Deadline | None = None,
+        first: Attempt | None = None,
     ) -> Response:
         """Send one logical request (with its retries); return the answer or raise its error.
 
@@ -273,16 +432,18 @@ class Pipeline:
         The deadline costs no timer of its own: each attempt's transport timeouts are cut to
         what is left, and it is checked before each attempt. Not cut: a token renewal (shielded,
         other requests wait on it; bounded by its own timeout) and the wait for the session's
-        concurrency limiter."""
+        concurrency limiter.
+
+        ``first``: the first attempt, already made and answered (``Express``, whose ``attempts``
+        this must be): the loop goes on from its answer as if it had made it itself."""
         sender, limiter = self.sender, self.limiter
-        if sender is None or limiter is None or self.closed or not self.on_bound_loop():
+        if first is None and (sender is None or limiter is None or self.closed or not self.on_bound_loop()):
             sender, limiter = self.start(timeout)  # builds them, or raises the right error
         record = attempts if attempts is not None else Attempts()
         url = self.base_url + path
         if params:
             url += "?" + urlencode(params)
         content = dumps(json) if json is not None else None
-        on_event = self.on_event
         auth, flow = self.auth, self.flow
         clock = auth.clock
         debug = logger.isEnabledFor(logging.DEBUG)
@@ -290,43 +451,56 @@ class Pipeline:
         renewed = False
         attempt_timeout = timeout
         while True:
-            if self.closed:
-                raise SessionClosedError("this AsyncTanxSession was closed during the request")
-            token = None
-            if private:
-                token = auth.usable() or await self.token()
-            headers = self._headers(token, content is not None)
-            ready = flow.ready()
-            if deadline is not None:
-                left = deadline.remaining()
-                if left <= 0:
-                    raise deadline.expired(method, path, sent=record.ambiguous)
-                if not ready and (paused := flow.paused_for) >= left:
-                    why = f" (the exchange's 429 holds the session for {paused:.1f} s more)"
-                    raise deadline.expired(method, path, sent=record.ambiguous, why=why)
-                attempt_timeout = deadline.cut(timeout, left)
-            if not ready:
-                await flow.acquire()
-            record.count += 1
-            if record.first_sent is None:
-                record.first_sent = clock.best_guess()
-            started = time.monotonic()
-            error: TanxError
-            try:
-                if limited:
-                    # The uncontended path costs no coroutine and no event-loop turn.
-                    if not limiter.try_acquire():
-                        await limiter.acquire()
-                    try:
-                        record.sending = True
-                        raw = await sender.send(method, url, headers, content, attempt_timeout)
-                    finally:
-                        limiter.release()
-                else:
-                    record.sending = True
-                    raw = await sender.send(method, url, headers, content, attempt_timeout)
-            except APIConnectionError as exc:
+            result: RawResponse | APIConnectionError
+            if first is not None:
+                # Its first attempt was made by an ``Express`` and answered in a callback.
+                token, result, started, told = first.token, first.result, first.started, first.told
+                first = None
                 record.sending = False
+            else:
+                if self.closed:
+                    raise SessionClosedError("this AsyncTanxSession was closed during the request")
+                told = False
+                if sender is None or limiter is None:  # pragma: no cover - built for the first attempt
+                    sender, limiter = self.start(timeout)
+                token = None
+                if private:
+                    token = auth.usable() or await self.token()
+                headers = self._headers(token, content is not None)
+                ready = flow.ready()
+                if deadline is not None:
+                    left = deadline.remaining()
+                    if left <= 0:
+                        raise deadline.expired(method, path, sent=record.ambiguous)
+                    if not ready and (paused := flow.paused_for) >= left:
+                        why = f" (the exchange's 429 holds the session for {paused:.1f} s more)"
+                        raise deadline.expired(method, path, sent=record.ambiguous, why=why)
+                    attempt_timeout = deadline.cut(timeout, left)
+                if not ready:
+                    await flow.acquire()
+                record.count += 1
+                if record.first_sent is None:
+                    record.first_sent = clock.best_guess()
+                started = time.monotonic()
+                try:
+                    if limited:
+                        # The uncontended path costs no coroutine and no event-loop turn.
+                        if not limiter.try_acquire():
+                            await limiter.acquire()
+                        try:
+                            record.sending = True
+                            result = await sender.send(method, url, headers, content, attempt_timeout)
+                        finally:
+                            limiter.release()
+                    else:
+                        record.sending = True
+                        result = await sender.send(method, url, headers, content, attempt_timeout)
+                except APIConnectionError as failed:
+                    result = failed
+                record.sending = False
+            error: TanxError
+            if isinstance(result, APIConnectionError):
+                exc = result
                 if self.is_closed():  # (a method: the check above was before an await)
                     if exc.maybe_processed:
                         # Closed under a request already written: it may have been processed.
@@ -345,20 +519,9 @@ class Pipeline:
                         attempt + 1,
                     )
             else:
-                record.sending = False
-                elapsed = time.monotonic() - started
-                clock.observe(raw.headers, elapsed)
-                if debug:
-                    logger.debug(
-                        "%s %s -> %d in %.1f ms (attempt %d)",
-                        method,
-                        path,
-                        raw.status,
-                        elapsed * 1e3,
-                        attempt + 1,
-                    )
-                if on_event is not None:
-                    self.emit("response", method, path, status=raw.status, elapsed=elapsed, attempt=attempt)
+                raw = result
+                if not told:
+                    self._received(raw, method, path, time.monotonic() - started, attempt)
                 expired = token is not None and raw.status == 401 and is_access_token_error(raw)
                 if expired and not renewed and self.auth.can_renew:
                     # One refresh and one resend per request; the refresh itself is single-flight.
@@ -398,6 +561,32 @@ class Pipeline:
             )
             await anyio.sleep(delay)
             attempt += 1
+
+    def _received(self, raw: RawResponse, method: str, path: str, elapsed: float, attempt: int) -> None:
+        """What every answer tells before it is judged: the exchange's clock, the debug log line
+        and the ``response`` event."""
+        self.auth.clock.observe(raw.headers, elapsed)
+        if logger.isEnabledFor(logging.DEBUG):
+            # One line per attempt, answered or not.
+            logger.debug(
+                "%s %s -> %d in %.1f ms (attempt %d)", method, path, raw.status, elapsed * 1e3, attempt + 1
+            )
+        if self.on_event is not None:
+            self.emit("response", method, path, status=raw.status, elapsed=elapsed, attempt=attempt)
+
+    def express(
+        self,
+        method: str,
+        path: str,
+        timeout: httpx.Timeout,
+        on_answer: Callable[[dict[str, Any] | None, RawResponse | APIConnectionError], None],
+    ) -> Express | None:
+        """An ``Express`` for requests to ``path`` within ``timeout``, where the transport can
+        send from callbacks (the built-in asyncio one, started and open), else None."""
+        sender = self.immediate_sender
+        if sender is None or not self.immediate_enabled or self.closed:
+            return None
+        return Express(self, sender, method, path, timeout, on_answer)
 
     def _headers(self, token: str | None, body: bool) -> dict[str, str]:
         """The request headers for ``token`` (None: public) with or without a body: built once

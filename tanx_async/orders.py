@@ -222,7 +222,11 @@ class Orders:
         def collect(outcome: CancelOutcome) -> None:
             results[outcome.order_id] = outcome
 
-        await batch.run(collect)
+        def collect_now(outcome: CancelOutcome) -> bool:
+            results[outcome.order_id] = outcome
+            return True
+
+        await batch.run(collect, instant=collect_now)
         return [results[oid] for oid in ids]
 
     def cancel_iter(

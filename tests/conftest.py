@@ -20,7 +20,7 @@ import respx
 
 from tanx_async import AsyncTanxSession
 
-from .internals import flow_module
+from .internals import Pipeline, flow_module
 
 BASE = "https://api.tanx.fi"
 CANCEL_URL = f"{BASE}/sapi/v1/orders/cancel/"
@@ -93,6 +93,16 @@ def _no_proxy_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture(params=["lane", "tasks"])
+def batch_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on both paths of the batch engine over the built-in transport: the fast
+    path (``_lane``, the default) and a task per cancel (``Pipeline.immediate_enabled``
+    switched off for every session the test opens)."""
+    if request.param == "tasks":
+        monkeypatch.setattr(Pipeline, "immediate_enabled", False)
+    return str(request.param)
 
 
 @pytest.fixture

@@ -23,9 +23,10 @@ from tanx_async._envelope import decode_envelope, is_access_token_error
 from tanx_async._errors import APIStatusError, status_error_class
 from tanx_async._flow import FlowControl
 from tanx_async._httpx import httpx
+from tanx_async._lane import Lane
 from tanx_async._memory import CancelMemory, RecentIds
 from tanx_async._pace import Pacer
-from tanx_async._pipeline import Attempts, Response
+from tanx_async._pipeline import Attempts, Express, Pipeline, Response
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
 from tanx_async._stream import _Buffer, stream_url
@@ -48,10 +49,13 @@ __all__ = [
     "CancelMemory",
     "Deadline",
     "ExchangeClock",
+    "Express",
     "FlowControl",
     "Http11Sender",
     "HttpxSender",
+    "Lane",
     "Pacer",
+    "Pipeline",
     "PrivateKeySigner",
     "RawResponse",
     "RecentIds",

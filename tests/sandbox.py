@@ -15,11 +15,19 @@ from .internals import TransportName
 
 #: Every transport a session can use on asyncio; tests that touch the wire run on each.
 TRANSPORTS = ["native", "aiohttp", "httpx"]
+#: For batch tests: the same, and the built-in transport once more with the batch engine's fast
+#: path (``_lane``) switched off, so that a task per cancel is tested on it too.
+BATCH_TRANSPORTS = ["native", "native-tasks", "aiohttp", "httpx"]
 
 
 def transport_name(transport: str) -> TransportName:
     """``native`` is the default on asyncio (``"auto"``); the others are asked for by name."""
-    names: dict[str, TransportName] = {"native": "auto", "aiohttp": "aiohttp", "httpx": "httpx"}
+    names: dict[str, TransportName] = {
+        "native": "auto",
+        "native-tasks": "auto",
+        "aiohttp": "aiohttp",
+        "httpx": "httpx",
+    }
     return names[transport]
 
 
@@ -31,10 +39,16 @@ class Sandbox:
     access: str = attrs.field(repr=False)
     refresh: str = attrs.field(repr=False)
 
-    def session(self, **kwargs: Any) -> AsyncTanxSession:
+    def session(self, *, transport: str = "native", **kwargs: Any) -> AsyncTanxSession:
+        """A session on the sandbox; ``transport`` is one of ``BATCH_TRANSPORTS`` (or a
+        ``TransportName``)."""
         kwargs.setdefault("access_token", self.access)
         kwargs.setdefault("refresh_token", self.refresh)
-        return AsyncTanxSession(base_url=self.server.url, **kwargs)
+        name = transport_name(transport) if transport in BATCH_TRANSPORTS else transport
+        session = AsyncTanxSession(base_url=self.server.url, transport=name, **kwargs)  # type: ignore[arg-type]
+        if transport == "native-tasks":
+            session._pipeline.immediate_enabled = False
+        return session
 
 
 @contextmanager

@@ -16,6 +16,9 @@ from tanx_async.testing import SandboxExchange
 
 from .sandbox import Sandbox, mismatches, running_sandbox
 
+#: Every test here runs on both paths of the batch engine (the fast path, a task per cancel).
+pytestmark = pytest.mark.usefixtures("batch_path")
+
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
 
 

@@ -17,6 +17,9 @@ from tanx_async import AsyncTanxSession, CancelOutcome, CancelStatus
 from .internals import RecentIds, constants
 from .sandbox import Sandbox, mismatches, running_sandbox
 
+#: Every test here runs on both paths of the batch engine (the fast path, a task per cancel).
+pytestmark = pytest.mark.usefixtures("batch_path")
+
 FORMS: dict[str, Callable[[list[int]], Iterable[int]]] = {
     "list": list,
     "tuple": tuple,

@@ -33,7 +33,7 @@ from tanx_async import (
 from tanx_async.testing import SandboxExchange, SandboxServer
 
 from .internals import AiohttpSender, Http11Sender, HttpxSender, random_wallet, sender_of
-from .sandbox import TRANSPORTS, Sandbox, mismatches, running_sandbox, transport_name
+from .sandbox import BATCH_TRANSPORTS, TRANSPORTS, Sandbox, mismatches, running_sandbox, transport_name
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
 REFRESH_PATH = "/sapi/v1/auth/token/refresh/"
@@ -41,8 +41,8 @@ LOGIN_PATH = "/sapi/v2/auth/login/"
 
 
 def session_for(sandbox: Sandbox, transport: str, **kwargs: Any) -> AsyncTanxSession:
-    """``transport="native"`` is the default on asyncio (``"auto"``); the others are asked for."""
-    return sandbox.session(transport=transport_name(transport), **kwargs)
+    """``transport``: one of ``BATCH_TRANSPORTS`` (``native`` is the default on asyncio)."""
+    return sandbox.session(transport=transport, **kwargs)
 
 
 def in_use(session: AsyncTanxSession) -> int:
@@ -173,7 +173,7 @@ async def test_fault_gives_the_right_error_and_leaks_no_connection(
     assert (exchange.order(oid).state == "cancel") is case.processed
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("transport", BATCH_TRANSPORTS)
 async def test_close_keepalive_pool_recovers_transparently(sandbox: Sandbox, transport: str) -> None:
     exchange = sandbox.exchange
     server: SandboxServer = sandbox.server
@@ -245,7 +245,9 @@ def untruthful(exchange: SandboxExchange, outcomes: list[CancelOutcome], before:
 
 
 @pytest.mark.parametrize(
-    ("transport", "shapes"), [(t, "docs+fixed") for t in TRANSPORTS] + [("native", "mixed+random")]
+    ("transport", "shapes"),
+    [(t, "docs+fixed") for t in BATCH_TRANSPORTS]
+    + [("native", "mixed+random"), ("native-tasks", "mixed+random")],
 )
 @pytest.mark.parametrize("name", [n for n in CASES if n not in ("huge_body", "black_hole")])
 async def test_cancel_many_under_fault_rate_is_truthful(
@@ -286,7 +288,7 @@ async def test_cancel_many_under_fault_rate_is_truthful(
     assert any(r.fault for r in exchange.requests)  # the faults really happened
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("transport", BATCH_TRANSPORTS)
 @pytest.mark.parametrize("name", ["huge_body", "black_hole"])
 async def test_cancel_many_when_no_answer_is_readable(sandbox: Sandbox, transport: str, name: str) -> None:
     """Every answer lost or refused: nothing may be reported queued, cancelled or closed."""

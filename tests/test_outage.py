@@ -9,10 +9,14 @@ from collections import Counter
 
 import anyio
 import anyio.to_thread
+import pytest
 
 from tanx_async import CancelStatus
 
 from .sandbox import Sandbox, mismatches, running_sandbox
+
+#: Every test here runs on both paths of the batch engine (the fast path, a task per cancel).
+pytestmark = pytest.mark.usefixtures("batch_path")
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
 

@@ -21,7 +21,7 @@ from tanx_async import (
 )
 
 from .internals import sender_of
-from .sandbox import TRANSPORTS, Sandbox, mismatches, running_sandbox, transport_name
+from .sandbox import BATCH_TRANSPORTS, TRANSPORTS, Sandbox, mismatches, running_sandbox, transport_name
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
 
@@ -91,7 +91,7 @@ async def cancelled_batch(sandbox: Sandbox, delay: float, mode: str, how: str, t
         else:
             await drain(session.orders.cancel_iter(ids, concurrency=32), got)
 
-    async with sandbox.session(transport=transport_name(transport)) as session:
+    async with sandbox.session(transport=transport) as session:
         with anyio.fail_after(10):
             if how == "move_on_after":
                 with anyio.move_on_after(delay):
@@ -134,7 +134,7 @@ def test_cancelling_a_batch_at_any_point_leaves_nothing_behind() -> None:
             delay=st.floats(0, 0.3),
             mode=st.sampled_from(["many", "iter"]),
             how=st.sampled_from(["move_on_after", "scope.cancel"]),
-            transport=st.sampled_from(TRANSPORTS),
+            transport=st.sampled_from(BATCH_TRANSPORTS),
         )
         def check(delay: float, mode: str, how: str, transport: str) -> None:
             anyio.run(cancelled_batch, sandbox, delay, mode, how, transport)
@@ -152,7 +152,7 @@ class Errors(logging.Handler):
         self.records.append(record)
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("transport", BATCH_TRANSPORTS)
 @pytest.mark.parametrize("rate_limit", [None, 150.0])  # with a rate limit, tasks wait before sending
 async def test_aclose_during_a_batch_finishes_it_cleanly(transport: str, rate_limit: float | None) -> None:
     errors = Errors()
@@ -161,7 +161,7 @@ async def test_aclose_during_a_batch_finishes_it_cleanly(transport: str, rate_li
         with running_sandbox(seed=32, cancel_delay=0.0) as sandbox:
             ids = sandbox.exchange.seed_orders(sandbox.uid, 200)
             sandbox.exchange.faults.latency = 0.02
-            session = sandbox.session(transport=transport_name(transport), rate_limit=rate_limit)
+            session = sandbox.session(transport=transport, rate_limit=rate_limit)
             results: list[CancelOutcome] = []
 
             async def run() -> None:

@@ -25,9 +25,9 @@ import ssl
 from .._config import env_proxy
 from .._errors import MissingDependencyError
 from .._httpx import httpx
-from .base import RawResponse, Sender, TransportName, Warmable
+from .base import Channel, Immediate, RawResponse, Sender, TransportName, Warmable
 
-__all__ = ["RawResponse", "Sender", "TransportName", "Warmable", "make_sender"]
+__all__ = ["Channel", "Immediate", "RawResponse", "Sender", "TransportName", "Warmable", "make_sender"]
 
 logger = logging.getLogger("tanx_async")
 #: Why the native transport was not used, each said once per process.

@@ -7,14 +7,24 @@ byte of the request left says False.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal, Protocol, runtime_checkable
 
 from .. import _constants as C
 from .._errors import APIConnectionError, ResponseTooLargeError
 from .._httpx import httpx
 
-__all__ = ["RawResponse", "Sender", "TransportName", "Warmable", "pool_closed", "pool_sizes", "too_large"]
+__all__ = [
+    "Channel",
+    "Immediate",
+    "RawResponse",
+    "Sender",
+    "TransportName",
+    "Warmable",
+    "pool_closed",
+    "pool_sizes",
+    "too_large",
+]
 
 TransportName = Literal["auto", "native", "aiohttp", "httpx"]
 
@@ -82,6 +92,29 @@ class Warmable(Protocol):
     """A sender that can open connections ahead of need (the built-in one)."""
 
     async def warm_up(self, url: str, connections: int, timeout: httpx.Timeout) -> int: ...
+
+
+class Channel(Protocol):
+    """Requests of one caller written at once and answered in a callback (``Immediate``)."""
+
+    def send(
+        self, method: str, url: str, headers: dict[str, str], content: bytes | None, timeout: httpx.Timeout
+    ) -> bool:
+        """Write the request now; False, with nothing written, when no warm connection is free."""
+
+    def release(self) -> None:
+        """Give the connection it holds back to the pool (between requests)."""
+
+    def abort(self) -> None:
+        """Give up on the request in flight (its connection is closed, no callback) and release."""
+
+
+@runtime_checkable
+class Immediate(Protocol):
+    """A sender whose requests can be written at once and answered in a callback, without a
+    task (the built-in asyncio one; see ``Http11Sender.channel``)."""
+
+    def channel(self, url: str, on_answer: Callable[[RawResponse | APIConnectionError], None]) -> Channel: ...
 
 
 def pool_closed() -> APIConnectionError:

@@ -38,6 +38,7 @@ import ssl
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -53,7 +54,7 @@ from .base import RawResponse, pool_closed, pool_sizes, too_large
 if TYPE_CHECKING:
     from .._httpx import httpx
 
-__all__ = ["Http11Sender"]
+__all__ = ["Channel", "Http11Sender"]
 
 _NO_BODY_STATUS = frozenset({204, 304})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -170,7 +171,7 @@ class _Connection(asyncio.BufferedProtocol):
         #: How long the server said it keeps this connection idle (``Keep-Alive: timeout=N``).
         self.server_idle: float | None = None
         self.keep_alive = False
-        self._waiter: asyncio.Future[RawResponse] | None = None
+        self._waiter: _Waiter | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._method = ""
         self._url = ""
@@ -296,13 +297,20 @@ class _Connection(asyncio.BufferedProtocol):
         the wait ends (the pool awaits the future itself: no coroutine per request). The pool
         hands over a connection it has just checked (``is_closing``); one lost since says so
         here (asyncio would drop the bytes silently)."""
+        waiter: asyncio.Future[RawResponse] = self._loop.create_future()
+        self.start(waiter, payload, method, url, read_timeout)
+        return waiter
+
+    def start(
+        self, waiter: _Waiter, payload: bytes, method: str, url: str, read_timeout: float | None
+    ) -> None:
+        """Write the request; its answer goes to ``waiter`` (a future, or a ``Channel``)."""
         transport = self.transport
         if transport is None or self.closed:
             self.keep_alive = False
             raise _not_sent()
         loop = self._loop
         self._reset(method, url)
-        waiter: asyncio.Future[RawResponse] = loop.create_future()
         self._waiter = waiter
         transport.write(payload)
         if read_timeout is not None:
@@ -311,7 +319,6 @@ class _Connection(asyncio.BufferedProtocol):
                 deadlines.add(self, loop.time() + read_timeout, read_timeout)
             else:
                 self._timer = loop.call_at(loop.time() + read_timeout, self._on_timeout, read_timeout)
-        return waiter
 
     def end(self) -> None:
         """The request is over (answered, failed, cancelled, or ``begin`` refused it): its read
@@ -487,6 +494,113 @@ class _Connection(asyncio.BufferedProtocol):
             waiter.set_result(answer)
         else:
             self.pacer.deliver(waiter, answer)
+
+
+class Channel:
+    """A connection held by one caller for a run of requests, each answered in a callback
+    (``Http11Sender.channel``): no task waits. It stands in for the answer's future on its
+    connection (``done``, ``cancelled``, ``exception``, ``set_result``, ``set_exception``: what
+    the connection and the pacer ask of one) and calls ``on_answer`` with the answer or the
+    connection error. Between requests it keeps its connection (no trip through the pool);
+    ``release`` gives it back, ``abort`` gives up on a request in flight."""
+
+    __slots__ = ("_conn", "_error", "_key", "_on_answer", "_origin", "_sender", "_state")
+
+    def __init__(
+        self,
+        sender: Http11Sender,
+        origin: _Origin,
+        on_answer: Callable[[RawResponse | APIConnectionError], None],
+    ) -> None:
+        self._sender = sender
+        self._origin = origin
+        self._key = origin.key
+        self._on_answer = on_answer
+        self._conn: _Connection | None = None
+        self._error: APIConnectionError | None = None
+        self._state = 1  # 0 a request in flight, 1 none, 2 aborted
+
+    def send(
+        self, method: str, url: str, headers: dict[str, str], content: bytes | None, timeout: httpx.Timeout
+    ) -> bool:
+        """Write the request now, on the held connection or a warm idle one; False, with nothing
+        written, when there is none (or the pool is closed)."""
+        sender = self._sender
+        # Built first: a header that cannot be sent raises here, before a connection is taken.
+        payload = request_bytes(sender._heads, method, url, self._origin, headers, content)
+        conn = self._conn
+        if conn is None or conn.is_closing():
+            if conn is not None:
+                self.release()
+            if sender._closed:
+                return False
+            conn = sender._pop_idle(self._key)
+            if conn is None:
+                return False
+            sender._in_use += 1
+            sender._busy.add(conn)
+            self._conn = conn
+        sender._connect_timeout = timeout
+        self._state, self._error = 0, None
+        try:
+            conn.start(self, payload, method, url, timeout.read)
+        except APIConnectionError:  # refused before writing (the connection was lost)
+            self._state = 1
+            self.release()
+            return False
+        return True
+
+    def release(self) -> None:
+        """Give the connection back to the pool (between requests), or close it if it may not
+        be reused."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            sender = self._sender
+            sender._busy.discard(conn)
+            sender._release(self._key, conn)
+
+    def abort(self) -> None:
+        """Give up on the request in flight: the connection is closed (its request may have
+        been processed) and ``on_answer`` is not called for it."""
+        if self._state == 0:
+            self._state = 2
+            conn = self._conn
+            if conn is not None:
+                conn.end()  # (closes it: not answered, or "cancelled")
+        self.release()
+
+    def done(self) -> bool:
+        return self._state != 0
+
+    def cancelled(self) -> bool:
+        return self._state == 2
+
+    def exception(self) -> APIConnectionError | None:
+        return self._error
+
+    def set_result(self, answer: RawResponse) -> None:
+        if self._state == 0:
+            self._state = 1
+            conn = self._conn
+            assert conn is not None
+            conn.end()  # kept open if the server keeps it: the next request goes on it
+            if conn.closed:
+                self.release()
+            self._on_answer(answer)
+
+    def set_exception(self, error: APIConnectionError) -> None:
+        if self._state == 0:
+            self._state = 1
+            self._error = error
+            conn = self._conn
+            assert conn is not None
+            conn.end()  # (closes it)
+            self.release()
+            self._on_answer(error)
+
+
+#: What waits for a connection's answer: a task's future, or a ``Channel``.
+_Waiter = asyncio.Future[RawResponse] | Channel
 
 
 class _Stop(Exception):
@@ -767,6 +881,12 @@ class Http11Sender:
             conn.end()
             self._busy.discard(conn)
             self._release(origin.key, conn)
+
+    def channel(self, url: str, on_answer: Callable[[RawResponse | APIConnectionError], None]) -> Channel:
+        """A ``Channel`` to ``url``'s origin: requests written at once on a warm connection it
+        holds, each answer handed to ``on_answer`` from the transport's callbacks (through the
+        pacer, as a task's answer would be). It holds no connection until its first ``send``."""
+        return Channel(self, self._origins.get(url) or self._origin(url), on_answer)
 
     @property
     def closed(self) -> bool:

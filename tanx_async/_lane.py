@@ -1,0 +1,245 @@
+"""The batch's fast path: a worker's cancels sent and settled in the transport's callbacks.
+
+On the task path every cancel of a batch costs its worker task a wake-up and a chain of
+coroutine frames (the worker, ``cancel_one``, ``Pipeline.send``, the sender, the answer's
+future). That chain is what the worst cases need (retries, token renewal, look-ups, waits), and
+the happy case does not: a cancel answered with a 2xx success. A ``Lane`` sends its worker's
+cancel with an ``Express`` (``Pipeline.express``) and, in the callback that gets the success, records the
+outcome, hands it over and sends the worker's next cancel: no task runs per cancel
+(``benchmarks/layers.py``: the task per cancel is most of what stands between the library and
+the Python floor).
+
+What makes an outcome does not change: ``QUEUED`` only from a 2xx success envelope, decoded as
+``Pipeline.send`` decodes it, built by the function ``cancel_one`` uses (``_batch.queued``). The
+lane stops and hands the order in hand to its worker task, which goes on the ordinary way from
+exactly where the lane left it, when:
+
+- the answer is anything but a success (an error status, a body that does not decode, an
+  expired token, a connection error, a read timeout): ``cancel_one(first=...)`` continues from
+  that answer, so retries, renewal and look-ups are the task path's, and the attempt is not
+  made twice;
+- the next cancel cannot be sent at once (``Express.send`` says False: no usable token, a rate limit
+  or 429 pause, a full limiter, no warm idle connection, a deadline): the worker sends it;
+- the outcome cannot be handed over without waiting (``cancel_iter``'s consumer is behind);
+- the ids run out, or taking the next one raised (a lazy source's error: raised by the worker).
+
+The lane belongs to its worker: when the worker is cancelled (the batch deadline, the consumer
+stopped) the attempt in flight is aborted (its connection closed) and stays in the batch's
+records as sent, so the batch reports it ``UNKNOWN``, as it does on the task path. Answers reach
+the lane through the pool's pacer: at most ``ANSWERS_PER_TURN`` per loop iteration, as on the
+task path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import _constants as C
+from ._deadline import Deadline
+from ._errors import APIConnectionError
+from ._httpx import httpx
+from ._pipeline import Attempt, Attempts, Pipeline
+from ._transports import RawResponse
+from .models import CancelOutcome
+
+__all__ = ["Lane", "Stop"]
+
+
+class Stop:
+    """Why a lane stopped, and what its worker task takes over.
+
+    ``oid`` is None when the ids ran out (and nothing else is set). Otherwise the order
+    ``oid`` (taken, counted in flight, its ``record`` and ``deadline`` begun at ``started``) is
+    the worker's to cancel, going on from ``first`` when an attempt was made. ``handing``: an
+    outcome still to hand over (waiting); ``error``: what taking the next id raised."""
+
+    __slots__ = ("deadline", "error", "first", "handing", "oid", "record", "started")
+
+    def __init__(self) -> None:
+        self.oid: int | None = None
+        self.record: Attempts | None = None
+        self.deadline: Deadline | None = None
+        self.started = 0.0
+        self.first: Attempt | None = None
+        self.handing: CancelOutcome | None = None
+        self.error: Exception | None = None
+
+
+class Lane:
+    """One batch worker's run of callback-driven cancels (see the module's docstring)."""
+
+    __slots__ = (
+        "_express",
+        "_hand",
+        "_in_flight",
+        "_loop",
+        "_make",
+        "_oid",
+        "_per_order",
+        "_record",
+        "_started",
+        "_stop",
+        "_take",
+        "_unsent",
+        "_wake",
+    )
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        timeout: httpx.Timeout,
+        per_order: float | None,
+        take: Callable[[], int | None],
+        in_flight: dict[int, Attempts],
+        unsent: dict[int, CancelOutcome],
+        hand: Callable[[CancelOutcome], bool],
+        make: Callable[[int, Attempts, float, dict[str, Any], bytes], CancelOutcome],
+    ) -> None:
+        #: Seconds each order's cancel may take in all (the session's ``deadline``), or None.
+        self._per_order = per_order
+        if per_order is not None:
+            # Every attempt the lane makes is an order's first, made as the order begins.
+            timeout = Deadline(per_order).cut(timeout, per_order)
+        self._express = pipeline.express("POST", C.CANCEL_PATH, timeout, self._answered)
+        #: The next id (None: no more ids), and the batch's records of the ids in flight.
+        self._take = take
+        self._in_flight = in_flight
+        #: The batch's outcomes not yet handed over (delivered by its expiry if need be).
+        self._unsent = unsent
+        #: Hand an outcome over now; False when that would mean waiting.
+        self._hand = hand
+        #: The ``QUEUED`` outcome of a success (``_batch.queued``).
+        self._make = make
+        self._loop = asyncio.get_running_loop()
+        self._wake: asyncio.Future[Stop] | None = None
+        self._stop: Stop | None = None
+        self._oid = 0
+        self._record = Attempts()
+        self._started = 0.0
+
+    @property
+    def usable(self) -> bool:
+        """False where the transport cannot send from callbacks: the lane never sends."""
+        return self._express is not None
+
+    def send(self, oid: int, record: Attempts, started: float) -> bool:
+        """Send ``oid``'s cancel at once (``started``: when its operation began, by
+        ``time.monotonic``) and run the lane from its answer; False, with nothing sent, when
+        something stands in the way (the worker then sends it the ordinary way)."""
+        express = self._express
+        if express is None or not express.send(b'{"order_id":%d}' % oid, record, started):
+            return False
+        self._oid, self._record, self._started = oid, record, started
+        return True
+
+    def deadline(self, started: float) -> Deadline | None:
+        """The deadline of an order begun at ``started`` (``time.monotonic``, which is asyncio's
+        clock), for the worker that takes it over."""
+        per_order = self._per_order
+        return None if per_order is None else Deadline.since(per_order, started)
+
+    async def stopped(self) -> Stop:
+        """Wait until the lane stops. Cancelled meanwhile: the attempt in flight is aborted."""
+        stop, self._stop = self._stop, None
+        if stop is not None:
+            return stop
+        wake: asyncio.Future[Stop] = self._loop.create_future()
+        self._wake = wake
+        try:
+            stop = await wake
+            return stop
+        except BaseException:
+            if self._express is not None:
+                self._express.abort()
+            raise
+        finally:
+            self._wake = None
+
+    def _halt(self, stop: Stop) -> None:
+        express = self._express
+        if express is not None:
+            express.release()
+        wake = self._wake
+        if wake is None:
+            self._stop = stop  # (not waited on yet)
+        elif not wake.done():
+            wake.set_result(stop)
+
+    def _order(self, stop: Stop, oid: int, record: Attempts, started: float) -> Stop:
+        stop.oid, stop.record, stop.started = oid, record, started
+        stop.deadline = self.deadline(started)
+        return stop
+
+    def _answered(self, body: dict[str, Any] | None, result: RawResponse | APIConnectionError) -> None:
+        """The express's callback: the attempt in flight ended. Never raises (it runs in the
+        transport's callbacks, where an exception would leave the worker waiting forever)."""
+        try:
+            self._go_on(body, result)
+        except Exception as exc:  # pragma: no cover - a bug: the worker raises it
+            stop = Stop()
+            stop.error = exc
+            self._halt(stop)
+
+    def _go_on(self, body: dict[str, Any] | None, result: RawResponse | APIConnectionError) -> None:
+        """What the task path does in four coroutines, in one function: the outcome of a
+        success, handed over, and the next cancel sent; anything else stops the lane."""
+        oid, record, started = self._oid, self._record, self._started
+        express = self._express
+        assert express is not None
+        wake = self._wake
+        if wake is not None and wake.done():
+            # The worker was cancelled (the batch deadline, the consumer gone) and has not run
+            # since: nothing more is sent. A success's outcome is kept for the batch's expiry
+            # (``Batch._expire``); any other answer leaves the order "sent", hence unknown.
+            express.release()
+            if body is not None:
+                self._unsent[oid] = self._make(oid, record, started, body, result.content)  # type: ignore[union-attr]
+            return
+        if body is None:
+            # Not a success: the worker goes on from this answer (``cancel_one(first=...)``).
+            stop = self._order(Stop(), oid, record, started)
+            stop.first = express.first()
+            self._halt(stop)
+            return
+        try:
+            outcome = self._make(oid, record, started, body, result.content)  # type: ignore[union-attr]
+        except Exception:  # a bug: the task path meets it again and reports the order UNKNOWN
+            record.sending = True  # (not handed over: still the worker's, as sent)
+            stop = self._order(Stop(), oid, record, started)
+            stop.first = express.first()
+            self._halt(stop)
+            return
+        in_flight = self._in_flight
+        try:
+            if not self._hand(outcome):
+                # Kept where the batch's expiry finds it until the worker has handed it over.
+                self._unsent[oid] = outcome
+                stop = Stop()
+                stop.handing = outcome
+                self._halt(stop)
+                return
+            del in_flight[oid]
+            taken = self._take()
+        except Exception as exc:  # the consumer's stream broke, or a lazy source raised: the
+            stop = Stop()  # worker raises it, as the task path would
+            stop.error = exc
+            self._halt(stop)
+            return
+        if taken is None:
+            self._halt(Stop())  # no more ids
+            return
+        oid = taken
+        record = in_flight[oid] = Attempts()
+        started = time.monotonic()
+        try:
+            sent = express.send(b'{"order_id":%d}' % oid, record, started)
+        except Exception:  # nothing was sent (a bad header, say): the worker's attempt says why
+            sent = False
+        if sent:
+            self._oid, self._record, self._started = oid, record, started
+        else:
+            self._halt(self._order(Stop(), oid, record, started))

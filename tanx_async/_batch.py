@@ -392,8 +392,9 @@ class Batch:
         self._held: dict[int, CancelOutcome] = {}
         self._recent = RecentIds(C.DEDUPE_WINDOW if dedupe else 0)
         self._instant: Callable[[CancelOutcome], bool] | None = None
-        #: An invalid id met in a lazy input; raised after every sent id has its outcome.
-        self.invalid: InvalidOrderIdError | TypeError | None = None
+        #: An invalid id met in a lazy input, or the error the input raised; raised after every
+        #: sent id has its outcome.
+        self.invalid: Exception | None = None
 
     async def run(self, sink: Sink, *, instant: Callable[[CancelOutcome], bool] | None = None) -> None:
         """Cancel everything, settle what is unknown, handing each outcome to ``sink``.
@@ -425,7 +426,8 @@ class Batch:
             await self._expire(sink)
 
     def _take(self) -> int | None:
-        """The next id to cancel, or None when the source is exhausted (or hit an invalid id)."""
+        """The next id to cancel, or None when the source is exhausted, hit an invalid id or
+        raised (the error is kept in ``invalid``, raised once every id sent has its outcome)."""
         if self._exhausted:
             return None
         if self._checked:
@@ -434,16 +436,19 @@ class Batch:
                 self._exhausted = True
                 return None
             return taken  # type: ignore[return-value]  # checked up front
-        for raw in self._source:
-            try:
-                oid = check_order_id(raw)
-            except (TypeError, InvalidOrderIdError) as exc:
-                self.invalid = exc
-                break
-            if oid in self._in_flight or oid in self._recent:
-                continue  # its outcome is (or was) the one for this repeat
-            self._recent.add(oid)
-            return oid
+        try:
+            for raw in self._source:
+                try:
+                    oid = check_order_id(raw)
+                except (TypeError, InvalidOrderIdError) as exc:
+                    self.invalid = exc
+                    break
+                if oid in self._in_flight or oid in self._recent:
+                    continue  # its outcome is (or was) the one for this repeat
+                self._recent.add(oid)
+                return oid
+        except Exception as exc:  # the iterable itself failed: treated as an invalid id is
+            self.invalid = exc
         self._exhausted = True
         return None
 

@@ -249,7 +249,8 @@ class Orders:
         has looked the order up again; it is yielded once, settled or still unknown, never
         revised. Ids are pulled lazily: a generator of 100,000 ids is never materialised. A
         sized collection is checked and deduplicated up front; for a lazy iterable an invalid id
-        stops the feed, every id already sent still gets its outcome, then the error is raised.
+        (or an error the iterable raises) stops the feed, every id already sent still gets its
+        outcome, then the error is raised.
 
         For a lazy iterable, "distinct" is judged against every id in flight or held, plus the
         last ``DEDUPE_WINDOW`` (50,000) ids taken: a repeat within that window is dropped (its

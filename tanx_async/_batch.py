@@ -473,7 +473,7 @@ class Batch:
                 lane = self._lane(per_order)
             record = Attempts()
             self._in_flight[oid] = record
-            deadline = _deadline.begin(per_order, extra=extra, now=now)
+            _deadline.begin(per_order, extra=extra, now=now)
             started = time.monotonic()
             first: Attempt | None = None
             if lane is not None:
@@ -492,11 +492,8 @@ class Batch:
                         continue
                     if stop.oid is None or stop.record is None:
                         return  # the ids ran out
-                    oid, record, deadline = stop.oid, stop.record, stop.deadline
-                    started, first = stop.started, stop.first
-                    _deadline.enter(deadline)
-                elif not lane.usable:
-                    lane = None  # a transport that cannot send from callbacks (httpx's)
+                    oid, record, started, first = stop.oid, stop.record, stop.started, stop.first
+                    _deadline.enter(stop.deadline)
             try:
                 if push is None:  # no context manager to enter: the common case
                     result = await cancel_one(

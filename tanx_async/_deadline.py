@@ -68,7 +68,8 @@ class Deadline:
     def remaining(self) -> float:
         return self.at - self._now()
 
-    def cut(self, timeout: httpx.Timeout, left: float) -> httpx.Timeout:
+    @staticmethod
+    def cut(timeout: httpx.Timeout, left: float) -> httpx.Timeout:
         """``timeout`` with each phase cut to ``left`` seconds, or ``timeout`` itself while the
         connect, write and read phases fit (the usual case: no object is built). The pool wait is
         cut only along with them: the session's limiter keeps requests below the pool size."""
@@ -117,16 +118,12 @@ def within(seconds: float | None) -> Iterator[None]:
         _CURRENT.reset(token)
 
 
-def begin(
-    seconds: float | None, *, extra: float = 0.0, now: Callable[[], float] | None = None
-) -> Deadline | None:
+def begin(seconds: float | None, *, extra: float = 0.0, now: Callable[[], float] | None = None) -> None:
     """Start the next operation of a task that runs one after another (a batch worker): replaces
     the task's previous one and lasts until the next ``begin`` or the end of the task. ``extra``
     seconds are added (the wait for a confirmation the caller asked for); ``now``: the task's
-    ``clock()``, if it has it. Returns the deadline (None: none)."""
-    deadline = None if seconds is None else Deadline(seconds + extra, now)
-    _CURRENT.set(deadline)
-    return deadline
+    ``clock()``, if it has it."""
+    _CURRENT.set(None if seconds is None else Deadline(seconds + extra, now))
 
 
 def enter(deadline: Deadline | None) -> None:

@@ -103,7 +103,7 @@ class Lane:
         self._per_order = per_order
         if per_order is not None:
             # Every attempt the lane makes is an order's first, made as the order begins.
-            timeout = Deadline(per_order).cut(timeout, per_order)
+            timeout = Deadline.cut(timeout, per_order)
         self._express = pipeline.express("POST", C.CANCEL_PATH, timeout, self._answered)
         #: The next id (None: no more ids), and the batch's records of the ids in flight.
         self._take = take
@@ -236,10 +236,8 @@ class Lane:
         record = in_flight[oid] = Attempts()
         started = time.monotonic()
         try:
-            sent = express.send(b'{"order_id":%d}' % oid, record, started)
+            sent = self.send(oid, record, started)
         except Exception:  # nothing was sent (a bad header, say): the worker's attempt says why
             sent = False
-        if sent:
-            self._oid, self._record, self._started = oid, record, started
-        else:
+        if not sent:
             self._halt(self._order(Stop(), oid, record, started))

@@ -75,6 +75,7 @@ __all__ = [
     "flow_module",
     "httpx",
     "idle_connections",
+    "in_use",
     "is_access_token_error",
     "is_ambiguous",
     "jwt_expiry",
@@ -102,6 +103,12 @@ def start_transport(session: AsyncTanxSession) -> Any:
 def sender_of(session: AsyncTanxSession) -> Any:
     """The transport the session built (None before first use or after close)."""
     return session._pipeline.sender
+
+
+def in_use(session: AsyncTanxSession) -> int:
+    """Connections the session's transport has checked out now (0 before first use)."""
+    sender = sender_of(session)
+    return 0 if sender is None else int(sender.connections_in_use())
 
 
 def auth_of(session: AsyncTanxSession) -> Auth:

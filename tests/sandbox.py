@@ -60,6 +60,15 @@ def running_sandbox(seed: int = 1, **exchange_kwargs: Any) -> Iterator[Sandbox]:
         yield Sandbox(exchange, server, uid, access, refresh)
 
 
+def processed_cancels(exchange: SandboxExchange) -> set[int]:
+    """The orders whose cancel the exchange processed (queued)."""
+    return {
+        r.order_id
+        for r in exchange.requests
+        if r.path == "/sapi/v1/orders/cancel/" and r.result == "cancel_queued" and r.order_id is not None
+    }
+
+
 def mismatches(exchange: SandboxExchange, outcomes: list[CancelOutcome], before: dict[int, str]) -> list[str]:
     """Every outcome checked against the sandbox's final state of its order.
 

@@ -15,16 +15,11 @@ import pytest
 
 from tanx_async import APIConnectionError, CancelOutcomeUnknownError, SessionClosedError, TanxError
 
-from .internals import AnyioSender, sender_of
+from .internals import AnyioSender, in_use, sender_of
 from .sandbox import Sandbox, running_sandbox
 from .test_faults import CASES, apply, check_error
 
 trio = pytest.importorskip("trio")
-
-
-def in_use(session: Any) -> int:
-    sender = sender_of(session)
-    return 0 if sender is None else int(sender.connections_in_use())
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -32,8 +32,16 @@ from tanx_async import (
 )
 from tanx_async.testing import SandboxExchange, SandboxServer
 
-from .internals import AiohttpSender, Http11Sender, HttpxSender, random_wallet, sender_of
-from .sandbox import BATCH_TRANSPORTS, TRANSPORTS, Sandbox, mismatches, running_sandbox, transport_name
+from .internals import AiohttpSender, Http11Sender, HttpxSender, in_use, random_wallet, sender_of
+from .sandbox import (
+    BATCH_TRANSPORTS,
+    TRANSPORTS,
+    Sandbox,
+    mismatches,
+    processed_cancels,
+    running_sandbox,
+    transport_name,
+)
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
 REFRESH_PATH = "/sapi/v1/auth/token/refresh/"
@@ -43,11 +51,6 @@ LOGIN_PATH = "/sapi/v2/auth/login/"
 def session_for(sandbox: Sandbox, transport: str, **kwargs: Any) -> AsyncTanxSession:
     """``transport``: one of ``BATCH_TRANSPORTS`` (``native`` is the default on asyncio)."""
     return sandbox.session(transport=transport, **kwargs)
-
-
-def in_use(session: AsyncTanxSession) -> int:
-    sender = sender_of(session)
-    return 0 if sender is None else sender.connections_in_use()
 
 
 async def settled_in_use(session: AsyncTanxSession) -> int:
@@ -203,14 +206,6 @@ def claimed_without_the_exchange(exchange: SandboxExchange, outcomes: list[Cance
         for o in outcomes
         if o.status in (CancelStatus.QUEUED, CancelStatus.CANCELLED) and o.order_id not in processed
     ]
-
-
-def processed_cancels(exchange: SandboxExchange) -> set[int]:
-    return {
-        r.order_id
-        for r in exchange.requests
-        if r.path == CANCEL_PATH and r.result == "cancel_queued" and r.order_id is not None
-    }
 
 
 def untruthful(exchange: SandboxExchange, outcomes: list[CancelOutcome], before: dict[int, str]) -> list[str]:

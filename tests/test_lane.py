@@ -20,10 +20,10 @@ from typing import Any
 import anyio
 import pytest
 
-from tanx_async import AsyncTanxSession, BatchTimeoutError, CancelOutcome, CancelStatus
+from tanx_async import BatchTimeoutError, CancelOutcome, CancelStatus
 
-from .internals import Express, Lane, sender_of
-from .sandbox import Sandbox, mismatches, running_sandbox
+from .internals import Express, Lane, in_use
+from .sandbox import Sandbox, mismatches, processed_cancels, running_sandbox
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
 
@@ -83,11 +83,6 @@ def cancels_sent(sandbox: Sandbox) -> Counter[int]:
         if record.method == "POST" and record.path == CANCEL_PATH and isinstance(record.body, dict):
             sent[int(record.body["order_id"])] += 1
     return sent
-
-
-def in_use(session: AsyncTanxSession) -> int:
-    sender = sender_of(session)
-    return 0 if sender is None else int(sender.connections_in_use())
 
 
 async def test_a_plain_batch_runs_on_the_fast_path(
@@ -234,15 +229,6 @@ async def test_the_fast_path_sends_what_the_task_path_sends(
     assert one.token == two.token
 
 
-def processed(sandbox: Sandbox) -> set[int]:
-    """The orders whose cancel the exchange processed (queued)."""
-    return {
-        int(r.body["order_id"])
-        for r in sandbox.exchange.requests
-        if r.path == CANCEL_PATH and r.result == "cancel_queued" and isinstance(r.body, dict)
-    }
-
-
 async def test_a_deadline_striking_as_answers_arrive_claims_nothing_false(
     sandbox: Sandbox, batch_path: str
 ) -> None:
@@ -258,7 +244,7 @@ async def test_a_deadline_striking_as_answers_arrive_claims_nothing_false(
             outcomes = await session.orders.cancel_many(ids, concurrency=8, deadline=0.05 + step * 0.01)
             exchange.faults.latency = exchange.faults.latency_jitter = 0.0
             assert [o.order_id for o in outcomes] == ids
-            done = processed(sandbox)
+            done = processed_cancels(sandbox.exchange)
             for o in outcomes:
                 if o.status in (CancelStatus.FAILED, CancelStatus.SKIPPED):
                     assert o.order_id not in done, f"{o.order_id}: {o.status.value} but it was processed"
@@ -303,7 +289,7 @@ async def test_a_token_that_cannot_be_sent_fails_every_order_without_a_leak(
         assert in_use(session) == 0
     assert {o.status for o in outcomes} == {CancelStatus.FAILED}
     assert all("not sent" in str(o.error) for o in outcomes)
-    assert processed(sandbox) == set()
+    assert processed_cancels(sandbox.exchange) == set()
 
 
 class _StubExpress:

@@ -20,8 +20,8 @@ from tanx_async import (
     SessionClosedError,
 )
 
-from .internals import sender_of
-from .sandbox import BATCH_TRANSPORTS, TRANSPORTS, Sandbox, mismatches, running_sandbox, transport_name
+from .internals import in_use
+from .sandbox import BATCH_TRANSPORTS, TRANSPORTS, Sandbox, mismatches, processed_cancels, running_sandbox
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
 
@@ -37,11 +37,6 @@ async def drain(outcomes: AsyncIterator[CancelOutcome], into: list[CancelOutcome
             await aclose()
 
 
-def in_use(session: AsyncTanxSession) -> int:
-    sender = sender_of(session)
-    return 0 if sender is None else sender.connections_in_use()
-
-
 async def settle(condition: Callable[[], bool], *, seconds: float = 2.0) -> None:
     """Give background clean-up a short, bounded time (at most ``seconds``)."""
     for _ in range(int(seconds / 0.01)):
@@ -55,17 +50,9 @@ def extra_tasks(before: set[asyncio.Task[object]]) -> set[asyncio.Task[object]]:
     return {t for t in asyncio.all_tasks() if t not in before and t is not current and not t.done()}
 
 
-def processed(sandbox: Sandbox) -> set[int]:
-    return {
-        r.order_id
-        for r in sandbox.exchange.requests
-        if r.path == CANCEL_PATH and r.result == "cancel_queued" and r.order_id is not None
-    }
-
-
 def false_claims(sandbox: Sandbox, outcomes: list[CancelOutcome]) -> list[str]:
     """Queued/cancelled without a processed cancel, or failed/skipped although one was processed."""
-    done = processed(sandbox)
+    done = processed_cancels(sandbox.exchange)
     wrong = []
     for o in outcomes:
         if o.status in (CancelStatus.QUEUED, CancelStatus.CANCELLED) and o.order_id not in done:
@@ -170,7 +157,7 @@ async def test_aclose_during_a_batch_finishes_it_cleanly(transport: str, rate_li
             with anyio.fail_after(10):
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(run)
-                    await settle(lambda: len(processed(sandbox)) >= 20, seconds=5)
+                    await settle(lambda: len(processed_cancels(sandbox.exchange)) >= 20, seconds=5)
                     await session.aclose()
             await anyio.sleep(0.1)  # requests the server had already read finish there
     finally:
@@ -192,7 +179,7 @@ async def test_aclose_during_a_batch_finishes_it_cleanly(transport: str, rate_li
 async def test_a_closed_session_raises_session_closed_error(transport: str) -> None:
     with running_sandbox(seed=33, cancel_delay=0.0) as sandbox:
         ids = sandbox.exchange.seed_orders(sandbox.uid, 3)
-        session = sandbox.session(transport=transport_name(transport))
+        session = sandbox.session(transport=transport)
         async with session:
             assert await session.health() is True
         await session.aclose()  # idempotent

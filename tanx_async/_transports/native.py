@@ -555,9 +555,7 @@ class Channel:
         be reused."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            sender = self._sender
-            sender._busy.discard(conn)
-            sender._release(self._key, conn)
+            self._sender._give_back(self._key, conn)
 
     def abort(self) -> None:
         """Give up on the request in flight: the connection is closed (its request may have
@@ -879,8 +877,7 @@ class Http11Sender:
             return await conn.begin(payload, method, url, timeout.read)
         finally:
             conn.end()
-            self._busy.discard(conn)
-            self._release(origin.key, conn)
+            self._give_back(origin.key, conn)
 
     def channel(self, url: str, on_answer: Callable[[RawResponse | APIConnectionError], None]) -> Channel:
         """A ``Channel`` to ``url``'s origin: requests written at once on a warm connection it
@@ -1194,6 +1191,11 @@ class Http11Sender:
             if conn.transport is None:
                 sock.close()  # never handed to a transport (which would close it itself)
             raise
+
+    def _give_back(self, key: tuple[str, str, int], conn: _Connection) -> None:
+        """A connection checked out for requests (``_busy``) is done with: back to the pool."""
+        self._busy.discard(conn)
+        self._release(key, conn)
 
     def _release(self, key: tuple[str, str, int], conn: _Connection) -> None:
         self._in_use -= 1

@@ -11,6 +11,8 @@ paths as well (``batch_path`` and ``BATCH_TRANSPORTS``).
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.selector_events
 import contextlib
 import json
 from collections import Counter
@@ -22,7 +24,7 @@ import pytest
 
 from tanx_async import BatchTimeoutError, CancelOutcome, CancelStatus
 
-from .internals import Express, Lane, in_use
+from .internals import Express, Lane, in_use, sender_of
 from .sandbox import Sandbox, mismatches, processed_cancels, running_sandbox
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
@@ -290,6 +292,45 @@ async def test_a_token_that_cannot_be_sent_fails_every_order_without_a_leak(
     assert {o.status for o in outcomes} == {CancelStatus.FAILED}
     assert all("not sent" in str(o.error) for o in outcomes)
     assert processed_cancels(sandbox.exchange) == set()
+
+
+@pytest.mark.parametrize("where", ["timer", "write"])
+async def test_an_error_while_sending_means_nothing_was_sent(
+    sandbox: Sandbox, batch_path: str, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """``_Connection.start`` arms the read timeout first and writes last, so an error there (in
+    arming the timer, or a write that refuses) means nothing was written: the order is sent
+    again the ordinary way and processed once, and neither a read timeout nor a connection is
+    left behind. (When the timer came after the write, an error there had the cancel written,
+    taken as not sent, and sent a second time.)"""
+    failures = {"left": 3}
+
+    def failing(original: Any) -> Any:
+        def fail_then_call(self: Any, *args: Any) -> Any:
+            if failures["left"] and (where == "timer" or b"/cancel/" in bytes(args[0][:80])):
+                failures["left"] -= 1
+                raise RuntimeError("an error while sending")
+            return original(self, *args)
+
+        return fail_then_call
+
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 24)
+    async with sandbox.session() as session:
+        await session.warm_up(4)
+        deadlines = sender_of(session)._deadlines
+        if where == "timer":
+            monkeypatch.setattr(type(deadlines), "add", failing(type(deadlines).add))
+        else:
+            transport = asyncio.selector_events._SelectorSocketTransport  # type: ignore[attr-defined]
+            monkeypatch.setattr(transport, "write", failing(transport.write))
+        with anyio.fail_after(10):
+            outcomes = await session.orders.cancel_many(ids, concurrency=4)
+        assert in_use(session) == 0
+        assert not deadlines._conns  # no read timeout left armed
+    assert failures["left"] == 0
+    assert [o.order_id for o in outcomes] == ids
+    assert {o.status for o in outcomes} == {CancelStatus.QUEUED}
+    assert cancels_sent(sandbox) == Counter(dict.fromkeys(ids, 1))  # each processed once
 
 
 class _StubExpress:

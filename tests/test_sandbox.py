@@ -859,6 +859,28 @@ def test_connections_reset_mid_answer_log_nothing(
     assert "never retrieved" not in caplog.text
 
 
+def test_stop_is_bounded_with_peers_that_read_nothing(
+    exchange: SandboxExchange, user: tuple[str, str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Clients that stop reading in the middle of a large answer leave the server unable to
+    flush it: cancelled, their connections would wait for a close that never comes. ``stop()``
+    aborts them after a grace period and returns within ``stop_timeout``, the thread gone."""
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    exchange.faults.huge_body_bytes = 8_000_000  # far more than the socket buffers hold
+    server = SandboxServer(exchange, stop_timeout=4).start()
+    thread = server.thread
+    assert thread is not None
+    stuck = [_mid_answer(server, user[1]) for _ in range(3)]
+    try:
+        server.stop()  # raised "did not stop in time" before the connections were aborted
+        assert not thread.is_alive()
+    finally:
+        for sock in stuck:
+            sock.close()
+    assert server.errors == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("asyncio")] == []
+
+
 def test_refuses_non_loopback(exchange: SandboxExchange) -> None:
     with pytest.raises(ValueError, match="non-loopback"):
         SandboxServer(exchange, host="0.0.0.0")

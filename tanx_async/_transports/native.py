@@ -312,13 +312,16 @@ class _Connection(asyncio.BufferedProtocol):
         loop = self._loop
         self._reset(method, url)
         self._waiter = waiter
-        transport.write(payload)
+        # The read timeout is armed first and the write comes last: whatever raises here, no
+        # byte of the request was written (asyncio's ``write`` refuses before sending), so a
+        # caller may take the request as not sent.
         if read_timeout is not None:
             deadlines = self.deadlines
             if deadlines is not None:
                 deadlines.add(self, loop.time() + read_timeout, read_timeout)
             else:
                 self._timer = loop.call_at(loop.time() + read_timeout, self._on_timeout, read_timeout)
+        transport.write(payload)
 
     def end(self) -> None:
         """The request is over (answered, failed, cancelled, or ``begin`` refused it): its read
@@ -548,6 +551,11 @@ class Channel:
             self._state = 1
             self.release()
             return False
+        except BaseException:  # nothing written (``start`` writes last): no request in flight
+            self._state = 1
+            conn.end()  # (drops the read timeout armed, closes the connection)
+            self.release()
+            raise
         return True
 
     def release(self) -> None:

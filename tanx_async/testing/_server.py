@@ -84,7 +84,8 @@ class SandboxServer:
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        #: The connection tasks running, with their streams' writers (aborted if need be at stop).
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.connections_accepted: int = 0
         self.errors: list[BaseException] = []
         """Unexpected exceptions raised while serving connections."""
@@ -192,7 +193,18 @@ class SandboxServer:
             for task in tasks:
                 task.cancel()
             if tasks:
-                await asyncio.wait(tasks, timeout=self.stop_timeout)
+                # A cancelled connection closes its writer and waits for the close, which never
+                # comes while the peer reads nothing (what was written cannot be flushed): after
+                # a grace period the connections still open are aborted, so that ``stop()`` ends
+                # within ``stop_timeout`` whatever the peers do.
+                grace = self.stop_timeout / 4
+                _, pending = await asyncio.wait(tasks, timeout=grace)
+                for task in pending:
+                    writer = self._connections.get(task)
+                    if writer is not None:
+                        writer.transport.abort()
+                if pending:
+                    await asyncio.wait(pending, timeout=grace)
             await server.wait_closed()
 
     # -- connections ----------------------------------------------------------------
@@ -200,14 +212,14 @@ class SandboxServer:
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A task of our own: asyncio's wrapper task logs an error when cancelled.
         task = asyncio.get_running_loop().create_task(self._connection(reader, writer))
-        self._connections.add(task)
+        self._connections[task] = writer
         task.add_done_callback(self._connection_done)
         self.connections_accepted += 1
 
     def _connection_done(self, task: asyncio.Task[None]) -> None:
         """Forget a finished connection task; an exception it ended with (a bug) is kept in
         ``errors``, never left for asyncio to log as "Task exception was never retrieved"."""
-        self._connections.discard(task)
+        self._connections.pop(task, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
             self.errors.append(exc)
 

@@ -1088,13 +1088,7 @@ class Http11Sender:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            idle_for = now - conn.idle_since
-            server_idle = conn.server_idle
-            if (
-                conn.is_closing()
-                or idle_for > self._expiry
-                or (server_idle is not None and idle_for > server_idle - C.SERVER_IDLE_MARGIN)
-            ):
+            if conn.is_closing() or now - conn.idle_since > self._life(conn):
                 self._discard(conn)
                 continue
             return conn

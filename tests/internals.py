@@ -35,7 +35,7 @@ from tanx_async._transports import _said as transport_notices
 from tanx_async._transports.aiohttp_sender import AiohttpSender
 from tanx_async._transports.anyio_sender import AnyioSender
 from tanx_async._transports.httpx_sender import HttpxSender
-from tanx_async._transports.native import Http11Sender, _Connection, _idle_timeout, _Origin
+from tanx_async._transports.native import Http11Sender, _Connection, _Deadlines, _idle_timeout, _Origin
 
 __all__ = [
     "APIStatusError",
@@ -65,6 +65,7 @@ __all__ = [
     "TransportName",
     "_Buffer",
     "_Connection",
+    "_Deadlines",
     "_Origin",
     "_idle_timeout",
     "auth_of",

@@ -16,13 +16,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tanx_async import APIConnectionError, APITimeoutError, ResponseTooLargeError
 
-from .internals import Http11Sender, Pacer, RawResponse, _Connection, _idle_timeout, _Origin, httpx
+from .internals import (
+    Http11Sender,
+    Pacer,
+    RawResponse,
+    _Connection,
+    _Deadlines,
+    _idle_timeout,
+    _Origin,
+    httpx,
+)
 
 URL = "http://127.0.0.1:9/sapi/v1/orders/cancel/"
 TIMEOUT = httpx.Timeout(connect=2.0, read=2.0, write=2.0, pool=2.0)
@@ -815,3 +825,41 @@ async def test_the_head_cap_holds_whatever_the_reads(size: int, fits: bool, piec
     else:
         with pytest.raises(APIConnectionError, match="headers longer than 65536"):
             await feed(pieces)
+
+
+async def test_read_timeouts_still_fire_after_arming_their_timer_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``_Deadlines`` keeps one timer for every read timeout. If scheduling a new, earlier timer
+    raises, the timer already armed stays (it used to be cancelled first, leaving no timer while
+    ``_at`` still claimed one): the timeouts due fire, and later ones still arm."""
+    loop = asyncio.get_running_loop()
+    deadlines = _Deadlines(loop)
+    fired: list[str] = []
+    all_fired = asyncio.Event()
+
+    class Conn:
+        def __init__(self, name: str) -> None:
+            self.name, self.deadline, self.read_timeout = name, 0.0, 0.0
+
+        def _on_timeout(self, seconds: float) -> None:
+            fired.append(self.name)
+            if len(fired) == 3:
+                all_fired.set()
+
+    now = loop.time()
+    deadlines.add(Conn("late"), now + 0.2, 0.2)  # type: ignore[arg-type]
+    call_at = loop.call_at
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no timer now")
+
+    monkeypatch.setattr(loop, "call_at", refuse)
+    with pytest.raises(RuntimeError):
+        deadlines.add(Conn("early"), now + 0.05, 0.05)  # type: ignore[arg-type]
+    monkeypatch.setattr(loop, "call_at", call_at)
+    deadlines.add(Conn("later"), now + 0.3, 0.3)  # type: ignore[arg-type]
+    with anyio.fail_after(5):
+        await all_fired.wait()
+    assert sorted(fired) == ["early", "late", "later"]
+    deadlines.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import http.client
 import json
@@ -859,6 +860,11 @@ def test_connections_reset_mid_answer_log_nothing(
     assert "never retrieved" not in caplog.text
 
 
+def _unflushed(server: SandboxServer) -> int:
+    """Bytes the server has written and the kernel could not take (peers that read nothing)."""
+    return sum(w.transport.get_write_buffer_size() for w in list(server._connections.values()))
+
+
 def test_stop_is_bounded_with_peers_that_read_nothing(
     exchange: SandboxExchange, user: tuple[str, str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -866,17 +872,51 @@ def test_stop_is_bounded_with_peers_that_read_nothing(
     flush it: cancelled, their connections would wait for a close that never comes. ``stop()``
     aborts them after a grace period and returns within ``stop_timeout``, the thread gone."""
     caplog.set_level(logging.WARNING, logger="asyncio")
-    exchange.faults.huge_body_bytes = 8_000_000  # far more than the socket buffers hold
+    exchange.faults.huge_body_bytes = 8_000_000
     server = SandboxServer(exchange, stop_timeout=4).start()
     thread = server.thread
     assert thread is not None
     stuck = [_mid_answer(server, user[1]) for _ in range(3)]
     try:
+        wait_until(lambda: _unflushed(server) > 0)  # more than the socket buffers hold
         server.stop()  # raised "did not stop in time" before the connections were aborted
         assert not thread.is_alive()
     finally:
         for sock in stuck:
             sock.close()
+    assert server.errors == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("asyncio")] == []
+
+
+def test_stop_aborts_a_connection_closing_towards_a_peer_that_reads_nothing(
+    exchange: SandboxExchange, user: tuple[str, str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection the server has closed (``Connection: close``) with the end of its answers
+    still unsent, its peer reading nothing: at ``stop()`` it is waiting for that close, and is
+    aborted. Its socket was left open (on Python >= 3.12 ``stop()`` timed out waiting for it)."""
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    exchange.faults.huge_body_bytes = 10_000
+    server = SandboxServer(exchange, stop_timeout=4).start()
+    request = f"GET {ORDERS} HTTP/1.1\r\nHost: x\r\nAuthorization: JWT {user[1]}\r\n"
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        for _ in range(10_000):  # pipelined, none read, until the kernel takes no more
+            sock.sendall((request + "\r\n").encode())
+            time.sleep(0.002)
+            if _unflushed(server) > 0:
+                break
+        assert _unflushed(server) > 0
+        sock.sendall((request + "Connection: close\r\n\r\n").encode())
+        wait_until(lambda: all(w.transport.is_closing() for w in list(server._connections.values())))
+        server.stop()
+        # The server's side is closed: what it had sent can be read, then the end of the stream.
+        sock.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            while sock.recv(1 << 20):
+                pass
+    finally:
+        sock.close()
+    assert not server.running
     assert server.errors == []
     assert [r.getMessage() for r in caplog.records if r.name.startswith("asyncio")] == []
 

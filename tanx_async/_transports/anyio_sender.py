@@ -26,7 +26,7 @@ from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
 from .._errors import APIConnectionError, APITimeoutError
 from .base import RawResponse, pool_closed, pool_sizes
-from .native import Heads, _Connection, _Origin, request_bytes
+from .native import Heads, _Connection, _Origin, idle_life, request_bytes
 
 if TYPE_CHECKING:
     from .._httpx import httpx
@@ -207,11 +207,7 @@ class AnyioSender:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            server_idle = conn.parser.server_idle
-            life = (
-                self._expiry if server_idle is None else min(self._expiry, server_idle - C.SERVER_IDLE_MARGIN)
-            )
-            if conn.closed or now - conn.idle_since > life:
+            if conn.closed or now - conn.idle_since > idle_life(self._expiry, conn.parser.server_idle):
                 self._dead.append(conn)
                 continue
             return conn

@@ -613,6 +613,14 @@ class _Stop(Exception):
     """Raised in a callback to stop llhttp (at a second message)."""
 
 
+def idle_life(expiry: float, server_idle: float | None) -> float:
+    """How long a connection may sit idle and still be reused: our ``expiry``, and a margin
+    under what the server said it keeps idle connections (``Keep-Alive: timeout=N``)."""
+    if server_idle is None:
+        return expiry
+    return min(expiry, server_idle - C.SERVER_IDLE_MARGIN)
+
+
 def _crlf_tail(data: bytes | memoryview) -> int:
     """How many CR and LF bytes ``data`` ends with."""
     i = len(data)
@@ -646,10 +654,12 @@ class _Deadlines:
         self._conns.discard(conn)  # the timer re-arms itself from what is left when it fires
 
     def _arm(self, at: float) -> None:
+        # The new timer first: if scheduling it raised, the old one would still run (and
+        # re-arm from what is left), never a cancelled handle with no timer behind it.
+        handle = self._loop.call_at(at, self._fire)
         if self._handle is not None:
             self._handle.cancel()
-        self._handle = self._loop.call_at(at, self._fire)
-        self._at = at
+        self._handle, self._at = handle, at
 
     def _fire(self) -> None:
         self._handle, self._at = None, float("inf")
@@ -968,11 +978,8 @@ class Http11Sender:
         )
 
     def _life(self, conn: _Connection) -> float:
-        """How long ``conn`` may sit idle and still be reused (our expiry, the server's hint)."""
-        server_idle = conn.server_idle
-        if server_idle is None:
-            return self._expiry
-        return min(self._expiry, server_idle - C.SERVER_IDLE_MARGIN)
+        """How long ``conn`` may sit idle and still be reused (``idle_life``)."""
+        return idle_life(self._expiry, conn.server_idle)
 
     async def _open_ahead(self, origin: _Origin, timeout: httpx.Timeout) -> APIConnectionError | None:
         """Fill a slot already counted in ``_open`` with a new idle connection (or hand it to a

@@ -188,24 +188,30 @@ class SandboxServer:
             self._ready.set()
             await self._stopping.wait()
         finally:
-            server.close()
+            await self._shut(server)
+
+    async def _shut(self, server: asyncio.Server) -> None:
+        """Stop listening and end every connection within half of ``stop_timeout``, whatever
+        the peers do (``stop()`` joins the thread within all of it).
+
+        A cancelled connection closes its writer and waits for the close, which never comes while
+        the peer reads nothing (what was written cannot be flushed): a connection still there
+        after a grace period is aborted. Connections accepted while stopping are ended too."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.stop_timeout / 2
+        grace = self.stop_timeout / 4
+        server.close()
+        await asyncio.sleep(0)  # connections accepted just before: their tasks start
+        while self._connections and (left := end - loop.time()) > 0:
             tasks = list(self._connections)
             for task in tasks:
                 task.cancel()
-            if tasks:
-                # A cancelled connection closes its writer and waits for the close, which never
-                # comes while the peer reads nothing (what was written cannot be flushed): after
-                # a grace period the connections still open are aborted, so that ``stop()`` ends
-                # within ``stop_timeout`` whatever the peers do.
-                grace = self.stop_timeout / 4
-                _, pending = await asyncio.wait(tasks, timeout=grace)
-                for task in pending:
-                    writer = self._connections.get(task)
-                    if writer is not None:
-                        writer.transport.abort()
-                if pending:
-                    await asyncio.wait(pending, timeout=grace)
-            await server.wait_closed()
+            _, pending = await asyncio.wait(tasks, timeout=min(grace, left))
+            for task in pending:
+                self._connections[task].transport.abort()
+        # Python >= 3.12 waits here for every connection to be closed: bounded as well.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), max(end - loop.time(), 0.1))
 
     # -- connections ----------------------------------------------------------------
 
@@ -236,8 +242,13 @@ class SandboxServer:
             # The peer may have reset the connection or gone away mid-answer: then waiting for the
             # close raises that error (BrokenPipeError, ConnectionResetError), which is expected.
             # A cancel (``stop()``) ends the task, as it should; anything else is a bug.
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+            try:
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+            except asyncio.CancelledError:
+                # Stopping while the close waits for a peer that reads nothing: not waited for.
+                writer.transport.abort()
+                raise
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)

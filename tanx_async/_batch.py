@@ -627,18 +627,16 @@ async def iterate_batch(batch: Batch) -> AsyncGenerator[CancelOutcome, None]:
 
     # anyio's stream send/receive yield to the event loop on every call; trying the no-wait
     # forms first keeps a hand-over that need not wait from costing a loop turn per outcome.
-    async def hand_over(outcome: CancelOutcome) -> None:
-        try:
-            send.send_nowait(outcome)
-        except anyio.WouldBlock:
-            await send.send(outcome)
-
     def hand_over_now(outcome: CancelOutcome) -> bool:
         try:
             send.send_nowait(outcome)
         except anyio.WouldBlock:
             return False
         return True
+
+    async def hand_over(outcome: CancelOutcome) -> None:
+        if not hand_over_now(outcome):
+            await send.send(outcome)
 
     #: A batch that refuses to start (``confirm_with="stream"`` and no stream) raises its error
     #: as ``cancel_many`` does, not wrapped in the task group's exception group.

@@ -58,14 +58,24 @@ class Stop:
 
     __slots__ = ("deadline", "error", "first", "handing", "oid", "record", "started")
 
-    def __init__(self) -> None:
-        self.oid: int | None = None
-        self.record: Attempts | None = None
-        self.deadline: Deadline | None = None
-        self.started = 0.0
-        self.first: Attempt | None = None
-        self.handing: CancelOutcome | None = None
-        self.error: Exception | None = None
+    def __init__(
+        self,
+        *,
+        oid: int | None = None,
+        record: Attempts | None = None,
+        deadline: Deadline | None = None,
+        started: float = 0.0,
+        first: Attempt | None = None,
+        handing: CancelOutcome | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        self.oid = oid
+        self.record = record
+        self.deadline = deadline
+        self.started = started
+        self.first = first
+        self.handing = handing
+        self.error = error
 
 
 class Lane:
@@ -136,12 +146,6 @@ class Lane:
         self._oid, self._record, self._started = oid, record, started
         return True
 
-    def deadline(self, started: float) -> Deadline | None:
-        """The deadline of an order begun at ``started`` (``time.monotonic``, which is asyncio's
-        clock), for the worker that takes it over."""
-        per_order = self._per_order
-        return None if per_order is None else Deadline.since(per_order, started)
-
     async def stopped(self) -> Stop:
         """Wait until the lane stops. Cancelled meanwhile: the attempt in flight is aborted."""
         stop, self._stop = self._stop, None
@@ -169,10 +173,12 @@ class Lane:
         elif not wake.done():
             wake.set_result(stop)
 
-    def _order(self, stop: Stop, oid: int, record: Attempts, started: float) -> Stop:
-        stop.oid, stop.record, stop.started = oid, record, started
-        stop.deadline = self.deadline(started)
-        return stop
+    def _hand_back(self, oid: int, record: Attempts, started: float, first: Attempt | None = None) -> None:
+        """Stop, handing order ``oid`` (begun at ``started``, by ``time.monotonic``, which is
+        asyncio's clock) to the worker, with its deadline, to go on from ``first`` if given."""
+        per_order = self._per_order
+        deadline = None if per_order is None else Deadline.since(per_order, started)
+        self._halt(Stop(oid=oid, record=record, deadline=deadline, started=started, first=first))
 
     def _answered(self, body: dict[str, Any] | None, result: RawResponse | APIConnectionError) -> None:
         """The express's callback: the attempt in flight ended. Never raises (it runs in the
@@ -180,9 +186,7 @@ class Lane:
         try:
             self._go_on(body, result)
         except Exception as exc:  # pragma: no cover - a bug: the worker raises it
-            stop = Stop()
-            stop.error = exc
-            self._halt(stop)
+            self._halt(Stop(error=exc))
 
     def _go_on(self, body: dict[str, Any] | None, result: RawResponse | APIConnectionError) -> None:
         """What the task path does in four coroutines, in one function: the outcome of a
@@ -201,33 +205,25 @@ class Lane:
             return
         if body is None:
             # Not a success: the worker goes on from this answer (``cancel_one(first=...)``).
-            stop = self._order(Stop(), oid, record, started)
-            stop.first = express.first()
-            self._halt(stop)
+            self._hand_back(oid, record, started, express.first())
             return
         try:
             outcome = self._make(oid, record, started, body, result.content)  # type: ignore[union-attr]
         except Exception:  # a bug: the task path meets it again and reports the order UNKNOWN
             record.sending = True  # (not handed over: still the worker's, as sent)
-            stop = self._order(Stop(), oid, record, started)
-            stop.first = express.first()
-            self._halt(stop)
+            self._hand_back(oid, record, started, express.first())
             return
         in_flight = self._in_flight
         try:
             if not self._hand(outcome):
                 # Kept where the batch's expiry finds it until the worker has handed it over.
                 self._unsent[oid] = outcome
-                stop = Stop()
-                stop.handing = outcome
-                self._halt(stop)
+                self._halt(Stop(handing=outcome))
                 return
             del in_flight[oid]
             taken = self._take()
         except Exception as exc:  # the consumer's stream broke, or a lazy source raised: the
-            stop = Stop()  # worker raises it, as the task path would
-            stop.error = exc
-            self._halt(stop)
+            self._halt(Stop(error=exc))  # worker raises it, as the task path would
             return
         if taken is None:
             self._halt(Stop())  # no more ids
@@ -240,4 +236,4 @@ class Lane:
         except Exception:  # nothing was sent (a bad header, say): the worker's attempt says why
             sent = False
         if not sent:
-            self._halt(self._order(Stop(), oid, record, started))
+            self._hand_back(oid, record, started)

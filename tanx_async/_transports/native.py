@@ -535,13 +535,9 @@ class Channel:
         if conn is None or conn.is_closing():
             if conn is not None:
                 self.release()
-            if sender._closed:
-                return False
-            conn = sender._pop_idle(self._key)
+            conn = sender._check_out_idle(self._key)
             if conn is None:
                 return False
-            sender._in_use += 1
-            sender._busy.add(conn)
             self._conn = conn
         sender._connect_timeout = timeout
         self._state, self._error = 0, None
@@ -1200,6 +1196,17 @@ class Http11Sender:
             if conn.transport is None:
                 sock.close()  # never handed to a transport (which would close it itself)
             raise
+
+    def _check_out_idle(self, key: tuple[str, str, int]) -> _Connection | None:
+        """A warm idle connection of ``key``, checked out for requests (``_give_back`` returns
+        it), or None: none is idle, or the pool is closed."""
+        if self._closed:
+            return None
+        conn = self._pop_idle(key)
+        if conn is not None:
+            self._in_use += 1
+            self._busy.add(conn)
+        return conn
 
     def _give_back(self, key: tuple[str, str, int], conn: _Connection) -> None:
         """A connection checked out for requests (``_busy``) is done with: back to the pool."""

@@ -419,7 +419,10 @@ class Batch:
                             break  # the workers running took every id: no more are needed
             if self._held:
                 if self._deadline is None:
-                    await self._settle_held(sink, time.monotonic() + C.SETTLE_TIMEOUT)
+                    # As long as one operation may take (the session's deadline), at most 5 s.
+                    per_order = self._session.deadline
+                    budget = C.SETTLE_TIMEOUT if per_order is None else min(C.SETTLE_TIMEOUT, per_order)
+                    await self._settle_held(sink, time.monotonic() + budget)
                 else:
                     await self._settle_held(sink, started + self._deadline)
         if deadline.cancelled_caught:
@@ -466,59 +469,63 @@ class Batch:
         pipeline = self._session._pipeline
         lane: Lane | None = None
         lane_tried = False
-        oid = self._take()
-        while oid is not None:
-            if not lane_tried and pipeline.sender is not None:  # (built by the first request)
-                lane_tried = True
-                lane = self._lane(per_order)
-            record = Attempts()
-            self._in_flight[oid] = record
-            _deadline.begin(per_order, extra=extra, now=now)
-            started = time.monotonic()
-            first: Attempt | None = None
-            if lane is not None:
-                try:
-                    sent = lane.send(oid, record, started)
-                except Exception:  # nothing was sent: the ordinary path meets the error and says it
-                    sent = False
-                if sent:
-                    stop = await lane.stopped()
-                    if stop.error is not None:
-                        raise stop.error
-                    if stop.handing is not None:
-                        if (handing := self._deliver(stop.handing, sink)) is not None:
-                            await handing
-                        oid = self._take()
-                        continue
-                    if stop.oid is None or stop.record is None:
-                        return  # the ids ran out
-                    oid, record, started, first = stop.oid, stop.record, stop.started, stop.first
-                    _deadline.enter(stop.deadline)
-            try:
-                if push is None:  # no context manager to enter: the common case
-                    result = await cancel_one(
-                        self._session, oid, record=record, first=first, started=started, **options
-                    )
-                else:
-                    with push.watching(oid):
-                        result = await cancel_one(self._session, oid, record=record, **options)
-            except Exception as exc:  # a bug must not lose the outcome of the order
-                logger.exception("order %d: unexpected error while cancelling", oid)
-                result = CancelOutcome(
-                    order_id=oid,
-                    status=CancelStatus.UNKNOWN if record.count else CancelStatus.FAILED,
-                    error=TanxError(f"unexpected {type(exc).__name__}: {exc}"),
-                    attempts=record.count,
-                )
-            if (
-                result.status is CancelStatus.UNKNOWN
-                and self._resolve
-                and len(self._held) < C.SETTLE_MAX_HELD
-            ):
-                self._held[oid] = result
-            elif (handing := self._deliver(result, sink)) is not None:
-                await handing
+        try:
             oid = self._take()
+            while oid is not None:
+                if not lane_tried and pipeline.sender is not None:  # (built by the first request)
+                    lane_tried = True
+                    lane = self._lane(per_order)
+                record = Attempts()
+                self._in_flight[oid] = record
+                _deadline.begin(per_order, extra=extra, now=now)
+                started = time.monotonic()
+                first: Attempt | None = None
+                if lane is not None:
+                    try:
+                        sent = lane.send(oid, record, started)
+                    except Exception:  # nothing was sent: the ordinary path meets the error and says it
+                        sent = False
+                    if sent:
+                        stop = await lane.stopped()
+                        if stop.error is not None:
+                            raise stop.error
+                        if stop.handing is not None:
+                            if (handing := self._deliver(stop.handing, sink)) is not None:
+                                await handing
+                            oid = self._take()
+                            continue
+                        if stop.oid is None or stop.record is None:
+                            return  # the ids ran out
+                        oid, record, started, first = stop.oid, stop.record, stop.started, stop.first
+                        _deadline.enter(stop.deadline)
+                try:
+                    if push is None:  # no context manager to enter: the common case
+                        result = await cancel_one(
+                            self._session, oid, record=record, first=first, started=started, **options
+                        )
+                    else:
+                        with push.watching(oid):
+                            result = await cancel_one(self._session, oid, record=record, **options)
+                except Exception as exc:  # a bug must not lose the outcome of the order
+                    logger.exception("order %d: unexpected error while cancelling", oid)
+                    result = CancelOutcome(
+                        order_id=oid,
+                        status=CancelStatus.UNKNOWN if record.count else CancelStatus.FAILED,
+                        error=TanxError(f"unexpected {type(exc).__name__}: {exc}"),
+                        attempts=record.count,
+                    )
+                if (
+                    result.status is CancelStatus.UNKNOWN
+                    and self._resolve
+                    and len(self._held) < C.SETTLE_MAX_HELD
+                ):
+                    self._held[oid] = result
+                elif (handing := self._deliver(result, sink)) is not None:
+                    await handing
+                oid = self._take()
+        finally:
+            if lane is not None:
+                lane.close()  # (it and its express hold each other, and the batch)
 
     def _lane(self, per_order: float | None) -> Lane | None:
         """A fast path for one worker (``_lane``), where the batch can use one: outcomes that
@@ -550,11 +557,21 @@ class Batch:
             del self._in_flight[oid]
             return None
         self._unsent[oid] = result
-        return self._handed(oid, pending)
+        return self._handed(result, pending)
 
-    async def _handed(self, oid: int, pending: Awaitable[None]) -> None:
+    async def _handed(self, outcome: CancelOutcome, pending: Awaitable[None]) -> None:
         await pending
-        del self._unsent[oid], self._in_flight[oid]
+        self.delivered(outcome)
+
+    def delivered(self, outcome: CancelOutcome) -> None:
+        """``outcome`` reached the consumer: no longer the batch's to hand over (nor the
+        deadline's, ``_expire``). Said by the hand-over when it returns and by the consumer
+        when it receives (``iterate_batch``): a worker cancelled by the deadline while its
+        outcome was being taken can see its hand-over raise although the consumer has it."""
+        oid = outcome.order_id
+        if self._unsent.get(oid) is outcome:
+            del self._unsent[oid]
+            self._in_flight.pop(oid, None)
 
     async def _settle_held(self, sink: Sink, until: float) -> None:
         """The settling pass: every held ``UNKNOWN`` looked up again, ``workers`` at a time."""
@@ -664,6 +681,7 @@ async def iterate_batch(batch: Batch) -> AsyncGenerator[CancelOutcome, None]:
                         break
                 except anyio.EndOfStream:
                     break
+                batch.delivered(item)
                 yield item
         except GeneratorExit:
             # The consumer stopped early: wind the workers up here, then finish quietly

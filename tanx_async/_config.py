@@ -66,6 +66,14 @@ def resolve_base_url(base_url: str | None, network: str | None, allow_insecure_h
         raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
     if parts.query or parts.fragment:
         raise ValueError("base_url must not carry a query or fragment")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        port = 0
+    if port == 0 or parts.netloc.endswith(":"):
+        raise ValueError(f"base_url must have a port from 1 to 65535 if it has one, got {base_url!r}")
+    if any(c.isspace() or not c.isprintable() for c in parts.netloc):
+        raise ValueError(f"base_url must not have spaces or control characters in its host, got {base_url!r}")
     if parts.scheme == "http" and not is_loopback(parts.hostname) and not allow_insecure_http:
         raise ValueError(
             f"refusing to send credentials over plain http to {parts.hostname}: use https, or "

@@ -63,7 +63,8 @@ READ_BUFFER_SIZE: Final = 256 * 1024
 # At most this many answers are processed per event-loop iteration (asyncio): a burst's wave of
 # answers is spread over several iterations so other tasks on the loop get their turn between.
 # 3, measured (benchmarks/RESULTS.md, lag): a 1 ms ticker beside a 5,000-cancel burst keeps its
-# p99 lag near 1.2 ms as with 2, for about 8 % less CPU per cancel; 4 let the p99 pass 2 ms.
+# p99 lag at 1.1-2.1 ms (run to run), as with 2, for about 8 % less CPU per cancel; 4 let the p99
+# pass 2 ms.
 ANSWERS_PER_TURN: Final = 3
 #: A batch starts this many workers per event-loop iteration (each sends a request at once).
 WORKERS_STARTED_PER_TURN: Final = 4
@@ -73,7 +74,8 @@ CONFIRM_TIMEOUT: Final = 10.0
 CONFIRM_POLL_INITIAL: Final = 0.05
 CONFIRM_POLL_CAP: Final = 1.0
 # The settling pass over ``unknown`` outcomes (look-ups with backoff once the exchange answers
-# again): it ends at the batch deadline, or after this long when the batch has none, and after
+# again): it ends at the batch deadline, or when the batch has none after the session's deadline
+# but at most this long, and after
 # at most this many look-ups per order.
 SETTLE_TIMEOUT: Final = 5.0
 SETTLE_MAX_LOOKUPS: Final = 20
@@ -114,6 +116,8 @@ CLOCK_SKEW_WARNING: Final = 5.0
 # Listing orders.
 LIST_PAGE_LIMIT: Final = 100
 LIST_MAX_LIMIT: Final = 100
+# cancel_all lists a market's open orders at most this many times (see Orders.cancel_all).
+CANCEL_ALL_LISTINGS: Final = 3
 
 # Endpoints.
 CANCEL_PATH: Final = "/sapi/v1/orders/cancel/"

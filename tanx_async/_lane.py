@@ -18,8 +18,8 @@ exactly where the lane left it, when:
   expired token, a connection error, a read timeout): ``cancel_one(first=...)`` continues from
   that answer, so retries, renewal and look-ups are the task path's, and the attempt is not
   made twice;
-- the next cancel cannot be sent at once (``Express.send`` says False: no usable token, a rate limit
-  or 429 pause, a full limiter, no warm idle connection, a deadline): the worker sends it;
+- the next cancel cannot be sent at once (``Express.send`` says False: a closed session, no usable
+  token, a rate limit or 429 pause, a full limiter, no warm idle connection): the worker sends it;
 - the outcome cannot be handed over without waiting (``cancel_iter``'s consumer is behind);
 - the ids run out, or taking the next one raised (a lazy source's error: raised by the worker).
 
@@ -162,6 +162,15 @@ class Lane:
             raise
         finally:
             self._wake = None
+
+    def close(self) -> None:
+        """The worker is done with the lane (however it ended): an attempt still in flight is
+        aborted and the lane lets go of its express. They hold each other, and the lane holds
+        the batch: kept, a finished batch and all its outcomes would stay in memory until the
+        cyclic garbage collector found them, long after the caller dropped them."""
+        express, self._express = self._express, None
+        if express is not None:
+            express.close()
 
     def _halt(self, stop: Stop) -> None:
         express = self._express

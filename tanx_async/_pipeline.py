@@ -215,6 +215,12 @@ class Express:
                 limiter.release()
         self._channel.abort()
 
+    def close(self) -> None:
+        """Done for good (``Lane.close``): an attempt in flight is aborted, the connection goes
+        back, and the channel lets go of this express (they hold each other)."""
+        self.abort()
+        self._channel.close()
+
     def _answered(self, result: RawResponse | APIConnectionError) -> None:
         """The channel's callback: the attempt ended. Judged as ``send`` would judge it; only a
         success leaves the record's ``sending`` (whoever takes over the rest, ``send``, says

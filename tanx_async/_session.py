@@ -59,7 +59,9 @@ class AsyncTanxSession:
       for each HTTP attempt.
     - ``deadline``: seconds one operation may take in all, retries and the look-up that
       settles a cancel included (default 10 s; ``None``: no overall bound). ``orders.cancel``,
-      ``get`` and ``list`` take ``deadline=`` per call; in a batch it bounds each order.
+      ``get`` and ``list`` take ``deadline=`` per call; in a batch it bounds each order. Not
+      cut by it: a token renewal under way (bounded by its own 10 s) and the wait for a
+      request slot (``max_concurrency``).
     - ``max_retries`` (default 3), ``limits`` (an ``httpx.Limits``, default 68 connections),
       ``max_concurrency`` (requests in flight, default 64, at most the pool size),
       ``rate_limit`` (requests/s, with ``rate_limit_burst``) shared by every task.

@@ -8,6 +8,7 @@ exchange reports ``cancel``.
 from __future__ import annotations
 
 import builtins
+import time
 import warnings
 from collections.abc import AsyncGenerator, Collection, Iterable
 from datetime import datetime
@@ -20,6 +21,7 @@ from ._confirm import CONFIRM_WITH, ConfirmWith
 from ._convert import structure
 from ._deadline import within
 from ._errors import APIStatusError, CancelOutcomeUnknownError, SessionClosedError, TanxError, brief
+from ._log import logger
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side
 
 if TYPE_CHECKING:
@@ -138,8 +140,10 @@ class Orders:
         page_size: int = C.LIST_PAGE_LIMIT,
     ) -> AsyncGenerator[Order, None]:
         """Every matching order, page after page, until a short page. An order that moves between
-        pages while we walk them is yielded once. Each page is one operation, bounded by the
-        session's ``deadline``."""
+        pages while we walk them is yielded once. The pages are numbered, so an order that
+        leaves the list meanwhile (filled or cancelled elsewhere) moves the ones after it to an
+        earlier page, and one of those can be missed: list again to be sure (``cancel_all``
+        does). Each page is one operation, bounded by the session's ``deadline``."""
         params = _filters(
             market=market,
             state=state,
@@ -226,8 +230,13 @@ class Orders:
             results[outcome.order_id] = outcome
             return True
 
-        await batch.run(collect, instant=collect_now)
-        return [results[oid] for oid in ids]
+        try:
+            await batch.run(collect, instant=collect_now)
+            return [results[oid] for oid in ids]
+        finally:
+            # A cancelled worker's traceback may keep the batch, hence ``collect``, until the
+            # cyclic garbage collector runs: it then holds no outcome the caller has dropped.
+            results.clear()
 
     def cancel_iter(
         self,
@@ -290,26 +299,69 @@ class Orders:
         confirm_with: ConfirmWith = "auto",
         timeout: float | None = None,
     ) -> builtins.list[CancelOutcome]:
-        """Cancel every open order (``wait`` and ``pending``) of a market, one outcome each.
+        """Cancel every open order (``pending`` and ``wait``) of a market, one outcome each.
 
         Unlike ``bulk_cancel`` (one server-side request, at most ``limit`` orders, no list of
-        what it cancelled), this lists the open orders first, then cancels each with the batch
-        engine, so you learn what happened to every one. Orders placed after the listing are
-        not included.
+        what it cancelled), this lists the open orders, cancels each with the batch engine (so
+        you learn what happened to every one), then lists them again. The list comes in
+        numbered pages: an order that fills or is cancelled elsewhere while they are walked
+        shifts the ones after it to an earlier page, where the walk no longer looks, and an
+        order may be placed meanwhile. Each order a new listing finds without an outcome yet is
+        cancelled in the next round; up to 3 listings, stopping at the first that finds none.
+        An order already given an outcome is not cancelled again, whatever it says (a queued
+        cancel may still be listed as ``wait``): retry the ones that are not ``ok`` yourself.
+
+        ``deadline`` (seconds) bounds the whole call, the listings included: when it strikes,
+        orders in flight are ``UNKNOWN`` and orders not yet sent ``SKIPPED``, as in
+        ``cancel_many``; a first listing it cuts short raises its ``APITimeoutError`` (nothing
+        was sent). A later listing that fails or is cut short ends the rounds: the outcomes so
+        far are returned and a warning is logged (``tanx_async`` logger), since the market was
+        not seen clear. Each listing page is also bounded by the session's ``deadline``.
         """
         market = V.market_name(market)
-        ids: builtins.list[int] = []
-        for state in (OrderState.WAIT, OrderState.PENDING):
+        seconds = _deadline(deadline, timeout)
+        if seconds is not None:
+            V.seconds("deadline", seconds)
+        until = None if seconds is None else time.monotonic() + seconds
+        outcomes: dict[int, CancelOutcome] = {}
+        for listing in range(C.CANCEL_ALL_LISTINGS):
+            left = None if until is None else until - time.monotonic()
+            if left is not None and left <= 0:
+                logger.warning(
+                    "cancel_all(%r): the deadline passed before listing the open orders again", market
+                )
+                break
+            try:
+                with within(left):
+                    found = await self._open_ids(market, side)
+            except TanxError as exc:
+                if not listing:
+                    raise
+                logger.warning("cancel_all(%r): listing the open orders again failed: %s", market, brief(exc))
+                break
+            fresh = [oid for oid in found if oid not in outcomes]
+            if not fresh:
+                break
+            left = None if until is None else max(until - time.monotonic(), _LAST_MOMENT)
+            batch = await self.cancel_many(
+                fresh,
+                concurrency=concurrency,
+                deadline=left,
+                confirm=confirm,
+                confirm_timeout=confirm_timeout,
+                confirm_with=confirm_with,
+            )
+            outcomes.update((o.order_id, o) for o in batch)
+        return builtins.list(outcomes.values())
+
+    async def _open_ids(self, market: str, side: Side | Literal["buy", "sell"] | None) -> builtins.list[int]:
+        """The ids of ``market``'s open orders: ``pending`` listed first, then ``wait`` (an order
+        that moves from one to the other meanwhile is found in the second)."""
+        ids: dict[int, None] = {}
+        for state in (OrderState.PENDING, OrderState.WAIT):
             async for order in self.iter(market=market, side=side, state=state):
-                ids.append(order.id)
-        return await self.cancel_many(
-            ids,
-            concurrency=concurrency,
-            deadline=_deadline(deadline, timeout),
-            confirm=confirm,
-            confirm_timeout=confirm_timeout,
-            confirm_with=confirm_with,
-        )
+                ids[order.id] = None
+        return builtins.list(ids)
 
     async def bulk_cancel(
         self,
@@ -367,6 +419,11 @@ class Orders:
             confirm_with=confirm_with,
             checked=checked,
         )
+
+
+#: The least deadline a round of ``cancel_all`` hands its batch (a listing may end a hair before
+#: the call's deadline): the batch then expires at once, every order ``SKIPPED`` or ``UNKNOWN``.
+_LAST_MOMENT = 0.001
 
 
 def _deadline(deadline: float | None, timeout: float | None) -> float | None:

@@ -15,6 +15,7 @@ from tanx_async import _constants as C
 from tanx_async import _constants as constants
 from tanx_async import _flow as flow_module
 from tanx_async._auth import Auth, AuthPaths, AuthRequest, jwt_expiry
+from tanx_async._batch import Batch
 from tanx_async._clock import ExchangeClock
 from tanx_async._config import env_proxy
 from tanx_async._convert import structure, structure_order
@@ -35,7 +36,14 @@ from tanx_async._transports import _said as transport_notices
 from tanx_async._transports.aiohttp_sender import AiohttpSender
 from tanx_async._transports.anyio_sender import AnyioSender
 from tanx_async._transports.httpx_sender import HttpxSender
-from tanx_async._transports.native import Http11Sender, _Connection, _Deadlines, _idle_timeout, _Origin
+from tanx_async._transports.native import (
+    Channel,
+    Http11Sender,
+    _Connection,
+    _Deadlines,
+    _idle_timeout,
+    _Origin,
+)
 
 __all__ = [
     "APIStatusError",
@@ -45,8 +53,10 @@ __all__ = [
     "Auth",
     "AuthPaths",
     "AuthRequest",
+    "Batch",
     "C",
     "CancelMemory",
+    "Channel",
     "Deadline",
     "ExchangeClock",
     "Express",

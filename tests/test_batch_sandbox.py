@@ -6,12 +6,13 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import anyio
 import pytest
 
-from tanx_async import BatchTimeoutError, CancelStatus, NotFoundError
+from tanx_async import APITimeoutError, BatchTimeoutError, CancelStatus, NotFoundError
 from tanx_async.testing import SandboxExchange
 
 from .sandbox import Sandbox, mismatches, running_sandbox
@@ -273,6 +274,94 @@ async def test_cancel_all_cancels_one_side_of_one_market(sandbox: Sandbox) -> No
     assert sorted(o.order_id for o in outcomes) == sorted(buys)
     assert all(o.status is CancelStatus.CANCELLED for o in outcomes)
     assert all(exchange.order(i).state == "wait" for i in sells + others)
+
+
+def _between_listings(
+    monkeypatch: pytest.MonkeyPatch,
+    exchange: SandboxExchange,
+    after: tuple[str, int],
+    change: Callable[[list[Any]], None],
+) -> list[tuple[str | None, int]]:
+    """Run ``change(orders it answered)`` once, right after the exchange answers the page
+    ``after`` (state, page number) of the orders list for the first time (in the server's thread:
+    as if it happened between two of the client's requests). Returns the (state, page) of every
+    page asked for."""
+    asked: list[tuple[str | None, int]] = []
+    real = exchange._list_orders
+
+    def listing(uid: str, filters: dict[str, str], *args: Any) -> list[Any]:
+        orders = real(uid, filters, *args)
+        asked.append((filters.get("state"), args[-2]))
+        if asked[-1] == after and asked.count(after) == 1:
+            change(orders)
+        return orders
+
+    monkeypatch.setattr(exchange, "_list_orders", listing)
+    return asked
+
+
+async def test_cancel_all_cancels_what_a_listing_missed_as_orders_filled(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages are numbered: 30 orders of the first page fill while the client asks for the next,
+    so 30 orders move onto the first page, behind the walk. One listing missed them (they stayed
+    on the book, without an outcome); the next one finds them and they are cancelled."""
+    exchange = sandbox.exchange
+    ids = exchange.seed_orders(sandbox.uid, 250, markets=("btcusdc",))
+
+    def fill(orders: list[Any]) -> None:
+        for order in orders[:30]:
+            exchange.update_order(order.id, state="done")
+
+    asked = _between_listings(monkeypatch, exchange, ("wait", 1), fill)
+    async with sandbox.session() as session:
+        outcomes = await session.orders.cancel_all("btcusdc")
+    by_id = {o.order_id: o for o in outcomes}
+    assert len(by_id) == len(outcomes) == 250  # every order, once
+    assert sorted(by_id) == sorted(ids)
+    statuses = Counter(o.status for o in outcomes)
+    assert statuses == {CancelStatus.QUEUED: 220, CancelStatus.ALREADY_CLOSED: 30}
+    # Nothing left open without a cancel on its way (the sandbox applies queued cancels late).
+    assert all(exchange.order(i).state in ("cancel", "done") or exchange.order(i).cancel_queued for i in ids)
+    assert ("wait", 1) in asked and asked.count(("wait", 1)) >= 2  # listed again
+
+
+async def test_cancel_all_finds_an_order_that_moves_from_pending_to_wait(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pending`` is listed before ``wait``: an order accepted onto the book between the two
+    listings is in the second."""
+    exchange = sandbox.exchange
+    resting = exchange.seed_orders(sandbox.uid, 5, markets=("btcusdc",))
+    arriving = exchange.seed_orders(sandbox.uid, 5, markets=("btcusdc",), state="pending")
+
+    def accept(orders: list[Any]) -> None:
+        for oid in arriving:
+            exchange.update_order(oid, state="wait")
+
+    asked = _between_listings(monkeypatch, exchange, ("pending", 1), accept)
+    async with sandbox.session() as session:
+        outcomes = await session.orders.cancel_all("btcusdc")
+    assert sorted(o.order_id for o in outcomes) == sorted(resting + arriving)
+    assert {o.status for o in outcomes} == {CancelStatus.QUEUED}
+    assert asked[:2] == [("pending", 1), ("wait", 1)]
+
+
+async def test_cancel_all_deadline_covers_the_listing(sandbox: Sandbox) -> None:
+    """A slow exchange: the deadline strikes while the open orders are listed. The call ends on
+    time with ``APITimeoutError``, and nothing was cancelled."""
+    exchange = sandbox.exchange
+    ids = exchange.seed_orders(sandbox.uid, 5, markets=("btcusdc",))
+    async with sandbox.session() as session:
+        exchange.faults.latency = 2.0
+        began = time.monotonic()
+        with pytest.raises(APITimeoutError):
+            await session.orders.cancel_all("btcusdc", deadline=0.4)
+        took = time.monotonic() - began
+        exchange.faults.latency = 0.0
+    assert took < 1.5
+    assert not [r for r in exchange.requests if r.path.endswith("/cancel/")]
+    assert {exchange.order(i).state for i in ids} == {"wait"}
 
 
 async def test_bulk_cancel_queues_the_markets_orders(sandbox: Sandbox) -> None:

@@ -3,7 +3,9 @@ distinct id, the same as ``cancel_many``'s, and never an exception; lazy memory 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -125,3 +127,29 @@ def test_the_window_is_bounded() -> None:
     assert len(window) == 3
     assert [oid in window for oid in range(10)] == [False] * 7 + [True] * 3
     assert len(RecentIds(0)) == 0 and 1 not in RecentIds(0)
+
+
+async def test_an_outcome_taken_as_the_deadline_strikes_is_yielded_once() -> None:
+    """The consumer is slow, so the worker waits to hand over order 3. The loop is then busy
+    until the consumer's timer and the batch deadline are due in the same iteration, the
+    consumer's first: the deadline cancels the worker, the consumer takes order 3 from it, and
+    the worker's hand-over raises although its outcome was taken. The consumer's taking is what
+    counts (``Batch.delivered``): the deadline does not hand order 3 over a second time."""
+    with running_sandbox(seed=3, cancel_delay=0.0) as sb:
+        ids = sb.exchange.seed_orders(sb.uid, 6)
+        got: list[CancelOutcome] = []
+        async with sb.session() as session:
+            await session.warm_up(1)
+            with anyio.fail_after(10):
+                async with contextlib.aclosing(
+                    session.orders.cancel_iter(ids, concurrency=1, deadline=0.3)
+                ) as stream:
+                    async for outcome in stream:
+                        got.append(outcome)
+                        if len(got) == 1:
+                            loop = asyncio.get_running_loop()
+                            loop.call_later(0.04, time.sleep, 0.5)  # the loop busy from +40 ms to +540 ms
+                            await asyncio.sleep(0.05)
+    assert sorted(o.order_id for o in got) == sorted(ids)  # each once
+    assert got[0].status is CancelStatus.QUEUED
+    assert {o.status for o in got} <= {CancelStatus.QUEUED, CancelStatus.SKIPPED, CancelStatus.UNKNOWN}

@@ -223,6 +223,15 @@ def test_allow_insecure_http_warns() -> None:
         (["logout", "--no-token-cache"], "logout does not use --no-token-cache"),
         (["login", "--concurrency", "3"], "login does not use --concurrency"),
         (["orders", "--state", "bogus"], "invalid choice: 'bogus'"),
+        (["cancel", "--confirm-with", "poll", "5"], "--confirm-with chooses how --confirm waits"),
+        (["cancel", "--", "+5"], "expected an order id"),
+        (["cancel", "1_000"], "expected an order id"),
+        (["cancel", "--", " 5"], "expected an order id"),
+        (["cancel", "\u0665"], "expected an order id"),  # ARABIC-INDIC DIGIT FIVE
+        (["--concurrency", "1_0", "cancel", "5"], "expected a positive integer"),
+        (["demo", "--orders", "100001"], "expected an integer from 1 to 100,000"),
+        (["--base-url", "http://127.0.0.1:99999", "order", "5"], "port from 1 to 65535"),
+        (["--base-url", "http://127.0.0.1:abc", "cancel", "5"], "port from 1 to 65535"),
     ],
 )
 def test_cli_rejects_what_it_would_ignore(argv: list[str], message: str) -> None:
@@ -293,3 +302,37 @@ def test_cli_order_id_parser_accepts_exactly_the_64_bit_range(value: int) -> Non
         with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
             parser.parse_args(["order", "--", str(value)])
         assert "2**63-1" in err.getvalue()
+
+
+def test_cli_takes_the_exchange_from_tanx_base_url(served: Served) -> None:
+    """What ``python -m tanx_async.testing`` prints to paste: without ``--base-url`` or
+    ``--network``, ``TANX_BASE_URL`` is the exchange (it was ignored: the cancel went to
+    mainnet)."""
+    oid = served.ids[0]
+    result = cli("--json", "cancel", str(oid), env={**served.env, "TANX_BASE_URL": served.url})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["status"] == "queued"
+    assert served.exchange.order(oid).cancel_queued or served.exchange.order(oid).state == "cancel"
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["order", "5"], 2, "TANX_BASE_URL must be an http(s) URL"),  # named as the user set it
+        (
+            ["--base-url", "http://127.0.0.1:9", "--deadline", "1", "order", "5"],
+            3,
+            "127.0.0.1:9",
+        ),  # flag wins
+    ],
+)
+def test_cli_names_tanx_base_url_and_lets_the_flag_win(argv: list[str], code: int, message: str) -> None:
+    result = cli(*argv, env={"TANX_ACCESS_TOKEN": "t", "TANX_BASE_URL": "ftp://x"})
+    assert result.returncode == code
+    assert message in result.stderr
+
+
+def test_cli_demo_ignores_tanx_base_url() -> None:
+    result = cli("demo", "--orders", "5", "--json", env={"TANX_BASE_URL": "https://api.tanx.fi"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["url"].startswith("http://127.0.0.1:")

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import asyncio.selector_events
 import contextlib
+import gc
 import json
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +26,7 @@ import pytest
 
 from tanx_async import BatchTimeoutError, CancelOutcome, CancelStatus
 
-from .internals import Express, Lane, in_use, sender_of
+from .internals import Batch, Channel, Express, Lane, in_use, sender_of
 from .sandbox import Sandbox, mismatches, processed_cancels, running_sandbox
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
@@ -418,3 +420,74 @@ async def test_an_answer_handled_after_the_worker_was_cancelled_sends_nothing_mo
     assert taken == []  # no id taken (it stays unsent: the expiry says skipped)
     assert list(unsent) == [1] and unsent[1].status is CancelStatus.QUEUED  # the 2xx kept
     assert pipeline.express_.released >= 1  # the connection went back (aborting found nothing)
+
+
+@contextlib.contextmanager
+def cyclic_garbage() -> Iterator[Counter[str]]:
+    """The batch engine's objects made in the block that only the cyclic garbage collector could
+    free (it is off meanwhile), by type, filled in when the block ends."""
+    found: Counter[str] = Counter()
+    engine = (Batch, Lane, Express, Channel, CancelOutcome)
+    gc.collect()
+    gc.disable()
+    try:
+        yield found
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        found.update(type(o).__name__ for o in gc.garbage if isinstance(o, engine))
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+@pytest.mark.parametrize(
+    "ending",
+    ["cancel_many's ids ran out", "cancel_iter's ids ran out", "the batch deadline", "the consumer left"],
+)
+async def test_a_finished_batch_is_freed_without_the_cyclic_collector(
+    sandbox: Sandbox, express_sends: Counter[str], ending: str
+) -> None:
+    """A lane and its express hold each other, and the lane holds its batch. Each worker closes
+    its lane however it ends, so a finished batch, its outcomes with it, goes the moment the
+    caller drops them: not at the next full garbage collection, which a market maker's repeated
+    bursts would otherwise wait for with every outcome of every burst in memory (the batch lives
+    through the burst, so it is in the oldest generation by the time it ends).
+
+    A batch ended by cancellation leaves Python's own cycles behind (a cancelled task's error,
+    its traceback and the frames in it, the worker's with its lane among them): young, gone at
+    the next collection of the youngest generation, and holding none of the outcomes."""
+    exchange = sandbox.exchange
+    ids = exchange.seed_orders(sandbox.uid, 60)
+    async with sandbox.session() as session:
+        await session.warm_up(8)
+        with cyclic_garbage() as garbage:
+            outcomes: list[CancelOutcome] = []
+            if ending == "cancel_many's ids ran out":
+                outcomes = await session.orders.cancel_many(ids, concurrency=8)
+            elif ending == "the batch deadline":
+                exchange.faults.latency = 5.0
+                outcomes = await session.orders.cancel_many(ids, concurrency=8, deadline=0.3)
+                exchange.faults.latency = 0.0
+                assert Counter(o.status for o in outcomes) == {
+                    CancelStatus.UNKNOWN: 8,
+                    CancelStatus.SKIPPED: 52,
+                }
+            else:
+                async with contextlib.aclosing(session.orders.cancel_iter(ids, concurrency=8)) as stream:
+                    async for outcome in stream:
+                        outcomes.append(outcome)
+                        if ending == "the consumer left" and len(outcomes) == 20:
+                            break
+                del outcome
+            if "ran out" in ending:
+                assert len(outcomes) == 60 and {o.status for o in outcomes} == {CancelStatus.QUEUED}
+            refs = [weakref.ref(o) for o in outcomes]
+            del outcomes
+            assert [ref() for ref in refs] == [None] * len(refs)  # freed as they were dropped
+        assert express_sends["sent"] >= 8  # the lanes carried the batch
+        assert in_use(session) == 0
+    if "ran out" in ending:
+        assert garbage == {}
+    else:
+        assert garbage["Express"] == garbage["Channel"] == 0, garbage

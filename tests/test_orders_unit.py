@@ -193,6 +193,65 @@ async def test_iter_walks_pages_until_a_short_one(session: AsyncTanxSession, rou
     assert [c.request.url.params["market"] for c in route.calls] == ["btcusdc"] * 3
 
 
+async def test_cancel_all_lists_again_and_a_failed_listing_ends_the_rounds_with_a_warning(
+    session: AsyncTanxSession, router: respx.Router, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Round one: ``pending`` then ``wait`` listed, both orders cancelled. The listing after it
+    answers 503: the two outcomes are returned (never lost to a listing), and the log says the
+    market was not seen clear."""
+    asked: list[str] = []
+
+    def listing(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.params["state"])
+        if len(asked) > 2:
+            return _error(503, "Service Unavailable")
+        orders = [order_payload(id=7), order_payload(id=8)] if asked[-1] == "wait" else []
+        return json_response(200, envelope(orders))
+
+    def cancel(request: httpx.Request) -> httpx.Response:
+        oid = json.loads(request.content)["order_id"]
+        return json_response(200, envelope(order_payload(id=oid)))
+
+    router.get(LIST_URL).mock(side_effect=listing)
+    router.post(CANCEL_URL).mock(side_effect=cancel)
+    with caplog.at_level("WARNING", logger="tanx_async"):
+        outcomes = await session.with_options(max_retries=0).orders.cancel_all("btcusdc")
+    assert [(o.order_id, o.status) for o in outcomes] == [(7, CancelStatus.QUEUED), (8, CancelStatus.QUEUED)]
+    assert asked == ["pending", "wait", "pending"]
+    [record] = [r for r in caplog.records if "listing the open orders again failed" in r.getMessage()]
+    assert "btcusdc" in record.getMessage() and "503" in record.getMessage()
+
+
+async def test_cancel_all_stops_after_three_listings(session: AsyncTanxSession, router: respx.Router) -> None:
+    """Orders keep appearing (a strategy still quoting): each listing's new ones are cancelled,
+    and the rounds end after the third listing, however many more would come."""
+    asked: list[str] = []
+
+    def listing(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.params["state"])
+        fresh = 100 + len(asked)  # a new order on every page asked for
+        return json_response(200, envelope([order_payload(id=fresh)] if asked[-1] == "wait" else []))
+
+    def cancel(request: httpx.Request) -> httpx.Response:
+        oid = json.loads(request.content)["order_id"]
+        return json_response(200, envelope(order_payload(id=oid)))
+
+    router.get(LIST_URL).mock(side_effect=listing)
+    router.post(CANCEL_URL).mock(side_effect=cancel)
+    outcomes = await session.orders.cancel_all("btcusdc")
+    assert asked == ["pending", "wait"] * constants.CANCEL_ALL_LISTINGS
+    assert [o.order_id for o in outcomes] == [102, 104, 106]
+    assert {o.status for o in outcomes} == {CancelStatus.QUEUED}
+
+
+async def test_cancel_all_checks_its_deadline_before_listing(
+    session: AsyncTanxSession, router: respx.Router
+) -> None:
+    with pytest.raises(ValueError, match="deadline"):
+        await session.orders.cancel_all("btcusdc", deadline=0)
+    assert len(router.calls) == 0
+
+
 async def test_bulk_cancel_body(session: AsyncTanxSession, router: respx.Router) -> None:
     route = router.post(BULK_URL).mock(
         return_value=json_response(200, envelope({}, "Orders are successfully queued for cancellation"))

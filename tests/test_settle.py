@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from datetime import datetime, timezone
 
 import httpx
@@ -120,3 +121,17 @@ async def test_the_deadline_ends_the_settling_pass(router: respx.Router, session
     # Whichever came first, the pass's own end at the deadline or the deadline's cancellation:
     assert lost.note is not None and "settling pass" in lost.note
     assert not isinstance(lost.error, BatchTimeoutError)  # the cancel's own error is kept
+
+
+async def test_without_a_batch_deadline_the_settling_pass_lasts_the_sessions_deadline(
+    router: respx.Router, session: AsyncTanxSession
+) -> None:
+    """No batch deadline: the pass over an order still ``unknown`` takes what one operation may
+    take (the session's ``deadline``, here 0.5 s), not the full 5 s it takes at most."""
+    _routes(router, ["lost"], ["down"])
+    quick = session.with_options(max_retries=0, deadline=0.5)
+    started = time.monotonic()
+    (lost,) = await quick.orders.cancel_many([LOST])
+    took = time.monotonic() - started
+    assert lost.status is CancelStatus.UNKNOWN and lost.note is not None and "settling pass" in lost.note
+    assert took < 2.0  # the first attempt and look-up (0.5 s at most), then the pass (0.5 s); was 5 s more

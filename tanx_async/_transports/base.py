@@ -108,6 +108,9 @@ class Channel(Protocol):
     def abort(self) -> None:
         """Give up on the request in flight (its connection is closed, no callback) and release."""
 
+    def close(self) -> None:
+        """Done for good: ``abort``, and let go of the callback (which may hold its caller)."""
+
 
 @runtime_checkable
 class Immediate(Protocol):

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     out = Output(json_mode=args.json, stdout=sys.stdout, stderr=sys.stderr)
     try:
-        check_options(args)
+        check_options(args, os.environ)
         return asyncio.run(_run(args, out, os.environ))
     except KeyboardInterrupt:
         out.note("interrupted")

@@ -7,6 +7,7 @@ a bad argument is argparse's usage error, missing or half-given credentials a ``
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,6 +29,9 @@ ENV_ACCESS = "TANX_ACCESS_TOKEN"
 ENV_REFRESH = "TANX_REFRESH_TOKEN"
 ENV_KEY = "TANX_PRIVATE_KEY"
 ENV_ADDRESS = "TANX_ETH_ADDRESS"
+ENV_BASE_URL = "TANX_BASE_URL"
+#: The most orders ``demo`` seeds (its sandbox keeps every order in memory).
+DEMO_MAX_ORDERS = 100_000
 
 _MISSING_CREDENTIALS = (
     f"no credentials: set {ENV_ACCESS} (and {ENV_REFRESH}), or {ENV_KEY} and {ENV_ADDRESS}, "
@@ -38,6 +42,9 @@ _EPILOG = f"""\
 credentials (environment only):
   {ENV_ACCESS}, {ENV_REFRESH}   JWT tokens from a previous login
   {ENV_KEY}, {ENV_ADDRESS}      wallet login (needs: pip install 'tanx-async[login]')
+
+exchange: --network or --base-url; without either, {ENV_BASE_URL} if set (what
+  `python -m tanx_async.testing` prints), else mainnet
 
 token cache: the current token pair is kept between runs (the exchange rotates the refresh
   token), in the OS keyring if `keyring` is installed, else in tokens.json (mode 0600) in the
@@ -57,14 +64,29 @@ class UsageError(Exception):
 # -- argument parsing -----------------------------------------------------------------------
 
 
+#: Digits only (ASCII): ``int()`` would also take "+5", " 5", "1_000" and other scripts' digits.
+_DIGITS = re.compile(r"[0-9]+")
+
+
 def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
+        value = int(text) if _DIGITS.fullmatch(text) else minimum - 1
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _int_in(minimum: int, maximum: int) -> Callable[[str], int]:
+    at_least = _int_at_least(minimum, f"an integer from {minimum} to {maximum:,}")
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer from {minimum} to {maximum:,}, got {text!r}"
+            )
         return value
 
     return parse
@@ -77,6 +99,8 @@ _non_negative_int = _int_at_least(0, "an integer >= 0")
 def _order_id(text: str) -> int:
     """An order id as the exchange has them: 1 to 2**63-1 (checked here, before anything is sent)."""
     try:
+        if not _DIGITS.fullmatch(text):
+            raise ValueError(text)
         return V.order_id(int(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an order id, {V.ORDER_ID_RANGE}; got {text!r}") from None
@@ -149,7 +173,8 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         metavar="S",
         default=default(None),
         help="overall bound in seconds on each operation, retries and the look-up that settles a "
-        f"cancel included (default {C.OPERATION_DEADLINE:g})",
+        f"cancel included (default {C.OPERATION_DEADLINE:g}); a cancel still unknown then gets one "
+        "settling pass, as long again at most (5 s at most)",
     )
     parser.add_argument(
         "--allow-insecure-http",
@@ -175,7 +200,7 @@ def _confirm_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--confirm-with",
         choices=("auto", "stream", "poll"),
-        default="auto",
+        default=None,
         help="how --confirm waits: the private stream, polling as a fallback (auto, the default); "
         "the stream only; or polling only",
     )
@@ -210,9 +235,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("watch", "print order and trade updates from the private stream until interrupted")
     p.add_argument(
-        "--streams", choices=("order,trade", "order", "trade"), default="order,trade", help="what to watch"
+        "--streams",
+        choices=("order,trade", "order", "trade"),
+        default="order,trade",
+        metavar="{order,trade}",
+        help="what to watch: order, trade, or order,trade (the default)",
     )
-    p.add_argument("--count", type=_non_negative_int, default=0, metavar="N", help="stop after N events")
+    p.add_argument(
+        "--count",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="stop after N events (default 0: never)",
+    )
 
     p = command("orders", "list orders (every page, up to --limit)")
     p.add_argument("--market", type=_market, metavar="M")
@@ -236,7 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("demo", "cancel thousands of orders on a local sandbox exchange (no account needed)")
     p.add_argument(
-        "--orders", type=_positive_int, default=2000, metavar="N", help="open orders (default 2000)"
+        "--orders",
+        type=_int_in(1, DEMO_MAX_ORDERS),
+        default=2000,
+        metavar="N",
+        help=f"open orders (default 2000, at most {DEMO_MAX_ORDERS:,})",
     )
     p.add_argument(
         "--latency",
@@ -276,12 +315,23 @@ _WHY = {
 }
 
 
-def check_options(args: argparse.Namespace) -> None:
-    """``UsageError`` for an option the command would ignore (e.g. ``demo --network``)."""
+def check_options(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """``UsageError`` for an option the command would ignore (e.g. ``demo --network``); then
+    ``TANX_BASE_URL`` from ``env`` stands for ``--base-url`` where neither it nor ``--network``
+    was given (``args.base_url_from`` names where the URL came from, for error messages)."""
     for dest, commands in _USED_BY.items():
         if args.command not in commands and getattr(args, dest, None) not in (None, False):
             flag = "--" + dest.replace("_", "-")
             raise UsageError(f"{args.command} does not use {flag} ({_WHY.get(args.command, 'ignored')})")
+    if getattr(args, "confirm_with", None) is not None and not args.confirm:
+        raise UsageError("--confirm-with chooses how --confirm waits: pass --confirm too")
+    if hasattr(args, "confirm_with") and args.confirm_with is None:
+        args.confirm_with = "auto"
+    args.base_url_from = "--base-url"
+    if args.command in _USED_BY["base_url"] and args.base_url is None and args.network is None:
+        url = env.get(ENV_BASE_URL, "").strip()
+        if url:
+            args.base_url, args.base_url_from = url, ENV_BASE_URL
 
 
 # -- credentials and session options ----------------------------------------------------------

@@ -78,8 +78,8 @@ def exchange_url(args: argparse.Namespace, out: Output, *, sends: bool = True) -
     try:
         url = resolve_base_url(args.base_url, args.network, allow_insecure_http=True)
     except (TypeError, ValueError) as exc:
-        # The library's words name its argument; the user typed the flag.
-        raise UsageError(str(exc).replace("base_url", "--base-url")) from None
+        # The library's words name its argument; the user typed the flag (or set the variable).
+        raise UsageError(str(exc).replace("base_url", getattr(args, "base_url_from", "--base-url"))) from None
     host = urlsplit(url).hostname or ""
     if sends and url.startswith("http://") and not is_loopback(host):
         if not args.allow_insecure_http:

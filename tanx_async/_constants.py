@@ -74,9 +74,8 @@ CONFIRM_TIMEOUT: Final = 10.0
 CONFIRM_POLL_INITIAL: Final = 0.05
 CONFIRM_POLL_CAP: Final = 1.0
 # The settling pass over ``unknown`` outcomes (look-ups with backoff once the exchange answers
-# again): it ends at the batch deadline, or when the batch has none after the session's deadline
-# but at most this long, and after
-# at most this many look-ups per order.
+# again): it ends at the batch deadline (without one: after the session's deadline, but at most
+# this long), and after at most this many look-ups per order.
 SETTLE_TIMEOUT: Final = 5.0
 SETTLE_MAX_LOOKUPS: Final = 20
 SETTLE_POLL_CAP: Final = 1.0

@@ -68,25 +68,14 @@ class UsageError(Exception):
 _DIGITS = re.compile(r"[0-9]+")
 
 
-def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
+def _int_at_least(minimum: int, expected: str, maximum: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        value = int(text) if _DIGITS.fullmatch(text) else minimum - 1
-        if value < minimum:
+        try:
+            value = int(text) if _DIGITS.fullmatch(text) else minimum - 1
+        except ValueError:  # more digits than int() reads
+            value = minimum - 1
+        if value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _int_in(minimum: int, maximum: int) -> Callable[[str], int]:
-    at_least = _int_at_least(minimum, f"an integer from {minimum} to {maximum:,}")
-
-    def parse(text: str) -> int:
-        value = at_least(text)
-        if value > maximum:
-            raise argparse.ArgumentTypeError(
-                f"expected an integer from {minimum} to {maximum:,}, got {text!r}"
-            )
         return value
 
     return parse
@@ -272,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", "cancel thousands of orders on a local sandbox exchange (no account needed)")
     p.add_argument(
         "--orders",
-        type=_int_in(1, DEMO_MAX_ORDERS),
+        type=_int_at_least(1, f"an integer from 1 to {DEMO_MAX_ORDERS:,}", DEMO_MAX_ORDERS),
         default=2000,
         metavar="N",
         help=f"open orders (default 2000, at most {DEMO_MAX_ORDERS:,})",

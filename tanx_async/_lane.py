@@ -47,6 +47,9 @@ from .models import CancelOutcome
 
 __all__ = ["Lane", "Stop"]
 
+#: A cancel's request body (``%d``: the order id, checked to be an int).
+_CANCEL_BODY = b'{"order_id":%d}'
+
 
 class Stop:
     """Why a lane stopped, and what its worker task takes over.
@@ -141,7 +144,7 @@ class Lane:
         ``time.monotonic``) and run the lane from its answer; False, with nothing sent, when
         something stands in the way (the worker then sends it the ordinary way)."""
         express = self._express
-        if express is None or not express.send(b'{"order_id":%d}' % oid, record, started):
+        if express is None or not express.send(_CANCEL_BODY % oid, record, started):
             return False
         self._oid, self._record, self._started = oid, record, started
         return True
@@ -190,59 +193,61 @@ class Lane:
         self._halt(Stop(oid=oid, record=record, deadline=deadline, started=started, first=first))
 
     def _answered(self, body: dict[str, Any] | None, result: RawResponse | APIConnectionError) -> None:
-        """The express's callback: the attempt in flight ended. Never raises (it runs in the
-        transport's callbacks, where an exception would leave the worker waiting forever)."""
+        """The express's callback, when the attempt in flight ended: what the task path does in
+        four coroutines, in one function (the outcome of a success, handed over, and the next
+        cancel sent; anything else stops the lane). Never raises (it runs in the transport's
+        callbacks, where an exception would leave the worker waiting forever)."""
         try:
-            self._go_on(body, result)
+            oid, record, started = self._oid, self._record, self._started
+            express = self._express
+            assert express is not None
+            wake = self._wake
+            if wake is not None and wake.done():
+                # The worker was cancelled (the batch deadline, the consumer gone) and has not
+                # run since: nothing more is sent. A success's outcome is kept for the batch's
+                # expiry (``Batch._expire``); any other answer leaves the order "sent", hence
+                # unknown.
+                express.release()
+                if body is not None:
+                    self._unsent[oid] = self._make(oid, record, started, body, result.content)  # type: ignore[union-attr]
+                return
+            if body is None:
+                # Not a success: the worker goes on from this answer (``cancel_one(first=...)``).
+                self._hand_back(oid, record, started, express.first())
+                return
+            try:
+                outcome = self._make(oid, record, started, body, result.content)  # type: ignore[union-attr]
+            except Exception:  # a bug: the task path meets it again and reports the order UNKNOWN
+                record.sending = True  # (not handed over: still the worker's, as sent)
+                self._hand_back(oid, record, started, express.first())
+                return
+            in_flight = self._in_flight
+            try:
+                if not self._hand(outcome):
+                    # Kept where the batch's expiry finds it until the worker has handed it over.
+                    self._unsent[oid] = outcome
+                    self._halt(Stop(handing=outcome))
+                    return
+                del in_flight[oid]
+                taken = self._take()
+            except Exception as exc:  # the consumer's stream broke, or a lazy source raised: the
+                self._halt(Stop(error=exc))  # worker raises it, as the task path would
+                return
+            if taken is None:
+                self._halt(Stop())  # no more ids
+                return
+            # The next cancel, as ``send`` sends it (inlined: this is the path every cancel of a
+            # burst takes).
+            oid = taken
+            record = in_flight[oid] = Attempts()
+            started = time.monotonic()
+            try:
+                sent = express.send(_CANCEL_BODY % oid, record, started)
+            except Exception:  # nothing was sent (a bad header, say): the worker's attempt says why
+                sent = False
+            if sent:
+                self._oid, self._record, self._started = oid, record, started
+            else:
+                self._hand_back(oid, record, started)
         except Exception as exc:  # pragma: no cover - a bug: the worker raises it
             self._halt(Stop(error=exc))
-
-    def _go_on(self, body: dict[str, Any] | None, result: RawResponse | APIConnectionError) -> None:
-        """What the task path does in four coroutines, in one function: the outcome of a
-        success, handed over, and the next cancel sent; anything else stops the lane."""
-        oid, record, started = self._oid, self._record, self._started
-        express = self._express
-        assert express is not None
-        wake = self._wake
-        if wake is not None and wake.done():
-            # The worker was cancelled (the batch deadline, the consumer gone) and has not run
-            # since: nothing more is sent. A success's outcome is kept for the batch's expiry
-            # (``Batch._expire``); any other answer leaves the order "sent", hence unknown.
-            express.release()
-            if body is not None:
-                self._unsent[oid] = self._make(oid, record, started, body, result.content)  # type: ignore[union-attr]
-            return
-        if body is None:
-            # Not a success: the worker goes on from this answer (``cancel_one(first=...)``).
-            self._hand_back(oid, record, started, express.first())
-            return
-        try:
-            outcome = self._make(oid, record, started, body, result.content)  # type: ignore[union-attr]
-        except Exception:  # a bug: the task path meets it again and reports the order UNKNOWN
-            record.sending = True  # (not handed over: still the worker's, as sent)
-            self._hand_back(oid, record, started, express.first())
-            return
-        in_flight = self._in_flight
-        try:
-            if not self._hand(outcome):
-                # Kept where the batch's expiry finds it until the worker has handed it over.
-                self._unsent[oid] = outcome
-                self._halt(Stop(handing=outcome))
-                return
-            del in_flight[oid]
-            taken = self._take()
-        except Exception as exc:  # the consumer's stream broke, or a lazy source raised: the
-            self._halt(Stop(error=exc))  # worker raises it, as the task path would
-            return
-        if taken is None:
-            self._halt(Stop())  # no more ids
-            return
-        oid = taken
-        record = in_flight[oid] = Attempts()
-        started = time.monotonic()
-        try:
-            sent = self.send(oid, record, started)
-        except Exception:  # nothing was sent (a bad header, say): the worker's attempt says why
-            sent = False
-        if not sent:
-            self._hand_back(oid, record, started)

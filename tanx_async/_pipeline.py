@@ -126,7 +126,7 @@ class Express:
 
     __slots__ = (
         "_channel",
-        "_headers",
+        "_head",
         "_method",
         "_on_answer",
         "_path",
@@ -158,7 +158,7 @@ class Express:
         self._on_answer = on_answer
         self._channel = sender.channel(self._url, self._answered)
         self._token: str | None = None
-        self._headers: dict[str, str] = {}
+        self._head = b""
         self._record = Attempts()
         self._result: RawResponse | APIConnectionError | None = None
         self._started = 0.0
@@ -177,11 +177,13 @@ class Express:
         token = auth.usable()
         if token is None or not pipeline.flow.ready() or not limiter.try_acquire():
             return False
-        if token is not self._token:
-            self._token, self._headers = token, pipeline._headers(token, True)
         first_sent = auth.clock.best_guess() if record.first_sent is None else None
         try:
-            sent = self._channel.send(self._method, self._url, self._headers, content, self._timeout)
+            if token is not self._token:
+                # The head for this token, built (and its headers checked) once.
+                self._head = self._channel.head(self._method, self._url, pipeline._headers(token, True))
+                self._token = token
+            sent = self._channel.send(self._method, self._url, self._head, content, self._timeout)
         except BaseException:
             limiter.release()
             raise

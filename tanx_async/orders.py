@@ -455,7 +455,10 @@ def _checked_ids(order_ids: Iterable[int]) -> builtins.list[int]:
     """All ids validated (nothing is sent if one is bad), duplicates dropped, order kept."""
     if isinstance(order_ids, str | bytes):
         raise TypeError("order_ids must be an iterable of ints, not a string")
-    ids = [V.order_id(oid) for oid in order_ids]
+    top = V.MAX_ORDER_ID
+    # A plain int in range is its own id (the common case, checked without a call per id);
+    # anything else goes through ``V.order_id``, which refuses it or normalises an int subclass.
+    ids = [oid if type(oid) is int and 0 < oid <= top else V.order_id(oid) for oid in order_ids]
     return builtins.list(dict.fromkeys(ids))
 
 

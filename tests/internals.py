@@ -44,6 +44,8 @@ from tanx_async._transports.native import (
     _idle_timeout,
     _Origin,
 )
+from tanx_async._validate import order_id as check_order_id
+from tanx_async.orders import _checked_ids as checked_ids
 
 __all__ = [
     "APIStatusError",
@@ -80,6 +82,8 @@ __all__ = [
     "_idle_timeout",
     "auth_of",
     "cancel_memory_of",
+    "check_order_id",
+    "checked_ids",
     "constants",
     "decode_envelope",
     "env_proxy",

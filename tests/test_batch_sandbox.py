@@ -392,6 +392,13 @@ async def test_429_pauses_the_whole_session(sandbox: Sandbox) -> None:
     exchange.faults.retry_after = 1
 
     async def lift() -> None:
+        # A moment after the first 429 went out, not at a fixed time from the start: on a loaded
+        # machine the session may not have sent a cancel 0.2 s in (then no 429 at all). At most
+        # 10 s of waiting.
+        for _ in range(2000):
+            if any(r.result == "fault:429" for r in exchange.requests):
+                break
+            await anyio.sleep(0.005)
         await anyio.sleep(0.2)
         exchange.faults.rate_limit_rate = 0.0
 
@@ -401,6 +408,7 @@ async def test_429_pauses_the_whole_session(sandbox: Sandbox) -> None:
     assert all(o.ok for o in outcomes)
     log = [r for r in exchange.requests if r.path == CANCEL_PATH]
     limited = [r for r in log if r.result == "fault:429"]
+    assert limited, "no cancel was answered 429"
     first_429 = min(r.time for r in limited)
     # Only the first wave (at most the concurrency, already on its way when the first 429 came
     # back) reaches the exchange before the Retry-After ends: no order is sent again before its

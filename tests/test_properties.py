@@ -26,7 +26,15 @@ from tanx_async import (
 )
 from tests.conftest import ORDER
 
-from .internals import RawResponse, decode_envelope, parse_retry_after, structure, structure_order
+from .internals import (
+    RawResponse,
+    check_order_id,
+    checked_ids,
+    decode_envelope,
+    parse_retry_after,
+    structure,
+    structure_order,
+)
 
 # Reproducible in CI: the same examples on every run, bounded so the suite stays fast.
 PROFILE = settings(
@@ -288,3 +296,40 @@ def test_decode_envelope_returns_a_dict_or_the_right_error(
 def test_parse_retry_after_never_raises(headers: dict[str, str], now: float | None) -> None:
     value = parse_retry_after(headers, now=now)
     assert value is None or (isinstance(value, float) and math.isfinite(value) and value >= 0)
+
+
+# -- order ids ----------------------------------------------------------------------------------------
+
+
+class _Id(int):
+    """An int subclass (as an IntEnum or numpy-like id type would be)."""
+
+
+ID_VALUES = (
+    st.integers()
+    | st.integers(min_value=2**63 - 3, max_value=2**63 + 3)
+    | st.integers(min_value=-3, max_value=3)
+    | st.integers(min_value=-(2**70), max_value=2**70).map(_Id)
+    | st.booleans()
+    | st.floats()
+    | st.text(max_size=5)
+    | st.none()
+)
+
+
+@PROFILE
+@given(st.lists(ID_VALUES, max_size=5))
+def test_cancel_many_ids_are_checked_as_order_id_checks_each(values: list[object]) -> None:
+    """``cancel_many``'s list of ids (a plain in-range int taken as is, without a call) says
+    exactly what ``order_id`` says of each: the same ids as plain ints, or the same error."""
+    try:
+        expected: list[int] | type[Exception] = list(dict.fromkeys(check_order_id(v) for v in values))
+    except (TypeError, ValueError) as exc:
+        expected = type(exc)
+    try:
+        got: list[int] | type[Exception] = checked_ids(values)  # type: ignore[arg-type]  # (anything a caller may pass)
+    except (TypeError, ValueError) as exc:
+        got = type(exc)
+    assert got == expected
+    if isinstance(got, list):
+        assert all(type(i) is int for i in got)

@@ -97,10 +97,13 @@ class Warmable(Protocol):
 class Channel(Protocol):
     """Requests of one caller written at once and answered in a callback (``Immediate``)."""
 
-    def send(
-        self, method: str, url: str, headers: dict[str, str], content: bytes | None, timeout: httpx.Timeout
-    ) -> bool:
-        """Write the request now; False, with nothing written, when no warm connection is free."""
+    def head(self, method: str, url: str, headers: dict[str, str]) -> bytes:
+        """The head of requests with these ``headers``, built and checked once (raises for a
+        header that cannot be sent)."""
+
+    def send(self, method: str, url: str, head: bytes, content: bytes, timeout: httpx.Timeout) -> bool:
+        """Write the request (``head`` from ``head()``, then ``content``) now; False, with nothing
+        written, when no warm connection is free."""
 
     def release(self) -> None:
         """Give the connection it holds back to the pool (between requests)."""

@@ -61,6 +61,7 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _URL_CACHE_SIZE = 256
 _HEAD_CACHE_SIZE = 64
 _LENGTH_FIELD = b"Content-Length: "
+_MAX_HEAD = C.MAX_HEAD_BYTES
 #: What may not appear in a header value: C0 controls but HTAB, and DEL.
 _CTL_OUT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: ... and in a URL, not even HTAB.
@@ -241,7 +242,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._extra = True  # bytes past the end of the message (or after "close")
         if (
             head
-            and (self._mode == _HEAD or self._head_size + len(data) > C.MAX_HEAD_BYTES)
+            and (self._mode == _HEAD or self._head_size + len(data) > _MAX_HEAD)
             and self._head_too_long(len(data))
         ):
             self._fail(_malformed(f"headers longer than {C.MAX_HEAD_BYTES} bytes"))
@@ -463,14 +464,15 @@ class _Connection(asyncio.BufferedProtocol):
     def _finish(self, *, close: bool) -> None:
         waiter = self._waiter
         assert waiter is not None
-        mode = self._mode
         headers = self._headers
         parts = self._parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
-        if not close and not self._extra:
+        if self._crlf_run and not close and not self._extra:
+            mode = self._mode
             # Blank lines after the message, which llhttp skips: the stream ends with more CR/LF
             # than the message does ("0\r\n\r\n" or trailers for chunked; the head's blank line
-            # and the body's own trailing CR/LF otherwise).
+            # and the body's own trailing CR/LF otherwise). (A stream that does not end in CR/LF,
+            # as a JSON body's does not, has none.)
             ends = 4 if mode == _CHUNKED else _crlf_tail(body) if body[-1:] in (b"\n", b"\r") else 0
             if mode != _CHUNKED and ends == len(body):
                 ends += 4  # the body is empty or all CR/LF: the head's blank line too
@@ -523,14 +525,17 @@ class Channel:
         self._error: APIConnectionError | None = None
         self._state = 1  # 0 a request in flight, 1 none, 2 aborted
 
-    def send(
-        self, method: str, url: str, headers: dict[str, str], content: bytes | None, timeout: httpx.Timeout
-    ) -> bool:
-        """Write the request now, on the held connection or a warm idle one; False, with nothing
-        written, when there is none (or the pool is closed)."""
+    def head(self, method: str, url: str, headers: dict[str, str]) -> bytes:
+        """The head of requests with these ``headers`` (for ``send``): built once, and checked
+        then (a header that cannot be sent raises here, before anything is written)."""
+        return request_head(self._sender._heads, method, url, self._origin, headers)
+
+    def send(self, method: str, url: str, head: bytes, content: bytes, timeout: httpx.Timeout) -> bool:
+        """Write the request (``head`` from ``head()``, then ``content``) now, on the held
+        connection or a warm idle one; False, with nothing written, when there is none (or the
+        pool is closed)."""
         sender = self._sender
-        # Built first: a header that cannot be sent raises here, before a connection is taken.
-        payload = request_bytes(sender._heads, method, url, self._origin, headers, content)
+        payload = b"%b%d\r\n\r\n%b" % (head, len(content), content)
         conn = self._conn
         if conn is None or conn.is_closing():
             if conn is not None:
@@ -591,7 +596,11 @@ class Channel:
             self._state = 1
             conn = self._conn
             assert conn is not None
-            conn.end()  # kept open if the server keeps it: the next request goes on it
+            # ``conn.end()`` for an answer (``_finish`` dropped its read timeout), inlined: the
+            # connection is kept open if the server keeps it, for the next request.
+            conn._waiter = None
+            if not conn.keep_alive:
+                conn.close()
             if conn.closed:
                 self.release()
             self._on_answer(answer)
@@ -642,22 +651,22 @@ class _Deadlines:
     The timer is armed for the earliest deadline; when it fires it fails the requests whose
     deadline passed and re-arms for the earliest one left, so every timeout fires on time."""
 
-    __slots__ = ("_at", "_conns", "_handle", "_loop")
+    __slots__ = ("_at", "_conns", "_handle", "_loop", "discard")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._conns: set[_Connection] = set()
         self._handle: asyncio.TimerHandle | None = None
         self._at = float("inf")
+        #: Forget a connection's deadline (answered or given up): the set's own method, called
+        #: once per request (the timer re-arms itself from what is left when it fires).
+        self.discard: Callable[[_Connection], None] = self._conns.discard
 
     def add(self, conn: _Connection, deadline: float, seconds: float) -> None:
         conn.deadline, conn.read_timeout = deadline, seconds
         self._conns.add(conn)
         if deadline < self._at:
             self._arm(deadline)
-
-    def discard(self, conn: _Connection) -> None:
-        self._conns.discard(conn)  # the timer re-arms itself from what is left when it fires
 
     def _arm(self, at: float) -> None:
         # The new timer first: if scheduling it raised, the old one would still run (and
@@ -791,18 +800,23 @@ def request_bytes(
     headers object and kept in ``heads`` (the pipeline shares one headers dict per token and never
     changes it; the entry holds the dict, so its identity cannot be reused): a cancel then costs
     one look-up and one formatting of the length and body."""
+    head = request_head(heads, method, url, origin, headers)
+    if content is not None:
+        return b"%b%d\r\n\r\n%b" % (head, len(content), content)
+    if method in _BODY_METHODS:
+        return head + b"0\r\n\r\n"
+    return head[: -len(_LENGTH_FIELD)] + b"\r\n"
+
+
+def request_head(heads: Heads, method: str, url: str, origin: _Origin, headers: dict[str, str]) -> bytes:
+    """The request's head through ``Content-Length: `` (see ``request_bytes``), from ``heads``."""
     key = (method, url, id(headers))
     cached = heads.get(key)
     if cached is None or cached[0] is not headers:
         if len(heads) >= _HEAD_CACHE_SIZE:
             heads.clear()
         cached = heads[key] = (headers, _head(method, origin, headers))
-    head = cached[1]
-    if content is not None:
-        return b"%b%d\r\n\r\n%b" % (head, len(content), content)
-    if method in _BODY_METHODS:
-        return head + b"0\r\n\r\n"
-    return head[: -len(_LENGTH_FIELD)] + b"\r\n"
+    return cached[1]
 
 
 def _head(method: str, origin: _Origin, headers: dict[str, str]) -> bytes:

@@ -283,7 +283,8 @@ class AsyncTanxSession:
         silence before a ping; twice that and the stream counts as stalled and reconnects.
         ``max_reconnects``: consecutive failed attempts before ``StreamError``. Reconnects use
         the current access token (renewed when expiring or refused); each is followed by a
-        ``StreamGap``. Entering the block connects and subscribes (or raises)."""
+        ``StreamGap``. Entering the block connects and subscribes (or raises ``StreamError``),
+        within the session's ``deadline`` when it has one (attempts and backoff included)."""
         pipeline = self._pipeline
         if pipeline.closed:
             raise SessionClosedError("this AsyncTanxSession is closed")
@@ -295,6 +296,7 @@ class AsyncTanxSession:
             heartbeat=V.seconds("heartbeat", heartbeat),
             max_reconnects=V.setting_int("max_reconnects", max_reconnects, minimum=0),
             connect_timeout=self._timeout.connect or C.CONNECT_TIMEOUT,
+            open_within=self._deadline,
         )
 
     def _push_stream(self) -> _stream.OrderStream:

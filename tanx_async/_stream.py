@@ -360,6 +360,7 @@ class OrderStream:
         max_reconnects: int,
         connect_timeout: float,
         open_attempts: int | None = None,
+        open_within: float | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._url = url
@@ -367,6 +368,9 @@ class OrderStream:
         self._heartbeat = heartbeat
         self._max_reconnects = max_reconnects
         self._open_attempts = max_reconnects + 1 if open_attempts is None else open_attempts
+        #: Seconds opening the stream may take in all, attempts and backoff included (the
+        #: session's ``deadline``), or None: ``open_attempts`` alone bounds it.
+        self._open_within = open_within
         self._connect_timeout = connect_timeout
         self._buffer = _Buffer(buffer)
         self._tg: anyio.abc.TaskGroup | None = None
@@ -400,7 +404,7 @@ class OrderStream:
     async def __aenter__(self) -> OrderStream:
         if self._tg is not None:
             raise RuntimeError("an OrderStream can be entered once")
-        sock = await self._retrying(self._open_attempts, "could not open the stream")
+        sock = await self._retrying(self._open_attempts, "could not open the stream", self._open_within)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._run, sock)
@@ -496,15 +500,29 @@ class OrderStream:
 
     # -- connecting ---------------------------------------------------------------------------
 
-    async def _retrying(self, attempts: int, failure: str) -> _Socket:
-        """A subscribed socket, trying up to ``attempts`` times with backoff and jitter."""
+    async def _retrying(self, attempts: int, failure: str, within: float | None = None) -> _Socket:
+        """A subscribed socket, trying up to ``attempts`` times with backoff and jitter, and
+        for at most ``within`` seconds in all (None: no bound but the attempts)."""
         reason = "no attempt"
+        until = None if within is None else anyio.current_time() + within
+        made = 0
         for attempt in range(max(1, attempts)):
             if attempt:
                 delay = min(C.STREAM_BACKOFF_CAP, C.STREAM_BACKOFF_BASE * 2 ** (attempt - 1))
-                await anyio.sleep(delay / 2 + random.uniform(0, delay / 2))
+                pause = delay / 2 + random.uniform(0, delay / 2)
+                if until is not None and anyio.current_time() + pause >= until:
+                    break  # the next attempt would begin after the deadline
+                await anyio.sleep(pause)
+            made += 1
             try:
-                sock = await self._subscribed()
+                if until is None:
+                    sock = await self._subscribed()
+                else:
+                    with anyio.move_on_after(until - anyio.current_time()) as scope:
+                        sock = await self._subscribed()
+                    if scope.cancelled_caught:
+                        reason = "no subscription before the deadline"
+                        break
             except _Lost as exc:
                 reason = exc.reason
                 logger.info("stream %s: attempt %d failed: %s", self._url, attempt + 1, reason)
@@ -514,7 +532,8 @@ class OrderStream:
             logger.info("stream %s: subscribed to %s", self._url, ", ".join(self._streams))
             self._pipeline.emit("stream_open", "WS", C.STREAM_PATH, attempt=self.connects)
             return sock
-        raise StreamError(f"{failure} after {max(1, attempts)} attempts (last: {reason})")
+        bound = "" if within is None else f" within {within:g} s"
+        raise StreamError(f"{failure}{bound} after {made} attempt{'' if made == 1 else 's'} (last: {reason})")
 
     async def _subscribed(self) -> _Socket:
         pipeline = self._pipeline

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tanx_async import InvalidOrderIdError
-from tanx_async.cli._args import UsageError, build_parser
+from tanx_async.cli._args import _USED_BY, UsageError, build_parser
 from tanx_async.cli._commands import exchange_url
 from tanx_async.cli._output import Output
 from tanx_async.cli._waiting import Waiting, should_show
@@ -238,6 +239,20 @@ def test_cli_rejects_what_it_would_ignore(argv: list[str], message: str) -> None
     result = cli(*argv, env={"TANX_ACCESS_TOKEN": "t"})
     assert result.returncode == 2
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", ["cancel", "cancel-all", "watch", "orders", "order", "login", "logout", "demo"]
+)
+def test_a_commands_help_lists_only_the_options_it_uses(command: str) -> None:
+    """``demo --help`` listed ``--base-url``, ``--deadline`` and others that ``demo`` then
+    refused; each command's help now shows exactly the global options it takes."""
+    (commands_action,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    text = commands_action.choices[command].format_help()
+    for dest, commands in _USED_BY.items():
+        flag = "--" + dest.replace("_", "-")
+        listed = re.search(rf"^\s+(-\w, )?{re.escape(flag)}\b", text, re.MULTILINE) is not None
+        assert listed == (command in commands), (command, flag)
 
 
 async def test_api_filters_reject_unknown_values_with_the_known_ones(router: respx.Router) -> None:

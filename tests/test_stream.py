@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import re
 import ssl
+import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -33,7 +35,7 @@ from tanx_async import (
 )
 from tanx_async.testing import SandboxExchange, token_fingerprint
 
-from .internals import _Buffer, auth_of, stream_url
+from .internals import _Buffer, auth_of, constants, stream_url
 from .sandbox import mismatches, running_sandbox
 from .test_decode import WS_ORDER
 from .test_secrets import Capture, captured, error_texts, leaks
@@ -408,6 +410,28 @@ async def test_a_refused_token_is_renewed_once_then_reported() -> None:
     assert refused.value.status_code == 401
     assert sb.exchange.refresh_count == 1
     assert [r.result for r in sb.exchange.requests if r.path == "/private"] == ["ws_refused"] * 2
+
+
+async def test_opening_a_stream_is_bounded_by_the_session_deadline() -> None:
+    """``deadline`` bounds opening the stream, attempts and backoff included: 9 attempts
+    against a dead port take over 10 s of backoff (``tanx-async --deadline 1 watch`` took 16 s);
+    within 1 s only the first few are made. Once open, the stream is not cut by it."""
+    with running_sandbox(seed=8) as sb:
+        url = sb.server.url
+    async with AsyncTanxSession(base_url=url, access_token=sb.access, deadline=1) as session:
+        started = time.monotonic()
+        with pytest.raises(StreamError, match=r"within 1 s after (\d+) attempts?") as failed:
+            async with session.stream():
+                pass  # pragma: no cover - never entered
+        elapsed = time.monotonic() - started
+    made = int(re.search(r"after (\d+) attempt", str(failed.value)).group(1))  # type: ignore[union-attr]
+    assert 1 <= made < constants.STREAM_MAX_RECONNECTS + 1
+    assert elapsed < 3.0  # the deadline and one refused connect's slack, not the 10 s backoff
+    with running_sandbox(seed=8) as sb:
+        session = AsyncTanxSession(base_url=sb.server.url, access_token=sb.access, deadline=0.5)
+        async with session, session.stream() as events:
+            await anyio.sleep(0.8)  # longer than the deadline: still open
+            assert events.connected
 
 
 async def test_a_stream_that_cannot_connect_gives_up_after_its_attempts() -> None:

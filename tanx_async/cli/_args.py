@@ -122,63 +122,92 @@ def _market(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool, command: str | None = None) -> None:
     """The options every command takes, before or after the command name.
 
     On the subcommands their default is SUPPRESS, so a value given before the command is not
-    overwritten by the subcommand's default.
+    overwritten by the subcommand's default. A subcommand's help lists only the options that
+    ``command`` uses (``_USED_BY``); the others are still parsed, so that ``check_options`` can
+    say why they do not apply instead of argparse's "unrecognized arguments".
     """
 
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
 
-    net = parser.add_mutually_exclusive_group()
+    def shown(dest: str, text: str) -> str:
+        return text if command is None or command in _USED_BY[dest] else argparse.SUPPRESS
+
+    # (Where neither is shown, no group: argparse cannot format the usage of a group whose
+    # members are all hidden. ``check_options`` refuses them there anyway.)
+    net: Any = parser.add_mutually_exclusive_group() if shown("network", "x") != argparse.SUPPRESS else parser
     net.add_argument(
-        "--network", choices=("mainnet", "testnet"), default=default(None), help="default: mainnet"
+        "--network",
+        choices=("mainnet", "testnet"),
+        default=default(None),
+        help=shown("network", "default: mainnet"),
     )
     net.add_argument(
-        "--base-url", metavar="URL", default=default(None), help="exchange URL (instead of --network)"
+        "--base-url",
+        metavar="URL",
+        default=default(None),
+        help=shown("base_url", "exchange URL (instead of --network)"),
     )
     parser.add_argument(
-        "--json", action="store_true", default=default(False), help="JSON lines on stdout, for scripts"
+        "--json",
+        action="store_true",
+        default=default(False),
+        help=shown("json", "JSON lines on stdout, for scripts"),
     )
     parser.add_argument(
         "--concurrency",
         type=_positive_int,
         metavar="N",
         default=default(None),
-        help=f"requests in flight (default {C.MAX_CONCURRENCY})",
+        help=shown("concurrency", f"requests in flight (default {C.MAX_CONCURRENCY})"),
     )
     parser.add_argument(
         "--timeout",
         type=_seconds,
         metavar="S",
         default=default(None),
-        help=f"per-request timeout in seconds (default: read {C.READ_TIMEOUT:g}, connect {C.CONNECT_TIMEOUT:g})",
+        help=shown(
+            "timeout",
+            f"per-request timeout in seconds (default: read {C.READ_TIMEOUT:g}, connect {C.CONNECT_TIMEOUT:g})",
+        ),
     )
     parser.add_argument(
         "--deadline",
         type=_seconds,
         metavar="S",
         default=default(None),
-        help="overall bound in seconds on each operation, retries and the look-up that settles a "
-        f"cancel included (default {C.OPERATION_DEADLINE:g}); a cancel still unknown then gets one "
-        "settling pass, as long again at most (5 s at most)",
+        help=shown(
+            "deadline",
+            "overall bound in seconds on each operation, retries and the look-up that settles a "
+            f"cancel included (default {C.OPERATION_DEADLINE:g}); a cancel still unknown then gets one "
+            "settling pass, as long again at most (5 s at most)",
+        ),
     )
     parser.add_argument(
         "--allow-insecure-http",
         action="store_true",
         default=default(False),
-        help="allow a plain http:// --base-url to a remote host (tokens travel unencrypted)",
+        help=shown(
+            "allow_insecure_http",
+            "allow a plain http:// --base-url to a remote host (tokens travel unencrypted)",
+        ),
     )
     parser.add_argument(
         "--no-token-cache",
         action="store_true",
         default=default(False),
-        help="neither read nor save the cached token pair (see `logout`)",
+        help=shown("no_token_cache", "neither read nor save the cached token pair (see `logout`)"),
     )
     parser.add_argument(
-        "-v", "--verbose", action="store_true", default=default(False), help="debug logging on stderr"
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default(False),
+        help=shown("verbose", "debug logging on stderr"),
     )
 
 
@@ -207,10 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"tanx-async {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    _global_options(common, suppress=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        common = argparse.ArgumentParser(add_help=False)
+        _global_options(common, suppress=True, command=name)
         return commands.add_parser(name, parents=[common], help=help_text, description=help_text)
 
     p = command("cancel", "cancel orders by id (one outcome per order)")

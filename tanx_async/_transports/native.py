@@ -61,7 +61,9 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _URL_CACHE_SIZE = 256
 _HEAD_CACHE_SIZE = 64
 _LENGTH_FIELD = b"Content-Length: "
-_MAX_HEAD = C.MAX_HEAD_BYTES
+#: A head ending in ``Content-Length: `` (``request_head``) completed with a body: head, the
+#: body's length, the blank line, the body.
+_WITH_BODY = b"%b%d\r\n\r\n%b"
 #: What may not appear in a header value: C0 controls but HTAB, and DEL.
 _CTL_OUT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: ... and in a URL, not even HTAB.
@@ -242,7 +244,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._extra = True  # bytes past the end of the message (or after "close")
         if (
             head
-            and (self._mode == _HEAD or self._head_size + len(data) > _MAX_HEAD)
+            and (self._mode == _HEAD or self._head_size + len(data) > C.MAX_HEAD_BYTES)
             and self._head_too_long(len(data))
         ):
             self._fail(_malformed(f"headers longer than {C.MAX_HEAD_BYTES} bytes"))
@@ -535,7 +537,7 @@ class Channel:
         connection or a warm idle one; False, with nothing written, when there is none (or the
         pool is closed)."""
         sender = self._sender
-        payload = b"%b%d\r\n\r\n%b" % (head, len(content), content)
+        payload = _WITH_BODY % (head, len(content), content)
         conn = self._conn
         if conn is None or conn.is_closing():
             if conn is not None:
@@ -802,7 +804,7 @@ def request_bytes(
     one look-up and one formatting of the length and body."""
     head = request_head(heads, method, url, origin, headers)
     if content is not None:
-        return b"%b%d\r\n\r\n%b" % (head, len(content), content)
+        return _WITH_BODY % (head, len(content), content)
     if method in _BODY_METHODS:
         return head + b"0\r\n\r\n"
     return head[: -len(_LENGTH_FIELD)] + b"\r\n"

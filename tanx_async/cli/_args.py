@@ -134,12 +134,15 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool, command:
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
 
+    def uses(dest: str) -> bool:
+        return command is None or command in _USED_BY[dest]
+
     def shown(dest: str, text: str) -> str:
-        return text if command is None or command in _USED_BY[dest] else argparse.SUPPRESS
+        return text if uses(dest) else argparse.SUPPRESS
 
     # (Where neither is shown, no group: argparse cannot format the usage of a group whose
     # members are all hidden. ``check_options`` refuses them there anyway.)
-    net: Any = parser.add_mutually_exclusive_group() if shown("network", "x") != argparse.SUPPRESS else parser
+    net: Any = parser.add_mutually_exclusive_group() if uses("network") else parser
     net.add_argument(
         "--network",
         choices=("mainnet", "testnet"),

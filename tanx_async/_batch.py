@@ -406,7 +406,7 @@ class Batch:
         with anyio.move_on_after(self._deadline) as deadline:
             # With confirm=True the stream is open before the first cancel leaves.
             async with (
-                open_confirmer(self._session, self._confirm_with) as self._push,
+                open_confirmer(self._session, self._confirm_with, self._deadline) as self._push,
                 anyio.create_task_group() as tg,
             ):
                 # Started a few per event-loop iteration: each worker's first step sends a
@@ -582,7 +582,12 @@ class Batch:
             while waiting:
                 oid = waiting.pop()
                 held, record = self._held[oid], self._in_flight[oid]
-                result = await settle(self._session, held, record, until, confirm=self._confirm)
+                try:
+                    result = await settle(self._session, held, record, until, confirm=self._confirm)
+                except Exception as exc:  # a bug must not lose this outcome, nor the batch's others
+                    logger.exception("order %d: unexpected error while settling", oid)
+                    note = f"the settling pass failed (unexpected {type(exc).__name__}: {exc})"
+                    result = attrs.evolve(held, note=f"{held.note}; {note}" if held.note else note)
                 del self._held[oid]
                 if (handing := self._deliver(result, sink)) is not None:
                     await handing

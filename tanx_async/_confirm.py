@@ -178,14 +178,24 @@ def _merged(order: Order | None, update: OrderUpdate) -> Order | None:
 
 @contextlib.asynccontextmanager
 async def open_confirmer(
-    session: AsyncTanxSession, mode: ConfirmWith | None
+    session: AsyncTanxSession, mode: ConfirmWith | None, deadline: float | None
 ) -> AsyncIterator[PushConfirmer | None]:
-    """The confirmer for a batch (None when polling), its stream open and consumed."""
+    """The confirmer for a batch (None when polling), its stream open and consumed.
+
+    No cancel leaves before the stream is open, so with ``"auto"`` its opening is cut short
+    (``CONFIRM_STREAM_OPEN_WITHIN``, and a share of the batch's ``deadline``): a stream that
+    is slow to open costs the batch its pushes, never its cancels. With ``"stream"`` it may take
+    the session's deadline (the batch's deadline cuts it, as it cuts everything)."""
     if mode is None or mode == "poll":
         yield None
         return
     confirmer = PushConfirmer(mode, C.CONFIRM_PUSH_WINDOW)
-    stream = session._push_stream()
+    within = None
+    if mode == "auto":
+        within = C.CONFIRM_STREAM_OPEN_WITHIN
+        if deadline is not None:
+            within = min(within, deadline * C.CONFIRM_STREAM_OPEN_SHARE)
+    stream = session._push_stream(within)
     try:
         await stream.__aenter__()
     except TanxError as exc:

@@ -104,6 +104,12 @@ STREAM_MAX_MESSAGE: Final = 1024 * 1024
 # polled instead (confirm_with="auto"); opening the stream for a batch tries this many times.
 CONFIRM_PUSH_WINDOW: Final = 3.0
 CONFIRM_STREAM_ATTEMPTS: Final = 2
+# With confirm_with="auto" the first cancel waits for the stream to open, so its opening is cut
+# short: at most this many seconds, and at most this share of the batch's deadline; past that the
+# batch confirms by polling. (A stream endpoint that took connections and never answered made a
+# 2 s batch spend its whole deadline opening the stream and skip every order.)
+CONFIRM_STREAM_OPEN_WITHIN: Final = 1.0
+CONFIRM_STREAM_OPEN_SHARE: Final = 0.25
 
 # How far the exchange's clock may be from ours when deciding whether an order that is now
 # ``cancel`` was closed before our first (unanswered) cancel attempt or possibly by it.

@@ -299,8 +299,11 @@ class AsyncTanxSession:
             open_within=self._deadline,
         )
 
-    def _push_stream(self) -> _stream.OrderStream:
-        """The ``order`` stream a ``confirm=True`` batch opens (few tries: polling is the plan B)."""
+    def _push_stream(self, open_within: float | None) -> _stream.OrderStream:
+        """The ``order`` stream a ``confirm=True`` batch opens (few tries: polling is the plan B),
+        within ``open_within`` seconds and the session's ``deadline``."""
+        if self._deadline is not None:
+            open_within = self._deadline if open_within is None else min(open_within, self._deadline)
         return _stream.OrderStream(
             self._pipeline,
             self._stream_url,
@@ -310,6 +313,7 @@ class AsyncTanxSession:
             max_reconnects=C.STREAM_MAX_RECONNECTS,
             connect_timeout=self._timeout.connect or C.CONNECT_TIMEOUT,
             open_attempts=C.CONFIRM_STREAM_ATTEMPTS,
+            open_within=open_within,
         )
 
     async def health(self) -> bool:

@@ -135,3 +135,22 @@ async def test_without_a_batch_deadline_the_settling_pass_lasts_the_sessions_dea
     took = time.monotonic() - started
     assert lost.status is CancelStatus.UNKNOWN and lost.note is not None and "settling pass" in lost.note
     assert took < 2.0  # the first attempt and look-up (0.5 s at most), then the pass (0.5 s); was 5 s more
+
+
+async def test_an_unexpected_error_in_the_settling_pass_keeps_every_outcome(
+    router: respx.Router, session: AsyncTanxSession, clock: FakeClock
+) -> None:
+    # A look-up that raises something no transport should (a bug in a custom transport): the
+    # batch still returns every order's outcome, the lost one still unknown and saying why.
+    cancels = ["lost"]
+    _routes(router, cancels, ["wait"])
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("transport bug")
+
+    router.get(f"https://api.tanx.fi/sapi/v1/orders/{LOST}/").mock(side_effect=broken)
+    outcomes = await session.orders.cancel_many([LOST, FINE])
+    lost, fine = outcomes
+    assert fine.status is CancelStatus.QUEUED and fine.ok
+    assert lost.status is CancelStatus.UNKNOWN and not lost.ok
+    assert lost.note is not None and "RuntimeError: transport bug" in lost.note

@@ -698,3 +698,39 @@ async def test_a_slow_consumer_gets_a_gap_not_unbounded_memory() -> None:
     gap = got[5]
     assert isinstance(gap, StreamGap) and gap.reason == "overflow" and gap.dropped == 55
     assert isinstance(later, OrderUpdate) and later.id == ids[60]
+
+
+@contextlib.contextmanager
+def _silent_listener() -> Any:
+    """A loopback port that takes TCP connections (the kernel's backlog) and never answers."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    try:
+        yield f"ws://127.0.0.1:{sock.getsockname()[1]}/private"
+    finally:
+        sock.close()
+
+
+async def test_a_stream_that_never_answers_does_not_eat_the_batch_deadline() -> None:
+    """``confirm=True`` (auto) with a stream endpoint that hangs: the cancels still go out
+    within the batch deadline, confirmed by polling, instead of the stream's opening taking the
+    whole deadline and every order being skipped."""
+    with running_sandbox(seed=12) as sb, _silent_listener() as silent:
+        ids = sb.exchange.seed_orders(sb.uid, 5)
+        more = sb.exchange.seed_orders(sb.uid, 5)
+        async with sb.session(stream_url=silent, allow_insecure_http=True) as session:
+            started = time.monotonic()
+            outcomes = await session.orders.cancel_many(ids, confirm=True, deadline=2.0)
+            elapsed = time.monotonic() - started
+            # Without a batch deadline: the stream gets CONFIRM_STREAM_OPEN_WITHIN (1 s), not
+            # its 2 attempts of 3 s (the connect timeout) each.
+            started = time.monotonic()
+            others = await session.orders.cancel_many(more, confirm=True)
+            unbounded = time.monotonic() - started
+    assert {o.status for o in outcomes} == {CancelStatus.CANCELLED}
+    assert elapsed < 2.0
+    assert {o.status for o in others} == {CancelStatus.CANCELLED}
+    assert constants.CONFIRM_STREAM_OPEN_WITHIN <= unbounded < constants.CONFIRM_STREAM_OPEN_WITHIN + 1.5

@@ -53,7 +53,7 @@ def measure(tree: Path, url: str, args: argparse.Namespace) -> float:
     data = last_json_line(proc.stdout) or {"error": proc.stderr[-500:]}
     if "error" in data or data.get("failed"):
         raise SystemExit(f"{tree}: {data}")
-    return float(data["cpu_s"]) / data["n"] * 1e6
+    return float(data["cpu_s"]) / int(data["n"]) * 1e6
 
 
 def main() -> None:

@@ -932,16 +932,17 @@ def main(argv: list[str] | None = None) -> int:
         if "rows" in profile and ("c" in scenarios):
             profile_iter = run_profile(n, "iter")
             log("profile (cancel_iter): " + ("ok" if "rows" in profile_iter else str(profile_iter)))
+    raw_cells: list[dict[str, Any]] = [
+        {
+            "scenario": c.scenario.key,
+            "client": c.spec.name,
+            "n": c.n,
+            "runs": c.runs,
+        }
+        for c in cells + memory
+    ]
     raw = {
-        "cells": [
-            {
-                "scenario": c.scenario.key,
-                "client": c.spec.name,
-                "n": c.n,
-                "runs": c.runs,
-            }
-            for c in cells + memory
-        ],
+        "cells": raw_cells,
         "capacity": capacity,
         "imports": imports,
         "profile": profile,
@@ -958,7 +959,7 @@ def main(argv: list[str] | None = None) -> int:
     for kept in re.finditer(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", old, flags=re.S):
         text = text.rstrip("\n") + "\n\n" + kept.group(0) + "\n"
     what = "QUICK run, 1 repeat" if args.quick else f"median of {repeats} runs" if repeats > 1 else "1 run"
-    charts = write_charts(raw["cells"], output.parent / "charts", f"{what}, {dt.date.today().isoformat()}")
+    charts = write_charts(raw_cells, output.parent / "charts", f"{what}, {dt.date.today().isoformat()}")
     output.write_text(with_charts(text, charts, output.parent))
     for chart in charts:
         log(f"wrote {chart.relative_to(REPO) if chart.is_relative_to(REPO) else chart}")

@@ -28,6 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tanx_async import InvalidOrderIdError
+from tanx_async.cli import main
 from tanx_async.cli._args import _USED_BY, UsageError, build_parser
 from tanx_async.cli._commands import exchange_url
 from tanx_async.cli._output import Output
@@ -197,6 +198,29 @@ def test_cli_refuses_credentials_in_the_base_url_without_echoing_them() -> None:
     assert result.returncode == 2
     assert "--base-url must not carry a user name or password" in result.stderr
     assert "s3cret" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable"),
+    [
+        (["--access-token", "s3cret", "orders"], "TANX_ACCESS_TOKEN"),
+        (["orders", "--access-token=s3cret"], "TANX_ACCESS_TOKEN"),
+        (["--token", "s3cret", "cancel", "1"], "TANX_ACCESS_TOKEN"),
+        (["cancel", "1", "--refresh-token", "s3cret"], "TANX_REFRESH_TOKEN"),
+        (["--private-key", "s3cret", "login"], "TANX_PRIVATE_KEY"),
+        (["watch", "--private-key"], "TANX_PRIVATE_KEY"),
+    ],
+)
+def test_cli_refuses_credentials_as_options_without_echoing_them(
+    argv: list[str], variable: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # argparse took "--access-token s3cret orders"'s value for the command and printed
+    # "invalid choice: 's3cret'".
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert f"set {variable} in the environment" in err
+    assert "s3cret" not in out + err
+    assert "--access-token" not in build_parser().format_help()
 
 
 def test_allow_insecure_http_warns() -> None:

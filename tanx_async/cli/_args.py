@@ -212,6 +212,40 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool, command:
         default=default(False),
         help=shown("verbose", "debug logging on stderr"),
     )
+    # Credentials are never taken as options (``ps`` and shell histories show them). Without
+    # these, argparse took ``--access-token SECRET``'s value for the command name and printed
+    # it back in "invalid choice: 'SECRET'".
+    for flag, variable in _SECRET_OPTIONS.items():
+        parser.add_argument(flag, nargs="?", action=_RefusedSecret, help=argparse.SUPPRESS, variable=variable)
+
+
+#: Options a user may try for credentials, and the environment variable to use instead.
+_SECRET_OPTIONS = {
+    "--access-token": "TANX_ACCESS_TOKEN",
+    "--refresh-token": "TANX_REFRESH_TOKEN",
+    "--private-key": "TANX_PRIVATE_KEY",
+    "--token": "TANX_ACCESS_TOKEN",
+}
+
+
+class _RefusedSecret(argparse.Action):
+    """A credential given as an option: a usage error that never repeats its value."""
+
+    def __init__(self, *args: Any, variable: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.variable = variable
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            f"{option_string}: credentials are not taken on the command line, where `ps` and the "
+            f"shell's history show them; set {self.variable} in the environment"
+        )
 
 
 def _confirm_options(parser: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ import attrs
 from . import _constants as C
 from . import _deadline
 from ._confirm import ConfirmWith, PushConfirmer, open_confirmer
-from ._convert import decode_echo, decode_echo_in, is_order_payload, structure_order
+from ._convert import cancel_echo, decode_echo, decode_echo_in, structure_order
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -39,6 +39,7 @@ from ._errors import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    ResponseValidationError,
     SessionClosedError,
     TanxError,
     brief,
@@ -62,7 +63,16 @@ _CLOSED_WORDS = re.compile(r"queued|pending|cancel+ed|filled|executed|closed|don
 async def fetch_order(session: AsyncTanxSession, oid: int) -> Order:
     path = f"{C.ORDERS_PATH}{oid}/"
     response = await session._send("GET", path, idempotent=True)
-    return structure_order(response.payload, raw=response.content, method="GET", endpoint=path)
+    order = structure_order(response.payload, raw=response.content, method="GET", endpoint=path)
+    if order.id != oid:  # never evidence about order ``oid``
+        raise ResponseValidationError(
+            f"a look-up of order {oid} answered with order {order.id}",
+            body=response.content,
+            errors=(f"expected {oid} @ $.payload.id, got {order.id}",),
+            method="GET",
+            path=path,
+        )
+    return order
 
 
 class _Outcomes:
@@ -115,6 +125,9 @@ async def cancel_one(
         response = await session._send(
             "POST", C.CANCEL_PATH, json={"order_id": oid}, idempotent=True, attempts=record, first=first
         )
+        if not confirm:
+            return queued(session, oid, record, started, response.body, response.content)
+        echo = cancel_echo(oid, response.payload, response.content)
     except NotFoundError as exc:
         return _Outcomes(oid, record, started)(CancelStatus.NOT_FOUND, error=exc)
     except APIStatusError as exc:
@@ -127,17 +140,22 @@ async def cancel_one(
         if not record.ambiguous or not resolve:
             return _unsettled(session, outcome, exc)
         return await _look_up(session, exc, outcome)
+    except ResponseValidationError as exc:
+        outcome = _Outcomes(oid, record, started)
+        if exc.method == "POST" and exc.path == C.CANCEL_PATH:
+            # The exchange answered the cancel 2xx in a shape we do not know: it may well have
+            # been processed. Never ok on that; a look-up says what is true.
+            record.ambiguous = True
+            if resolve:
+                return await _look_up(session, exc, outcome)
+        return _unsettled(session, outcome, exc)
     except TanxError as exc:
         return _unsettled(session, _Outcomes(oid, record, started), exc)
 
-    if not confirm:
-        return queued(session, oid, record, started, response.body, response.content)
     session._pipeline.cancels.accepted(oid)
-    payload = response.payload
-    if not is_order_payload(payload):
-        payload = None  # the bare ``{}`` acknowledgement
     outcome = _Outcomes(oid, record, started)
-    order = decode_echo(oid, payload, response.content) if payload is not None else None
+    # (Not for the bare ``{}`` acknowledgement.)
+    order = decode_echo(oid, response.payload, response.content) if echo else None
     deadline = time.monotonic() + confirm_timeout
     if push is not None:  # by the stream (``_confirm.py``), polling as its fallback
 
@@ -159,6 +177,7 @@ def queued(
     """The outcome of a cancel the exchange answered with a 2xx success (``body``, the decoded
     envelope; ``content``, its bytes), remembered as evidence (``CancelMemory``). The echo is
     decoded only if the caller reads ``outcome.order``."""
+    echo = cancel_echo(oid, body.get("payload"), content)  # (raises on a payload we do not know)
     session._pipeline.cancels.accepted(oid)
     return CancelOutcome(
         order_id=oid,
@@ -166,7 +185,7 @@ def queued(
         attempts=record.count,
         elapsed=time.monotonic() - started,
         # Not for the bare ``{}`` acknowledgement.
-        echo=decode_echo_in if is_order_payload(body.get("payload")) else None,
+        echo=decode_echo_in if echo else None,
         echo_payload=content,
     )
 

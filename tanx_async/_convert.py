@@ -225,3 +225,32 @@ def decode_echo_in(order_id: int, raw: object) -> Order | None:
 def is_order_payload(value: Any) -> bool:
     """True when a cancel answer's payload carries an order (not the bare ``{}`` ack)."""
     return isinstance(value, dict) and ("id" in value or "order_id" in value)
+
+
+def cancel_echo(order_id: int, value: Any, raw: bytes) -> bool:
+    """Whether a 2xx cancel answer's ``payload`` echoes the order (True) or is the bare ``{}``
+    acknowledgement (False). Anything else raises ``ResponseValidationError``: a payload that
+    is not an object, or an echo of another order (``id``, or Brine's ``order_id``). Neither
+    is evidence that *this* order's cancel was accepted."""
+    if type(value) is not dict:
+        raise ResponseValidationError(
+            f"cancel of order {order_id}: HTTP 2xx with a {type(value).__name__} payload instead of an object",
+            body=raw,
+            errors=(f"expected an object @ $.payload, got {type(value).__name__}",),
+            method="POST",
+            path=CANCEL_PATH,
+        )
+    echoed = value.get("id")
+    if echoed is None:
+        echoed = value.get("order_id")
+        if echoed is None:
+            return False
+    if echoed != order_id or type(echoed) is not int:
+        raise ResponseValidationError(
+            f"cancel of order {order_id}: the answer echoes order {echoed!r}",
+            body=raw,
+            errors=(f"expected {order_id} @ $.payload.id, got {echoed!r}",),
+            method="POST",
+            path=CANCEL_PATH,
+        )
+    return True

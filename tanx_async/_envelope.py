@@ -57,8 +57,20 @@ def decode_envelope(raw: RawResponse, *, method: str, path: str) -> dict[str, An
             method=method,
             path=path,
         )
-    if failed or body.get("status") == "error":
+    said = body.get("status")
+    if failed or said == "error":
         raise _status_error(raw, _message(body, status), body, method, path)
+    if said != "success":
+        # Every documented answer says "success" or "error": anything else (no status, a
+        # number, "fail") is a shape we do not know, never a success.
+        shown = repr(said)[:40]
+        raise ResponseValidationError(
+            f'HTTP {status} with status {shown} instead of "success"',
+            body=raw.content,
+            errors=(f'expected "success" @ $.status, got {shown}',),
+            method=method,
+            path=path,
+        )
     return body
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import random
+import sys
 import time
 from collections import deque
 from datetime import datetime, timezone
@@ -45,6 +46,9 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.utilities import ProtocolError
+
+if sys.version_info < (3, 11):  # pragma: no cover - (anyio brings the backport there)
+    from exceptiongroup import BaseExceptionGroup
 
 from . import _constants as C
 from ._config import env_proxy, is_loopback, ssl_context
@@ -421,7 +425,22 @@ class OrderStream:
             return None
         tg.cancel_scope.cancel()
         self._buffer.close()
-        return await tg.__aexit__(exc_type, exc, tb)
+        # The block's own exception is not handed to the task group, which would wrap it in an
+        # exception group (``except StreamError`` or ``except ValueError`` around the block
+        # would then miss it): it leaves the block as itself. A cancellation is handed over (the
+        # group may have caused it, and absorbs its own); what the stream's task raised comes
+        # out unwrapped when it is alone.
+        cancelled = exc is not None and isinstance(exc, anyio.get_cancelled_exc_class())
+        try:
+            if cancelled:
+                return await tg.__aexit__(exc_type, exc, tb)
+            await tg.__aexit__(None, None, None)
+        except BaseExceptionGroup as group:
+            leaves = _leaves(group)
+            if len(leaves) != 1:
+                raise
+            raise leaves[0] from leaves[0].__cause__
+        return None
 
     def __aiter__(self) -> OrderStream:
         return self
@@ -585,3 +604,14 @@ def checked_streams(streams: Any) -> tuple[str, ...]:
     if not chosen or any(s not in STREAMS for s in chosen):
         raise ValueError(f"streams must be a non-empty collection of 'order' and 'trade', got {streams!r}")
     return chosen
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions in ``group`` and the groups within it."""
+    found: list[BaseException] = []
+    for inner in group.exceptions:
+        if isinstance(inner, BaseExceptionGroup):
+            found.extend(_leaves(inner))
+        else:
+            found.append(inner)
+    return found

@@ -356,11 +356,23 @@ class Orders:
 
     async def _open_ids(self, market: str, side: Side | Literal["buy", "sell"] | None) -> builtins.list[int]:
         """The ids of ``market``'s open orders: ``pending`` listed first, then ``wait`` (an order
-        that moves from one to the other meanwhile is found in the second)."""
+        that moves from one to the other meanwhile is found in the second). A listed order of
+        another market or side (an exchange that ignored the filter) is left alone and logged: ``cancel_all("btcusdc")`` never cancels anything else."""
+        wanted_side = None if side is None else V.side_value(side)
         ids: dict[int, None] = {}
+        stray = 0
         for state in (OrderState.PENDING, OrderState.WAIT):
             async for order in self.iter(market=market, side=side, state=state):
+                if order.market != market or (wanted_side is not None and order.side != wanted_side):
+                    stray += 1
+                    continue
                 ids[order.id] = None
+        if stray:
+            logger.warning(
+                "cancel_all(%r): the listing returned %d order(s) of another market or side: left alone",
+                market,
+                stray,
+            )
         return builtins.list(ids)
 
     async def bulk_cancel(
@@ -381,8 +393,9 @@ class Orders:
             body["side"] = V.side_value(side)
         if limit is not None:
             body["limit"] = V.positive_int("limit", limit)
-        # Idempotent in effect: queueing the same bulk cancellation twice cancels nothing more.
-        await self._session.request("POST", C.BULK_CANCEL_PATH, json=body, idempotent=True)
+        # Not idempotent: which orders it picks is undocumented, so a resend after an attempt
+        # that may have been processed could cancel up to ``limit`` more.
+        await self._session.request("POST", C.BULK_CANCEL_PATH, json=body, idempotent=False)
 
     def _batch(
         self,

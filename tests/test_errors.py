@@ -336,9 +336,27 @@ def test_decode_success_returns_the_envelope() -> None:
     assert decode_envelope(_raw(200, json.dumps(body).encode()), method="POST", path="/x") == body
 
 
-def test_success_with_unknown_status_word_is_success() -> None:
-    body = {"status": "queued", "payload": {}}
-    assert decode_envelope(_raw(200, json.dumps(body).encode()), method="POST", path="/x") == body
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "queued", "payload": {}},
+        {"status": "fail", "message": "Order not found", "payload": ""},
+        {"status": "Error", "message": "x"},
+        {"status": 1},
+        {"payload": {"id": 1}},
+        {},
+        {"detail": "Not found."},
+    ],
+)
+def test_a_2xx_is_a_success_only_when_its_status_says_success(body: dict[str, object]) -> None:
+    # Every documented answer says "success" or "error"; any other status (or none) is a shape
+    # we do not know, never a success (it was taken as one: a cancel answered 200
+    # {"status": "fail"} came back queued and ok).
+    raw = json.dumps(body).encode()
+    with pytest.raises(ResponseValidationError) as info:
+        decode_envelope(_raw(200, raw), method="POST", path="/x")
+    assert info.value.body == raw
+    assert any("$.status" in e for e in info.value.errors)
 
 
 @pytest.mark.parametrize(

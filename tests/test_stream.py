@@ -734,3 +734,28 @@ async def test_a_stream_that_never_answers_does_not_eat_the_batch_deadline() -> 
     assert elapsed < 2.0
     assert {o.status for o in others} == {CancelStatus.CANCELLED}
     assert constants.CONFIRM_STREAM_OPEN_WITHIN <= unbounded < constants.CONFIRM_STREAM_OPEN_WITHIN + 1.5
+
+
+async def test_errors_leave_the_stream_block_as_themselves() -> None:
+    """Neither the block's own exception nor the stream's (a refusal on reconnecting) comes out
+    wrapped in an exception group: ``except StreamError`` around the block, as documented,
+    catches it (they came out as ``ExceptionGroup``, and ``tanx-async watch | head`` crashed)."""
+    with running_sandbox(seed=3) as sb:
+        async with sb.session() as session:
+            with pytest.raises(ValueError, match="mine"):
+                async with session.stream():
+                    raise ValueError("mine")
+            with pytest.raises(StreamRefusedError):
+                async with session.stream() as events:
+                    sb.exchange.ws.faults.refuse_tokens = True
+                    sb.exchange.ws.drop_all()
+                    with anyio.fail_after(WAIT):
+                        async for _ in events:
+                            pass
+            # A cancellation from outside still leaves as a cancellation (the timeout's).
+            sb.exchange.ws.faults.refuse_tokens = False
+            with anyio.move_on_after(0.2) as scope:
+                async with session.stream() as events:
+                    async for _ in events:
+                        pass
+            assert scope.cancelled_caught

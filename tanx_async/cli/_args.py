@@ -216,7 +216,14 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool, command:
     # these, argparse took ``--access-token SECRET``'s value for the command name and printed
     # it back in "invalid choice: 'SECRET'".
     for flag, variable in _SECRET_OPTIONS.items():
-        parser.add_argument(flag, nargs="?", action=_RefusedSecret, help=argparse.SUPPRESS, variable=variable)
+        parser.add_argument(
+            flag,
+            nargs="?",
+            action=_RefusedSecret,
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+            variable=variable,
+        )
 
 
 #: Options a user may try for credentials, and the environment variable to use instead.

@@ -11,7 +11,8 @@ by ``--deadline``), lists the open orders again, prints a report, and exits
 - 1 when an order is still open, or what is open could not be checked: read the report and act.
 
 ``--now`` skips the waiting and fires at once. Credentials come from the environment, never the
-command line: ``TANX_ACCESS_TOKEN`` and ``TANX_REFRESH_TOKEN``; ``--base-url`` (default mainnet).
+command line: ``TANX_ACCESS_TOKEN`` and ``TANX_REFRESH_TOKEN``; ``--base-url`` (default ``TANX_BASE_URL``, as
+for the CLI, else mainnet).
 
     TANX_ACCESS_TOKEN=... TANX_REFRESH_TOKEN=... python examples/kill_switch.py --max-open-orders 200
 """
@@ -33,7 +34,11 @@ from tanx_async import AsyncTanxSession, CancelOutcome, OrderState, TanxError
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Cancel every open order on a signal or a risk trigger.")
-    parser.add_argument("--base-url", default=None, help="exchange URL (default: mainnet)")
+    parser.add_argument(
+        "--base-url",
+        default=os.environ.get("TANX_BASE_URL") or None,
+        help="exchange URL (default: $TANX_BASE_URL, else mainnet)",
+    )
     parser.add_argument("--max-open-orders", type=int, default=None, help="fire when more are open")
     parser.add_argument("--trigger-file", type=Path, default=None, help="fire when this file exists")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between risk checks")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import inspect
+import re
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
@@ -34,7 +35,7 @@ from ._errors import (
     ResponseValidationError,
     TanxError,
 )
-from ._json import loads
+from ._json import dumps, loads
 from ._log import logger
 from .events import EventCallback, RequestEvent
 from .models import TokenPair
@@ -137,9 +138,39 @@ def _body(reply: Reply) -> dict[str, Any]:
 
 
 def _shape_error(message: str, error: str, path: str, reply: Reply) -> ResponseValidationError:
-    """An auth answer of the wrong shape, with its raw bytes kept."""
+    """An auth answer of the wrong shape, with its raw bytes kept, tokens redacted."""
     content = reply.content if not isinstance(reply, TanxError) else b""
-    return ResponseValidationError(message, body=content, errors=(error,), method="POST", path=path)
+    return ResponseValidationError(message, body=redacted(content), errors=(error,), method="POST", path=path)
+
+
+#: Keys whose string values are tokens wherever they sit in an auth answer, and what a JWT looks
+#: like anywhere else (a token under a key nobody documented).
+_TOKEN_KEYS = frozenset({"access", "refresh", "token", "access_token", "refresh_token", "jwt"})
+_JWT = re.compile(rb"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+REDACTED = "<redacted>"
+
+
+def redacted(value: Any) -> Any:
+    """``value`` (an answer's bytes, or its decoded JSON) with every token replaced by
+    ``REDACTED``: what an auth error keeps in ``body`` must never carry one. Bytes that are
+    not JSON keep their shape, JWTs cut out."""
+    if isinstance(value, bytes):
+        try:
+            decoded = loads(value)
+        except ValueError:
+            return _JWT.sub(REDACTED.encode(), value)
+        clean = redacted(decoded)
+        return value if clean == decoded else dumps(clean)  # (the bytes as sent, when clean)
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if key in _TOKEN_KEYS and isinstance(item, str) else redacted(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redacted(item) for item in value]
+    if isinstance(value, str) and _JWT.search(value.encode("utf-8", "surrogatepass")):
+        return REDACTED
+    return value
 
 
 class Auth:
@@ -355,7 +386,7 @@ class Auth:
             raise AuthenticationError(
                 "Invalid Credentials (the login answer carried no tokens)",
                 status_code=200,
-                body=body,
+                body=redacted(body),
                 response=None,
                 method="POST",
                 path=self.paths.login,

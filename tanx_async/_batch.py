@@ -363,7 +363,7 @@ async def settle(
         CancelStatus.UNKNOWN,
         order,
         unknown.error,
-        f"still unknown after the settling pass ({lookups} look-ups; {last})",
+        f"still unknown after the settling pass ({lookups} look-up{'s' if lookups != 1 else ''}; {last})",
     )
 
 

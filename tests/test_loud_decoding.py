@@ -188,3 +188,42 @@ async def test_the_unknown_message_says_what_happened(
     text = silent.value.message
     assert "no answer came back" in text and "ReadTimeout" in text
     assert "the look-up that followed failed too" in text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "success", "message": "", "token": {"access": "ACCESS-1", "refresh": "REFRESH-1"}},
+        {"status": "success", "message": "", "access_token": "ACCESS-1", "refresh_token": "REFRESH-1"},
+        {"status": "success", "message": "", "payload": {"jwt": make_jwt(time.time() + 60)}},
+    ],
+)
+async def test_a_refresh_answer_of_the_wrong_shape_keeps_no_token(
+    router: respx.Router, body: dict[str, Any]
+) -> None:
+    """The error keeps the answer, but never a token in it (rule: no token in an exception)."""
+    router.post(REFRESH_URL).mock(return_value=json_response(200, body))
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(router.handler)) as client,
+        AsyncTanxSession(refresh_token="r1", http_client=client) as session,
+    ):
+        with pytest.raises(ResponseValidationError) as caught:
+            await session.refresh()
+    kept = caught.value.body
+    assert isinstance(kept, bytes) and b"<redacted>" in kept
+    assert b"ACCESS-1" not in kept and b"REFRESH-1" not in kept and b"eyJ" not in kept
+
+
+async def test_a_login_answer_without_its_tokens_keeps_none_of_those_it_had(router: respx.Router) -> None:
+    router.get(url__startswith=NONCE_URL).mock(return_value=json_response(200, envelope("sign me")))
+    router.post(url__startswith=NONCE_URL).mock(return_value=json_response(200, envelope("sign me")))
+    answer = envelope({"uid": "U1", "access": "ACCESS-1", "refresh": "REFRESH-1"}, "Login Successful")
+    router.post(LOGIN_URL).mock(return_value=json_response(200, answer))
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(router.handler)) as client,
+        AsyncTanxSession(signer=FakeSigner(), http_client=client) as session,
+    ):
+        with pytest.raises(AuthenticationError) as caught:
+            await session.login()
+    assert "ACCESS-1" not in repr(caught.value.body) and "REFRESH-1" not in repr(caught.value.body)
+    assert "U1" in repr(caught.value.body)

@@ -177,3 +177,25 @@ def test_the_sandbox_package_has_no_import_cycle() -> None:
     for name in sorted(graph):
         walk(name, [])
     assert cycles == []
+
+
+@pytest.mark.parametrize("rate", ["2", "-0.1", "nan"])
+def test_a_rate_outside_0_to_1_is_a_usage_error(rate: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--error-rate", rate])
+    assert exited.value.code == 2
+    assert "must be a share from 0 to 1" in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_one_line_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exited:
+            main(["--port", str(port)])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--port {port}: cannot listen on 127.0.0.1" in err and "Traceback" not in err

@@ -43,6 +43,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:  # (also refuses nan)
+        raise argparse.ArgumentTypeError(f"must be a share from 0 to 1, got {text!r}")
+    return value
+
+
 def _loopback(text: str) -> str:
     if not is_loopback(text):
         raise argparse.ArgumentTypeError(
@@ -108,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--error-rate",
-        type=_non_negative_float,
+        type=_share,
         default=0.0,
         help="share of requests answered with a 500/502/503 instead (0-1, default: %(default)s)",
     )
@@ -117,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve a seeded sandbox on loopback and print how to reach it."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     exchange = SandboxExchange(
         seed=args.seed, cancel_delay=args.cancel_delay, profile=args.profile, texts=args.texts
     )
@@ -127,7 +135,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     access, refresh = exchange.issue_tokens(uid, access_ttl=86400, refresh_ttl=7 * 86400)
     markets = tuple(args.markets or ("btcusdc", "ethusdc", "btcusdt"))
     ids = exchange.seed_orders(uid, args.orders, markets=markets)
-    with SandboxServer(exchange, host=args.host, port=args.port) as server:
+    server = SandboxServer(exchange, host=args.host, port=args.port)
+    try:
+        server.start()
+    except OSError as exc:  # the port is taken (or not ours to bind): a usage error, no traceback
+        parser.error(f"--port {args.port}: cannot listen on {args.host}: {exc.strerror or exc}")
+    try:
         shown = " ".join(str(i) for i in ids[:SHOWN_IDS]) + (" ..." if len(ids) > SHOWN_IDS else "")
         print(f"tanX sandbox on {server.url} (profile {args.profile}, texts {args.texts}); Ctrl-C stops it")
         print(f"export TANX_BASE_URL={shlex.quote(server.url)}")
@@ -140,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -121,6 +121,13 @@ CLOCK_SKEW_WARNING: Final = 5.0
 # Listing orders.
 LIST_PAGE_LIMIT: Final = 100
 LIST_MAX_LIMIT: Final = 100
+# The page size the exchange is sure to serve: its documented default. No largest page is
+# documented, so a page of at least this many rows may be a full one cut to the exchange's own
+# cap: a walk goes on after it (one page of 50-99 rows may then cost one more request). Only a
+# shorter page ends the walk. (Stopping at any page shorter than the 100 asked for, a walk
+# against an exchange serving 50 per page saw the first 50 orders only, and cancel_all left the
+# rest open.)
+LIST_SERVED_PAGE: Final = 50
 # cancel_all lists a market's open orders at most this many times (see Orders.cancel_all).
 CANCEL_ALL_LISTINGS: Final = 3
 

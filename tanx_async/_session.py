@@ -16,7 +16,7 @@ from . import _deadline, _stream
 from . import _validate as V
 from ._auth import Auth, AuthPaths, Signer, TokensCallback
 from ._config import concurrency_for, pool_limits, resolve_base_url
-from ._errors import NotAuthenticatedError, SessionClosedError
+from ._errors import APIStatusError, NotAuthenticatedError, ResponseValidationError, SessionClosedError
 from ._flow import FlowControl
 from ._httpx import httpx
 from ._pipeline import Pipeline, Response
@@ -317,9 +317,20 @@ class AsyncTanxSession:
         )
 
     async def health(self) -> bool:
-        """``GET /sapi/v1/health/``: True when the exchange says it is working."""
-        body = await self.request("GET", C.HEALTH_PATH, private=False, idempotent=True)
-        return body.get("status") == "success"
+        """``GET /sapi/v1/health/``: True when the exchange says it is working (``"status":
+        "success"``), False when its answer says anything else (``"error"``, ``"maintenance"``);
+        an answer that is not a JSON envelope raises."""
+        try:
+            await self.request("GET", C.HEALTH_PATH, private=False, idempotent=True)
+        except APIStatusError as exc:
+            if exc.status_code // 100 == 2:  # 2xx with "status": "error"
+                return False
+            raise
+        except ResponseValidationError as exc:
+            if any("$.status" in error for error in exc.errors):
+                return False
+            raise
+        return True
 
     async def warm_up(self, connections: int | None = None) -> int:
         """Open connections ahead of need, so a burst does not pay for the TCP and TLS

@@ -139,7 +139,9 @@ class Orders:
         order_by: Literal["asc", "desc"] | None = None,
         page_size: int = C.LIST_PAGE_LIMIT,
     ) -> AsyncGenerator[Order, None]:
-        """Every matching order, page after page, until a short page. An order that moves between
+        """Every matching order, page after page, until a short page (under 50 rows, the page size
+        tanX documents, or under ``page_size`` if smaller: a longer page may be the exchange's
+        own cap, so the walk goes on). An order that moves between
         pages while we walk them is yielded once. The pages are numbered, so an order that
         leaves the list meanwhile (filled or cancelled elsewhere) moves the ones after it to an
         earlier page, and one of those can be missed: list again to be sure (``cancel_all``
@@ -156,6 +158,7 @@ class Orders:
             order_by=order_by,
         )
         params["limit"] = size = V.positive_int("page_size", page_size, maximum=C.LIST_MAX_LIMIT)
+        full = min(size, C.LIST_SERVED_PAGE)  # a page this long may not be the last
         seen: set[int] = set()
         page = 1
         while True:
@@ -164,7 +167,7 @@ class Orders:
             for order in fresh:
                 seen.add(order.id)
                 yield order
-            if len(orders) < size or not fresh:
+            if len(orders) < full or not fresh:
                 return
             page += 1
 

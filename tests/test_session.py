@@ -19,6 +19,7 @@ from tanx_async import (
     MissingDependencyError,
     RequestEvent,
     ResponseTooLargeError,
+    ResponseValidationError,
     SessionClosedError,
 )
 from tests.conftest import (
@@ -275,10 +276,10 @@ async def test_with_options_shares_pool_and_tokens(session: AsyncTanxSession, ro
     assert view.base_url == session.base_url
     await view.refresh()
     assert session.tokens is not None and session.tokens.access == "new-access"
-    await session.orders.cancel(1)
+    await session.orders.cancel(ORDER["id"])
     assert cancel.calls.last.request.headers["Authorization"] == "JWT new-access"
     first_sender = sender_of(session)
-    await view.orders.cancel(1)
+    await view.orders.cancel(ORDER["id"])
     assert sender_of(session) is first_sender
 
 
@@ -430,7 +431,7 @@ async def test_on_event_reports_responses_retries_and_refreshes(
         side_effect=[json_response(401, ACCESS_401), httpx.Response(503), json_response(200, envelope(ORDER))]
     )
     async with open_session(router, on_event=events.append) as session:
-        await session.orders.cancel(1)
+        await session.orders.cancel(ORDER["id"])
     kinds = [(e.kind, e.path, e.status) for e in events]
     assert kinds == [
         ("response", "/sapi/v1/orders/cancel/", 401),
@@ -451,3 +452,22 @@ async def test_response_too_large(router: respx.Router) -> None:
         with pytest.raises(ResponseTooLargeError) as info:
             await session.orders.get(ORDER["id"])
     assert info.value.maybe_processed is True
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"status": "error", "message": "down", "payload": ""}, {"status": 0}, {"message": "Working fine!"}],
+)
+async def test_health_false_when_the_answer_does_not_say_success(
+    session: AsyncTanxSession, router: respx.Router, body: dict[str, object]
+) -> None:
+    router.get(HEALTH_URL).mock(return_value=json_response(200, body))
+    assert await session.health() is False
+
+
+async def test_health_raises_on_an_answer_that_is_no_envelope(
+    session: AsyncTanxSession, router: respx.Router
+) -> None:
+    router.get(HEALTH_URL).mock(return_value=httpx.Response(200, content=b"<html>ok</html>"))
+    with pytest.raises(ResponseValidationError):
+        await session.health()

@@ -175,3 +175,28 @@ async def test_on_the_fast_path_an_odd_2xx_is_looked_up_never_queued(answer: Cal
         outcomes = await session.orders.cancel_many(range(10, 40), concurrency=8)
     assert {o.status for o in [*warm, *outcomes]} <= CLOSED
     assert all(o.error is not None for o in outcomes)
+
+
+async def test_an_exchange_serving_50_per_page_is_walked_to_the_end(
+    router: respx.Router, session: AsyncTanxSession
+) -> None:
+    """No largest page is documented: an exchange that serves 50 rows when asked for 100 must
+    not end the walk after its first page (cancel_all cancelled 50 of 120 and said nothing)."""
+    open_ids = list(range(1000, 1120))
+    cancelled: set[int] = set()
+
+    def listing(request: httpx.Request) -> httpx.Response:
+        page, state = int(request.url.params["page"]), request.url.params["state"]
+        rows = [oid for oid in open_ids if oid not in cancelled] if state == "wait" else []
+        chunk = rows[(page - 1) * 50 : page * 50]
+        return json_response(200, envelope([order_payload(id=oid) for oid in chunk]))
+
+    def cancel(request: httpx.Request) -> httpx.Response:
+        oid = json.loads(request.content)["order_id"]
+        return json_response(200, envelope(order_payload(id=oid)))  # queued: still listed as wait
+
+    router.get(ORDERS_URL).mock(side_effect=listing)
+    router.post(CANCEL_URL).mock(side_effect=cancel)
+    assert [o.id async for o in session.orders.iter(market="btcusdc", state="wait")] == open_ids
+    outcomes = await session.orders.cancel_all("btcusdc")
+    assert sorted(o.order_id for o in outcomes) == open_ids and all(o.ok for o in outcomes)

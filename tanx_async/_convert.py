@@ -222,23 +222,17 @@ def decode_echo_in(order_id: int, raw: object) -> Order | None:
     return decode_echo(order_id, payload, content)
 
 
-def is_order_payload(value: Any) -> bool:
-    """True when a cancel answer's payload carries an order (not the bare ``{}`` ack)."""
-    return isinstance(value, dict) and ("id" in value or "order_id" in value)
-
-
 def cancel_echo(order_id: int, value: Any, raw: bytes) -> bool:
     """Whether a 2xx cancel answer's ``payload`` echoes the order (True) or is the bare ``{}``
     acknowledgement (False). Anything else raises ``ResponseValidationError``: a payload that
     is not an object, or an echo of another order (``id``, or Brine's ``order_id``). Neither
     is evidence that *this* order's cancel was accepted."""
     if type(value) is not dict:
-        raise ResponseValidationError(
-            f"cancel of order {order_id}: HTTP 2xx with a {type(value).__name__} payload instead of an object",
-            body=raw,
-            errors=(f"expected an object @ $.payload, got {type(value).__name__}",),
-            method="POST",
-            path=CANCEL_PATH,
+        kind = type(value).__name__
+        raise _odd_cancel_answer(
+            f"cancel of order {order_id}: HTTP 2xx with a {kind} payload instead of an object",
+            f"expected an object @ $.payload, got {kind}",
+            raw,
         )
     echoed = value.get("id")
     if echoed is None:
@@ -246,11 +240,13 @@ def cancel_echo(order_id: int, value: Any, raw: bytes) -> bool:
         if echoed is None:
             return False
     if echoed != order_id or type(echoed) is not int:
-        raise ResponseValidationError(
+        raise _odd_cancel_answer(
             f"cancel of order {order_id}: the answer echoes order {echoed!r}",
-            body=raw,
-            errors=(f"expected {order_id} @ $.payload.id, got {echoed!r}",),
-            method="POST",
-            path=CANCEL_PATH,
+            f"expected {order_id} @ $.payload.id, got {echoed!r}",
+            raw,
         )
     return True
+
+
+def _odd_cancel_answer(message: str, error: str, raw: bytes) -> ResponseValidationError:
+    return ResponseValidationError(message, body=raw, errors=(error,), method="POST", path=CANCEL_PATH)

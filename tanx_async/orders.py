@@ -360,7 +360,8 @@ class Orders:
     async def _open_ids(self, market: str, side: Side | Literal["buy", "sell"] | None) -> builtins.list[int]:
         """The ids of ``market``'s open orders: ``pending`` listed first, then ``wait`` (an order
         that moves from one to the other meanwhile is found in the second). A listed order of
-        another market or side (an exchange that ignored the filter) is left alone and logged: ``cancel_all("btcusdc")`` never cancels anything else."""
+        another market or side (an exchange that ignored the filter) is left alone and logged:
+        ``cancel_all("btcusdc")`` never cancels anything else."""
         wanted_side = None if side is None else V.side_value(side)
         ids: dict[int, None] = {}
         stray = 0

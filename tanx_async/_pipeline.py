@@ -549,6 +549,11 @@ class Pipeline:
                 record.ambiguous = True
             status = getattr(error, "status_code", None)
             if not policy.should_retry(error, attempt=attempt, idempotent=idempotent):
+                if isinstance(error, APIConnectionError) and record.ambiguous and not error.maybe_processed:
+                    # The last attempt never left, but an earlier one may have been processed:
+                    # the error speaks of the request (a caller resends only when it is False).
+                    error.maybe_processed = True
+                    error.message = f"{error.message} (an earlier attempt may have been processed)"
                 self.emit("error", method, path, status=status, attempt=attempt, error=type(error).__name__)
                 raise error
             delay = policy.delay(error, attempt=attempt)

@@ -300,7 +300,11 @@ async def test_cancel_many_when_no_answer_is_readable(sandbox: Sandbox, transpor
         assert await settled_in_use(session) == 0
     await anyio.sleep(0.05)
     assert {o.status for o in outcomes} == {CancelStatus.UNKNOWN}
-    assert all(isinstance(o.error, APIConnectionError) and o.error.maybe_processed for o in outcomes)
+    # (Every request's error, not its last attempt's: an attempt that timed out reading may be
+    # followed by one that never connected on a loaded machine.)
+    assert all(isinstance(o.error, APIConnectionError) and o.error.maybe_processed for o in outcomes), [
+        repr(o.error) for o in outcomes
+    ]
     assert claimed_without_the_exchange(exchange, outcomes) == []
     # Why "unknown" and not "failed": with a huge body the cancels did happen.
     expected = "cancel" if case.processed else "wait"

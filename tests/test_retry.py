@@ -624,3 +624,23 @@ async def test_429_pause_seen_by_other_with_options_views(router: respx.Router, 
         await view.request("GET", PATH, idempotent=True)
     assert clock.now - before >= 2.0
     assert math.isclose(clock.sleeps[-1], 2.0, abs_tol=1e-6)
+
+
+async def test_a_request_that_may_have_arrived_stays_maybe_processed_after_a_later_refusal(
+    session: AsyncTanxSession, router: respx.Router, clock: FakeClock
+) -> None:
+    """The first attempt timed out reading (it may have been processed); the retries never
+    connected. The error raised speaks of the request, not of its last attempt."""
+    route = router.post(CANCEL_URL).mock(
+        side_effect=[
+            httpx.ReadTimeout("slow"),
+            httpx.ConnectError("refused"),
+            httpx.PoolTimeout("full"),
+            httpx.ConnectError("refused"),
+        ]
+    )
+    with pytest.raises(APIConnectionError) as info:
+        await session.request("POST", "/sapi/v1/orders/cancel/", json={"order_id": 1}, idempotent=True)
+    assert route.call_count == 4
+    assert info.value.maybe_processed is True
+    assert "an earlier attempt may have" in str(info.value)

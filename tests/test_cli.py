@@ -229,6 +229,17 @@ def test_an_expired_access_token_is_refreshed(sandbox: Sandbox) -> None:
     assert sandbox.exchange.refresh_count == 1
 
 
+def test_a_refused_refresh_token_says_what_to_set(sandbox: Sandbox) -> None:
+    sandbox.exchange.expire_access_tokens()
+    env = {**sandbox.env, "TANX_REFRESH_TOKEN": "not-a-refresh-token"}
+    result = run("orders", env=env, url=sandbox.server.url)
+    assert result.returncode == 3
+    assert "AuthenticationError" in result.stderr
+    assert "refused TANX_REFRESH_TOKEN" in result.stderr and "set fresh TANX_ACCESS_TOKEN" in result.stderr
+    assert "not-a-refresh-token" not in result.stderr
+    assert_clean(result)
+
+
 # -- login -----------------------------------------------------------------------------------------
 
 

@@ -362,7 +362,7 @@ _USED_BY: dict[str, frozenset[str]] = {
     "network": _EXCHANGE | {"logout"},
     "base_url": _EXCHANGE | {"logout"},
     "json": _EXCHANGE | {"logout", "demo"},
-    "concurrency": _EXCHANGE - {"login", "watch"} | {"demo"},
+    "concurrency": _EXCHANGE - {"login", "watch", "order", "orders"} | {"demo"},
     "timeout": _EXCHANGE,
     "deadline": _EXCHANGE,
     "allow_insecure_http": _EXCHANGE,
@@ -373,6 +373,8 @@ _WHY = {
     "demo": "the demo runs its own sandbox exchange on 127.0.0.1",
     "logout": "logout only deletes the cached token pair; it sends nothing",
     "login": "login sends one request at a time",
+    "order": "order sends one request",
+    "orders": "orders reads its pages one at a time",
     "watch": "watch reads one stream",
 }
 

@@ -308,11 +308,17 @@ async def run_command(args: argparse.Namespace, out: Output, env: Mapping[str, s
     )
     try:
         return await _run_watched(session, args, out, waiting)
-    except AuthenticationError:
+    except AuthenticationError as exc:
         if cache is not None and cache.used:
             out.note(
                 f"tanx-async: the token pair cached by an earlier run (in the {cache.store.where}) was "
                 "refused; `tanx-async logout` deletes it, then set fresh tokens"
+            )
+        elif exc.path == C.REFRESH_PATH:
+            out.note(
+                f"tanx-async: the exchange refused {ENV_REFRESH} (expired, or already used: a renewal "
+                f"may replace it); set fresh {ENV_ACCESS} and {ENV_REFRESH}, or {ENV_KEY} and "
+                f"{ENV_ADDRESS} to log in"
             )
         raise
 

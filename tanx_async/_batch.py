@@ -627,6 +627,23 @@ class Batch:
                 note = "the batch deadline expired before the settling pass could settle it"
                 await _give(sink, attrs.evolve(held, note=f"{held.note}; {note}" if held.note else note))
                 continue
+            age = self._session._pipeline.cancels.age(oid)
+            if age is not None:
+                # The exchange answered this session's cancel 2xx (``confirm=True`` was waiting to
+                # see it take effect): queued, not confirmed, never "not sent".
+                error = CancelNotConfirmedError(
+                    f"order {oid}: cancel queued {age:.1f} s ago, not confirmed before the batch "
+                    "deadline expired",
+                    order_id=oid,
+                    order=None,
+                )
+                await _give(
+                    sink,
+                    CancelOutcome(
+                        order_id=oid, status=CancelStatus.QUEUED, error=error, attempts=record.count
+                    ),
+                )
+                continue
             # Interrupted mid-attempt, or after one that may have been processed: unknown. Only
             # between attempts that cannot have arrived (refused connections): failed.
             sent = record.sending or record.ambiguous

@@ -209,7 +209,10 @@ class Lane:
                 # unknown.
                 express.release()
                 if body is not None:
-                    self._unsent[oid] = self._make(oid, record, started, body, result.content)  # type: ignore[union-attr]
+                    try:
+                        self._unsent[oid] = self._make(oid, record, started, body, result.content)  # type: ignore[union-attr]
+                    except Exception:  # a 2xx we cannot read: may have been processed
+                        record.sending = True
                 return
             if body is None:
                 # Not a success: the worker goes on from this answer (``cancel_one(first=...)``).

@@ -265,6 +265,18 @@ def _loop_probe() -> tuple[Callable[[], object], object]:
         return trio.lowlevel.current_trio_token, trio.lowlevel.current_trio_token()
 
 
+def _renewal_error(exc: APIConnectionError, method: str, path: str) -> APIConnectionError:
+    """A token renewal's error (``exc``, shared by every request waiting on the renewal, so
+    never changed) as the error of a request an earlier attempt of which may have arrived."""
+    cls = APITimeoutError if isinstance(exc, APITimeoutError) else APIConnectionError
+    return cls(
+        f"token renewal failed ({brief(exc)}); an earlier attempt may have been processed",
+        maybe_processed=True,
+        method=method,
+        path=path,
+    )
+
+
 class _Flight:
     """One refresh or login in progress; other requests wait on it."""
 
@@ -473,7 +485,14 @@ class Pipeline:
                     sender, limiter = self.start(timeout)
                 token = None
                 if private:
-                    token = auth.usable() or await self.token()
+                    token = auth.usable()
+                    if token is None:
+                        try:
+                            token = await self.token()
+                        except APIConnectionError as unrenewed:
+                            if record.ambiguous and not unrenewed.maybe_processed:
+                                raise _renewal_error(unrenewed, method, path) from unrenewed
+                            raise
                 headers = self._headers(token, content is not None)
                 ready = flow.ready()
                 if deadline is not None:
@@ -534,7 +553,12 @@ class Pipeline:
                 if expired and not renewed and self.auth.can_renew:
                     # One refresh and one resend per request; the refresh itself is single-flight.
                     renewed = True
-                    await self.renew(token)
+                    try:
+                        await self.renew(token)
+                    except APIConnectionError as unrenewed:
+                        if record.ambiguous and not unrenewed.maybe_processed:
+                            raise _renewal_error(unrenewed, method, path) from unrenewed
+                        raise
                     continue
                 try:
                     return Response(decode_envelope(raw, method=method, path=path), raw.content, record)

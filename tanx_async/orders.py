@@ -198,7 +198,8 @@ class Orders:
         ``ValueError`` and nothing is sent). Duplicates are cancelled once. One failing order
         never aborts the others. ``concurrency`` (default: the session's ``max_concurrency``,
         never more) bounds the requests in flight; ``deadline`` (seconds) bounds the whole
-        batch, after which ids still in flight are ``UNKNOWN`` and ids never sent ``SKIPPED``
+        batch, after which ids still in flight are ``UNKNOWN`` (``QUEUED``, not ok, when the
+        exchange accepted the cancel and ``confirm`` was waiting) and ids never sent ``SKIPPED``
         (``timeout=`` is its old name: it still works, with a ``DeprecationWarning``).
         ``resolve`` looks an order up when its cancel was refused or unanswered, so the outcome
         says what is true; ``confirm`` waits (up to ``confirm_timeout`` per order) until the

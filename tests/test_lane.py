@@ -422,6 +422,47 @@ async def test_an_answer_handled_after_the_worker_was_cancelled_sends_nothing_mo
     assert pipeline.express_.released >= 1  # the connection went back (aborting found nothing)
 
 
+async def test_a_2xx_it_cannot_read_after_the_worker_was_cancelled_leaves_the_order_sent() -> None:
+    """The same race, with a 2xx whose payload echoes another order (``queued`` raises). The
+    exchange answered, so the cancel may have been processed: the record must still say so,
+    or the batch's expiry would report the order failed and not sent."""
+    import asyncio
+
+    from tanx_async import CancelOutcome as Outcome
+    from tanx_async import ResponseValidationError
+
+    from .internals import Attempts, httpx
+
+    pipeline = _StubPipeline()
+    in_flight: dict[int, Any] = {}
+    unsent: dict[int, Outcome] = {}
+
+    def make(oid: int, record: Any, started: float, body: Any, content: bytes) -> Outcome:
+        raise ResponseValidationError("the answer echoes order 2", body=content)
+
+    lane = Lane(
+        pipeline,  # type: ignore[arg-type]
+        timeout=httpx.Timeout(5.0),
+        per_order=None,
+        take=lambda: 2,
+        in_flight=in_flight,
+        unsent=unsent,
+        hand=lambda outcome: True,
+        make=make,
+    )
+    record = in_flight[1] = Attempts()
+    assert lane.send(1, record, 0.0)
+    waiting = asyncio.get_running_loop().create_task(lane.stopped())
+    await asyncio.sleep(0)
+    waiting.cancel()  # the batch deadline
+    record.sending = False  # what ``Express._answered`` does for a 2xx success envelope
+    lane._answered({"status": "success", "payload": {"id": 2}}, type("Answer", (), {"content": b"{}"})())
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert unsent == {}
+    assert record.sending  # what ``Batch._expire`` reads to say unknown rather than failed
+
+
 @contextlib.contextmanager
 def cyclic_garbage() -> Iterator[Counter[str]]:
     """The batch engine's objects made in the block that only the cyclic garbage collector could

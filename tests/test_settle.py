@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 import httpx
 import respx
 
-from tanx_async import AsyncTanxSession, BatchTimeoutError, CancelStatus
-from tests.conftest import CANCEL_URL, FakeClock, envelope, json_response, order_payload
+from tanx_async import AsyncTanxSession, BatchTimeoutError, CancelNotConfirmedError, CancelStatus
+from tests.conftest import CANCEL_URL, FakeClock, envelope, json_response, open_session, order_payload
 
 LOST, FINE = 11, 12
 
@@ -154,3 +154,23 @@ async def test_an_unexpected_error_in_the_settling_pass_keeps_every_outcome(
     assert fine.status is CancelStatus.QUEUED and fine.ok
     assert lost.status is CancelStatus.UNKNOWN and not lost.ok
     assert lost.note is not None and "RuntimeError: transport bug" in lost.note
+
+
+async def test_a_batch_deadline_while_confirming_a_queued_cancel_says_queued_not_failed(
+    router: respx.Router,
+) -> None:
+    """The exchange answered the cancel 2xx; the batch deadline struck while ``confirm=True``
+    polled for ``cancel``. The outcome is queued and not ok (not confirmed), never "failed" or
+    "not sent"."""
+    router.post(CANCEL_URL).mock(return_value=json_response(200, envelope(order_payload(id=1))))
+    router.get(url__regex=r".*/sapi/v1/orders/1/$").mock(
+        return_value=json_response(200, envelope(order_payload(id=1, state="wait")))
+    )
+    async with open_session(router) as session:
+        [outcome] = await session.orders.cancel_many(
+            [1], confirm=True, confirm_with="poll", confirm_timeout=5.0, deadline=0.3
+        )
+    assert outcome.status is CancelStatus.QUEUED and not outcome.ok
+    assert isinstance(outcome.error, CancelNotConfirmedError)
+    assert "not confirmed before the batch deadline" in str(outcome.error)
+    assert outcome.attempts == 1

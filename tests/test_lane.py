@@ -18,7 +18,7 @@ import gc
 import json
 import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -375,27 +375,22 @@ class _StubPipeline:
         return self.express_
 
 
-async def test_an_answer_handled_after_the_worker_was_cancelled_sends_nothing_more() -> None:
+async def _answered_after_the_worker_was_cancelled(
+    make: Callable[..., CancelOutcome], body: dict[str, Any], taken: list[int]
+) -> tuple[_StubPipeline, dict[int, CancelOutcome], Any]:
     """The race the batch deadline can meet: the worker is cancelled, and before it runs again
-    the transport hands the lane its answer. The lane must send nothing more, and keep what the
-    answer proves (a success's outcome) for the batch's expiry; it must not take another id."""
-    import asyncio
-
-    from tanx_async import CancelOutcome as Outcome
-
+    the transport hands the lane its answer (``body``, a 2xx success envelope; ``Express``
+    has cleared the record's ``sending``, as it does for one). Returns the stub pipeline, the
+    outcomes kept for the batch's expiry, and the order's record."""
     from .internals import Attempts, httpx
 
     pipeline = _StubPipeline()
     in_flight: dict[int, Any] = {}
-    unsent: dict[int, Outcome] = {}
-    taken: list[int] = []
+    unsent: dict[int, CancelOutcome] = {}
 
     def take() -> int | None:
         taken.append(1)
         return 2
-
-    def make(oid: int, record: Any, started: float, body: Any, content: bytes) -> Outcome:
-        return Outcome(order_id=oid, status=CancelStatus.QUEUED, attempts=record.count)
 
     lane = Lane(
         pipeline,  # type: ignore[arg-type]
@@ -412,10 +407,24 @@ async def test_an_answer_handled_after_the_worker_was_cancelled_sends_nothing_mo
     waiting = asyncio.get_running_loop().create_task(lane.stopped())
     await asyncio.sleep(0)  # the worker waits for its lane
     waiting.cancel()  # the deadline: cancelled, not yet run again
-    answer = type("Answer", (), {"content": b"{}"})()
-    lane._answered({"status": "success", "payload": {}}, answer)
+    record.sending = False
+    lane._answered(body, type("Answer", (), {"content": b"{}"})())
     with pytest.raises(asyncio.CancelledError):
         await waiting
+    return pipeline, unsent, record
+
+
+async def test_an_answer_handled_after_the_worker_was_cancelled_sends_nothing_more() -> None:
+    """The lane must send nothing more, and keep what the answer proves (a success's outcome)
+    for the batch's expiry; it must not take another id."""
+
+    def make(oid: int, record: Any, started: float, body: Any, content: bytes) -> CancelOutcome:
+        return CancelOutcome(order_id=oid, status=CancelStatus.QUEUED, attempts=record.count)
+
+    taken: list[int] = []
+    pipeline, unsent, _ = await _answered_after_the_worker_was_cancelled(
+        make, {"status": "success", "payload": {}}, taken
+    )
     assert pipeline.express_.sent == [b'{"order_id":1}']  # nothing sent after the cancel
     assert taken == []  # no id taken (it stays unsent: the expiry says skipped)
     assert list(unsent) == [1] and unsent[1].status is CancelStatus.QUEUED  # the 2xx kept
@@ -426,39 +435,16 @@ async def test_a_2xx_it_cannot_read_after_the_worker_was_cancelled_leaves_the_or
     """The same race, with a 2xx whose payload echoes another order (``queued`` raises). The
     exchange answered, so the cancel may have been processed: the record must still say so,
     or the batch's expiry would report the order failed and not sent."""
-    import asyncio
-
-    from tanx_async import CancelOutcome as Outcome
     from tanx_async import ResponseValidationError
 
-    from .internals import Attempts, httpx
-
-    pipeline = _StubPipeline()
-    in_flight: dict[int, Any] = {}
-    unsent: dict[int, Outcome] = {}
-
-    def make(oid: int, record: Any, started: float, body: Any, content: bytes) -> Outcome:
+    def make(oid: int, record: Any, started: float, body: Any, content: bytes) -> CancelOutcome:
         raise ResponseValidationError("the answer echoes order 2", body=content)
 
-    lane = Lane(
-        pipeline,  # type: ignore[arg-type]
-        timeout=httpx.Timeout(5.0),
-        per_order=None,
-        take=lambda: 2,
-        in_flight=in_flight,
-        unsent=unsent,
-        hand=lambda outcome: True,
-        make=make,
+    taken: list[int] = []
+    pipeline, unsent, record = await _answered_after_the_worker_was_cancelled(
+        make, {"status": "success", "payload": {"id": 2}}, taken
     )
-    record = in_flight[1] = Attempts()
-    assert lane.send(1, record, 0.0)
-    waiting = asyncio.get_running_loop().create_task(lane.stopped())
-    await asyncio.sleep(0)
-    waiting.cancel()  # the batch deadline
-    record.sending = False  # what ``Express._answered`` does for a 2xx success envelope
-    lane._answered({"status": "success", "payload": {"id": 2}}, type("Answer", (), {"content": b"{}"})())
-    with pytest.raises(asyncio.CancelledError):
-        await waiting
+    assert pipeline.express_.sent == [b'{"order_id":1}'] and taken == []
     assert unsent == {}
     assert record.sending  # what ``Batch._expire`` reads to say unknown rather than failed
 

@@ -647,17 +647,27 @@ async def test_a_request_that_may_have_arrived_stays_maybe_processed_after_a_lat
     assert "an earlier attempt may have" in str(info.value)
 
 
+async def _cancel_with_a_failing_renewal(
+    router: respx.Router, *, timed_out_first: bool
+) -> pytest.ExceptionInfo[APIConnectionError]:
+    """A cancel (after a read timeout, if ``timed_out_first``) meets an expired token, and the
+    refresh never connects."""
+    first = [httpx.ReadTimeout("slow")] if timed_out_first else []
+    router.post(CANCEL_URL).mock(side_effect=[*first, json_response(401, ACCESS_401)])
+    router.post(REFRESH_URL).mock(side_effect=httpx.ConnectError("refused"))
+    async with open_session(router, access_token="opaque-old") as session:
+        with pytest.raises(APIConnectionError) as info:
+            await session.request("POST", "/sapi/v1/orders/cancel/", json={"order_id": 1}, idempotent=True)
+    return info
+
+
 async def test_a_renewal_that_fails_after_an_attempt_that_may_have_arrived_keeps_maybe_processed(
     router: respx.Router, clock: FakeClock
 ) -> None:
     """Attempt 1 timed out reading (it may have been processed); attempt 2 met an expired token
     and the refresh never connected. The error raised speaks of the cancel, not of the refresh
     (whose own error, shared by every request waiting on it, is left as it is: the cause)."""
-    router.post(CANCEL_URL).mock(side_effect=[httpx.ReadTimeout("slow"), json_response(401, ACCESS_401)])
-    router.post(REFRESH_URL).mock(side_effect=httpx.ConnectError("refused"))
-    async with open_session(router, access_token="opaque-old") as session:
-        with pytest.raises(APIConnectionError) as info:
-            await session.request("POST", "/sapi/v1/orders/cancel/", json={"order_id": 1}, idempotent=True)
+    info = await _cancel_with_a_failing_renewal(router, timed_out_first=True)
     assert info.value.maybe_processed is True
     assert info.value.path == "/sapi/v1/orders/cancel/"
     assert "token renewal failed" in str(info.value) and "an earlier attempt may have" in str(info.value)
@@ -668,13 +678,10 @@ async def test_a_renewal_that_fails_after_an_attempt_that_may_have_arrived_keeps
 async def test_a_renewal_that_fails_before_anything_was_sent_is_raised_as_it_is(
     router: respx.Router, clock: FakeClock
 ) -> None:
-    router.post(CANCEL_URL).mock(side_effect=[json_response(401, ACCESS_401)])
-    router.post(REFRESH_URL).mock(side_effect=httpx.ConnectError("refused"))
-    async with open_session(router, access_token="opaque-old") as session:
-        with pytest.raises(APIConnectionError) as info:
-            await session.request("POST", "/sapi/v1/orders/cancel/", json={"order_id": 1}, idempotent=True)
+    info = await _cancel_with_a_failing_renewal(router, timed_out_first=False)
     assert info.value.maybe_processed is False
     assert info.value.path == "/sapi/v1/auth/token/refresh/"
+    assert info.value.__cause__ is not info.value
 
 
 async def test_a_batch_outcome_after_such_a_renewal_failure_is_unknown_and_says_maybe_processed(

@@ -17,7 +17,7 @@ from tanx_async import APIConnectionError, CancelOutcomeUnknownError, SessionClo
 
 from .internals import AnyioSender, in_use, sender_of
 from .sandbox import Sandbox, running_sandbox
-from .test_faults import CASES, apply, check_error
+from .test_faults import CASES, apply, check_error, short_read
 
 trio = pytest.importorskip("trio")
 
@@ -31,7 +31,7 @@ def test_fault_under_trio_gives_the_right_error_and_leaks_no_connection(name: st
         [oid] = exchange.seed_orders(sandbox.uid, 1)
         kwargs: dict[str, Any] = {"max_retries": 0, "max_response_bytes": 64 * 1024}
         if case.timeout is not None:
-            kwargs["timeout"] = case.timeout
+            kwargs["timeout"] = short_read(case.timeout)
         apply(exchange, case.faults)
         async with sandbox.session(**kwargs) as session:
             with pytest.raises(TanxError) as got:

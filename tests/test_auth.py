@@ -208,7 +208,7 @@ async def test_refresh_failure_reaches_every_waiter(router: respx.Router) -> Non
     expired = make_jwt(time.time() - 60)
 
     async def refresh_handler(request: httpx.Request) -> httpx.Response:
-        await anyio.sleep(0.05)
+        await anyio.sleep(0.5)  # every waiter joins the refresh before it fails
         return json_response(401, REFRESH_401)
 
     refresh = router.post(REFRESH_URL).mock(side_effect=refresh_handler)

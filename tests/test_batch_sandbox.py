@@ -198,9 +198,11 @@ async def test_batch_deadline_gives_every_id_an_outcome(sandbox: Sandbox) -> Non
     deadline, so a batch that waited for one would report it ``queued``; the statuses and errors
     are the deadline's, and the orders never sent are untouched on the exchange."""
     ids = sandbox.exchange.seed_orders(sandbox.uid, 40)
-    sandbox.exchange.faults.latency = 5.0
     async with sandbox.session() as session:
-        outcomes = await session.orders.cancel_many(ids, concurrency=8, deadline=0.2)
+        # Warm connections, and a deadline no loaded machine misses in writing the first 8.
+        await session.warm_up(8)
+        sandbox.exchange.faults.latency = 5.0
+        outcomes = await session.orders.cancel_many(ids, concurrency=8, deadline=1.0)
         sandbox.exchange.faults.latency = 0
         follow_up = await session.orders.cancel_many(ids[-2:])
     assert [o.order_id for o in outcomes] == ids
@@ -216,10 +218,11 @@ async def test_batch_deadline_gives_every_id_an_outcome(sandbox: Sandbox) -> Non
 
 async def test_timeout_is_the_deprecated_name_of_deadline(sandbox: Sandbox) -> None:
     ids = sandbox.exchange.seed_orders(sandbox.uid, 20)
-    sandbox.exchange.faults.latency = 0.4
     async with sandbox.session() as session:
+        await session.warm_up(4)
+        sandbox.exchange.faults.latency = 2.0
         with pytest.warns(DeprecationWarning, match="deadline=") as caught:
-            outcomes = await session.orders.cancel_many(ids, concurrency=4, timeout=0.2)
+            outcomes = await session.orders.cancel_many(ids, concurrency=4, timeout=1.0)
         assert caught[0].filename == __file__  # the warning points at the caller's line
         with pytest.raises(TypeError, match="deadline= only"):
             await session.orders.cancel_many(ids, deadline=1, timeout=1)
@@ -228,7 +231,7 @@ async def test_timeout_is_the_deprecated_name_of_deadline(sandbox: Sandbox) -> N
         sandbox.exchange.faults.latency = 0
         async with contextlib.aclosing(stream):
             assert [o.order_id async for o in stream] == ids[:1]
-    # Same meaning as deadline=: the batch stopped at 0.2 s with an outcome for every id.
+    # Same meaning as deadline=: the batch stopped at 1 s with an outcome for every id.
     assert Counter(o.status for o in outcomes) == {CancelStatus.UNKNOWN: 4, CancelStatus.SKIPPED: 16}
 
 
@@ -353,13 +356,13 @@ async def test_cancel_all_deadline_covers_the_listing(sandbox: Sandbox) -> None:
     exchange = sandbox.exchange
     ids = exchange.seed_orders(sandbox.uid, 5, markets=("btcusdc",))
     async with sandbox.session() as session:
-        exchange.faults.latency = 2.0
+        exchange.faults.latency = 5.0
         began = time.monotonic()
         with pytest.raises(APITimeoutError):
             await session.orders.cancel_all("btcusdc", deadline=0.4)
         took = time.monotonic() - began
         exchange.faults.latency = 0.0
-    assert took < 1.5
+    assert took < 3.0  # far from the 5 s answer (slack for a loaded machine)
     assert not [r for r in exchange.requests if r.path.endswith("/cancel/")]
     assert {exchange.order(i).state for i in ids} == {"wait"}
 

@@ -509,11 +509,11 @@ async def test_connection_close_header_opens_a_new_connection() -> None:
 
 
 async def test_idle_connections_expire() -> None:
-    async with scripted(keepalive_expiry=0.05) as (script, sender, url):
+    async with scripted(keepalive_expiry=0.5) as (script, sender, url):
         await sender.send("GET", url, {}, None, TIMEOUT)
         await sender.send("GET", url, {}, None, TIMEOUT)
         assert script.connections == 1
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
         await sender.send("GET", url, {}, None, TIMEOUT)
         assert script.connections == 2
 
@@ -698,22 +698,32 @@ async def test_cancelling_a_request_in_flight_closes_its_connection() -> None:
 
     async with scripted(never_the_first) as (script, sender, url):
         task = asyncio.ensure_future(sender.send("POST", url, {}, b"{}", TIMEOUT))
-        await asyncio.sleep(0.05)
+        await _until(lambda: len(script.requests) == 1)  # in flight: the server has it
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert sender.connections_in_use() == 0
         assert sender._open == 0
-        assert (await sender.send("GET", url, {}, None, httpx.Timeout(0.2))).status == 200
+        assert (await sender.send("GET", url, {}, None, TIMEOUT)).status == 200
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds (at most 5 s)."""
+    with anyio.fail_after(5):
+        for _ in range(500):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError("not within 5 s")
 
 
 async def test_aclose_fails_requests_in_flight_as_maybe_processed() -> None:
     async def never(request: bytes, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(5)
 
-    async with scripted(never) as (_script, sender, url):
+    async with scripted(never) as (script, sender, url):
         tasks = [asyncio.ensure_future(sender.send("POST", url, {}, b"{}", TIMEOUT)) for _ in range(3)]
-        await asyncio.sleep(0.05)
+        await _until(lambda: len(script.requests) == 3)  # all three written
         await sender.aclose()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, APIConnectionError) and r.maybe_processed for r in results), results

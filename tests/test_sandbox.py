@@ -459,7 +459,7 @@ async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
 async def test_cancel_is_queued_then_applied(
     exchange: SandboxExchange, client: httpx.AsyncClient, user: tuple[str, str, str]
 ) -> None:
-    exchange.cancel_delay = 0.2
+    exchange.cancel_delay = 1.0  # the second cancel and the look-up come well within it
     order_id = exchange.add_order(user[0])
     resp = await client.post(CANCEL, json={"order_id": order_id})
     assert resp.status_code == 200
@@ -476,7 +476,7 @@ async def test_cancel_is_queued_then_applied(
     still = (await client.get(f"{ORDERS}{order_id}/")).json()["payload"]
     assert still["state"] == "wait"
 
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 6
     while True:
         got = (await client.get(f"{ORDERS}{order_id}/")).json()["payload"]
         if got["state"] == "cancel" or time.monotonic() > deadline:

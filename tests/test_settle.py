@@ -134,7 +134,8 @@ async def test_without_a_batch_deadline_the_settling_pass_lasts_the_sessions_dea
     (lost,) = await quick.orders.cancel_many([LOST])
     took = time.monotonic() - started
     assert lost.status is CancelStatus.UNKNOWN and lost.note is not None and "settling pass" in lost.note
-    assert took < 2.0  # the first attempt and look-up (0.5 s at most), then the pass (0.5 s); was 5 s more
+    # The first attempt and look-up (0.5 s at most), then the pass (0.5 s); it was 5 s more.
+    assert took < 4.0
 
 
 async def test_an_unexpected_error_in_the_settling_pass_keeps_every_outcome(

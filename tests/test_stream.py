@@ -426,7 +426,7 @@ async def test_opening_a_stream_is_bounded_by_the_session_deadline() -> None:
         elapsed = time.monotonic() - started
     made = int(re.search(r"after (\d+) attempt", str(failed.value)).group(1))  # type: ignore[union-attr]
     assert 1 <= made < constants.STREAM_MAX_RECONNECTS + 1
-    assert elapsed < 3.0  # the deadline and one refused connect's slack, not the 10 s backoff
+    assert elapsed < 6.0  # the deadline and a loaded machine's slack, not the 10 s backoff
     with running_sandbox(seed=8) as sb:
         session = AsyncTanxSession(base_url=sb.server.url, access_token=sb.access, deadline=0.5)
         async with session, session.stream() as events:
@@ -731,9 +731,10 @@ async def test_a_stream_that_never_answers_does_not_eat_the_batch_deadline() -> 
             others = await session.orders.cancel_many(more, confirm=True)
             unbounded = time.monotonic() - started
     assert {o.status for o in outcomes} == {CancelStatus.CANCELLED}
-    assert elapsed < 2.0
+    assert elapsed < 2.0 + 1.0  # the batch deadline, and slack for a loaded machine
     assert {o.status for o in others} == {CancelStatus.CANCELLED}
-    assert constants.CONFIRM_STREAM_OPEN_WITHIN <= unbounded < constants.CONFIRM_STREAM_OPEN_WITHIN + 1.5
+    # (Not the stream's 2 attempts of 3 s.)
+    assert constants.CONFIRM_STREAM_OPEN_WITHIN <= unbounded < constants.CONFIRM_STREAM_OPEN_WITHIN + 3.0
 
 
 async def test_errors_leave_the_stream_block_as_themselves() -> None:

@@ -465,7 +465,7 @@ def _unknown_reason(error: TanxError, order: Order | None) -> str:
     else:
         what = f"no answer came back ({brief(error)}), so the cancel may have been processed"
     if order is None:
-        return f"{what}; the look-up that followed failed too"
+        return f"{what}; no look-up could settle it"
     return f"{what}; a look-up shows the order still {order.state.value}"
 
 

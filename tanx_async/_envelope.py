@@ -39,23 +39,24 @@ def decode_envelope(raw: RawResponse, *, method: str, path: str) -> dict[str, An
     except ValueError:
         if failed:
             raise _status_error(raw, _text_summary(raw), None, method, path) from None
-        raise ResponseValidationError(
+        raise _unreadable(
+            raw,
             f"HTTP {status} with a body that is not JSON: {_text_summary(raw)}",
-            body=raw.content,
-            errors=("expected a JSON object @ $",),
-            method=method,
-            path=path,
+            "expected a JSON object @ $",
+            method,
+            path,
         ) from None
     if not isinstance(body, dict):
         if failed:
             # A JSON "" or "   " says nothing: fall back to the status.
             raise _status_error(raw, describe(body) or f"HTTP {status} error", body, method, path)
-        raise ResponseValidationError(
-            f"HTTP {status} with a JSON {type(body).__name__} instead of an envelope",
-            body=raw.content,
-            errors=(f"expected an object, got {type(body).__name__} @ $",),
-            method=method,
-            path=path,
+        kind = type(body).__name__
+        raise _unreadable(
+            raw,
+            f"HTTP {status} with a JSON {kind} instead of an envelope",
+            f"expected an object, got {kind} @ $",
+            method,
+            path,
         )
     said = body.get("status")
     if failed or said == "error":
@@ -64,14 +65,21 @@ def decode_envelope(raw: RawResponse, *, method: str, path: str) -> dict[str, An
         # Every documented answer says "success" or "error": anything else (no status, a
         # number, "fail") is a shape we do not know, never a success.
         shown = repr(said)[:40]
-        raise ResponseValidationError(
+        raise _unreadable(
+            raw,
             f'HTTP {status} with status {shown} instead of "success"',
-            body=raw.content,
-            errors=(f'expected "success" @ $.status, got {shown}',),
-            method=method,
-            path=path,
+            f'expected "success" @ $.status, got {shown}',
+            method,
+            path,
         )
     return body
+
+
+def _unreadable(
+    raw: RawResponse, message: str, error: str, method: str, path: str
+) -> ResponseValidationError:
+    """A 2xx answer that is not an envelope we know (``error``: what was wrong, at its JSON path)."""
+    return ResponseValidationError(message, body=raw.content, errors=(error,), method=method, path=path)
 
 
 def is_access_token_error(raw: RawResponse) -> bool:

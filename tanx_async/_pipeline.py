@@ -17,9 +17,10 @@ must observe a request while it runs (the batch deadline) passes its own ``Attem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -265,16 +266,23 @@ def _loop_probe() -> tuple[Callable[[], object], object]:
         return trio.lowlevel.current_trio_token, trio.lowlevel.current_trio_token()
 
 
-def _renewal_error(exc: APIConnectionError, method: str, path: str) -> APIConnectionError:
-    """A token renewal's error (``exc``, shared by every request waiting on the renewal, so
-    never changed) as the error of a request an earlier attempt of which may have arrived."""
-    cls = APITimeoutError if isinstance(exc, APITimeoutError) else APIConnectionError
-    return cls(
-        f"token renewal failed ({brief(exc)}); an earlier attempt may have been processed",
-        maybe_processed=True,
-        method=method,
-        path=path,
-    )
+@contextlib.contextmanager
+def _renewing(record: Attempts, method: str, path: str) -> Iterator[None]:
+    """Around a token renewal a request waits on: when it fails to connect after an earlier
+    attempt of the request may have arrived, the request raises its own error, saying so. (The
+    renewal's error, shared by every request waiting on it, is never changed: the cause.)"""
+    try:
+        yield
+    except APIConnectionError as exc:
+        if not record.ambiguous or exc.maybe_processed:
+            raise
+        cls = APITimeoutError if isinstance(exc, APITimeoutError) else APIConnectionError
+        raise cls(
+            f"token renewal failed ({brief(exc)}); an earlier attempt may have been processed",
+            maybe_processed=True,
+            method=method,
+            path=path,
+        ) from exc
 
 
 class _Flight:
@@ -487,12 +495,8 @@ class Pipeline:
                 if private:
                     token = auth.usable()
                     if token is None:
-                        try:
+                        with _renewing(record, method, path):
                             token = await self.token()
-                        except APIConnectionError as unrenewed:
-                            if record.ambiguous and not unrenewed.maybe_processed:
-                                raise _renewal_error(unrenewed, method, path) from unrenewed
-                            raise
                 headers = self._headers(token, content is not None)
                 ready = flow.ready()
                 if deadline is not None:
@@ -553,12 +557,8 @@ class Pipeline:
                 if expired and not renewed and self.auth.can_renew:
                     # One refresh and one resend per request; the refresh itself is single-flight.
                     renewed = True
-                    try:
+                    with _renewing(record, method, path):
                         await self.renew(token)
-                    except APIConnectionError as unrenewed:
-                        if record.ambiguous and not unrenewed.maybe_processed:
-                            raise _renewal_error(unrenewed, method, path) from unrenewed
-                        raise
                     continue
                 try:
                     return Response(decode_envelope(raw, method=method, path=path), raw.content, record)

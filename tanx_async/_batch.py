@@ -49,7 +49,7 @@ from ._log import logger
 from ._memory import RecentIds
 from ._pipeline import Attempt, Attempts
 from ._validate import order_id as check_order_id
-from .models import CancelOutcome, CancelStatus, Order, OrderState
+from .models import CancelOutcome, CancelStatus, Order, OrderState, queued_outcome
 
 if TYPE_CHECKING:
     from ._session import AsyncTanxSession
@@ -179,14 +179,9 @@ def queued(
     decoded only if the caller reads ``outcome.order``."""
     echo = cancel_echo(oid, body.get("payload"), content)  # (raises on a payload we do not know)
     session._pipeline.cancels.accepted(oid)
-    return CancelOutcome(
-        order_id=oid,
-        status=CancelStatus.QUEUED,
-        attempts=record.count,
-        elapsed=time.monotonic() - started,
-        # Not for the bare ``{}`` acknowledgement.
-        echo=decode_echo_in if echo else None,
-        echo_payload=content,
+    # (Not decoded for the bare ``{}`` acknowledgement.)
+    return queued_outcome(
+        oid, record.count, time.monotonic() - started, decode_echo_in if echo else None, content
     )
 
 

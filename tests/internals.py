@@ -45,6 +45,7 @@ from tanx_async._transports.native import (
     _Origin,
 )
 from tanx_async._validate import order_id as check_order_id
+from tanx_async.models import queued_outcome
 from tanx_async.orders import _checked_ids as checked_ids
 
 __all__ = [
@@ -97,6 +98,7 @@ __all__ = [
     "keeper_of",
     "learn_clock",
     "parse_retry_after",
+    "queued_outcome",
     "random_wallet",
     "sender_of",
     "shares_pipeline",

@@ -21,7 +21,7 @@ from tanx_async import (
 )
 from tests.conftest import make_jwt, order_payload
 
-from .internals import structure_order
+from .internals import queued_outcome, structure_order
 
 
 @pytest.mark.parametrize(
@@ -133,6 +133,26 @@ def test_cancel_outcome_ok_with_error(status: CancelStatus, ok: bool) -> None:
 
 def test_cancel_outcome_equality_ignores_error() -> None:
     assert _outcome(CancelStatus.FAILED) == _outcome(CancelStatus.FAILED, error=True)
+
+
+def test_the_fast_queued_outcome_is_the_constructor_s() -> None:
+    """``queued_outcome`` (every accepted cancel of a burst) makes what the constructor makes,
+    every field set (one it forgot would raise ``AttributeError`` here)."""
+    made = queued_outcome(5, 1, 0.01, None, b'{"payload":{}}')
+    built = CancelOutcome(
+        order_id=5,
+        status=CancelStatus.QUEUED,
+        attempts=1,
+        elapsed=0.01,
+        echo=None,
+        echo_payload=b'{"payload":{}}',
+    )
+    assert type(made) is CancelOutcome
+    assert {f.name: getattr(made, f.name) for f in attrs.fields(CancelOutcome)} == {
+        f.name: getattr(built, f.name) for f in attrs.fields(CancelOutcome)
+    }
+    assert made == built and hash(made) == hash(built) and repr(made) == repr(built)
+    assert made.ok and made.order is None
 
 
 def test_token_pair_repr_hides_tokens() -> None:

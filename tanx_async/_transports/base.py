@@ -39,11 +39,11 @@ class RawResponse:
         status: int,
         headers: Mapping[str, str],
         content: bytes,
-        *,
         method: str,
         url: str,
         response: httpx.Response | None = None,
     ) -> None:
+        # (Positional where every answer makes one: calling a class with keywords costs a dict.)
         self.status = status
         self.headers = headers
         self.content = content

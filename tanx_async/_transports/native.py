@@ -496,7 +496,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._timer = None
         if self.deadlines is not None:
             self.deadlines.discard(self)
-        answer = RawResponse(self._status, headers, body, method=self._method, url=self._url)
+        answer = RawResponse(self._status, headers, body, self._method, self._url)
         if self.pacer is None:
             waiter.set_result(answer)
         else:

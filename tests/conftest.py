@@ -192,6 +192,14 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 Effect = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
 
+async def until(condition: Callable[[], object], seconds: float = 5.0) -> None:
+    """Wait (bounded) for ``condition()`` to hold; the caller asserts it afterwards."""
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await anyio.sleep(0.01)
+
+
 def sequence(*effects: Effect) -> Callable[[httpx.Request], httpx.Response]:
     """A side effect answering each call with the next item (a response, or a handler for it)."""
     remaining = iter(effects)

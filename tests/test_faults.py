@@ -33,6 +33,7 @@ from tanx_async import (
 )
 from tanx_async.testing import SandboxExchange, SandboxServer
 
+from .conftest import until
 from .internals import AiohttpSender, Http11Sender, HttpxSender, in_use, random_wallet, sender_of
 from .sandbox import (
     BATCH_TRANSPORTS,
@@ -287,11 +288,10 @@ async def test_cancel_many_under_fault_rate_is_truthful(
     # The sandbox records a request when its handler starts: on a loaded machine, one the
     # client wrote and gave up on may still be on its way. (Waiting hides nothing: a cancel
     # that was never sent is never recorded.)
-    for _ in range(100):
-        unknown = [o.order_id for o in outcomes if o.status is CancelStatus.UNKNOWN]
-        if exchange.in_flight == 0 and all(exchange.cancel_attempts(oid) for oid in unknown):
-            break
-        await anyio.sleep(0.02)
+    unknown = [o.order_id for o in outcomes if o.status is CancelStatus.UNKNOWN]
+    await until(
+        lambda: exchange.in_flight == 0 and all(exchange.cancel_attempts(oid) for oid in unknown), seconds=2.0
+    )
     await anyio.sleep(0.05)  # let the queued cancellations take effect
 
     assert [o.order_id for o in outcomes] == ids

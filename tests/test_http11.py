@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from tanx_async import APIConnectionError, APITimeoutError, ResponseTooLargeError
 
+from .conftest import until
 from .internals import (
     Http11Sender,
     Pacer,
@@ -698,7 +699,8 @@ async def test_cancelling_a_request_in_flight_closes_its_connection() -> None:
 
     async with scripted(never_the_first) as (script, sender, url):
         task = asyncio.ensure_future(sender.send("POST", url, {}, b"{}", TIMEOUT))
-        await _until(lambda: len(script.requests) == 1)  # in flight: the server has it
+        await until(lambda: len(script.requests) == 1)  # in flight: the server has it
+        assert len(script.requests) == 1
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -707,23 +709,14 @@ async def test_cancelling_a_request_in_flight_closes_its_connection() -> None:
         assert (await sender.send("GET", url, {}, None, TIMEOUT)).status == 200
 
 
-async def _until(condition: Callable[[], bool]) -> None:
-    """Wait until ``condition()`` holds (at most 5 s)."""
-    with anyio.fail_after(5):
-        for _ in range(500):
-            if condition():
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError("not within 5 s")
-
-
 async def test_aclose_fails_requests_in_flight_as_maybe_processed() -> None:
     async def never(request: bytes, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(5)
 
     async with scripted(never) as (script, sender, url):
         tasks = [asyncio.ensure_future(sender.send("POST", url, {}, b"{}", TIMEOUT)) for _ in range(3)]
-        await _until(lambda: len(script.requests) == 3)  # all three written
+        await until(lambda: len(script.requests) == 3)  # all three written
+        assert len(script.requests) == 3
         await sender.aclose()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, APIConnectionError) and r.maybe_processed for r in results), results

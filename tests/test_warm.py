@@ -18,6 +18,7 @@ import pytest
 
 from tanx_async import APIConnectionError, AsyncTanxSession
 
+from .conftest import until
 from .internals import C, httpx, keeper_of
 from .sandbox import running_sandbox
 
@@ -80,14 +81,6 @@ async def idle_server(
     finally:
         listener.close()
         await listener.wait_closed()
-
-
-async def until(condition: object, seconds: float = 5.0) -> None:
-    """Wait (bounded) for ``condition()`` to hold; the caller asserts it afterwards."""
-    for _ in range(int(seconds / 0.01)):
-        if condition():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

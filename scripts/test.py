@@ -13,7 +13,7 @@ when pyproject.toml changed), then runs, stopping at the first failure:
 Needs nothing but Python >= 3.10 and pip. Options: ``--no-soak`` skips the soak test;
 ``--no-install`` uses the current interpreter as it is; other arguments go to the main pytest run.
 
-The nginx interop test (tests/test_nginx.py) needs nginx: when it is missing and this runs as
+The nginx interop test (tests/transports/test_nginx.py) needs nginx: when it is missing and this runs as
 root with apt-get (Debian, CI), it is installed first; elsewhere that test is skipped, saying why.
 """
 
@@ -38,13 +38,13 @@ def ensure_nginx() -> None:
     if shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK):
         return
     if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
-        print("==> nginx not installed: tests/test_nginx.py will be skipped", flush=True)
+        print("==> nginx not installed: tests/transports/test_nginx.py will be skipped", flush=True)
         return
-    print("==> apt-get install nginx-light (for tests/test_nginx.py)", flush=True)
+    print("==> apt-get install nginx-light (for tests/transports/test_nginx.py)", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "nginx-light"]):
         if subprocess.run(cmd, env=env, check=False).returncode != 0:
-            print("==> could not install nginx: tests/test_nginx.py will be skipped", flush=True)
+            print("==> could not install nginx: tests/transports/test_nginx.py will be skipped", flush=True)
             return
 
 

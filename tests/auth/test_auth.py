@@ -34,7 +34,6 @@ from tests.conftest import (
     order_payload,
     sequence,
 )
-
 from tests.internals import jwt_expiry, learn_clock
 
 REFRESH_401 = {

@@ -22,7 +22,6 @@ from tests.conftest import (
     open_session,
     sequence,
 )
-
 from tests.internals import Attempts, Auth, AuthPaths, AuthRequest, ExchangeClock, Response, auth_of
 
 T0 = 1_700_000_000.0

@@ -16,7 +16,6 @@ import pytest
 
 from tanx_async import CancelStatus
 from tanx_async.testing import SandboxClock, SandboxExchange
-
 from tests.internals import auth_of
 from tests.sandbox import mismatches, running_sandbox
 

@@ -23,7 +23,6 @@ from tanx_async import (
     TanxError,
 )
 from tanx_async.testing import SandboxExchange, SandboxServer
-
 from tests.internals import PrivateKeySigner, auth_of, random_wallet
 
 KEY = "0x" + "11" * 32

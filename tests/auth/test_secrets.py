@@ -25,7 +25,6 @@ from tanx_async import (
     RequestEvent,
     TokenPair,
 )
-
 from tests.conftest import CANCEL_URL
 from tests.internals import (
     AiohttpSender,

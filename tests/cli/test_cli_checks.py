@@ -35,7 +35,6 @@ from tanx_async.cli._output import Output
 from tanx_async.cli._waiting import Waiting, should_show
 from tanx_async.events import RequestEvent
 from tanx_async.testing import SandboxExchange, SandboxServer
-
 from tests.conftest import open_session
 
 TOP = 2**63 - 1

@@ -24,7 +24,6 @@ from tanx_async import (
     Trade,
 )
 from tests.conftest import BASE, CANCEL_URL, ORDER, envelope, json_response, order_payload
-
 from tests.internals import structure, structure_order
 
 GET_URL = f"{BASE}/sapi/v1/orders/{ORDER['id']}/"

@@ -27,7 +27,6 @@ from tanx_async import (
     TanxError,
 )
 from tests.conftest import ACCESS_401, BASE, REFRESH_URL, FakeClock, envelope, json_response, open_session
-
 from tests.internals import RawResponse, decode_envelope, is_access_token_error, status_error_class
 
 PATH = "/sapi/v1/orders/7/"

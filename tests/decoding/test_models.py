@@ -20,7 +20,6 @@ from tanx_async import (
     TokenPair,
 )
 from tests.conftest import make_jwt, order_payload
-
 from tests.internals import queued_outcome, structure_order
 
 

@@ -25,7 +25,6 @@ from tanx_async import (
     ResponseValidationError,
 )
 from tests.conftest import ORDER
-
 from tests.internals import (
     RawResponse,
     check_order_id,

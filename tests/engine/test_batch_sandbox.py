@@ -14,7 +14,6 @@ import pytest
 
 from tanx_async import APITimeoutError, BatchTimeoutError, CancelStatus, NotFoundError
 from tanx_async.testing import SandboxExchange
-
 from tests.sandbox import Sandbox, mismatches, running_sandbox
 
 #: Every test here runs on both paths of the batch engine (the fast path, a task per cancel).

@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tanx_async import AsyncTanxSession, CancelOutcome, CancelStatus
-
 from tests.internals import RecentIds, constants
 from tests.sandbox import Sandbox, mismatches, running_sandbox
 

@@ -23,7 +23,6 @@ from tanx_async import (
 )
 from tanx_async import _constants as C
 from tanx_async.testing import SandboxExchange, SandboxServer
-
 from tests.conftest import BASE, json_response, open_session
 from tests.internals import Deadline
 

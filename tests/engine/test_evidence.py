@@ -27,7 +27,6 @@ from tanx_async import (
     TanxError,
 )
 from tests.conftest import CANCEL_URL, FakeClock, envelope, json_response, make_jwt, order_payload
-
 from tests.internals import CancelMemory, cancel_memory_of
 from tests.sandbox import running_sandbox
 

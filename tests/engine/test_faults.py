@@ -32,7 +32,6 @@ from tanx_async import (
     TanxError,
 )
 from tanx_async.testing import SandboxExchange, SandboxServer
-
 from tests.conftest import until
 from tests.internals import AiohttpSender, Http11Sender, HttpxSender, in_use, random_wallet, sender_of
 from tests.sandbox import (

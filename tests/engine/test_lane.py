@@ -25,7 +25,6 @@ import anyio
 import pytest
 
 from tanx_async import BatchTimeoutError, CancelOutcome, CancelStatus
-
 from tests.internals import Batch, Channel, Express, Lane, in_use, sender_of
 from tests.sandbox import Sandbox, mismatches, processed_cancels, running_sandbox
 

@@ -12,7 +12,6 @@ import anyio.to_thread
 import pytest
 
 from tanx_async import CancelStatus
-
 from tests.sandbox import Sandbox, mismatches, running_sandbox
 
 #: Every test here runs on both paths of the batch engine (the fast path, a task per cancel).

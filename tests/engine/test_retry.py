@@ -39,7 +39,6 @@ from tests.conftest import (
     json_response,
     open_session,
 )
-
 from tests.internals import APIStatusError, FlowControl, RetryPolicy, is_ambiguous, parse_retry_after
 
 PATH = "/sapi/v1/orders/7/"

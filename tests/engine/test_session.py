@@ -34,7 +34,6 @@ from tests.conftest import (
     make_jwt,
     open_session,
 )
-
 from tests.internals import (
     AnyioSender,
     Http11Sender,

@@ -18,7 +18,6 @@ import pytest
 
 from tanx_async import CancelOutcome, CancelStatus
 from tanx_async.testing import RequestRecord
-
 from tests.sandbox import mismatches, running_sandbox
 
 pytestmark = pytest.mark.soak

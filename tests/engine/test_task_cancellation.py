@@ -19,9 +19,15 @@ from tanx_async import (
     CancelStatus,
     SessionClosedError,
 )
-
 from tests.internals import in_use
-from tests.sandbox import BATCH_TRANSPORTS, TRANSPORTS, Sandbox, mismatches, processed_cancels, running_sandbox
+from tests.sandbox import (
+    BATCH_TRANSPORTS,
+    TRANSPORTS,
+    Sandbox,
+    mismatches,
+    processed_cancels,
+    running_sandbox,
+)
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
 

@@ -20,9 +20,8 @@ import pytest
 import tanx_async.testing
 from tanx_async import AsyncTanxSession, CancelStatus
 from tanx_async.testing.__main__ import build_parser, main
-
-from tests.sandbox import running_sandbox
 from tests.cli.test_cli import run
+from tests.sandbox import running_sandbox
 
 PACKAGE = Path(tanx_async.testing.__file__).parent
 START_TIMEOUT = 20.0

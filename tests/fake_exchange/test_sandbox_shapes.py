@@ -21,7 +21,6 @@ import pytest
 
 from tanx_async import APIStatusError, BadRequestError, CancelStatus, PermissionDeniedError
 from tanx_async.testing import INVENTED_TEXTS, PROFILES, SandboxExchange
-
 from tests.sandbox import Sandbox, running_sandbox
 
 CANCEL = "/sapi/v1/orders/cancel/"

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 import pytest
 
 from tanx_async import CancelStatus, NotFoundError, RequestEvent
-
 from tests.sandbox import Sandbox, running_sandbox
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
@@ -179,7 +178,6 @@ def test_latency_helper_uses_nearest_rank() -> None:
 async def test_login_and_proactive_refresh_are_reported_as_events() -> None:
     pytest.importorskip("eth_account")
     from tanx_async import AsyncTanxSession
-
     from tests.internals import random_wallet
 
     key, address = random_wallet()

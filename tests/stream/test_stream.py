@@ -34,11 +34,10 @@ from tanx_async import (
     TradeUpdate,
 )
 from tanx_async.testing import SandboxExchange, token_fingerprint
-
+from tests.auth.test_secrets import Capture, captured, error_texts, leaks
+from tests.decoding.test_decode import WS_ORDER
 from tests.internals import _Buffer, auth_of, constants, stream_url
 from tests.sandbox import mismatches, running_sandbox
-from tests.decoding.test_decode import WS_ORDER
-from tests.auth.test_secrets import Capture, captured, error_texts, leaks
 
 __all__ = ["captured"]  # the fixture, imported for its use below
 

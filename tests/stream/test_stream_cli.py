@@ -11,7 +11,6 @@ import time
 import pytest
 
 from tanx_async.cli import main
-
 from tests.cli.test_cli import TIMEOUT, Sandbox, assert_clean, json_lines, run, sandbox
 
 __all__ = ["sandbox"]  # the fixture, imported for its use below

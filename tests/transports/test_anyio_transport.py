@@ -14,10 +14,9 @@ import anyio
 import pytest
 
 from tanx_async import APIConnectionError, CancelOutcomeUnknownError, SessionClosedError, TanxError
-
+from tests.engine.test_faults import CASES, apply, check_error, short_read
 from tests.internals import AnyioSender, in_use, sender_of
 from tests.sandbox import Sandbox, running_sandbox
-from tests.engine.test_faults import CASES, apply, check_error, short_read
 
 trio = pytest.importorskip("trio")
 

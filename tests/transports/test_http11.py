@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tanx_async import APIConnectionError, APITimeoutError, ResponseTooLargeError
-
 from tests.conftest import until
 from tests.internals import (
     Http11Sender,

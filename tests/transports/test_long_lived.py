@@ -16,7 +16,6 @@ import pytest
 
 from tanx_async import AsyncTanxSession, CancelStatus
 from tanx_async.testing import SandboxExchange, SandboxServer
-
 from tests.internals import auth_of, random_wallet
 
 CYCLES = 500

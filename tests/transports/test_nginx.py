@@ -23,7 +23,6 @@ import pytest
 import trustme
 
 from tanx_async import AsyncTanxSession, CancelStatus
-
 from tests.internals import Http11Sender, start_transport
 from tests.sandbox import Sandbox, mismatches, running_sandbox
 

@@ -24,8 +24,14 @@ import pytest
 import trustme
 
 from tanx_async import APIConnectionError, AsyncTanxSession, CancelStatus, MissingDependencyError
-
-from tests.internals import AiohttpSender, Http11Sender, HttpxSender, env_proxy, start_transport, transport_notices
+from tests.internals import (
+    AiohttpSender,
+    Http11Sender,
+    HttpxSender,
+    env_proxy,
+    start_transport,
+    transport_notices,
+)
 from tests.sandbox import TRANSPORTS, Sandbox, running_sandbox, transport_name
 
 HEALTH = b'{"status":"success","message":"Working fine!","payload":null}'

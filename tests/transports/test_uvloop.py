@@ -14,11 +14,10 @@ from typing import Any
 import pytest
 
 from tanx_async import APITimeoutError, CancelStatus
-
+from tests.auth.test_secrets import tls_round_trip
 from tests.internals import Http11Sender, httpx, sender_of
 from tests.sandbox import mismatches, running_sandbox
 from tests.transports.test_http11 import TIMEOUT, answer_slowly, scripted
-from tests.auth.test_secrets import tls_round_trip
 
 uvloop = pytest.importorskip("uvloop")
 

@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager, contextmanager
 import pytest
 
 from tanx_async import APIConnectionError, AsyncTanxSession
-
 from tests.conftest import until
 from tests.internals import C, httpx, keeper_of
 from tests.sandbox import running_sandbox

@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tanx_async import APIConnectionError, APITimeoutError
-
 from tests.internals import Http11Sender, RawResponse, httpx, idle_connections
 
 MAX_HEAD = 64 * 1024

@@ -295,6 +295,13 @@ class Auth:
                 exp - self.clock.local(),
             )
 
+    def _emit(self, event: RequestEvent) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:  # a broken metrics hook must not fail a renewal
+                logger.exception("on_event raised (ignored) for a %s event", event.kind)
+
     @property
     def expires_at(self) -> datetime | None:
         return datetime.fromtimestamp(self._exp, tz=timezone.utc) if self._exp is not None else None
@@ -358,8 +365,7 @@ class Auth:
                 self.paths.refresh,
                 reply,
             )
-        if self._on_event is not None:
-            self._on_event(RequestEvent(kind="token_refreshed", method="POST", path=self.paths.refresh))
+        self._emit(RequestEvent(kind="token_refreshed", method="POST", path=self.paths.refresh))
         logger.info("access token refreshed")
         await self._store(access, new_refresh)
 
@@ -398,8 +404,7 @@ class Auth:
         payload = body.get("payload")
         uid = payload.get("uid") if isinstance(payload, dict) else None
         self.uid = uid if isinstance(uid, str) else None
-        if self._on_event is not None:
-            self._on_event(RequestEvent(kind="login", method="POST", path=self.paths.login))
+        self._emit(RequestEvent(kind="login", method="POST", path=self.paths.login))
         logger.info("logged in as %s", address)
         await self._store(access, refresh)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -29,10 +29,12 @@ from . import _constants as C
 from . import _deadline
 from ._confirm import ConfirmWith, PushConfirmer, open_confirmer
 from ._convert import cancel_echo, decode_echo, decode_echo_in, structure_order
+from ._deadline import Deadline
 from ._errors import (
     APIConnectionError,
     APIStatusError,
     AuthenticationError,
+    BatchInterruptedError,
     BatchTimeoutError,
     CancelNotConfirmedError,
     InvalidOrderIdError,
@@ -54,7 +56,7 @@ from .models import CancelOutcome, CancelStatus, Order, OrderState, queued_outco
 if TYPE_CHECKING:
     from ._session import AsyncTanxSession
 
-__all__ = ["Batch", "cancel_one", "fetch_order", "iterate_batch", "settle"]
+__all__ = ["Batch", "cancel_one", "confirm_cancel", "fetch_order", "settle"]
 
 #: Words in a refusal that *suggest* the order is off the book. They only annotate an outcome.
 _CLOSED_WORDS = re.compile(r"queued|pending|cancel+ed|filled|executed|closed|done", re.IGNORECASE)
@@ -153,11 +155,29 @@ async def cancel_one(
         return _unsettled(session, _Outcomes(oid, record, started), exc)
 
     session._pipeline.cancels.accepted(oid)
-    outcome = _Outcomes(oid, record, started)
     # (Not for the bare ``{}`` acknowledgement.)
     order = decode_echo(oid, response.payload, response.content) if echo else None
+    return await confirm_cancel(
+        session, oid, order, record, started, confirm_timeout=confirm_timeout, push=push
+    )
+
+
+async def confirm_cancel(
+    session: AsyncTanxSession,
+    oid: int,
+    order: Order | None,
+    record: Attempts,
+    started: float,
+    *,
+    confirm_timeout: float,
+    push: PushConfirmer | None,
+) -> CancelOutcome:
+    """Wait (up to ``confirm_timeout``) until the exchange shows the order closed, its cancel
+    queued (a 2xx; ``order``, the answer's echo if any): by the stream (``push``, polling as
+    its fallback) or by polling. ``QUEUED`` with ``CancelNotConfirmedError`` if it never does."""
+    outcome = _Outcomes(oid, record, started)
     deadline = time.monotonic() + confirm_timeout
-    if push is not None:  # by the stream (``_confirm.py``), polling as its fallback
+    if push is not None:
 
         async def poll(order: Order | None, deadline: float) -> CancelOutcome:
             return await _confirm(session, oid, order, deadline, outcome)
@@ -368,8 +388,11 @@ class Batch:
     Workers pull ids straight from the (possibly lazy) source, one at a time, only when they are
     free. An id already in flight (or held for the settling pass) is never taken again, and with
     ``dedupe`` neither is one among the last ``DEDUPE_WINDOW`` ids taken: memory is bounded by
-    the workers, the window and the held unknowns (at most ``SETTLE_MAX_HELD``), whatever the
-    number of ids.
+    the workers, the window, the held unknowns (at most ``SETTLE_MAX_HELD``) and the cancels
+    waiting for confirmation (at most ``CONFIRM_MAX_PENDING``), whatever the number of ids.
+
+    With ``confirm``, a worker hands each queued cancel to a confirmation task of its own and
+    sends its next cancel at once: confirming never holds the sending back.
     """
 
     def __init__(
@@ -398,17 +421,27 @@ class Batch:
         self._confirm_with: ConfirmWith | None = confirm_with if confirm else None
         self._push: PushConfirmer | None = None
         self._exhausted = False
+        #: ``stop()`` was called: no more ids are taken (those in flight finish).
+        self._stopped = False
         #: Every id taken and not yet delivered, with its attempt record.
         self._in_flight: dict[int, Attempts] = {}
         #: Outcomes being handed over (kept until delivered: a deadline may strike meanwhile).
         self._unsent: dict[int, CancelOutcome] = {}
         #: ``UNKNOWN`` outcomes waiting for the settling pass.
         self._held: dict[int, CancelOutcome] = {}
+        #: ``QUEUED`` outcomes whose confirmation runs (``confirm=True``).
+        self._confirming: dict[int, CancelOutcome] = {}
+        self._confirm_slots = anyio.Semaphore(C.CONFIRM_MAX_PENDING)
+        self._tg: anyio.abc.TaskGroup | None = None
         self._recent = RecentIds(C.DEDUPE_WINDOW if dedupe else 0)
         self._instant: Callable[[CancelOutcome], bool] | None = None
         #: An invalid id met in a lazy input, or the error the input raised; raised after every
         #: sent id has its outcome.
         self.invalid: Exception | None = None
+
+    def stop(self) -> None:
+        """Take no more ids: the cancels in flight finish and settle, the rest are not sent."""
+        self._stopped = True
 
     async def run(self, sink: Sink, *, instant: Callable[[CancelOutcome], bool] | None = None) -> None:
         """Cancel everything, settle what is unknown, handing each outcome to ``sink``.
@@ -416,6 +449,12 @@ class Batch:
         ``instant``: hands an outcome over at once, or says False when that would mean waiting
         (then ``sink`` is used); given, the workers may take the fast path (``_lane``)."""
         self._instant = instant
+        try:
+            await self._run(sink)
+        finally:
+            self._instant = None  # (it holds the consumer, which holds the batch: no cycle left)
+
+    async def _run(self, sink: Sink) -> None:
         started = time.monotonic()
         with anyio.move_on_after(self._deadline) as deadline:
             # With confirm=True the stream is open before the first cancel leaves.
@@ -423,6 +462,7 @@ class Batch:
                 open_confirmer(self._session, self._confirm_with, self._deadline) as self._push,
                 anyio.create_task_group() as tg,
             ):
+                self._tg = tg
                 # Started a few per event-loop iteration: each worker's first step sends a
                 # request, and 64 of them in one iteration would hold the loop for milliseconds.
                 for count in range(1, self.workers + 1):
@@ -431,6 +471,7 @@ class Batch:
                         await anyio.lowlevel.checkpoint()
                         if self._exhausted:
                             break  # the workers running took every id: no more are needed
+            self._tg = None
             if self._held:
                 if self._deadline is None:
                     # As long as one operation may take (the session's deadline), at most 5 s.
@@ -440,12 +481,15 @@ class Batch:
                 else:
                     await self._settle_held(sink, started + self._deadline)
         if deadline.cancelled_caught:
-            await self._expire(sink)
+            # The deadline struck: every id still gets an outcome, sent or not.
+            for outcome in self.remaining(pull_lazy=True):
+                await _give(sink, outcome)
 
     def _take(self) -> int | None:
         """The next id to cancel, or None when the source is exhausted, hit an invalid id or
-        raised (the error is kept in ``invalid``, raised once every id sent has its outcome)."""
-        if self._exhausted:
+        raised (the error is kept in ``invalid``, raised once every id sent has its outcome),
+        or the batch was stopped."""
+        if self._exhausted or self._stopped:
             return None
         if self._checked:
             taken = next(self._source, None)
@@ -471,15 +515,8 @@ class Batch:
 
     async def _worker(self, sink: Sink) -> None:
         per_order = self._session.deadline
-        extra = self._confirm_timeout if self._confirm else 0.0
         now = _deadline.clock()
         push = self._push  # open (or None) before any worker starts
-        options: dict[str, Any] = {
-            "resolve": self._resolve,
-            "confirm": self._confirm,
-            "confirm_timeout": self._confirm_timeout,
-            "push": push,
-        }
         pipeline = self._session._pipeline
         lane: Lane | None = None
         lane_tried = False
@@ -491,7 +528,7 @@ class Batch:
                     lane = self._lane(per_order)
                 record = Attempts()
                 self._in_flight[oid] = record
-                _deadline.begin(per_order, extra=extra, now=now)
+                _deadline.begin(per_order, now=now)
                 started = time.monotonic()
                 first: Attempt | None = None
                 if lane is not None:
@@ -503,23 +540,16 @@ class Batch:
                         stop = await lane.stopped()
                         if stop.error is not None:
                             raise stop.error
-                        if stop.handing is not None:
-                            if (handing := self._deliver(stop.handing, sink)) is not None:
-                                await handing
-                            oid = self._take()
-                            continue
                         if stop.oid is None or stop.record is None:
                             return  # the ids ran out
                         oid, record, started, first = stop.oid, stop.record, stop.started, stop.first
                         _deadline.enter(stop.deadline)
+                if push is not None:
+                    push.watch(oid)  # before the cancel leaves: no update can be missed
                 try:
-                    if push is None:  # no context manager to enter: the common case
-                        result = await cancel_one(
-                            self._session, oid, record=record, first=first, started=started, **options
-                        )
-                    else:
-                        with push.watching(oid):
-                            result = await cancel_one(self._session, oid, record=record, **options)
+                    result = await cancel_one(
+                        self._session, oid, resolve=self._resolve, record=record, first=first, started=started
+                    )
                 except Exception as exc:  # a bug must not lose the outcome of the order
                     logger.exception("order %d: unexpected error while cancelling", oid)
                     result = CancelOutcome(
@@ -528,27 +558,91 @@ class Batch:
                         error=TanxError(f"unexpected {type(exc).__name__}: {exc}"),
                         attempts=record.count,
                     )
-                if (
-                    result.status is CancelStatus.UNKNOWN
-                    and self._resolve
-                    and len(self._held) < C.SETTLE_MAX_HELD
-                ):
-                    self._held[oid] = result
-                elif (handing := self._deliver(result, sink)) is not None:
-                    await handing
+                if self._confirm and result.status is CancelStatus.QUEUED:
+                    await self._start_confirming(result, record, started, sink)
+                else:
+                    if push is not None:
+                        push.unwatch(oid)
+                    if (
+                        result.status is CancelStatus.UNKNOWN
+                        and self._resolve
+                        and len(self._held) < C.SETTLE_MAX_HELD
+                    ):
+                        self._held[oid] = result
+                    elif (handing := self._deliver(result, sink)) is not None:
+                        await handing
                 oid = self._take()
         finally:
             if lane is not None:
                 lane.close()  # (it and its express hold each other, and the batch)
 
+    async def _start_confirming(
+        self, queued: CancelOutcome, record: Attempts, started: float, sink: Sink
+    ) -> None:
+        """Confirm ``queued`` in a task of its own (the worker goes on sending): its deadline is
+        the order's, extended by ``confirm_timeout``. Waits only when ``CONFIRM_MAX_PENDING``
+        confirmations run already."""
+        slots = self._confirm_slots
+        try:
+            slots.acquire_nowait()
+        except anyio.WouldBlock:
+            await slots.acquire()
+        oid = queued.order_id
+        self._confirming[oid] = queued
+        per_order = self._session.deadline
+        deadline = None if per_order is None else Deadline.since(per_order + self._confirm_timeout, started)
+        assert self._tg is not None
+        self._tg.start_soon(self._confirmer, queued, record, started, deadline, sink)
+
+    async def _confirmer(
+        self, queued: CancelOutcome, record: Attempts, started: float, deadline: Deadline | None, sink: Sink
+    ) -> None:
+        oid = queued.order_id
+        push = self._push
+        _deadline.enter(deadline)
+        try:
+            try:
+                order = queued.order
+            except TanxError:  # an echo we cannot read: the look-ups say what is true
+                order = None
+            try:
+                result = await confirm_cancel(
+                    self._session,
+                    oid,
+                    order,
+                    record,
+                    started,
+                    confirm_timeout=self._confirm_timeout,
+                    push=push,
+                )
+            except Exception as exc:  # a bug must not lose the outcome: queued, not confirmed
+                logger.exception("order %d: unexpected error while confirming", oid)
+                result = attrs.evolve(
+                    queued,
+                    error=CancelNotConfirmedError(
+                        f"order {oid}: cancel queued; confirming failed (unexpected {type(exc).__name__})",
+                        order_id=oid,
+                        order=order,
+                    ),
+                )
+            self._confirming.pop(oid, None)
+            if (handing := self._deliver(result, sink)) is not None:
+                await handing
+        finally:
+            if push is not None:
+                push.unwatch(oid)
+            self._confirm_slots.release()
+
     def _lane(self, per_order: float | None) -> Lane | None:
-        """A fast path for one worker (``_lane``), where the batch can use one: outcomes that
-        can be handed over without waiting (``instant``), no confirmation to wait for, and a
+        """A fast path for one worker (``_lane``), where the batch can use one: outcomes handed
+        over at once (``instant``, which never waits for a sized input), ids that need no
+        caller's code to take (a sized input, checked up front: a lazy one is the caller's
+        generator, which never runs inside a transport callback), no confirmation, and a
         session that may send from callbacks."""
         instant = self._instant
         session = self._session
         pipeline = session._pipeline
-        if instant is None or self._confirm or pipeline.immediate_sender is None:
+        if instant is None or self._confirm or not self._checked or pipeline.immediate_sender is None:
             return None
         lane = Lane(
             pipeline,
@@ -568,7 +662,7 @@ class Batch:
         oid = result.order_id
         pending = sink(result)
         if pending is None:
-            del self._in_flight[oid]
+            self._in_flight.pop(oid, None)  # (gone already if the batch was interrupted)
             return None
         self._unsent[oid] = result
         return self._handed(result, pending)
@@ -579,9 +673,7 @@ class Batch:
 
     def delivered(self, outcome: CancelOutcome) -> None:
         """``outcome`` reached the consumer: no longer the batch's to hand over (nor the
-        deadline's, ``_expire``). Said by the hand-over when it returns and by the consumer
-        when it receives (``iterate_batch``): a worker cancelled by the deadline while its
-        outcome was being taken can see its hand-over raise although the consumer has it."""
+        deadline's, ``remaining``)."""
         oid = outcome.order_id
         if self._unsent.get(oid) is outcome:
             del self._unsent[oid]
@@ -595,14 +687,14 @@ class Batch:
         async def settler() -> None:
             while waiting:
                 oid = waiting.pop()
-                held, record = self._held[oid], self._in_flight[oid]
+                held, record = self._held[oid], self._in_flight.get(oid) or Attempts()
                 try:
                     result = await settle(self._session, held, record, until, confirm=self._confirm)
                 except Exception as exc:  # a bug must not lose this outcome, nor the batch's others
                     logger.exception("order %d: unexpected error while settling", oid)
                     note = f"the settling pass failed (unexpected {type(exc).__name__}: {exc})"
                     result = attrs.evolve(held, note=f"{held.note}; {note}" if held.note else note)
-                del self._held[oid]
+                self._held.pop(oid, None)
                 if (handing := self._deliver(result, sink)) is not None:
                     await handing
 
@@ -610,34 +702,44 @@ class Batch:
             for _ in range(min(self.workers, len(waiting))):
                 tg.start_soon(settler)
 
-    async def _expire(self, sink: Sink) -> None:
-        # The deadline struck: every id still gets an outcome, sent or not.
+    def remaining(self, *, pull_lazy: bool, interrupted: bool = False) -> Iterator[CancelOutcome]:
+        """The outcome of every id taken or still to take and not delivered yet, as far as it is
+        known now (the batch's tasks have ended: its deadline struck, or its caller was
+        cancelled): an outcome being handed over as it is; a held ``UNKNOWN`` as it is; a cancel
+        queued and being confirmed ``QUEUED``, not confirmed; one interrupted mid-attempt, or
+        after an attempt that may have been processed, ``UNKNOWN``; one between attempts that
+        cannot have arrived ``FAILED``; the ids never sent ``SKIPPED``. ``pull_lazy``: a lazy
+        input's ids not yet taken are pulled (to say ``SKIPPED`` for each) rather than left.
+        ``interrupted``: the caller, not the deadline, ended the batch (``BatchInterruptedError``)."""
+        why = "batch was interrupted" if interrupted else "batch deadline expired"
+        error_class = BatchInterruptedError if interrupted else BatchTimeoutError
         for oid, record in list(self._in_flight.items()):
             finished = self._unsent.get(oid)
             if finished is not None:
-                await _give(sink, finished)
+                yield finished
                 continue
             held = self._held.get(oid)
             if held is not None:
-                note = "the batch deadline expired before the settling pass could settle it"
-                await _give(sink, attrs.evolve(held, note=f"{held.note}; {note}" if held.note else note))
+                note = f"the {why} before the settling pass could settle it"
+                yield attrs.evolve(held, note=f"{held.note}; {note}" if held.note else note)
                 continue
+            queued = self._confirming.get(oid)
             age = self._session._pipeline.cancels.age(oid)
-            if age is not None:
+            if queued is not None or age is not None:
                 # The exchange answered this session's cancel 2xx (``confirm=True`` was waiting to
                 # see it take effect): queued, not confirmed, never "not sent".
+                since = "" if age is None else f" {age:.1f} s ago"
                 error = CancelNotConfirmedError(
-                    f"order {oid}: cancel queued {age:.1f} s ago, not confirmed before the batch "
-                    "deadline expired",
+                    f"order {oid}: cancel queued{since}, not confirmed before the {why}",
                     order_id=oid,
                     order=None,
                 )
-                await _give(
-                    sink,
-                    CancelOutcome(
+                if queued is not None:
+                    yield attrs.evolve(queued, error=error)
+                else:
+                    yield CancelOutcome(
                         order_id=oid, status=CancelStatus.QUEUED, error=error, attempts=record.count
-                    ),
-                )
+                    )
                 continue
             # Interrupted mid-attempt, or after one that may have been processed: unknown. Only
             # between attempts that cannot have arrived (refused connections): failed.
@@ -649,82 +751,23 @@ class Batch:
                 if record.count
                 else CancelStatus.SKIPPED
             )
-            await _give(
-                sink,
-                CancelOutcome(
-                    order_id=oid,
-                    status=status,
-                    error=BatchTimeoutError(f"order {oid}: batch deadline expired", order_id=oid, sent=sent),
-                    attempts=record.count,
-                ),
+            yield CancelOutcome(
+                order_id=oid,
+                status=status,
+                error=error_class(f"order {oid}: {why}", order_id=oid, sent=sent),
+                attempts=record.count,
             )
         self._in_flight.clear()
         self._unsent.clear()
         self._held.clear()
-        while (left := self._take()) is not None:
-            await _give(
-                sink,
-                CancelOutcome(
-                    order_id=left,
-                    status=CancelStatus.SKIPPED,
-                    error=BatchTimeoutError(
-                        f"order {left}: batch deadline expired before it was sent", order_id=left, sent=False
-                    ),
-                ),
-            )
-
-
-async def iterate_batch(batch: Batch) -> AsyncGenerator[CancelOutcome, None]:
-    """The batch as an async generator. Close it with ``contextlib.aclosing`` if you stop early."""
-    send, recv = anyio.create_memory_object_stream[CancelOutcome](batch.workers)
-
-    # anyio's stream send/receive yield to the event loop on every call; trying the no-wait
-    # forms first keeps a hand-over that need not wait from costing a loop turn per outcome.
-    def hand_over_now(outcome: CancelOutcome) -> bool:
-        try:
-            send.send_nowait(outcome)
-        except anyio.WouldBlock:
-            return False
-        return True
-
-    async def hand_over(outcome: CancelOutcome) -> None:
-        if not hand_over_now(outcome):
-            await send.send(outcome)
-
-    #: A batch that refuses to start (``confirm_with="stream"`` and no stream) raises its error
-    #: as ``cancel_many`` does, not wrapped in the task group's exception group.
-    refused: list[TanxError] = []
-
-    async def produce() -> None:
-        async with send:
-            try:
-                await batch.run(hand_over, instant=hand_over_now)
-            except TanxError as exc:
-                refused.append(exc)
-
-    # recv outlives the task group: closed first, a worker still handing over an outcome while
-    # the consumer is being cancelled would die of BrokenResourceError (an exception group).
-    async with recv, anyio.create_task_group() as tg:
-        tg.start_soon(produce)
-        try:
-            while True:
-                try:
-                    item = recv.receive_nowait()
-                except anyio.WouldBlock:
-                    try:
-                        item = await recv.receive()
-                    except anyio.EndOfStream:
-                        break
-                except anyio.EndOfStream:
-                    break
-                batch.delivered(item)
-                yield item
-        except GeneratorExit:
-            # The consumer stopped early: wind the workers up here, then finish quietly
-            # (re-raising inside the task group would surface as an exception group).
-            tg.cancel_scope.cancel()
+        self._confirming.clear()
+        if not (self._checked or pull_lazy):
             return
-    if refused:
-        raise refused[0]
-    if batch.invalid is not None:
-        raise batch.invalid
+        self._stopped = False
+        while (left := self._take()) is not None:
+            yield CancelOutcome(
+                order_id=left,
+                status=CancelStatus.SKIPPED,
+                error=error_class(f"order {left}: {why} before it was sent", order_id=left, sent=False),
+            )
+        self._stopped = True

@@ -1,7 +1,7 @@
 """``confirm=True`` by push: a batch's cancels confirmed from the private order stream.
 
 The batch opens the stream (subscribed to ``order``) before its first cancel is sent, and each
-worker registers the order it is about to cancel (``watching``) before sending, so no update
+worker registers the order it is about to cancel (``watch``) before sending, so no update
 that matters can be missed. An order is confirmed when its ``cancel`` update arrives (``done``:
 filled first, ``ALREADY_CLOSED``), the same evidence rule as polling: ``CANCELLED`` only on a
 ``cancel`` state seen, by push or by look-up.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Literal
 
 import anyio
@@ -66,14 +66,12 @@ class PushConfirmer:
         self.reconciled = 0
         self.polled = 0
 
-    @contextlib.contextmanager
-    def watching(self, oid: int) -> Iterator[None]:
-        """Record ``oid``'s updates from now on (enter before its cancel is sent)."""
+    def watch(self, oid: int) -> None:
+        """Record ``oid``'s updates from now on (before its cancel is sent), until ``unwatch``."""
         self._watches[oid] = _Watch()
-        try:
-            yield
-        finally:
-            self._watches.pop(oid, None)
+
+    def unwatch(self, oid: int) -> None:
+        self._watches.pop(oid, None)
 
     async def consume(self, stream: OrderStream) -> None:
         """Feed the watches until the stream ends; never raises a ``TanxError``."""

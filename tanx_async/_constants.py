@@ -81,6 +81,13 @@ SETTLE_MAX_LOOKUPS: Final = 20
 SETTLE_POLL_CAP: Final = 1.0
 # Unknown outcomes held back for the settling pass, at most (more are delivered unsettled).
 SETTLE_MAX_HELD: Final = 10_000
+# Cancels queued and waiting for confirmation beside the sending (confirm=True), at most: a lazy
+# id stream's workers stop taking ids while this many wait (a sized input never gets near it).
+CONFIRM_MAX_PENDING: Final = 10_000
+# cancel_iter keeps the outcomes its consumer has not read yet: for a sized input all of them (at
+# most one per id); for a lazy input at most this many, after which the workers stop taking ids
+# until the consumer reads (the cancels already sent still finish).
+ITER_MAX_BUFFERED: Final = 10_000
 # A lazy id stream is deduplicated against the ids in flight plus this many recently finished
 # ids (memory: about 100 bytes each); a repeat from further back is cancelled and reported again.
 DEDUPE_WINDOW: Final = 50_000

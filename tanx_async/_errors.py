@@ -255,6 +255,21 @@ class BatchTimeoutError(TanxError):
         self.sent = sent
 
 
+class BatchInterruptedError(TanxError):
+    """The batch was interrupted before this order's cancel finished (or started): the task
+    awaiting it was cancelled (Ctrl-C, SIGTERM, a timeout around the call) or the caller
+    stopped it (``CancelIterator.stop``). The cancels already sent may still take effect.
+
+    ``sent`` is True when the cancel may have reached the exchange (an attempt was under way or
+    one may have been processed): the outcome is then ``unknown``; False: ``skipped``, never
+    sent (or ``failed``, when every attempt was refused before it could arrive)."""
+
+    def __init__(self, message: str, *, order_id: int, sent: bool) -> None:
+        super().__init__(message)
+        self.order_id = order_id
+        self.sent = sent
+
+
 class StreamError(TanxError):
     """The private order stream could not be opened, or was lost and its reconnects ran out.
     The message never holds the stream URL (it carries the access token)."""

@@ -20,7 +20,6 @@ exactly where the lane left it, when:
   made twice;
 - the next cancel cannot be sent at once (``Express.send`` says False: a closed session, no usable
   token, a rate limit or 429 pause, a full limiter, no warm idle connection): the worker sends it;
-- the outcome cannot be handed over without waiting (``cancel_iter``'s consumer is behind);
 - the ids run out, or taking the next one raised (a lazy source's error: raised by the worker).
 
 The lane belongs to its worker: when the worker is cancelled (the batch deadline, the consumer
@@ -56,10 +55,10 @@ class Stop:
 
     ``oid`` is None when the ids ran out (and nothing else is set). Otherwise the order
     ``oid`` (taken, counted in flight, its ``record`` and ``deadline`` begun at ``started``) is
-    the worker's to cancel, going on from ``first`` when an attempt was made. ``handing``: an
-    outcome still to hand over (waiting); ``error``: what taking the next id raised."""
+    the worker's to cancel, going on from ``first`` when an attempt was made. ``error``: a bug
+    met in the lane (the worker raises it)."""
 
-    __slots__ = ("deadline", "error", "first", "handing", "oid", "record", "started")
+    __slots__ = ("deadline", "error", "first", "oid", "record", "started")
 
     def __init__(
         self,
@@ -69,7 +68,6 @@ class Stop:
         deadline: Deadline | None = None,
         started: float = 0.0,
         first: Attempt | None = None,
-        handing: CancelOutcome | None = None,
         error: Exception | None = None,
     ) -> None:
         self.oid = oid
@@ -77,7 +75,6 @@ class Stop:
         self.deadline = deadline
         self.started = started
         self.first = first
-        self.handing = handing
         self.error = error
 
 
@@ -109,7 +106,7 @@ class Lane:
         take: Callable[[], int | None],
         in_flight: dict[int, Attempts],
         unsent: dict[int, CancelOutcome],
-        hand: Callable[[CancelOutcome], bool],
+        hand: Callable[[CancelOutcome], object],
         make: Callable[[int, Attempts, float, dict[str, Any], bytes], CancelOutcome],
     ) -> None:
         #: Seconds each order's cancel may take in all (the session's ``deadline``), or None.
@@ -123,7 +120,8 @@ class Lane:
         self._in_flight = in_flight
         #: The batch's outcomes not yet handed over (delivered by its expiry if need be).
         self._unsent = unsent
-        #: Hand an outcome over now; False when that would mean waiting.
+        #: Hand an outcome over: at once, never the caller's code (a dict, a buffer; the batch
+        #: gives a lane only a hand-over that never waits).
         self._hand = hand
         #: The ``QUEUED`` outcome of a success (``_batch.queued``).
         self._make = make
@@ -225,17 +223,9 @@ class Lane:
                 self._hand_back(oid, record, started, express.first())
                 return
             in_flight = self._in_flight
-            try:
-                if not self._hand(outcome):
-                    # Kept where the batch's expiry finds it until the worker has handed it over.
-                    self._unsent[oid] = outcome
-                    self._halt(Stop(handing=outcome))
-                    return
-                del in_flight[oid]
-                taken = self._take()
-            except Exception as exc:  # the consumer's stream broke, or a lazy source raised: the
-                self._halt(Stop(error=exc))  # worker raises it, as the task path would
-                return
+            self._hand(outcome)
+            in_flight.pop(oid, None)
+            taken = self._take()  # (a sized input's next id: no caller's code runs)
             if taken is None:
                 self._halt(Stop())  # no more ids
                 return

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -47,6 +48,7 @@ from ._httpx import httpx
 from ._json import dumps
 from ._log import logger
 from ._memory import CancelMemory
+from ._owned import Owned
 from ._retry import RetryPolicy, is_ambiguous
 from ._transports import Immediate, RawResponse, Sender, TransportName, Warmable, make_sender
 from .events import EventCallback, EventKind, RequestEvent
@@ -239,11 +241,11 @@ class Express:
         if not isinstance(result, APIConnectionError):
             method, path = self._method, self._path
             try:
-                pipeline._received(result, method, path, time.monotonic() - self._started, 0)
+                pipeline._received(result, method, path, time.monotonic() - self._started, 0, deferred=True)
                 self._told = True
                 if 200 <= result.status < 300:
                     body = decode_envelope(result, method=method, path=path)
-            except Exception:  # an error status, or ``on_event`` raised: ``send`` meets it again
+            except Exception:  # an error status: ``send`` meets it again
                 body = None
         if body is not None:
             self._record.sending = False
@@ -347,6 +349,8 @@ class Pipeline:
         self._current_loop: Callable[[], object] = asyncio.get_running_loop
         #: Orders this session recently got a 2xx cancel for (evidence for later refusals).
         self.cancels = CancelMemory()
+        #: The streams and ``cancel_iter`` batches running for the session (ended by ``aclose``).
+        self.owned = Owned()
         self._header_sets: dict[tuple[str | None, bool], dict[str, str]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -398,6 +402,8 @@ class Pipeline:
         if self.closed:
             return
         self.closed = True
+        if self.on_bound_loop():
+            await self.owned.aclose(SessionClosedError("this AsyncTanxSession was closed"))
         sender, self.sender = self.sender, None
         self.immediate_sender = None
         if sender is not None:
@@ -429,8 +435,13 @@ class Pipeline:
         return self.closed
 
     def emit(self, kind: EventKind, method: str, path: str, **fields: Any) -> None:
+        """Tell ``on_event``; what it raises is logged, never the request's (a broken metrics
+        hook must not fail a cancel)."""
         if self.on_event is not None:
-            self.on_event(RequestEvent(kind=kind, method=method, path=path, **fields))
+            try:
+                self.on_event(RequestEvent(kind=kind, method=method, path=path, **fields))
+            except Exception:
+                logger.exception("on_event raised (ignored) for a %s event", kind)
 
     # -- the request loop -----------------------------------------------------------------
 
@@ -599,9 +610,19 @@ class Pipeline:
             await anyio.sleep(delay)
             attempt += 1
 
-    def _received(self, raw: RawResponse, method: str, path: str, elapsed: float, attempt: int) -> None:
+    def _received(
+        self,
+        raw: RawResponse,
+        method: str,
+        path: str,
+        elapsed: float,
+        attempt: int,
+        *,
+        deferred: bool = False,
+    ) -> None:
         """What every answer tells before it is judged: the exchange's clock, the debug log line
-        and the ``response`` event."""
+        and the ``response`` event. ``deferred``: called in a transport callback, where no
+        caller's code may run: the event goes to ``on_event`` from the loop's next turn."""
         self.auth.clock.observe(raw.headers, elapsed)
         if logger.isEnabledFor(logging.DEBUG):
             # One line per attempt, answered or not.
@@ -609,7 +630,13 @@ class Pipeline:
                 "%s %s -> %d in %.1f ms (attempt %d)", method, path, raw.status, elapsed * 1e3, attempt + 1
             )
         if self.on_event is not None:
-            self.emit("response", method, path, status=raw.status, elapsed=elapsed, attempt=attempt)
+            fields = {"status": raw.status, "elapsed": elapsed, "attempt": attempt}
+            if deferred:
+                asyncio.get_running_loop().call_soon(
+                    functools.partial(self.emit, "response", method, path, **fields)
+                )
+            else:
+                self.emit("response", method, path, **fields)
 
     def express(
         self,

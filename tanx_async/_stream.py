@@ -378,6 +378,7 @@ class OrderStream:
         self._connect_timeout = connect_timeout
         self._buffer = _Buffer(buffer)
         self._tg: anyio.abc.TaskGroup | None = None
+        self._run_scope: anyio.CancelScope | None = None
         self._tls = (
             ssl_context(pipeline.verify, trust_env=pipeline.trust_env) if url.startswith("wss:") else None
         )
@@ -409,10 +410,20 @@ class OrderStream:
         if self._tg is not None:
             raise RuntimeError("an OrderStream can be entered once")
         sock = await self._retrying(self._open_attempts, "could not open the stream", self._open_within)
+        self._run_scope = anyio.CancelScope()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._run, sock)
+        self._pipeline.owned.track(self)
         return self
+
+    def end(self, error: BaseException) -> None:
+        """The session is closing: the connection ends now (its task and socket) and iterating
+        raises ``error``."""
+        self._buffer.fail(error)
+        if self._run_scope is not None:
+            self._run_scope.cancel()  # (only the connection's task: the consumer's own scope is the
+        # task group's, and the consumer learns it from ``error``)
 
     async def __aexit__(
         self,
@@ -423,6 +434,7 @@ class OrderStream:
         tg = self._tg
         if tg is None:
             return None
+        self._pipeline.owned.untrack(self)
         tg.cancel_scope.cancel()
         self._buffer.close()
         # The block's own exception is not handed to the task group, which would wrap it in an
@@ -451,6 +463,11 @@ class OrderStream:
     # -- the connection loop ------------------------------------------------------------------
 
     async def _run(self, sock: _Socket) -> None:
+        assert self._run_scope is not None
+        with self._run_scope:
+            await self._connected(sock)
+
+    async def _connected(self, sock: _Socket) -> None:
         try:
             while True:
                 lost_at = _now()

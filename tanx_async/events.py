@@ -6,7 +6,9 @@ Kinds: ``"response"`` (an answer arrived, any status), ``"retry"`` (a retry is s
 ``"stream_open"`` (subscribed), ``"stream_lost"`` (a drop, close or stall; ``error`` says which),
 ``"stream_gap"`` (updates may have been missed: after a reconnect or a buffer overflow) and
 ``"stream_closed"``. Events never carry headers, bodies or tokens. The callback runs inline on the event
-loop: keep it cheap (append to a list, observe a histogram) and never raise.
+loop (for an answer the built-in transport reads in its callbacks, on the loop's next turn, never
+inside the callback): keep it cheap (append to a list, observe a histogram). What it raises is
+logged (``tanx_async`` logger) and ignored: a broken hook never fails a request.
 """
 
 from __future__ import annotations

@@ -10,17 +10,18 @@ from __future__ import annotations
 import builtins
 import time
 import warnings
-from collections.abc import AsyncGenerator, Collection, Iterable
+from collections.abc import AsyncGenerator, Callable, Collection, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _constants as C
 from . import _validate as V
-from ._batch import Batch, cancel_one, fetch_order, iterate_batch
+from ._batch import Batch, cancel_one, fetch_order
 from ._confirm import CONFIRM_WITH, ConfirmWith
 from ._convert import structure
 from ._deadline import within
 from ._errors import APIStatusError, CancelOutcomeUnknownError, SessionClosedError, TanxError, brief
+from ._iterate import CancelIterator, collect_all
 from ._log import logger
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side
 
@@ -190,6 +191,7 @@ class Orders:
         confirm_timeout: float = C.CONFIRM_TIMEOUT,
         confirm_with: ConfirmWith = "auto",
         resolve: bool = True,
+        on_outcome: Callable[[CancelOutcome], object] | None = None,
         timeout: float | None = None,
     ) -> builtins.list[CancelOutcome]:
         """Cancel many orders at once; one ``CancelOutcome`` per distinct id, in input order.
@@ -211,8 +213,18 @@ class Orders:
         polling the orders no push confirmed within a few seconds (all of them if the stream
         cannot be opened or is lost); ``"stream"`` never polls (and raises ``StreamError`` before
         sending anything if the stream cannot be opened); ``"poll"`` looks every order up.
+        Confirming runs beside the sending: no cancel waits for another order's confirmation.
+
+        ``on_outcome(outcome)`` is called once per distinct id as soon as its outcome is
+        decided (from a task of the batch, never while a cancel waits on it; what it raises is
+        logged). If the task awaiting ``cancel_many`` is cancelled (Ctrl-C, SIGTERM, a timeout
+        around the call), it is first called for every id not told yet: outcomes decided as
+        they are, cancels under way ``unknown`` and ids never sent ``skipped`` (both with a
+        ``BatchInterruptedError``), then the cancellation goes on. Nothing already known is lost.
         """
         ids = _checked_ids(order_ids)
+        if on_outcome is not None and not callable(on_outcome):
+            raise TypeError(f"on_outcome must be callable, got {type(on_outcome).__name__}")
         results: dict[int, CancelOutcome] = {}
         # The ids are distinct already: no deduplication window is needed.
         batch = self._batch(
@@ -227,15 +239,8 @@ class Orders:
             checked=True,
         )
 
-        def collect(outcome: CancelOutcome) -> None:
-            results[outcome.order_id] = outcome
-
-        def collect_now(outcome: CancelOutcome) -> bool:
-            results[outcome.order_id] = outcome
-            return True
-
         try:
-            await batch.run(collect, instant=collect_now)
+            await collect_all(batch, results, on_outcome)
             return [results[oid] for oid in ids]
         finally:
             # A cancelled worker's traceback may keep the batch, hence ``collect``, until the
@@ -254,7 +259,7 @@ class Orders:
         resolve: bool = True,
         dedupe: bool = True,
         timeout: float | None = None,
-    ) -> AsyncGenerator[CancelOutcome, None]:
+    ) -> CancelIterator:
         """Like ``cancel_many``, yielding outcomes as they complete: one per distinct id, the
         same outcomes ``cancel_many`` gives, in completion order.
 
@@ -270,8 +275,16 @@ class Orders:
         id's one outcome stands), a repeat from further back is cancelled and reported again
         (typically ``already_closed`` then). ``dedupe=False`` keeps memory bounded by
         ``concurrency`` alone: only repeats of ids in flight are dropped, and any later repeat
-        is cancelled and reported again. If you stop iterating early, close the iterator
-        (``async with contextlib.aclosing(...)``) so the in-flight cancels are wound up at once.
+        is cancelled and reported again.
+
+        The batch runs in a task the session owns, not in the caller's: a slow consumer never
+        slows the sending (outcomes wait for it: all of them for a sized input, at most
+        ``ITER_MAX_BUFFERED`` (10,000) for a lazy one, after which no new id is taken until it
+        reads). Leaving the loop early (``break``, ``return``, an exception, ``aclose()``)
+        never cancels the caller: no more ids are sent, the cancels already sent finish and
+        settle in the background (logged, not yielded). ``stop()`` on the iterator does the
+        same and returns an outcome for every id not yet yielded (for an ``except`` block).
+        ``session.aclose()`` ends a batch still running.
         """
         ids: Iterable[object] = order_ids
         checked = isinstance(order_ids, Collection)
@@ -289,7 +302,7 @@ class Orders:
             confirm_with=confirm_with,
             checked=checked,
         )
-        return iterate_batch(batch)
+        return CancelIterator(self._session._pipeline.owned, batch, sized=checked)
 
     async def cancel_all(
         self,
@@ -301,6 +314,7 @@ class Orders:
         confirm: bool = False,
         confirm_timeout: float = C.CONFIRM_TIMEOUT,
         confirm_with: ConfirmWith = "auto",
+        on_outcome: Callable[[CancelOutcome], object] | None = None,
         timeout: float | None = None,
     ) -> builtins.list[CancelOutcome]:
         """Cancel every open order (``pending`` and ``wait``) of a market, one outcome each.
@@ -321,6 +335,8 @@ class Orders:
         was sent). A later listing that fails or is cut short ends the rounds: the outcomes so
         far are returned and a warning is logged (``tanx_async`` logger), since the market was
         not seen clear. Each listing page is also bounded by the session's ``deadline``.
+        ``on_outcome`` is ``cancel_many``'s: called once per order cancelled, as it is decided
+        (and for every order of the round under way if the call is cancelled).
         """
         market = V.market_name(market)
         seconds = _deadline(deadline, timeout)
@@ -354,6 +370,7 @@ class Orders:
                 confirm=confirm,
                 confirm_timeout=confirm_timeout,
                 confirm_with=confirm_with,
+                on_outcome=on_outcome,
             )
             outcomes.update((o.order_id, o) for o in batch)
         return builtins.list(outcomes.values())

@@ -1,0 +1,218 @@
+"""``cancel_iter``'s iterator and ``cancel_many``'s ``on_outcome``: outcomes handed to the
+caller's code without the caller's code ever holding the sending back.
+
+``CancelIterator`` runs its batch in a task the session owns (``_owned``), outside the
+caller's cancel scopes, and only reads what the batch hands over: leaving the ``async for`` by
+``break``, ``return`` or an exception never cancels the caller's task (no task group is entered
+by the iterator) and works the same on asyncio and trio. Outcomes wait for the consumer in a
+buffer that never makes a worker wait for a sized input (at most one outcome per id) and holds
+at most ``ITER_MAX_BUFFERED`` for a lazy one.
+
+``Told`` calls ``on_outcome`` from a task of its own: never inside a transport callback (the
+batch's fast path hands outcomes over there), never while a worker waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from . import _constants as C
+from ._batch import Batch
+from ._errors import SessionClosedError
+from ._log import logger
+from .models import CancelOutcome
+
+if TYPE_CHECKING:
+    from ._owned import Job, Owned
+
+__all__ = ["CancelIterator", "Told", "collect_all"]
+
+
+class CancelIterator(AsyncIterator[CancelOutcome]):
+    """What [`cancel_iter`][tanx_async.orders.Orders.cancel_iter] returns: an async iterator of
+    one ``CancelOutcome`` per distinct id, in completion order.
+
+    The batch starts with the first ``__anext__``. Leaving the loop early (``break``,
+    ``return``, an exception; ``aclose()`` or dropping the iterator) stops the batch: no more
+    ids are sent, the cancels already sent finish and settle in the background (their outcomes
+    are logged, not yielded), and the caller's task is never cancelled by it. ``stop()`` does
+    the same and returns an outcome for every id not yet yielded."""
+
+    def __init__(self, owned: Owned, batch: Batch, *, sized: bool) -> None:
+        self._owned = owned
+        self._batch = batch
+        #: At most this many outcomes wait for the consumer (None: a sized input, one per id).
+        self._cap: int | None = None if sized else C.ITER_MAX_BUFFERED
+        self._buffer: deque[CancelOutcome] = deque()
+        self._job: Job | None = None
+        self._done = False
+        self._closed = False
+        self._error: BaseException | None = None
+        #: Set when the consumer may go on (an outcome, the end) / a worker may hand over.
+        self._readable: anyio.Event | None = None
+        self._writable: anyio.Event | None = None
+
+    # -- the consumer's side ------------------------------------------------------------------
+
+    def __aiter__(self) -> CancelIterator:
+        return self
+
+    async def __anext__(self) -> CancelOutcome:
+        if self._job is None and not self._closed:
+            self._job = self._owned.spawn(self._run, "tanx-async cancel_iter")
+        while True:
+            if self._buffer:
+                outcome = self._buffer.popleft()
+                if self._writable is not None:
+                    self._writable.set()
+                return outcome
+            if self._done or self._closed:
+                error, self._error = self._error, None
+                if error is not None:
+                    raise error
+                raise StopAsyncIteration
+            self._readable = anyio.Event()
+            await self._readable.wait()
+
+    async def aclose(self) -> None:
+        """Stop the batch (see the class docstring). Idempotent."""
+        self._close()
+
+    def stop(self) -> list[CancelOutcome]:
+        """Stop the batch now and return, for every id not yet yielded, its outcome as known
+        now: decided ones as they are, the ids whose cancel is under way ``unknown`` (they may
+        still take effect), the rest of a sized input ``skipped`` (a lazy input's ids not yet
+        taken are not read). Safe in an ``except`` block of a cancelled task: it does not wait."""
+        if self._job is not None:
+            self._job.cancel()  # first: a worker's fast path stops handing over at once
+        left = list(self._buffer)
+        if not self._done:
+            left.extend(self._batch.remaining(pull_lazy=False, interrupted=True))
+        self._close()
+        return left
+
+    def __del__(self) -> None:
+        # A plain ``break`` drops the iterator without closing it.
+        self._close()
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._batch.stop()
+        self._buffer.clear()
+        for event in (self._writable, self._readable):
+            if event is not None:
+                with contextlib.suppress(RuntimeError):  # (dropped after its event loop closed)
+                    event.set()
+
+    # -- the batch's side ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._batch.run(self._hand, instant=self._hand_now)
+            self._error = self._batch.invalid
+        except Exception as exc:  # the batch refused to start (confirm_with="stream", no stream)
+            self._error = exc
+        except BaseException:
+            if not self._closed:
+                self._error = SessionClosedError("the session was closed while cancel_iter ran")
+            raise
+        finally:
+            self._done = True
+            if self._readable is not None:
+                self._readable.set()
+
+    def _hand_now(self, outcome: CancelOutcome) -> bool:
+        if self._closed:
+            logger.info("order %d: %s (after the consumer left)", outcome.order_id, outcome.status.value)
+            return True
+        if self._cap is not None and len(self._buffer) >= self._cap:
+            return False
+        self._buffer.append(outcome)
+        if self._readable is not None:
+            self._readable.set()
+        return True
+
+    def _hand(self, outcome: CancelOutcome) -> Coroutine[Any, Any, None] | None:
+        return None if self._hand_now(outcome) else self._wait_to_hand(outcome)
+
+    async def _wait_to_hand(self, outcome: CancelOutcome) -> None:
+        while not self._hand_now(outcome):
+            self._writable = anyio.Event()
+            await self._writable.wait()
+
+
+class Told:
+    """Calls ``on_outcome`` for each outcome, from ``run``'s task (or ``flush``)."""
+
+    def __init__(self, on_outcome: Callable[[CancelOutcome], object]) -> None:
+        self._on_outcome = on_outcome
+        self._pending: deque[CancelOutcome] = deque()
+        self._wake = anyio.Event()
+        self._finished = False
+
+    def add(self, outcome: CancelOutcome) -> None:
+        self._pending.append(outcome)
+        self._wake.set()
+
+    def finish(self) -> None:
+        """No more outcomes: ``run`` returns once it has told the pending ones."""
+        self._finished = True
+        self._wake.set()
+
+    def flush(self) -> None:
+        """Tell every pending outcome now."""
+        while self._pending:
+            outcome = self._pending.popleft()
+            try:
+                self._on_outcome(outcome)
+            except Exception:  # the caller's bug must not cost the other outcomes theirs
+                logger.exception("on_outcome raised for order %d", outcome.order_id)
+
+    async def run(self) -> None:
+        while True:
+            self.flush()
+            if self._finished:
+                return
+            self._wake = anyio.Event()
+            await self._wake.wait()
+
+
+async def collect_all(
+    batch: Batch, results: dict[int, CancelOutcome], on_outcome: Callable[[CancelOutcome], object] | None
+) -> None:
+    """``cancel_many``'s run of ``batch``: every outcome into ``results`` (by id) and to
+    ``on_outcome`` (from a task of its own). If the awaiting task is cancelled, every id not
+    told yet gets its outcome as known now (``Batch.remaining``) before the cancellation goes
+    on."""
+    told = None if on_outcome is None else Told(on_outcome)
+
+    def collect(outcome: CancelOutcome) -> None:
+        results[outcome.order_id] = outcome
+        if told is not None:
+            told.add(outcome)
+
+    def collect_now(outcome: CancelOutcome) -> bool:
+        collect(outcome)
+        return True
+
+    try:
+        if told is None:
+            await batch.run(collect, instant=collect_now)
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(told.run)
+            await batch.run(collect, instant=collect_now)
+            told.finish()
+    except anyio.get_cancelled_exc_class():
+        for outcome in batch.remaining(pull_lazy=False, interrupted=True):
+            collect(outcome)
+        if told is not None:
+            told.flush()
+        raise

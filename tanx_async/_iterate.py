@@ -45,33 +45,66 @@ class CancelIterator(AsyncIterator[CancelOutcome]):
 
     def __init__(self, owned: Owned, batch: Batch, *, sized: bool) -> None:
         self._owned = owned
-        self._batch = batch
-        #: At most this many outcomes wait for the consumer (None: a sized input, one per id).
-        self._cap: int | None = None if sized else C.ITER_MAX_BUFFERED
-        self._buffer: deque[CancelOutcome] = deque()
+        #: What the batch's task and this iterator share (the task never holds the iterator:
+        #: a ``break`` drops it, and dropping it stops the batch).
+        self._feed = _Feed(batch, None if sized else C.ITER_MAX_BUFFERED)
         self._job: Job | None = None
-        self._done = False
-        self._closed = False
-        self._error: BaseException | None = None
-        #: Set when the consumer may go on (an outcome, the end) / a worker may hand over.
-        self._readable: anyio.Event | None = None
-        self._writable: anyio.Event | None = None
-
-    # -- the consumer's side ------------------------------------------------------------------
 
     def __aiter__(self) -> CancelIterator:
         return self
 
     async def __anext__(self) -> CancelOutcome:
-        if self._job is None and not self._closed:
-            self._job = self._owned.spawn(self._run, "tanx-async cancel_iter")
+        feed = self._feed
+        if self._job is None and not feed.closed:
+            self._job = self._owned.spawn(feed.run, "tanx-async cancel_iter")
+        return await feed.next()
+
+    async def aclose(self) -> None:
+        """Stop the batch (see the class docstring). Idempotent."""
+        self._feed.close()
+
+    def stop(self) -> list[CancelOutcome]:
+        """Stop the batch now and return, for every id not yet yielded, its outcome as known
+        now: decided ones as they are, the ids whose cancel is under way ``unknown`` (they may
+        still take effect), the rest of a sized input ``skipped`` (a lazy input's ids not yet
+        taken are not read). Safe in an ``except`` block of a cancelled task: it does not wait."""
+        feed = self._feed
+        if self._job is not None:
+            self._job.cancel()  # first: a worker's fast path stops handing over at once
+        left = list(feed.buffer)
+        if not feed.done:
+            left.extend(feed.batch.remaining(pull_lazy=False, interrupted=True))
+        feed.close()
+        return left
+
+    def __del__(self) -> None:
+        # A plain ``break`` drops the iterator without closing it.
+        self._feed.close()
+
+
+class _Feed:
+    """The outcomes a batch hands over and its consumer has not read yet."""
+
+    def __init__(self, batch: Batch, cap: int | None) -> None:
+        self.batch = batch
+        #: At most this many outcomes wait for the consumer (None: a sized input, one per id).
+        self._cap = cap
+        self.buffer: deque[CancelOutcome] = deque()
+        self.done = False
+        self.closed = False
+        self._error: BaseException | None = None
+        #: Set when the consumer may go on (an outcome, the end) / a worker may hand over.
+        self._readable: anyio.Event | None = None
+        self._writable: anyio.Event | None = None
+
+    async def next(self) -> CancelOutcome:
         while True:
-            if self._buffer:
-                outcome = self._buffer.popleft()
+            if self.buffer:
+                outcome = self.buffer.popleft()
                 if self._writable is not None:
                     self._writable.set()
                 return outcome
-            if self._done or self._closed:
+            if self.done or self.closed:
                 error, self._error = self._error, None
                 if error is not None:
                     raise error
@@ -79,62 +112,39 @@ class CancelIterator(AsyncIterator[CancelOutcome]):
             self._readable = anyio.Event()
             await self._readable.wait()
 
-    async def aclose(self) -> None:
-        """Stop the batch (see the class docstring). Idempotent."""
-        self._close()
-
-    def stop(self) -> list[CancelOutcome]:
-        """Stop the batch now and return, for every id not yet yielded, its outcome as known
-        now: decided ones as they are, the ids whose cancel is under way ``unknown`` (they may
-        still take effect), the rest of a sized input ``skipped`` (a lazy input's ids not yet
-        taken are not read). Safe in an ``except`` block of a cancelled task: it does not wait."""
-        if self._job is not None:
-            self._job.cancel()  # first: a worker's fast path stops handing over at once
-        left = list(self._buffer)
-        if not self._done:
-            left.extend(self._batch.remaining(pull_lazy=False, interrupted=True))
-        self._close()
-        return left
-
-    def __del__(self) -> None:
-        # A plain ``break`` drops the iterator without closing it.
-        self._close()
-
-    def _close(self) -> None:
-        if self._closed:
+    def close(self) -> None:
+        if self.closed:
             return
-        self._closed = True
-        self._batch.stop()
-        self._buffer.clear()
+        self.closed = True
+        self.batch.stop()
+        self.buffer.clear()
         for event in (self._writable, self._readable):
             if event is not None:
                 with contextlib.suppress(RuntimeError):  # (dropped after its event loop closed)
                     event.set()
 
-    # -- the batch's side ---------------------------------------------------------------------
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         try:
-            await self._batch.run(self._hand, instant=self._hand_now)
-            self._error = self._batch.invalid
+            await self.batch.run(self._hand, instant=self._hand_now)
+            self._error = self.batch.invalid
         except Exception as exc:  # the batch refused to start (confirm_with="stream", no stream)
             self._error = exc
         except BaseException:
-            if not self._closed:
+            if not self.closed:
                 self._error = SessionClosedError("the session was closed while cancel_iter ran")
             raise
         finally:
-            self._done = True
+            self.done = True
             if self._readable is not None:
                 self._readable.set()
 
     def _hand_now(self, outcome: CancelOutcome) -> bool:
-        if self._closed:
+        if self.closed:
             logger.info("order %d: %s (after the consumer left)", outcome.order_id, outcome.status.value)
             return True
-        if self._cap is not None and len(self._buffer) >= self._cap:
+        if self._cap is not None and len(self.buffer) >= self._cap:
             return False
-        self._buffer.append(outcome)
+        self.buffer.append(outcome)
         if self._readable is not None:
             self._readable.set()
         return True
@@ -144,7 +154,9 @@ class CancelIterator(AsyncIterator[CancelOutcome]):
 
     async def _wait_to_hand(self, outcome: CancelOutcome) -> None:
         while not self._hand_now(outcome):
-            self._writable = anyio.Event()
+            # One event for every waiting worker: the consumer's read wakes them all.
+            if self._writable is None or self._writable.is_set():
+                self._writable = anyio.Event()
             await self._writable.wait()
 
 

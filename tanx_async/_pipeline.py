@@ -402,7 +402,7 @@ class Pipeline:
         if self.closed:
             return
         self.closed = True
-        if self.on_bound_loop():
+        if self._loop is None or self.on_bound_loop():  # (a stream alone binds no loop)
             await self.owned.aclose(SessionClosedError("this AsyncTanxSession was closed"))
         sender, self.sender = self.sender, None
         self.immediate_sender = None

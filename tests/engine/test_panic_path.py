@@ -1,0 +1,347 @@
+"""The panic path waits on nothing but the exchange (issue 28), on asyncio and on trio.
+
+1. ``confirm=True`` never holds the sending back: every cancel is on the wire while the exchange
+   has applied none of them yet, and a deadline shorter than the confirmations skips nothing.
+2. A slow consumer never holds the sending back: 0 skipped, each id exactly once; a lazy
+   input's buffer is capped as documented.
+3. Leaving ``cancel_iter`` early (``return``, ``break``, an exception) never cancels the caller.
+4. Cancelling the task awaiting ``cancel_many`` keeps every outcome known (``on_outcome``), and
+   ``CancelIterator.stop()`` returns one for every id not yet yielded.
+5. ``session.aclose()`` ends a stream its consumer is reading (``SessionClosedError``), its task
+   and socket with it, and a ``cancel_iter`` batch still running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from tanx_async import (
+    BatchInterruptedError,
+    CancelNotConfirmedError,
+    CancelOutcome,
+    CancelStatus,
+    SessionClosedError,
+)
+from tests.conftest import until
+from tests.internals import constants, in_use
+from tests.sandbox import Sandbox, processed_cancels, running_sandbox
+
+BACKENDS = ["asyncio", "trio"]
+
+
+def run_on(backend: str, main: Callable[[], Awaitable[Any]]) -> Any:
+    if backend == "trio":
+        pytest.importorskip("trio")
+    return anyio.run(main, backend=backend)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with running_sandbox(seed=28, cancel_delay=0.0) as sb:
+        yield sb
+
+
+def applied(sandbox: Sandbox, ids: list[int]) -> int:
+    """How many of ``ids`` the exchange shows ``cancel`` (its queued cancel took effect)."""
+    return sum(sandbox.exchange.order(i).state == "cancel" for i in ids)
+
+
+# -- 1. confirmation beside the sending --------------------------------------------------------
+
+
+@pytest.mark.parametrize("confirm_with", ["poll", "auto"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_confirmation_never_holds_the_sending_back(sandbox: Sandbox, backend: str, confirm_with: str) -> None:
+    """200 cancels on 8 workers, each applied 3 s after it is queued: every cancel reaches the
+    exchange while it has applied none (a worker waiting for its order's confirmation would
+    have sent 8), and every order then ends confirmed."""
+    sandbox.exchange.cancel_delay = 3.0
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 200)
+    seen: dict[str, int] = {}
+
+    async def main() -> list[CancelOutcome]:
+        async with sandbox.session() as session, anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                await until(lambda: len(processed_cancels(sandbox.exchange)) == len(ids), 2.5)
+                seen["processed"] = len(processed_cancels(sandbox.exchange))
+                seen["applied"] = applied(sandbox, ids)
+
+            tg.start_soon(watch)
+            return await session.orders.cancel_many(
+                ids,
+                concurrency=8,
+                confirm=True,
+                confirm_with=confirm_with,
+                confirm_timeout=8,  # type: ignore[arg-type]
+            )
+
+    outcomes = run_on(backend, main)
+    assert seen == {"processed": 200, "applied": 0}
+    assert Counter(o.status for o in outcomes) == {CancelStatus.CANCELLED: 200}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_deadline_shorter_than_the_confirmations_skips_nothing(sandbox: Sandbox, backend: str) -> None:
+    """The issue's case: 100 ids, orders applied 2 s after their cancel, ``deadline=1.0``: every
+    cancel was sent (none ``skipped``), and each is ``queued``, not ok, not confirmed."""
+    sandbox.exchange.cancel_delay = 2.0
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 100)
+
+    async def main() -> list[CancelOutcome]:
+        async with sandbox.session() as session:
+            return await session.orders.cancel_many(ids, concurrency=8, confirm=True, deadline=1.0)
+
+    outcomes = run_on(backend, main)
+    assert Counter(o.status for o in outcomes) == {CancelStatus.QUEUED: 100}
+    assert all(isinstance(o.error, CancelNotConfirmedError) and not o.ok for o in outcomes)
+    assert processed_cancels(sandbox.exchange) == set(ids)
+
+
+# -- 2. a slow consumer -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_slow_consumer_never_holds_the_sending_back(sandbox: Sandbox, backend: str) -> None:
+    """1,000 ids, ``deadline=3``, a consumer spending 5 ms per outcome (5 s in all): nothing
+    ``skipped``, each id exactly once (the deadline strikes while outcomes still wait for the
+    consumer: none is delivered twice)."""
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 1000)
+
+    async def main() -> list[CancelOutcome]:
+        got: list[CancelOutcome] = []
+        async with sandbox.session() as session:
+            async for outcome in session.orders.cancel_iter(ids, deadline=3):
+                got.append(outcome)
+                await anyio.sleep(0.005)
+        return got
+
+    outcomes = run_on(backend, main)
+    assert sorted(o.order_id for o in outcomes) == sorted(ids)  # one each, none twice
+    assert Counter(o.status for o in outcomes) == {CancelStatus.QUEUED: 1000}
+    assert processed_cancels(sandbox.exchange) == set(ids)
+
+
+async def test_a_lazy_input_waits_for_the_consumer_only_past_the_documented_cap(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generator may be endless, so its outcomes are capped (``ITER_MAX_BUFFERED``): past
+    the cap no new id is taken until the consumer reads; below it nothing waits."""
+    monkeypatch.setattr(constants, "ITER_MAX_BUFFERED", 20)
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 120)
+    ahead: list[int] = []
+    read = 0
+    async with sandbox.session() as session:
+        async for outcome in session.orders.cancel_iter(iter(ids), concurrency=4):
+            assert outcome.status is CancelStatus.QUEUED
+            if read == 0:
+                await anyio.sleep(0.5)  # far behind: the workers fill the buffer and stop there
+            read += 1
+            ahead.append(len(processed_cancels(sandbox.exchange)) - read)
+    assert read == len(ids)
+    # At most the cap waiting, plus one taken id per worker in flight.
+    assert max(ahead) <= 20 + 4
+    assert max(ahead) >= 20 - 1  # (the cap was reached: the workers did run ahead until it)
+
+
+# -- 3. leaving early ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["return", "break", "raise"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_leaving_cancel_iter_early_never_cancels_the_caller(sandbox: Sandbox, backend: str, how: str) -> None:
+    """Without ``aclosing``: the caller goes on (and sleeps) undisturbed; no more ids are sent;
+    the cancels already sent finish in the session's task; no connection stays out."""
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 400)
+    sandbox.exchange.faults.latency = 0.02
+
+    async def first(session: Any) -> int:
+        got = -1
+        async for outcome in session.orders.cancel_iter(ids, concurrency=4):
+            if how == "return":
+                return outcome.order_id
+            if how == "raise":
+                raise LookupError(outcome.order_id)
+            got = outcome.order_id
+            break
+        return got
+
+    async def main() -> tuple[int, bool]:
+        async with sandbox.session() as session:
+            try:
+                got = await first(session)
+            except LookupError as exc:
+                got = exc.args[0]
+            slept = False
+            await anyio.sleep(0.3)  # a cancelled caller would be interrupted here
+            slept = True
+            await until(lambda: in_use(session) == 0)
+            assert in_use(session) == 0
+        return got, slept
+
+    got, slept = run_on(backend, main)
+    assert got in ids and slept
+    assert len(processed_cancels(sandbox.exchange)) < len(ids)  # the rest was never sent
+
+
+# -- 4. cancellation keeps what is known -------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_cancelled_cancel_many_tells_every_outcome(sandbox: Sandbox, backend: str) -> None:
+    """Cancelled mid-batch (as Ctrl-C cancels the main task): ``on_outcome`` has been called
+    exactly once per id before the cancellation goes on, and each outcome is true: ``queued``
+    only for cancels the exchange processed, ``skipped`` only for ids it never saw."""
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 600)
+    sandbox.exchange.faults.latency = 0.02
+    told: list[CancelOutcome] = []
+
+    async def main() -> bool:
+        async with sandbox.session() as session:
+            with anyio.move_on_after(0.4) as scope:
+                await session.orders.cancel_many(ids, concurrency=8, on_outcome=told.append)
+            return scope.cancelled_caught
+
+    assert run_on(backend, main)
+    assert sorted(o.order_id for o in told) == sorted(ids)
+    processed = processed_cancels(sandbox.exchange)
+    by_status = Counter(o.status for o in told)
+    assert by_status[CancelStatus.QUEUED] >= 1 and by_status[CancelStatus.SKIPPED] >= 1
+    assert set(by_status) <= {CancelStatus.QUEUED, CancelStatus.UNKNOWN, CancelStatus.SKIPPED}
+    for o in told:
+        if o.status is CancelStatus.QUEUED:
+            assert o.order_id in processed
+        elif o.status is CancelStatus.SKIPPED:
+            assert o.order_id not in processed
+            assert isinstance(o.error, BatchInterruptedError) and not o.error.sent
+        else:
+            assert isinstance(o.error, BatchInterruptedError) and o.error.sent
+    assert by_status[CancelStatus.UNKNOWN] <= 8  # at most one in flight per worker
+
+
+async def test_on_outcome_is_called_once_per_id_and_a_raising_one_costs_nothing(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 50)
+    told: list[int] = []
+
+    def on_outcome(outcome: CancelOutcome) -> None:
+        told.append(outcome.order_id)
+        if len(told) % 10 == 0:
+            raise RuntimeError("a broken callback")
+
+    async with sandbox.session() as session:
+        outcomes = await session.orders.cancel_many(ids, on_outcome=on_outcome)
+    assert sorted(told) == sorted(ids)
+    assert {o.status for o in outcomes} == {CancelStatus.QUEUED}
+    assert sum("on_outcome raised" in r.getMessage() for r in caplog.records) == 5
+
+
+async def test_on_outcome_must_be_callable(sandbox: Sandbox) -> None:
+    async with sandbox.session() as session:
+        with pytest.raises(TypeError, match="on_outcome must be callable"):
+            await session.orders.cancel_many([1], on_outcome="print")  # type: ignore[arg-type]
+    assert sandbox.exchange.requests == []
+
+
+async def test_stop_returns_an_outcome_for_every_id_not_yet_yielded(sandbox: Sandbox) -> None:
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 300)
+    sandbox.exchange.faults.latency = 0.02
+    seen: list[CancelOutcome] = []
+    async with sandbox.session() as session:
+        it = session.orders.cancel_iter(ids, concurrency=4)
+        async for outcome in it:
+            seen.append(outcome)
+            if len(seen) == 10:
+                break
+        rest = it.stop()
+        await until(lambda: in_use(session) == 0)
+    assert sorted(o.order_id for o in seen + rest) == sorted(ids)
+    processed = processed_cancels(sandbox.exchange)
+    for o in rest:
+        if o.status is CancelStatus.SKIPPED:
+            assert o.order_id not in processed
+        elif o.status is CancelStatus.QUEUED:
+            assert o.order_id in processed
+    assert Counter(o.status for o in rest)[CancelStatus.SKIPPED] >= 200
+
+
+# -- 5. aclose ends what the session started --------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_aclose_ends_a_stream_being_read(sandbox: Sandbox, backend: str) -> None:
+    """The consumer gets ``SessionClosedError`` (it does not wait forever), the stream's task
+    ends and its socket closes."""
+
+    async def main() -> tuple[str, bool]:
+        session = sandbox.session()
+        failure = "none"
+        stream = session.stream()
+        async with anyio.create_task_group() as tg:
+
+            async def read() -> None:
+                nonlocal failure
+                try:
+                    async with stream as events:
+                        async for _ in events:
+                            pass
+                except SessionClosedError:
+                    failure = "SessionClosedError"
+
+            tg.start_soon(read)
+            await until(lambda: stream.connected)
+            with anyio.fail_after(5):
+                await session.aclose()
+        return failure, stream.connected
+
+    failure, connected = run_on(backend, main)
+    assert failure == "SessionClosedError"
+    assert not connected
+    # The server sees every socket of the session closed (the stream's among them).
+    for _ in range(500):
+        if not sandbox.server._connections:
+            break
+        time.sleep(0.01)
+    assert not sandbox.server._connections
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_aclose_ends_a_cancel_iter_batch_still_running(sandbox: Sandbox, backend: str) -> None:
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 300)
+    sandbox.exchange.faults.latency = 0.05
+
+    async def main() -> str:
+        session = sandbox.session()
+        it = session.orders.cancel_iter(ids, concurrency=4)
+        await it.__anext__()
+        with anyio.fail_after(5):
+            await session.aclose()
+        try:
+            async for _ in it:
+                pass
+        except SessionClosedError:
+            return "SessionClosedError"
+        return "ended quietly"
+
+    assert run_on(backend, main) == "SessionClosedError"
+    assert len(processed_cancels(sandbox.exchange)) < len(ids)
+
+
+async def test_the_early_exit_works_with_aclosing_too(sandbox: Sandbox) -> None:
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 100)
+    async with sandbox.session() as session:
+        async with contextlib.aclosing(session.orders.cancel_iter(ids, concurrency=2)) as it:
+            async for _ in it:
+                break
+        await anyio.sleep(0.1)
+        await until(lambda: in_use(session) == 0)
+        # The session is still fully usable.
+        assert (await session.orders.cancel_many(ids[-1:]))[0].order_id == ids[-1]

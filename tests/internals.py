@@ -32,18 +32,17 @@ from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
 from tanx_async._stream import _Buffer, stream_url
 from tanx_async._transports import RawResponse, Sender, TransportName
+from tanx_async._transports import _http11 as http11_module
 from tanx_async._transports import _said as transport_notices
+from tanx_async._transports._channel import Channel
+from tanx_async._transports._connection import Connection as _Connection
+from tanx_async._transports._deadlines import Deadlines as _Deadlines
+from tanx_async._transports._http11 import Origin as _Origin
+from tanx_async._transports._http11 import idle_timeout as _idle_timeout
 from tanx_async._transports.aiohttp_sender import AiohttpSender
 from tanx_async._transports.anyio_sender import AnyioSender
 from tanx_async._transports.httpx_sender import HttpxSender
-from tanx_async._transports.native import (
-    Channel,
-    Http11Sender,
-    _Connection,
-    _Deadlines,
-    _idle_timeout,
-    _Origin,
-)
+from tanx_async._transports.native import Http11Sender
 from tanx_async._validate import order_id as check_order_id
 from tanx_async.models import queued_outcome
 from tanx_async.orders import _checked_ids as checked_ids
@@ -89,6 +88,7 @@ __all__ = [
     "decode_envelope",
     "env_proxy",
     "flow_module",
+    "http11_module",
     "httpx",
     "idle_connections",
     "in_use",

@@ -21,6 +21,7 @@ __all__ = [
     "Sender",
     "TransportName",
     "Warmable",
+    "idle_life",
     "pool_closed",
     "pool_sizes",
     "too_large",
@@ -146,3 +147,11 @@ def pool_sizes(limits: httpx.Limits) -> tuple[int | None, int | None, float]:
         keepalive if keepalive is not None else limits.max_connections,
         expiry if expiry is not None else C.KEEPALIVE_EXPIRY,
     )
+
+
+def idle_life(expiry: float, server_idle: float | None) -> float:
+    """How long a connection may sit idle and still be reused: our ``expiry``, and a margin
+    under what the server said it keeps idle connections (``Keep-Alive: timeout=N``)."""
+    if server_idle is None:
+        return expiry
+    return min(expiry, server_idle - C.SERVER_IDLE_MARGIN)

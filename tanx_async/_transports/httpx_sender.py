@@ -1,8 +1,8 @@
 """``HttpxSender``: an ``httpx.AsyncClient`` as the transport.
 
-Used under trio, when asked for (``transport="httpx"``), and always for a client the caller
-injects (we never close that one). httpx's own pool costs 16-22x raw aiohttp's CPU per cancel at
-the concurrency a cancel burst runs at (``benchmarks/RESULTS.md``).
+Used when asked for (``transport="httpx"``), behind a proxy or without httptools (``make_sender``
+says so in the log), and always for a client the caller injects (we never close that one). Not the default: httpx's own pool spends far more CPU per
+cancel than the built-in client at the concurrency a cancel burst runs at (``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations

@@ -39,7 +39,6 @@ from tanx_async._transports._connection import Connection as _Connection
 from tanx_async._transports._deadlines import Deadlines as _Deadlines
 from tanx_async._transports._http11 import Origin as _Origin
 from tanx_async._transports._http11 import idle_timeout as _idle_timeout
-from tanx_async._transports.aiohttp_sender import AiohttpSender
 from tanx_async._transports.anyio_sender import AnyioSender
 from tanx_async._transports.httpx_sender import HttpxSender
 from tanx_async._transports.native import Http11Sender
@@ -49,7 +48,6 @@ from tanx_async.orders import _checked_ids as checked_ids
 
 __all__ = [
     "APIStatusError",
-    "AiohttpSender",
     "AnyioSender",
     "Attempts",
     "Auth",
@@ -108,6 +106,7 @@ __all__ = [
     "structure",
     "structure_order",
     "transport_notices",
+    "use_anyio_transport",
 ]
 
 
@@ -160,3 +159,21 @@ def learn_clock(session: AsyncTanxSession, offset: float = 0.0) -> ExchangeClock
     clock = auth_of(session).clock
     clock.observe({"date": formatdate(time.time() + offset, usegmt=True)}, 0.0)
     return clock
+
+
+async def use_anyio_transport(session: AsyncTanxSession) -> AnyioSender:
+    """Give the session the anyio transport (the default under trio) under asyncio too, before
+    its first request, and return it."""
+    pipeline = session._pipeline
+    pipeline.start(session._timeout)  # the limiter (and a native sender, replaced unused)
+    unused = pipeline.sender
+    sender = AnyioSender(
+        limits=pipeline.limits,
+        verify=pipeline.verify,
+        max_response_bytes=pipeline.max_response_bytes,
+        trust_env=pipeline.trust_env,
+    )
+    pipeline.sender, pipeline.immediate_sender = sender, None
+    if unused is not None:
+        await unused.aclose()
+    return sender

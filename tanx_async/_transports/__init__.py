@@ -2,10 +2,10 @@
 and ``make_sender``, the one place the choice is made.
 
 - ``native`` (``Http11Sender``, ``transport="native"``, the default on asyncio): our own
-  HTTP/1.1 keep-alive client on ``asyncio.Protocol``.
-- ``aiohttp_sender`` (``AiohttpSender``, the ``aiohttp`` extra): aiohttp's connection pool.
-- ``anyio_sender`` (``AnyioSender``): the built-in client's HTTP/1.1 over anyio streams; the
-  default (``"auto"``/``"native"``) under trio.
+  HTTP/1.1 keep-alive client on ``asyncio.Protocol`` (``_http11``, ``_connection``, ``_pool``,
+  ``_channel``, ``_deadlines``).
+- ``anyio_sender`` (``AnyioSender``): the built-in client's HTTP/1.1 (``_http11``) over anyio
+  streams; the default (``"auto"``/``"native"``) under trio.
 - ``httpx_sender`` (``HttpxSender``): an ``httpx.AsyncClient``; ``transport="httpx"`` and injected clients.
 
 Each implementation is imported only when chosen: ``import tanx_async`` stays light.
@@ -25,9 +25,18 @@ import ssl
 from .._config import env_proxy
 from .._errors import MissingDependencyError
 from .._httpx import httpx
-from .base import Channel, Immediate, RawResponse, Sender, TransportName, Warmable
+from .base import WITHDRAWN_AIOHTTP, Channel, Immediate, RawResponse, Sender, TransportName, Warmable
 
-__all__ = ["Channel", "Immediate", "RawResponse", "Sender", "TransportName", "Warmable", "make_sender"]
+__all__ = [
+    "WITHDRAWN_AIOHTTP",
+    "Channel",
+    "Immediate",
+    "RawResponse",
+    "Sender",
+    "TransportName",
+    "Warmable",
+    "make_sender",
+]
 
 logger = logging.getLogger("tanx_async")
 #: Why the native transport was not used, each said once per process.
@@ -74,8 +83,6 @@ def make_sender(
         from .httpx_sender import HttpxSender
 
         return HttpxSender(http_client, owned=False, max_response_bytes=max_response_bytes)
-    if transport == "aiohttp" and not _on_asyncio():
-        raise RuntimeError("transport='aiohttp' needs asyncio; use 'auto' (or 'httpx') under trio")
     proxy = env_proxy(base_url) if trust_env else None
     if transport in ("auto", "native"):
         missing = _httptools_missing()
@@ -108,21 +115,6 @@ def make_sender(
                 trust_env=trust_env,
                 keep_warm=keep_warm,
             )
-    elif transport == "aiohttp":
-        try:
-            from .aiohttp_sender import AiohttpSender
-
-            return AiohttpSender(
-                limits=limits,
-                verify=verify,
-                max_response_bytes=max_response_bytes,
-                trust_env=trust_env,
-                proxy=proxy,
-            )
-        except ImportError as exc:
-            raise MissingDependencyError(
-                "transport='aiohttp' needs aiohttp: pip install 'tanx-async[aiohttp]'"
-            ) from exc
     client = httpx.AsyncClient(
         limits=limits,
         timeout=timeout,

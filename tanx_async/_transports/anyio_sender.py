@@ -17,7 +17,7 @@ the asyncio client: only failures before the request was handed over say False.
 
 from __future__ import annotations
 
-import socket
+import select
 import ssl
 import time
 from typing import TYPE_CHECKING
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["AnyioSender"]
 
 _URL_CACHE_SIZE = 256
+_poll = getattr(select, "poll", None)
 _STREAM_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError)
 
 
@@ -55,23 +56,24 @@ class _StreamConnection:
 
     def quiet(self) -> bool:
         """Nothing arrived while it sat idle, and the server has not closed it: it may carry a
-        request. Asked without waiting: a look at the socket (``MSG_PEEK``, nothing consumed)
-        and, over TLS, at what the TLS layer decrypted and holds. A byte nobody asked for (a
-        stray second answer, a "408 idle" notice) would otherwise be read as the next request's
-        answer."""
+        request. Asked without waiting and without reading: is the socket readable (a byte, the
+        end of the stream or an error all make it so), and over TLS, does the TLS layer hold
+        decrypted bytes. A byte nobody asked for (a stray second answer, a "408 idle" notice)
+        would otherwise be read as the next request's answer."""
         stream = self.stream
         tls = stream.extra(anyio.streams.tls.TLSAttribute.ssl_object, None)
         if tls is not None and tls.pending():
             return False
         sock = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
-        if sock is None:  # pragma: no cover - every stream we open is a socket's
+        fd = sock.fileno() if sock is not None else -1
+        if fd < 0:  # pragma: no cover - every stream we open is a live socket's
             return False
-        try:
-            return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return True  # nothing to read: quiet
-        except OSError:
-            return False  # reset, or anything else: not to be used
+        if _poll is None:  # pragma: no cover - Windows
+            readable, _, _ = select.select([fd], [], [], 0)
+            return not readable
+        poller = _poll()
+        poller.register(fd, select.POLLIN)
+        return not poller.poll(0)
 
     async def request(self, payload: bytes, method: str, url: str, read_timeout: float | None) -> RawResponse:
         parser = self.parser

@@ -15,6 +15,7 @@ from .._errors import APIConnectionError, ResponseTooLargeError
 from .._httpx import httpx
 
 __all__ = [
+    "WITHDRAWN_AIOHTTP",
     "Channel",
     "Immediate",
     "RawResponse",
@@ -27,7 +28,14 @@ __all__ = [
     "too_large",
 ]
 
-TransportName = Literal["auto", "native", "aiohttp", "httpx"]
+TransportName = Literal["auto", "native", "httpx"]
+
+#: Why ``transport="aiohttp"`` is refused.
+WITHDRAWN_AIOHTTP = (
+    "transport='aiohttp' was withdrawn: aiohttp keeps bytes that arrive on an idle pooled connection "
+    "and reads them as the answer to the next request sent on it, so a stray answer could report a "
+    "cancel the exchange refused as accepted; use 'auto' (the built-in client) or 'httpx'"
+)
 
 
 class RawResponse:
@@ -57,7 +65,7 @@ class RawResponse:
         if self._response is None:
             self._response = httpx.Response(
                 self.status,
-                # As bytes: aiohttp hands over UTF-8 (surrogate-escaped) text, which httpx would
+                # As bytes: our parser hands over UTF-8 (surrogate-escaped) text, which httpx would
                 # try to encode as ASCII and fail on while we classify an error.
                 headers=[(_header_bytes(k), _header_bytes(v)) for k, v in self.headers.items()],
                 content=self.content,

@@ -1,0 +1,58 @@
+"""Bytes nobody asked for, on an idle pooled connection, are never the next request's answer.
+
+A server answers order 1's cancel (200, ``{"status":"success","payload":{}}``), then 50 ms later
+sends a stray second answer (200 ``{}``, a documented cancel answer, so no echo check can catch
+it) in its own segment, then answers order 2's cancel with 404. A transport that reused the
+connection without looking would report order 2 queued, ok, from the stray bytes: every
+transport that pools connections must notice and drop the connection instead.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import anyio
+import pytest
+
+from tanx_async import CancelStatus
+from tests.conftest import until
+from tests.transports.rawserver import POOLING, Request, answer, raw_server, raw_session, run
+
+ACCEPTED = b'{"status":"success","payload":{}}'
+NOT_FOUND = b'{"status":"error","message":"Not found"}'
+
+
+@pytest.mark.parametrize(("transport", "backend"), POOLING)
+def test_a_stray_answer_on_an_idle_connection_is_not_the_next_cancels_answer(
+    transport: str, backend: str
+) -> None:
+    stray_sent = threading.Event()
+
+    def script(request: Request) -> None:
+        if request.index == 0:
+            request.send(answer(200, ACCEPTED))
+            time.sleep(0.05)
+            request.send(answer(200, b"{}"))  # nobody asked for it
+            stray_sent.set()
+        else:
+            request.send(answer(404, NOT_FOUND))
+
+    with raw_server(script) as server:
+
+        async def main() -> None:
+            async with raw_session(transport, backend, server.url) as session:
+                [first] = await session.orders.cancel_many([1])
+                assert first.ok and first.status is CancelStatus.QUEUED, first
+                await until(stray_sent.is_set)
+                assert stray_sent.is_set()
+                # The connection then sits idle a moment with the stray bytes on it: the case.
+                await anyio.sleep(0.05)
+                [second] = await session.orders.cancel_many([2])
+                assert not second.ok, second
+                assert second.status is CancelStatus.NOT_FOUND, second
+
+        run(backend, main)
+        cancels = [r for r in server.requests if r.body == b'{"order_id":2}']
+        assert cancels, server.requests  # order 2's cancel reached the server...
+        assert all(r.connection != 0 for r in cancels)  # ...on another connection

@@ -45,6 +45,8 @@ class Request:
     body: bytes
     send: Callable[[bytes], None] = attrs.field(repr=False)
     close: Callable[[], None] = attrs.field(repr=False)
+    #: Set when the server stops: a script that waits should wait on it.
+    stop: threading.Event = attrs.field(repr=False)
 
 
 Script = Callable[[Request], None]
@@ -123,7 +125,9 @@ class RawServer:
                         buf += data or b""
                     body, buf = buf[:length], buf[length:]
                     with self._lock:
-                        request = Request(number, len(self.requests), method, target, body, send, close)
+                        request = Request(
+                            number, len(self.requests), method, target, body, send, close, self.stop
+                        )
                         self.requests.append(request)
                     self.script(request)
         except OSError:

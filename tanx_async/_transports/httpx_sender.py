@@ -12,6 +12,7 @@ from typing import Any
 
 from .._errors import APIConnectionError, APITimeoutError
 from .._httpx import httpx
+from ._httpx_watch import WatchedStream, watch
 from .base import RawResponse, pool_closed, too_large
 
 __all__ = ["HttpxSender"]
@@ -21,6 +22,8 @@ class HttpxSender:
     def __init__(self, client: httpx.AsyncClient, *, owned: bool, max_response_bytes: int) -> None:
         self.client = client
         self.owned = owned
+        if owned:
+            watch(client)  # (an injected client is the caller's: used as it is)
         self._cap = max_response_bytes
         self._closing = False
         #: One cancel scope per request in flight, so that ``aclose`` can wind them up first.
@@ -68,6 +71,16 @@ class HttpxSender:
     async def _exchange(self, request: httpx.Request, method: str, url: str) -> RawResponse:
         try:
             response = await self.client.send(request, stream=True)
+            stream = response.extensions.get("network_stream")
+            if isinstance(stream, WatchedStream) and not stream.read_since_write:
+                # Its head was complete before the request was written: not its answer.
+                await stream.aclose()
+                await response.aclose()
+                raise APIConnectionError(
+                    "an answer was already waiting on the connection when the request was written"
+                    " (a stray answer from the server); not taken as this request's",
+                    maybe_processed=True,
+                )
             try:
                 declared = response.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) > self._cap:

@@ -96,7 +96,10 @@ class RawServer:
                 sock.sendall(data)
 
         def close() -> None:
+            """Close the connection (our end's FIN now, before the script goes on)."""
             closed.set()
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
 
         buf = b""
         try:

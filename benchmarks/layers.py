@@ -78,7 +78,6 @@ async def child(layer: str, url: str, n: int, cafile: str | None) -> dict[str, f
         endpoint = pipeline.base_url + CANCEL_PATH
         timeout = session._timeout
         origin = sender.origin(endpoint)
-        heads = sender.heads
         outcomes: dict[int, CancelOutcome] = {}
 
         async def via_sender(oid: int) -> None:
@@ -157,9 +156,7 @@ async def child(layer: str, url: str, n: int, cafile: str | None) -> dict[str, f
                         return
                     conn = self.conn
                     self.oid, self.started = oid, time.monotonic()
-                    payload = request_bytes(
-                        heads, "POST", endpoint, origin, headers, b'{"order_id":%d}' % oid
-                    )
+                    payload = request_bytes("POST", endpoint, origin, headers, b'{"order_id":%d}' % oid)
                     conn.start(self, payload, "POST", endpoint, 5.0)
 
             for conn in conns:

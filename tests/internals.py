@@ -31,7 +31,7 @@ from tanx_async._pipeline import Attempts, Express, Pipeline, Response
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
 from tanx_async._stream import _Buffer, stream_url
-from tanx_async._transports import RawResponse, Sender, TransportName
+from tanx_async._transports import Headers, RawResponse, Sender, TransportName
 from tanx_async._transports import _http11 as http11_module
 from tanx_async._transports import _said as transport_notices
 from tanx_async._transports._channel import Channel
@@ -39,6 +39,7 @@ from tanx_async._transports._connection import Connection as _Connection
 from tanx_async._transports._deadlines import Deadlines as _Deadlines
 from tanx_async._transports._http11 import Origin as _Origin
 from tanx_async._transports._http11 import idle_timeout as _idle_timeout
+from tanx_async._transports._http11 import request_head
 from tanx_async._transports.anyio_sender import AnyioSender
 from tanx_async._transports.httpx_sender import HttpxSender
 from tanx_async._transports.native import Http11Sender
@@ -61,6 +62,7 @@ __all__ = [
     "ExchangeClock",
     "Express",
     "FlowControl",
+    "Headers",
     "Http11Sender",
     "HttpxSender",
     "Lane",
@@ -98,6 +100,7 @@ __all__ = [
     "parse_retry_after",
     "queued_outcome",
     "random_wallet",
+    "request_head",
     "sender_of",
     "shares_pipeline",
     "start_transport",

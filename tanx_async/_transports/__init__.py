@@ -25,11 +25,21 @@ import ssl
 from .._config import env_proxy
 from .._errors import MissingDependencyError
 from .._httpx import httpx
-from .base import WITHDRAWN_AIOHTTP, Channel, Immediate, RawResponse, Sender, TransportName, Warmable
+from .base import (
+    WITHDRAWN_AIOHTTP,
+    Channel,
+    Headers,
+    Immediate,
+    RawResponse,
+    Sender,
+    TransportName,
+    Warmable,
+)
 
 __all__ = [
     "WITHDRAWN_AIOHTTP",
     "Channel",
+    "Headers",
     "Immediate",
     "RawResponse",
     "Sender",

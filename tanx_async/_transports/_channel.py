@@ -4,7 +4,7 @@ waits for an answer."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from .._errors import APIConnectionError
@@ -42,10 +42,10 @@ class Channel:
         self._error: APIConnectionError | None = None
         self._state = 1  # 0 a request in flight, 1 none, 2 aborted
 
-    def head(self, method: str, url: str, headers: dict[str, str]) -> bytes:
+    def head(self, method: str, url: str, headers: Mapping[str, str]) -> bytes:
         """The head of requests with these ``headers`` (for ``send``): built once, and checked
         then (a header that cannot be sent raises here, before anything is written)."""
-        return request_head(self._pool.heads, method, url, self._origin, headers)
+        return request_head(method, url, self._origin, headers)
 
     def send(self, method: str, url: str, head: bytes, content: bytes, timeout: httpx.Timeout) -> bool:
         """Write the request (``head`` from ``head()``, then ``content``) now, on the held

@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import httptools
 
 from .. import _constants as C
 from .._errors import APIConnectionError
-from .base import RawResponse, too_large
+from .base import Headers, RawResponse, too_large
 
 __all__ = [
-    "Heads",
     "Origin",
     "ParseError",
     "ResponseParser",
@@ -110,18 +110,12 @@ def _bad_url(url: str, why: str) -> APIConnectionError:
 #: Methods and header names already checked to be tokens (bounded: at most 256 kept).
 _TOKENS: set[str] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 
-#: A request head cache: (method, URL, id(headers)) -> (the headers dict, its head bytes).
-Heads = dict[tuple[str, str, int], tuple[dict[str, str], bytes]]
-
 
 def request_bytes(
-    heads: Heads, method: str, url: str, origin: Origin, headers: dict[str, str], content: bytes | None
+    method: str, url: str, origin: Origin, headers: Mapping[str, str], content: bytes | None
 ) -> bytes:
-    """The request's bytes. The head up to ``Content-Length`` is built once per method, URL and
-    headers object and kept in ``heads`` (the pipeline shares one headers dict per token and never
-    changes it; the entry holds the dict, so its identity cannot be reused): a cancel then costs
-    one look-up and one formatting of the length and body."""
-    head = request_head(heads, method, url, origin, headers)
+    """The request's bytes: its head (``request_head``) completed with the length and body."""
+    head = request_head(method, url, origin, headers)
     if content is not None:
         return _WITH_BODY % (head, len(content), content)
     if method in _BODY_METHODS:
@@ -134,18 +128,24 @@ def with_body(head: bytes, content: bytes) -> bytes:
     return _WITH_BODY % (head, len(content), content)
 
 
-def request_head(heads: Heads, method: str, url: str, origin: Origin, headers: dict[str, str]) -> bytes:
-    """The request's head through ``Content-Length: `` (see ``request_bytes``), from ``heads``."""
-    key = (method, url, id(headers))
-    cached = heads.get(key)
-    if cached is None or cached[0] is not headers:
-        if len(heads) >= _HEAD_CACHE_SIZE:
-            heads.clear()
-        cached = heads[key] = (headers, _head(method, origin, headers))
-    return cached[1]
+def request_head(method: str, url: str, origin: Origin, headers: Mapping[str, str]) -> bytes:
+    """The request's head through ``Content-Length: `` (its value and the blank line are added
+    per request). Built once per method and URL for ``Headers`` (which cannot change) and kept
+    on them: a request then costs a look-up, where building the head would cost it several
+    percent of its CPU (``benchmarks/RESULTS.md``)."""
+    if type(headers) is not Headers:
+        return _head(method, origin, headers)
+    prepared = headers.prepared
+    key = (method, url)
+    head = prepared.get(key)
+    if head is None:
+        if len(prepared) >= _HEAD_CACHE_SIZE:
+            prepared.clear()
+        head = prepared[key] = _head(method, origin, headers)
+    return head
 
 
-def _head(method: str, origin: Origin, headers: dict[str, str]) -> bytes:
+def _head(method: str, origin: Origin, headers: Mapping[str, str]) -> bytes:
     """The head through ``Content-Length: `` (its value and the blank line are added per
     request; a request without a length field drops it again)."""
     # Header injection: names (and the method) must be tokens, values free of control
@@ -169,7 +169,7 @@ def _head(method: str, origin: Origin, headers: dict[str, str]) -> bytes:
         ) from None
 
 
-def _check_head(method: str, headers: dict[str, str]) -> None:
+def _check_head(method: str, headers: Mapping[str, str]) -> None:
     """Raise unless ``method`` and every header name are tokens and no value holds a control
     character other than HTAB; remember the names that passed."""
     if not _TOKEN.fullmatch(method):
@@ -183,7 +183,7 @@ def _check_head(method: str, headers: dict[str, str]) -> None:
         _TOKENS.update(headers)
 
 
-def _unsafe_header(headers: dict[str, str]) -> APIConnectionError:
+def _unsafe_header(headers: Mapping[str, str]) -> APIConnectionError:
     names = [
         name.translate(_SHOW_CTL)
         for name, value in headers.items()

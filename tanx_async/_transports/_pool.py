@@ -29,7 +29,7 @@ from .._log import logger
 from .._pace import Pacer
 from ._connection import Connection, not_sent
 from ._deadlines import Deadlines
-from ._http11 import Heads, Origin
+from ._http11 import Origin
 from .base import idle_life, pool_closed, pool_sizes
 
 if TYPE_CHECKING:
@@ -64,8 +64,6 @@ class ConnectionPool:
         #: Requests queued for a connection, oldest first, with the origin each wants.
         self._waiters: deque[tuple[asyncio.Future[Connection | None], tuple[str, str, int]]] = deque()
         self._origins: dict[str, Origin] = {}
-        #: Request heads by (method, URL, id(headers)), with the headers dict they were built from.
-        self.heads: Heads = {}
         self._closed = False
         self._busy: set[Connection] = set()
         #: Per origin: the ``Origin`` (to reconnect it) and the server's last ``Keep-Alive`` hint.

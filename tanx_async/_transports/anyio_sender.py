@@ -20,6 +20,7 @@ from __future__ import annotations
 import select
 import ssl
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import anyio
@@ -29,7 +30,7 @@ import anyio.streams.tls
 from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
 from .._errors import APIConnectionError, APITimeoutError
-from ._http11 import Heads, Origin, ParseError, ResponseParser, request_bytes
+from ._http11 import Origin, ParseError, ResponseParser, request_bytes
 from .base import RawResponse, idle_life, pool_closed, pool_sizes
 
 if TYPE_CHECKING:
@@ -142,7 +143,6 @@ class AnyioSender:
         self._idle: dict[tuple[str, str, int], list[_StreamConnection]] = {}
         self._busy: set[_StreamConnection] = set()
         self._origins: dict[str, Origin] = {}
-        self._heads: Heads = {}
         self._closed = False
         self._dead: list[_StreamConnection] = []  # expired idle connections, to close
 
@@ -157,7 +157,7 @@ class AnyioSender:
         self,
         method: str,
         url: str,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         content: bytes | None,
         timeout: httpx.Timeout,  # noqa: ASYNC109 - the HTTP timeouts of the request
     ) -> RawResponse:
@@ -169,7 +169,7 @@ class AnyioSender:
             if len(self._origins) >= _URL_CACHE_SIZE:
                 self._origins.clear()
             self._origins[url] = origin
-        payload = request_bytes(self._heads, method, url, origin, headers, content)
+        payload = request_bytes(method, url, origin, headers, content)
         conn = self._pop_idle(origin.key)
         if self._dead:
             await self._bury()

@@ -7,7 +7,7 @@ byte of the request left says False.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Literal, Protocol, runtime_checkable
 
 from .. import _constants as C
@@ -17,6 +17,7 @@ from .._httpx import httpx
 __all__ = [
     "WITHDRAWN_AIOHTTP",
     "Channel",
+    "Headers",
     "Immediate",
     "RawResponse",
     "Sender",
@@ -36,6 +37,31 @@ WITHDRAWN_AIOHTTP = (
     "and reads them as the answer to the next request sent on it, so a stray answer could report a "
     "cancel the exchange refused as accepted; use 'auto' (the built-in client) or 'httpx'"
 )
+
+
+class Headers(Mapping[str, str]):
+    """Request headers that never change once built (the pipeline builds one set per token and
+    shares it between requests). Being immutable, they carry what a transport prepares from them
+    once: ``prepared``, the built-in client's request heads by method and URL."""
+
+    __slots__ = ("_fields", "prepared")
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        self._fields = dict(fields)
+        #: (method, URL) -> the request head (``_http11.request_head``); bounded by its user.
+        self.prepared: dict[tuple[str, str], bytes] = {}
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        return f"Headers({sorted(self._fields)})"  # the names only: a value may be a token
 
 
 class RawResponse:
@@ -86,7 +112,7 @@ class Sender(Protocol):
         self,
         method: str,
         url: str,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         content: bytes | None,
         timeout: httpx.Timeout,
     ) -> RawResponse: ...
@@ -106,7 +132,7 @@ class Warmable(Protocol):
 class Channel(Protocol):
     """Requests of one caller written at once and answered in a callback (``Immediate``)."""
 
-    def head(self, method: str, url: str, headers: dict[str, str]) -> bytes:
+    def head(self, method: str, url: str, headers: Mapping[str, str]) -> bytes:
         """The head of requests with these ``headers``, built and checked once (raises for a
         header that cannot be sent)."""
 

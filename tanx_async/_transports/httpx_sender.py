@@ -8,6 +8,7 @@ cancel than the built-in client at the concurrency a cancel burst runs at (``ben
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from .._errors import APIConnectionError, APITimeoutError
@@ -33,7 +34,7 @@ class HttpxSender:
         self,
         method: str,
         url: str,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         content: bytes | None,
         timeout: httpx.Timeout,
     ) -> RawResponse:
@@ -55,7 +56,7 @@ class HttpxSender:
         self,
         method: str,
         url: str,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         content: bytes | None,
         timeout: httpx.Timeout,
     ) -> RawResponse:

@@ -24,7 +24,7 @@ one buffered call, so ``write`` needs no timer of its own).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from .._errors import APIConnectionError
@@ -47,14 +47,14 @@ class Http11Sender(ConnectionPool):
         self,
         method: str,
         url: str,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         content: bytes | None,
         timeout: httpx.Timeout,
     ) -> RawResponse:
         if self.closed:
             raise pool_closed()
         origin = self.origin(url)
-        payload = request_bytes(self.heads, method, url, origin, headers, content)
+        payload = request_bytes(method, url, origin, headers, content)
         self.connect_timeout = timeout
         # The usual case, a warm connection, needs no coroutine to wait on.
         conn = self.check_out_idle(origin.key) or await self.check_out(origin, timeout)

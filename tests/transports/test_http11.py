@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from tanx_async import APIConnectionError, APITimeoutError, ResponseTooLargeError
 from tests.conftest import until
 from tests.internals import (
+    Headers,
     Http11Sender,
     Pacer,
     RawResponse,
@@ -32,6 +33,7 @@ from tests.internals import (
     _idle_timeout,
     _Origin,
     httpx,
+    request_head,
 )
 
 URL = "http://127.0.0.1:9/sapi/v1/orders/cancel/"
@@ -865,3 +867,21 @@ async def test_read_timeouts_still_fire_after_arming_their_timer_failed(
         await all_fired.wait()
     assert sorted(fired) == ["early", "late", "later"]
     deadlines.cancel()
+
+
+def test_a_request_head_is_prepared_once_per_headers_value_and_kept_on_it() -> None:
+    """The pipeline's ``Headers`` cannot change, so the head built from them for a method and
+    URL is kept on them (no cache keyed by object identity); a plain mapping is built each time.
+    Their repr names the fields, never a value (the token)."""
+    headers = Headers({"Authorization": "JWT secret-token", "Content-Type": "application/json"})
+    origin = _Origin(URL)
+    head = request_head("POST", URL, origin, headers)
+    assert head.startswith(b"POST /sapi/v1/orders/cancel/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\n")
+    assert b"Authorization: JWT secret-token\r\n" in head and head.endswith(b"Content-Length: ")
+    assert headers.prepared == {("POST", URL): head}
+    assert request_head("POST", URL, origin, headers) is head
+    plain = {"Authorization": "JWT secret-token", "Content-Type": "application/json"}
+    assert request_head("POST", URL, origin, plain) == head
+    assert "secret-token" not in repr(headers)
+    with pytest.raises(TypeError):
+        headers["Authorization"] = "JWT other"  # type: ignore[index]

@@ -53,6 +53,8 @@ def test_a_stray_answer_on_an_idle_connection_is_not_the_next_cancels_answer(
                 assert second.status is CancelStatus.NOT_FOUND, second
 
         run(backend, main)
+        # Order 2's cancel reached the server on a connection without the stray. (Had a slow
+        # client read the stray together with order 1's answer, httpx would have sent it on the
+        # stray's connection first, refused the waiting answer and sent it again.)
         cancels = [r for r in server.requests if r.body == b'{"order_id":2}']
-        assert cancels, server.requests  # order 2's cancel reached the server...
-        assert all(r.connection != 0 for r in cancels)  # ...on another connection
+        assert any(r.connection != 0 for r in cancels), server.requests

@@ -21,7 +21,7 @@ from ._flow import FlowControl
 from ._httpx import httpx
 from ._pipeline import Pipeline, Response
 from ._retry import RetryPolicy
-from ._transports import WITHDRAWN_AIOHTTP, TransportName
+from ._transports import TransportName, check_transport
 from .events import EventCallback
 from .orders import Orders
 
@@ -137,10 +137,7 @@ class AsyncTanxSession:
         )
         self._options = options
         V.setting_int("max_retries", max_retries, minimum=0)
-        if transport not in ("auto", "native", "httpx"):
-            if str(transport) == "aiohttp":
-                raise ValueError(WITHDRAWN_AIOHTTP)
-            raise ValueError(f"transport must be 'auto', 'native' or 'httpx', got {transport!r}")
+        check_transport(transport)
         if not isinstance(keep_warm, bool):
             raise TypeError(f"keep_warm must be True or False, got {type(keep_warm).__name__}")
         if keep_warm and (http_client is not None or transport == "httpx"):

@@ -45,6 +45,7 @@ __all__ = [
     "Sender",
     "TransportName",
     "Warmable",
+    "check_transport",
     "make_sender",
 ]
 
@@ -66,6 +67,14 @@ def _httptools_missing() -> str | None:
     except ImportError as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def check_transport(transport: object) -> None:
+    """Refuse a transport name we do not know, and the withdrawn ``"aiohttp"`` saying why."""
+    if transport not in ("auto", "native", "httpx"):
+        if transport == "aiohttp":
+            raise ValueError(WITHDRAWN_AIOHTTP)
+        raise ValueError(f"transport must be 'auto', 'native' or 'httpx', got {transport!r}")
 
 
 def _on_asyncio() -> bool:

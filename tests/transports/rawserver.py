@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -58,8 +59,9 @@ def answer(status: int, body: bytes, *, reason: str = "X", extra: str = "") -> b
 
 
 class RawServer:
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, tls: ssl.SSLContext | None = None) -> None:
         self.script = script
+        self.tls = tls
         self.requests: list[Request] = []
         self.errors: list[BaseException] = []
         self.connections = 0
@@ -68,7 +70,7 @@ class RawServer:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.1)
         self.port: int = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._threads: list[threading.Thread] = []
 
     def _accept(self) -> None:
@@ -87,8 +89,15 @@ class RawServer:
             thread.start()
 
     def _serve(self, sock: socket.socket, number: int) -> None:
-        sock.settimeout(0.1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            sock.settimeout(5)
+            try:
+                sock = self.tls.wrap_socket(sock, server_side=True)  # (each send: its own record)
+            except OSError:
+                sock.close()
+                return
+        sock.settimeout(0.1)
         closed = threading.Event()
 
         def send(data: bytes) -> None:
@@ -145,6 +154,8 @@ class RawServer:
             return sock.recv(65536)
         except TimeoutError:
             return None
+        except ssl.SSLWantReadError:
+            return None
 
     def __enter__(self) -> RawServer:
         thread = threading.Thread(target=self._accept, daemon=True)
@@ -161,8 +172,9 @@ class RawServer:
 
 
 @contextlib.contextmanager
-def raw_server(script: Script) -> Iterator[RawServer]:
-    with RawServer(script) as server:
+def raw_server(script: Script, tls: ssl.SSLContext | None = None) -> Iterator[RawServer]:
+    """A ``RawServer`` running ``script`` (over TLS with ``tls``, a server context)."""
+    with RawServer(script, tls) as server:
         yield server
 
 

@@ -9,8 +9,10 @@ transport that pools connections must notice and drop the connection instead.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
+from typing import Any
 
 import anyio
 import pytest
@@ -23,10 +25,23 @@ ACCEPTED = b'{"status":"success","payload":{}}'
 NOT_FOUND = b'{"status":"error","message":"Not found"}'
 
 
+def tls_pair() -> tuple[ssl.SSLContext, dict[str, Any]]:
+    """A server context for 127.0.0.1 and the session options that trust it."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, {"verify": client}
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 @pytest.mark.parametrize(("transport", "backend"), POOLING)
 def test_a_stray_answer_on_an_idle_connection_is_not_the_next_cancels_answer(
-    transport: str, backend: str
+    transport: str, backend: str, tls: bool
 ) -> None:
+    server_tls, options = tls_pair() if tls else (None, {})
     stray_sent = threading.Event()
 
     def script(request: Request) -> None:
@@ -38,10 +53,10 @@ def test_a_stray_answer_on_an_idle_connection_is_not_the_next_cancels_answer(
         else:
             request.send(answer(404, NOT_FOUND))
 
-    with raw_server(script) as server:
+    with raw_server(script, server_tls) as server:
 
         async def main() -> None:
-            async with raw_session(transport, backend, server.url) as session:
+            async with raw_session(transport, backend, server.url, **options) as session:
                 [first] = await session.orders.cancel_many([1])
                 assert first.ok and first.status is CancelStatus.QUEUED, first
                 await until(stray_sent.is_set)

@@ -6,7 +6,6 @@ Clients (``--client``):
 - ``httpx-aiohttp``: ``httpx.AsyncClient(transport=httpx_aiohttp.AiohttpTransport())``.
 - ``tanx-async``: ``AsyncTanxSession.orders.cancel_many(ids, concurrency=C)`` (default transport:
   the built-in HTTP/1.1 client).
-- ``tanx-async-aiohttp``: the same with ``transport="aiohttp"`` (what the built-in client saves).
 - ``tanx-async-uvloop``: ``tanx-async`` on a uvloop event loop instead of asyncio's own.
 - ``tanx-async-iter``: ``AsyncTanxSession.orders.cancel_iter(<generator of ids>, concurrency=C)``;
   the memory scenario (outcomes are counted and dropped, never kept).
@@ -51,7 +50,6 @@ CLIENTS = (
     "httpx",
     "httpx-aiohttp",
     "tanx-async",
-    "tanx-async-aiohttp",
     "tanx-async-uvloop",
     "tanx-async-iter",
     "tanx-async-trio",
@@ -170,11 +168,8 @@ async def bench_tanx(
     except ImportError as exc:
         print(json.dumps({"client": client, "skipped": f"tanx_async not importable: {exc}"}))
         return
-    transport: Any = "aiohttp" if client == "tanx-async-aiohttp" else "auto"
     verify = client_ssl(cafile) or True
-    async with AsyncTanxSession(
-        base_url=url, access_token=token, transport=transport, verify=verify
-    ) as session:
+    async with AsyncTanxSession(base_url=url, access_token=token, verify=verify) as session:
         orders = session.orders
         warm = await orders.cancel_many(list(range(WARMUP_ID_BASE, WARMUP_ID_BASE + warmup)), concurrency=c)
         bad = [o for o in warm if not _outcome_ok(o)]

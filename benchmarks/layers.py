@@ -64,7 +64,8 @@ async def child(layer: str, url: str, n: int, cafile: str | None) -> dict[str, f
     from tanx_async._convert import decode_echo_in
     from tanx_async._envelope import decode_envelope
     from tanx_async._json import dumps
-    from tanx_async._transports.native import Http11Sender, request_bytes
+    from tanx_async._transports._http11 import request_bytes
+    from tanx_async._transports.native import Http11Sender
     from tanx_async.models import CancelOutcome, CancelStatus
 
     verify: Any = ssl.create_default_context(cafile=cafile) if cafile else True
@@ -76,8 +77,7 @@ async def child(layer: str, url: str, n: int, cafile: str | None) -> dict[str, f
         headers = pipeline._headers(await pipeline.token(), True)
         endpoint = pipeline.base_url + CANCEL_PATH
         timeout = session._timeout
-        origin = sender._origin(endpoint)
-        heads = sender._heads
+        origin = sender.origin(endpoint)
         outcomes: dict[int, CancelOutcome] = {}
 
         async def via_sender(oid: int) -> None:
@@ -156,13 +156,8 @@ async def child(layer: str, url: str, n: int, cafile: str | None) -> dict[str, f
                         return
                     conn = self.conn
                     self.oid, self.started = oid, time.monotonic()
-                    payload = request_bytes(
-                        heads, "POST", endpoint, origin, headers, b'{"order_id":%d}' % oid
-                    )
-                    conn._reset("POST", endpoint)
-                    conn._waiter = self
-                    conn.transport.write(payload)
-                    conn.deadlines.add(conn, loop.time() + 5.0, 5.0)
+                    payload = request_bytes("POST", endpoint, origin, headers, b'{"order_id":%d}' % oid)
+                    conn.start(self, payload, "POST", endpoint, 5.0)
 
             for conn in conns:
                 conn.pacer = None

@@ -100,7 +100,6 @@ CLIENTS: tuple[ClientSpec, ...] = (
     ClientSpec(
         "floor", note="the Python floor: minimal asyncio.BufferedProtocol client, pre-built requests, orjson"
     ),
-    ClientSpec("tanx-async-aiohttp", note="the same with transport='aiohttp'"),
     ClientSpec("tanx-async-uvloop", note="tanx-async on a uvloop event loop"),
     ClientSpec("tanx-async-trio", note="tanx-async under trio (the built-in client over anyio streams)"),
     ClientSpec("httpx", note="httpx.AsyncClient, default httpcore transport"),

@@ -31,8 +31,8 @@ from ._httpx import httpx
 
 __all__ = ["Deadline", "begin", "clock", "current", "enter", "within"]
 
-#: Cut timeouts are rounded up to this step, so that transports caching timeout objects by value
-#: (aiohttp's sender) see a bounded number of them.
+#: Cut timeouts are rounded up to this step: a bounded number of distinct timeouts, whatever the
+#: clock reads.
 _STEP = 0.05
 
 

@@ -50,7 +50,7 @@ from ._log import logger
 from ._memory import CancelMemory
 from ._owned import Owned
 from ._retry import RetryPolicy, is_ambiguous
-from ._transports import Immediate, RawResponse, Sender, TransportName, Warmable, make_sender
+from ._transports import Headers, Immediate, RawResponse, Sender, TransportName, Warmable, make_sender
 from .events import EventCallback, EventKind, RequestEvent
 
 __all__ = ["Attempt", "Attempts", "Express", "Pipeline", "Response"]
@@ -351,7 +351,7 @@ class Pipeline:
         self.cancels = CancelMemory()
         #: The streams and ``cancel_iter`` batches running for the session (ended by ``aclose``).
         self.owned = Owned()
-        self._header_sets: dict[tuple[str | None, bool], dict[str, str]] = {}
+        self._header_sets: dict[tuple[str | None, bool], Headers] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -652,18 +652,20 @@ class Pipeline:
             return None
         return Express(self, sender, method, path, timeout, on_answer)
 
-    def _headers(self, token: str | None, body: bool) -> dict[str, str]:
+    def _headers(self, token: str | None, body: bool) -> Headers:
         """The request headers for ``token`` (None: public) with or without a body: built once
-        per token and shared by every request that sends it (never mutated: senders only read
-        them). Bounded: a few entries per token, cleared when tokens have rotated a few times."""
+        per token and shared by every request that sends it (a ``Headers`` cannot change, so
+        a transport may keep what it prepares from them on them). Bounded: a few entries per
+        token, cleared when tokens have rotated a few times."""
         key = (token, body)
         headers = self._header_sets.get(key)
         if headers is None:
-            headers = dict(_STATIC_HEADERS)
+            fields = dict(_STATIC_HEADERS)
             if not body:
-                del headers["Content-Type"]
+                del fields["Content-Type"]
             if token is not None:
-                headers["Authorization"] = "JWT " + token
+                fields["Authorization"] = "JWT " + token
+            headers = Headers(fields)
             if len(self._header_sets) >= 8:
                 self._header_sets.clear()
             self._header_sets[key] = headers

@@ -21,7 +21,7 @@ from ._flow import FlowControl
 from ._httpx import httpx
 from ._pipeline import Pipeline, Response
 from ._retry import RetryPolicy
-from ._transports import TransportName
+from ._transports import TransportName, check_transport
 from .events import EventCallback
 from .orders import Orders
 
@@ -67,8 +67,8 @@ class AsyncTanxSession:
       ``rate_limit`` (requests/s, with ``rate_limit_burst``) shared by every task.
     - ``http_client``: an ``httpx.AsyncClient`` you own (never closed by the session);
       ``transport``: ``"auto"``/``"native"`` (our HTTP/1.1 client: on ``asyncio.Protocol``
-      under asyncio, over anyio streams under trio), ``"aiohttp"`` (the ``aiohttp`` extra,
-      asyncio only), ``"httpx"``.
+      under asyncio, over anyio streams under trio), ``"httpx"``. (``"aiohttp"`` was withdrawn:
+      it could take a stray answer on an idle connection for the next request's.)
     - ``verify``: TLS verification, on unless you pass ``False`` or your own ``ssl.SSLContext``.
       Plain ``http://`` is refused for non-loopback hosts unless ``allow_insecure_http=True``.
     - ``trust_env`` (default True, as in httpx): honour ``HTTP_PROXY``, ``HTTPS_PROXY``,
@@ -137,11 +137,10 @@ class AsyncTanxSession:
         )
         self._options = options
         V.setting_int("max_retries", max_retries, minimum=0)
-        if transport not in ("auto", "native", "aiohttp", "httpx"):
-            raise ValueError(f"transport must be 'auto', 'native', 'aiohttp' or 'httpx', got {transport!r}")
+        check_transport(transport)
         if not isinstance(keep_warm, bool):
             raise TypeError(f"keep_warm must be True or False, got {type(keep_warm).__name__}")
-        if keep_warm and (http_client is not None or transport in ("aiohttp", "httpx")):
+        if keep_warm and (http_client is not None or transport == "httpx"):
             raise ValueError(
                 "keep_warm=True needs the built-in transport (transport='native' or 'auto' on asyncio)"
             )
@@ -338,7 +337,7 @@ class AsyncTanxSession:
         are idle and ready, each one connected and its TLS certificate verified. Sends no
         request. Returns how many connections are ready.
 
-        Only the built-in transport can do this; with ``transport="aiohttp"``/``"httpx"``, an
+        Only the built-in transport can do this; with ``transport="httpx"``, an
         ``http_client`` or under trio it does nothing, logs why and returns 0. Connections
         still lapse when idle (the server's ``Keep-Alive`` timeout, the pool's expiry): call
         it shortly before a burst, or pass ``keep_warm=True``. Raises the connect error when

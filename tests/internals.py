@@ -31,26 +31,24 @@ from tanx_async._pipeline import Attempts, Express, Pipeline, Response
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
 from tanx_async._stream import _Buffer, stream_url
-from tanx_async._transports import RawResponse, Sender, TransportName
+from tanx_async._transports import Headers, RawResponse, Sender, TransportName
+from tanx_async._transports import _http11 as http11_module
 from tanx_async._transports import _said as transport_notices
-from tanx_async._transports.aiohttp_sender import AiohttpSender
+from tanx_async._transports._channel import Channel
+from tanx_async._transports._connection import Connection as _Connection
+from tanx_async._transports._deadlines import Deadlines as _Deadlines
+from tanx_async._transports._http11 import Origin as _Origin
+from tanx_async._transports._http11 import idle_timeout as _idle_timeout
+from tanx_async._transports._http11 import request_head
 from tanx_async._transports.anyio_sender import AnyioSender
 from tanx_async._transports.httpx_sender import HttpxSender
-from tanx_async._transports.native import (
-    Channel,
-    Http11Sender,
-    _Connection,
-    _Deadlines,
-    _idle_timeout,
-    _Origin,
-)
+from tanx_async._transports.native import Http11Sender
 from tanx_async._validate import order_id as check_order_id
 from tanx_async.models import queued_outcome
 from tanx_async.orders import _checked_ids as checked_ids
 
 __all__ = [
     "APIStatusError",
-    "AiohttpSender",
     "AnyioSender",
     "Attempts",
     "Auth",
@@ -64,6 +62,7 @@ __all__ = [
     "ExchangeClock",
     "Express",
     "FlowControl",
+    "Headers",
     "Http11Sender",
     "HttpxSender",
     "Lane",
@@ -89,6 +88,7 @@ __all__ = [
     "decode_envelope",
     "env_proxy",
     "flow_module",
+    "http11_module",
     "httpx",
     "idle_connections",
     "in_use",
@@ -100,6 +100,7 @@ __all__ = [
     "parse_retry_after",
     "queued_outcome",
     "random_wallet",
+    "request_head",
     "sender_of",
     "shares_pipeline",
     "start_transport",
@@ -108,6 +109,7 @@ __all__ = [
     "structure",
     "structure_order",
     "transport_notices",
+    "use_anyio_transport",
 ]
 
 
@@ -160,3 +162,21 @@ def learn_clock(session: AsyncTanxSession, offset: float = 0.0) -> ExchangeClock
     clock = auth_of(session).clock
     clock.observe({"date": formatdate(time.time() + offset, usegmt=True)}, 0.0)
     return clock
+
+
+async def use_anyio_transport(session: AsyncTanxSession) -> AnyioSender:
+    """Give the session the anyio transport (the default under trio) under asyncio too, before
+    its first request, and return it."""
+    pipeline = session._pipeline
+    pipeline.start(session._timeout)  # the limiter (and a native sender, replaced unused)
+    unused = pipeline.sender
+    sender = AnyioSender(
+        limits=pipeline.limits,
+        verify=pipeline.verify,
+        max_response_bytes=pipeline.max_response_bytes,
+        trust_env=pipeline.trust_env,
+    )
+    pipeline.sender, pipeline.immediate_sender = sender, None
+    if unused is not None:
+        await unused.aclose()
+    return sender

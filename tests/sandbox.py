@@ -14,10 +14,10 @@ from tanx_async.testing import SandboxExchange, SandboxServer
 from .internals import TransportName
 
 #: Every transport a session can use on asyncio; tests that touch the wire run on each.
-TRANSPORTS = ["native", "aiohttp", "httpx"]
+TRANSPORTS = ["native", "httpx"]
 #: For batch tests: the same, and the built-in transport once more with the batch engine's fast
 #: path (``_lane``) switched off, so that a task per cancel is tested on it too.
-BATCH_TRANSPORTS = ["native", "native-tasks", "aiohttp", "httpx"]
+BATCH_TRANSPORTS = ["native", "native-tasks", "httpx"]
 
 
 def transport_name(transport: str) -> TransportName:
@@ -25,7 +25,6 @@ def transport_name(transport: str) -> TransportName:
     names: dict[str, TransportName] = {
         "native": "auto",
         "native-tasks": "auto",
-        "aiohttp": "aiohttp",
         "httpx": "httpx",
     }
     return names[transport]

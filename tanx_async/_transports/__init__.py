@@ -2,10 +2,10 @@
 and ``make_sender``, the one place the choice is made.
 
 - ``native`` (``Http11Sender``, ``transport="native"``, the default on asyncio): our own
-  HTTP/1.1 keep-alive client on ``asyncio.Protocol``.
-- ``aiohttp_sender`` (``AiohttpSender``, the ``aiohttp`` extra): aiohttp's connection pool.
-- ``anyio_sender`` (``AnyioSender``): the built-in client's HTTP/1.1 over anyio streams; the
-  default (``"auto"``/``"native"``) under trio.
+  HTTP/1.1 keep-alive client on ``asyncio.Protocol`` (``_http11``, ``_connection``, ``_pool``,
+  ``_channel``, ``_deadlines``).
+- ``anyio_sender`` (``AnyioSender``): the built-in client's HTTP/1.1 (``_http11``) over anyio
+  streams; the default (``"auto"``/``"native"``) under trio.
 - ``httpx_sender`` (``HttpxSender``): an ``httpx.AsyncClient``; ``transport="httpx"`` and injected clients.
 
 Each implementation is imported only when chosen: ``import tanx_async`` stays light.
@@ -25,9 +25,29 @@ import ssl
 from .._config import env_proxy
 from .._errors import MissingDependencyError
 from .._httpx import httpx
-from .base import Channel, Immediate, RawResponse, Sender, TransportName, Warmable
+from .base import (
+    WITHDRAWN_AIOHTTP,
+    Channel,
+    Headers,
+    Immediate,
+    RawResponse,
+    Sender,
+    TransportName,
+    Warmable,
+)
 
-__all__ = ["Channel", "Immediate", "RawResponse", "Sender", "TransportName", "Warmable", "make_sender"]
+__all__ = [
+    "WITHDRAWN_AIOHTTP",
+    "Channel",
+    "Headers",
+    "Immediate",
+    "RawResponse",
+    "Sender",
+    "TransportName",
+    "Warmable",
+    "check_transport",
+    "make_sender",
+]
 
 logger = logging.getLogger("tanx_async")
 #: Why the native transport was not used, each said once per process.
@@ -47,6 +67,14 @@ def _httptools_missing() -> str | None:
     except ImportError as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def check_transport(transport: object) -> None:
+    """Refuse a transport name we do not know, and the withdrawn ``"aiohttp"`` saying why."""
+    if transport not in ("auto", "native", "httpx"):
+        if transport == "aiohttp":
+            raise ValueError(WITHDRAWN_AIOHTTP)
+        raise ValueError(f"transport must be 'auto', 'native' or 'httpx', got {transport!r}")
 
 
 def _on_asyncio() -> bool:
@@ -74,8 +102,6 @@ def make_sender(
         from .httpx_sender import HttpxSender
 
         return HttpxSender(http_client, owned=False, max_response_bytes=max_response_bytes)
-    if transport == "aiohttp" and not _on_asyncio():
-        raise RuntimeError("transport='aiohttp' needs asyncio; use 'auto' (or 'httpx') under trio")
     proxy = env_proxy(base_url) if trust_env else None
     if transport in ("auto", "native"):
         missing = _httptools_missing()
@@ -108,21 +134,6 @@ def make_sender(
                 trust_env=trust_env,
                 keep_warm=keep_warm,
             )
-    elif transport == "aiohttp":
-        try:
-            from .aiohttp_sender import AiohttpSender
-
-            return AiohttpSender(
-                limits=limits,
-                verify=verify,
-                max_response_bytes=max_response_bytes,
-                trust_env=trust_env,
-                proxy=proxy,
-            )
-        except ImportError as exc:
-            raise MissingDependencyError(
-                "transport='aiohttp' needs aiohttp: pip install 'tanx-async[aiohttp]'"
-            ) from exc
     client = httpx.AsyncClient(
         limits=limits,
         timeout=timeout,

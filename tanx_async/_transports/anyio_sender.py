@@ -1,12 +1,14 @@
 """``AnyioSender``: the built-in HTTP/1.1 client over anyio byte streams; the default under trio.
 
-The same request bytes and the same answer parser as ``native.Http11Sender`` (its
-``_Connection`` does the parsing, fed from ``stream.receive()`` instead of asyncio's
-``data_received``), over ``anyio.connect_tcp`` (TCP, happy eyeballs, TLS through the standard
+The same request bytes and the same answer parser as ``native.Http11Sender`` (the sans-IO
+``_http11``, fed from ``stream.receive()`` instead of asyncio's ``data_received``), over
+``anyio.connect_tcp`` (TCP, happy eyeballs, TLS through the standard
 ``ssl`` module), so trio gets the native client's CPU cost instead of httpx's pool. The pool is
 simpler than the asyncio one: a LIFO list of idle connections per origin and a FIFO semaphore of
 ``max_connections`` slots (a freed connection closes and passes its slot on while requests
-wait for one).
+wait for one). Nothing reads an idle connection here, so before one is reused it is asked,
+without waiting, whether anything arrived on it (``_StreamConnection.quiet``): if so, it is
+closed, never handed the next request.
 
 Timeouts: ``connect`` bounds TCP + TLS set-up, ``pool`` the wait for a slot, ``read`` the whole
 exchange from the moment the request is handed to the stream. ``maybe_processed`` is honest as in
@@ -15,18 +17,21 @@ the asyncio client: only failures before the request was handed over say False.
 
 from __future__ import annotations
 
+import select
 import ssl
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
+import anyio.streams.tls
 
 from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
 from .._errors import APIConnectionError, APITimeoutError
-from .base import RawResponse, pool_closed, pool_sizes
-from .native import Heads, _Connection, _Origin, idle_life, request_bytes
+from ._http11 import Origin, ParseError, ResponseParser, request_bytes
+from .base import RawResponse, idle_life, pool_closed, pool_sizes
 
 if TYPE_CHECKING:
     from .._httpx import httpx
@@ -34,51 +39,13 @@ if TYPE_CHECKING:
 __all__ = ["AnyioSender"]
 
 _URL_CACHE_SIZE = 256
+_poll = getattr(select, "poll", None)
 _STREAM_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError)
 
 
-class _Slot:
-    """What the parser completes in place of an asyncio future."""
-
-    __slots__ = ("error", "result")
-
-    def __init__(self) -> None:
-        self.result: RawResponse | None = None
-        self.error: APIConnectionError | None = None
-
-    def done(self) -> bool:
-        return self.result is not None or self.error is not None
-
-    def cancelled(self) -> bool:
-        return False
-
-    def set_result(self, result: RawResponse) -> None:
-        self.result = result
-
-    def set_exception(self, error: APIConnectionError) -> None:
-        self.error = error
-
-    def exception(self) -> APIConnectionError | None:
-        return self.error
-
-
-class _Shim:
-    """The transport the parser talks to: it only ever aborts (on a malformed answer)."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: _StreamConnection) -> None:
-        self.conn = conn
-
-    def abort(self) -> None:
-        self.conn.closed = True
-
-    def is_closing(self) -> bool:
-        return self.conn.closed
-
-
 class _StreamConnection:
-    """One keep-alive connection over an anyio byte stream."""
+    """One keep-alive connection over an anyio byte stream, its answers read by the sans-IO
+    parser."""
 
     __slots__ = ("closed", "idle_since", "parser", "stream")
 
@@ -86,55 +53,69 @@ class _StreamConnection:
         self.stream = stream
         self.closed = False
         self.idle_since = 0.0
-        # The asyncio client's parser; its loop is never used (no timers, no futures here).
-        self.parser = _Connection(None, cap)  # type: ignore[arg-type]
-        self.parser.connection_made(_Shim(self))  # type: ignore[arg-type]
+        self.parser = ResponseParser(cap)
+
+    def quiet(self) -> bool:
+        """Nothing arrived while it sat idle, and the server has not closed it: it may carry a
+        request. Asked without waiting and without reading: is the socket readable (a byte, the
+        end of the stream or an error all make it so), and over TLS, does the TLS layer hold
+        decrypted bytes. A byte nobody asked for (a stray second answer, a "408 idle" notice)
+        would otherwise be read as the next request's answer."""
+        stream = self.stream
+        tls = stream.extra(anyio.streams.tls.TLSAttribute.ssl_object, None)
+        if tls is not None and tls.pending():
+            return False
+        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        fd = sock.fileno() if sock is not None else -1
+        if fd < 0:  # pragma: no cover - every stream we open is a live socket's
+            return False
+        if _poll is None:  # pragma: no cover - Windows
+            readable, _, _ = select.select([fd], [], [], 0)
+            return not readable
+        poller = _poll()
+        poller.register(fd, select.POLLIN)
+        return not poller.poll(0)
 
     async def request(self, payload: bytes, method: str, url: str, read_timeout: float | None) -> RawResponse:
         parser = self.parser
-        parser._reset(method, url)
-        slot = _Slot()
-        parser._waiter = slot  # type: ignore[assignment]
+        parser.start(method, url)
         sent = False
+        answer: RawResponse | None = None
         try:
             with anyio.fail_after(read_timeout):
                 try:
                     await self.stream.send(payload)
                     sent = True
-                    while not slot.done():
+                    while answer is None:
                         try:
                             data = await self.stream.receive()
                         except anyio.EndOfStream:
-                            parser.eof_received()
-                            parser.connection_lost(None)
+                            answer = parser.feed_eof()
+                            self.closed = True
                             break
-                        parser.data_received(data)
+                        answer = parser.feed(data)
                 except _STREAM_ERRORS as exc:
-                    if not sent and not parser._received:
+                    if not sent and not parser.received:
                         raise APIConnectionError(
                             f"the connection failed before the request was sent ({type(exc).__name__})",
                             maybe_processed=False,
                         ) from exc
-                    parser.connection_lost(exc if isinstance(exc, Exception) else None)
+                    answer = parser.feed_eof(exc)
+                    self.closed = True
         except TimeoutError:
             self.closed = True
             raise APITimeoutError(
                 f"no complete response within {read_timeout:g} s (read timeout)", maybe_processed=True
             ) from None
+        except ParseError as failure:
+            self.closed = True
+            raise failure.error from None
         except BaseException:
             self.closed = True  # cancelled mid-flight (or failed): never reused
             raise
-        finally:
-            parser._waiter = None
-        if slot.error is not None:
+        if not parser.keep_alive:
             self.closed = True
-            raise slot.error
-        if slot.result is None:  # pragma: no cover - the loop ends only with the slot done
-            self.closed = True
-            raise APIConnectionError("the connection closed without an answer", maybe_processed=True)
-        if not parser.keep_alive or parser.closed:
-            self.closed = True
-        return slot.result
+        return answer
 
     async def aclose(self) -> None:
         self.closed = True
@@ -161,8 +142,7 @@ class AnyioSender:
         self._slots = anyio.Semaphore(self._max) if self._max is not None else None
         self._idle: dict[tuple[str, str, int], list[_StreamConnection]] = {}
         self._busy: set[_StreamConnection] = set()
-        self._origins: dict[str, _Origin] = {}
-        self._heads: Heads = {}
+        self._origins: dict[str, Origin] = {}
         self._closed = False
         self._dead: list[_StreamConnection] = []  # expired idle connections, to close
 
@@ -177,7 +157,7 @@ class AnyioSender:
         self,
         method: str,
         url: str,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         content: bytes | None,
         timeout: httpx.Timeout,  # noqa: ASYNC109 - the HTTP timeouts of the request
     ) -> RawResponse:
@@ -185,11 +165,11 @@ class AnyioSender:
             raise pool_closed()
         origin = self._origins.get(url)
         if origin is None:
-            origin = _Origin(url)
+            origin = Origin(url)
             if len(self._origins) >= _URL_CACHE_SIZE:
                 self._origins.clear()
             self._origins[url] = origin
-        payload = request_bytes(self._heads, method, url, origin, headers, content)
+        payload = request_bytes(method, url, origin, headers, content)
         conn = self._pop_idle(origin.key)
         if self._dead:
             await self._bury()
@@ -207,13 +187,14 @@ class AnyioSender:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if conn.closed or now - conn.idle_since > idle_life(self._expiry, conn.parser.server_idle):
+            life = idle_life(self._expiry, conn.parser.server_idle)
+            if conn.closed or now - conn.idle_since > life or not conn.quiet():
                 self._dead.append(conn)
                 continue
             return conn
         return None
 
-    async def _connect(self, origin: _Origin, timeout: httpx.Timeout) -> _StreamConnection:  # noqa: ASYNC109
+    async def _connect(self, origin: Origin, timeout: httpx.Timeout) -> _StreamConnection:  # noqa: ASYNC109
         if self._slots is not None:
             try:
                 with anyio.fail_after(timeout.pool):

@@ -7,7 +7,7 @@ byte of the request left says False.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Literal, Protocol, runtime_checkable
 
 from .. import _constants as C
@@ -15,18 +15,53 @@ from .._errors import APIConnectionError, ResponseTooLargeError
 from .._httpx import httpx
 
 __all__ = [
+    "WITHDRAWN_AIOHTTP",
     "Channel",
+    "Headers",
     "Immediate",
     "RawResponse",
     "Sender",
     "TransportName",
     "Warmable",
+    "idle_life",
     "pool_closed",
     "pool_sizes",
     "too_large",
 ]
 
-TransportName = Literal["auto", "native", "aiohttp", "httpx"]
+TransportName = Literal["auto", "native", "httpx"]
+
+#: Why ``transport="aiohttp"`` is refused.
+WITHDRAWN_AIOHTTP = (
+    "transport='aiohttp' was withdrawn: aiohttp keeps bytes that arrive on an idle pooled connection "
+    "and reads them as the answer to the next request sent on it, so a stray answer could report a "
+    "cancel the exchange refused as accepted; use 'auto' (the built-in client) or 'httpx'"
+)
+
+
+class Headers(Mapping[str, str]):
+    """Request headers that never change once built (the pipeline builds one set per token and
+    shares it between requests). Being immutable, they carry what a transport prepares from them
+    once: ``prepared``, the built-in client's request heads by method and URL."""
+
+    __slots__ = ("_fields", "prepared")
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        self._fields = dict(fields)
+        #: (method, URL) -> the request head (``_http11.request_head``); bounded by its user.
+        self.prepared: dict[tuple[str, str], bytes] = {}
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        return f"Headers({sorted(self._fields)})"  # the names only: a value may be a token
 
 
 class RawResponse:
@@ -56,7 +91,7 @@ class RawResponse:
         if self._response is None:
             self._response = httpx.Response(
                 self.status,
-                # As bytes: aiohttp hands over UTF-8 (surrogate-escaped) text, which httpx would
+                # As bytes: our parser hands over UTF-8 (surrogate-escaped) text, which httpx would
                 # try to encode as ASCII and fail on while we classify an error.
                 headers=[(_header_bytes(k), _header_bytes(v)) for k, v in self.headers.items()],
                 content=self.content,
@@ -77,7 +112,7 @@ class Sender(Protocol):
         self,
         method: str,
         url: str,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         content: bytes | None,
         timeout: httpx.Timeout,
     ) -> RawResponse: ...
@@ -97,7 +132,7 @@ class Warmable(Protocol):
 class Channel(Protocol):
     """Requests of one caller written at once and answered in a callback (``Immediate``)."""
 
-    def head(self, method: str, url: str, headers: dict[str, str]) -> bytes:
+    def head(self, method: str, url: str, headers: Mapping[str, str]) -> bytes:
         """The head of requests with these ``headers``, built and checked once (raises for a
         header that cannot be sent)."""
 
@@ -146,3 +181,11 @@ def pool_sizes(limits: httpx.Limits) -> tuple[int | None, int | None, float]:
         keepalive if keepalive is not None else limits.max_connections,
         expiry if expiry is not None else C.KEEPALIVE_EXPIRY,
     )
+
+
+def idle_life(expiry: float, server_idle: float | None) -> float:
+    """How long a connection may sit idle and still be reused: our ``expiry``, and a margin
+    under what the server said it keeps idle connections (``Keep-Alive: timeout=N``)."""
+    if server_idle is None:
+        return expiry
+    return min(expiry, server_idle - C.SERVER_IDLE_MARGIN)

@@ -1,16 +1,19 @@
 """``HttpxSender``: an ``httpx.AsyncClient`` as the transport.
 
-Used under trio, when asked for (``transport="httpx"``), and always for a client the caller
-injects (we never close that one). httpx's own pool costs 16-22x raw aiohttp's CPU per cancel at
-the concurrency a cancel burst runs at (``benchmarks/RESULTS.md``).
+Used when asked for (``transport="httpx"``), behind a proxy or without httptools (``make_sender``
+says so in the log), and always for a client the caller injects (we never close that one). Not the default: httpx's own pool spends far more CPU per
+cancel than the built-in client at the concurrency a cancel burst runs at (``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 from .._errors import APIConnectionError, APITimeoutError
 from .._httpx import httpx
+from ._httpx_watch import WatchedStream, watch
 from .base import RawResponse, pool_closed, too_large
 
 __all__ = ["HttpxSender"]
@@ -20,6 +23,8 @@ class HttpxSender:
     def __init__(self, client: httpx.AsyncClient, *, owned: bool, max_response_bytes: int) -> None:
         self.client = client
         self.owned = owned
+        if owned:
+            watch(client)  # (an injected client is the caller's: used as it is)
         self._cap = max_response_bytes
         self._closing = False
         #: One cancel scope per request in flight, so that ``aclose`` can wind them up first.
@@ -29,13 +34,13 @@ class HttpxSender:
         self,
         method: str,
         url: str,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         content: bytes | None,
         timeout: httpx.Timeout,
     ) -> RawResponse:
         if self._closing or self.client.is_closed:
             raise pool_closed()
-        from anyio import CancelScope  # under trio too; imported here, like aiohttp below
+        from anyio import CancelScope  # under trio too; imported here (only httpx needs it)
 
         scope = CancelScope()
         self._in_flight.add(scope)
@@ -51,13 +56,32 @@ class HttpxSender:
         self,
         method: str,
         url: str,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         content: bytes | None,
         timeout: httpx.Timeout,
     ) -> RawResponse:
-        request = self.client.build_request(method, url, headers=headers, content=content, timeout=timeout)
+        whole = _WholeExchange(timeout)
+        request = self.client.build_request(
+            method, url, headers=headers, content=content, timeout=timeout, extensions={"trace": whole.trace}
+        )
+        with whole.scope:
+            return await self._exchange(request, method, url)
+        # Only reached when the whole-exchange bound cancelled the request.
+        raise APITimeoutError(whole.why(), maybe_processed=whole.written)
+
+    async def _exchange(self, request: httpx.Request, method: str, url: str) -> RawResponse:
         try:
             response = await self.client.send(request, stream=True)
+            stream = response.extensions.get("network_stream")
+            if isinstance(stream, WatchedStream) and not stream.read_since_write:
+                # Its head was complete before the request was written: not its answer.
+                await stream.aclose()
+                await response.aclose()
+                raise APIConnectionError(
+                    "an answer was already waiting on the connection when the request was written"
+                    " (a stray answer from the server); not taken as this request's",
+                    maybe_processed=True,
+                )
             try:
                 declared = response.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) > self._cap:
@@ -104,6 +128,39 @@ class HttpxSender:
             await sleep(0.01)
         if self.owned:
             await self.client.aclose()
+
+
+class _WholeExchange:
+    """Bounds a request the way the built-in client does: ``read`` from the moment the request
+    was written to the end of the answer, however it trickles in (httpx's own read timeout is
+    per read: an answer a byte every half second would never end it). httpcore's trace says
+    when the request was written; until then (and for a client whose transport traces
+    nothing) the bound is every phase's timeout added up."""
+
+    __slots__ = ("_read", "scope", "written")
+
+    def __init__(self, timeout: httpx.Timeout) -> None:
+        from anyio import CancelScope, current_time
+
+        phases = (timeout.pool, timeout.connect, timeout.write, timeout.read)
+        total = math.inf if None in phases else sum(t for t in phases if t is not None)
+        self._read = timeout.read
+        self.scope = CancelScope(deadline=current_time() + total)
+        #: A byte of the request may have left (httpcore began to write it).
+        self.written = False
+
+    async def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_headers.started"):
+            self.written = True
+        elif event.endswith("send_request_body.complete") and self._read is not None:
+            from anyio import current_time
+
+            self.scope.deadline = current_time() + self._read
+
+    def why(self) -> str:
+        if self.written and self._read is not None:
+            return f"no complete response within {self._read:g} s (read timeout)"
+        return "no response within the request's timeouts (connect, write, read and pool, added up)"
 
 
 def _from_httpx(exc: httpx.TransportError) -> APIConnectionError:

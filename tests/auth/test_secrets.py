@@ -27,7 +27,6 @@ from tanx_async import (
 )
 from tests.conftest import CANCEL_URL
 from tests.internals import (
-    AiohttpSender,
     Http11Sender,
     HttpxSender,
     PrivateKeySigner,
@@ -247,12 +246,6 @@ async def test_tls_verification_is_on_unless_switched_off(transport: str) -> Non
                 context = sender.ssl_context()
                 assert context.verify_mode == expected
                 assert context.check_hostname is verify
-            elif isinstance(sender, AiohttpSender):
-                assert transport == "aiohttp"
-                assert sender.session.connector is not None
-                got = sender.session.connector._ssl  # type: ignore[attr-defined]
-                # True, or (SSL_CERT_FILE / SSL_CERT_DIR set) a context built from them
-                assert got is verify or (verify and got.verify_mode == expected)
             else:
                 assert isinstance(sender, HttpxSender)
                 context = sender.client._transport._pool._ssl_context  # type: ignore[attr-defined]

@@ -33,7 +33,7 @@ from tanx_async import (
 )
 from tanx_async.testing import SandboxExchange, SandboxServer
 from tests.conftest import until
-from tests.internals import AiohttpSender, Http11Sender, HttpxSender, in_use, random_wallet, sender_of
+from tests.internals import Http11Sender, HttpxSender, in_use, random_wallet, sender_of
 from tests.sandbox import (
     BATCH_TRANSPORTS,
     TRANSPORTS,
@@ -105,8 +105,7 @@ CASES: dict[str, Case] = {
 def short_read(seconds: float) -> httpx.Timeout:
     """A read timeout of ``seconds``, and more for connecting, writing and the pool: on a
     loaded machine an attempt that did not connect within a fraction of a second would prove
-    the request not sent, which is not what these tests are about. (aiohttp's total per
-    attempt is connect + read: 0.7 s for a read of 0.2, still shorter than a stall.)"""
+    the request not sent, which is not what these tests are about."""
     return httpx.Timeout(2.0, connect=0.5, read=seconds)
 
 
@@ -170,7 +169,7 @@ async def test_fault_gives_the_right_error_and_leaks_no_connection(
         assert await settled_in_use(session) == 0
 
         sender = sender_of(session)
-        expected = {"native": Http11Sender, "aiohttp": AiohttpSender, "httpx": HttpxSender}[transport]
+        expected = {"native": Http11Sender, "httpx": HttpxSender}[transport]
         assert isinstance(sender, expected)
         # The session recovers once the exchange behaves.
         exchange.faults.reset()

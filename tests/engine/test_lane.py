@@ -317,7 +317,7 @@ async def test_an_error_while_sending_means_nothing_was_sent(
     concurrency: int,
     errors: int,
 ) -> None:
-    """``_Connection.start`` arms the read timeout first and writes last, so an error there (in
+    """``Connection.start`` arms the read timeout first and writes last, so an error there (in
     arming the timer, or a write that refuses) means nothing was written: the order is sent
     again the ordinary way and processed once, and neither a read timeout nor a connection is
     left behind. (When the timer came after the write, an error there had the cancel written,

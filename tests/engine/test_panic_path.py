@@ -29,6 +29,7 @@ from tanx_async import (
     CancelStatus,
     SessionClosedError,
 )
+from tanx_async._confirm import ConfirmWith
 from tests.conftest import until
 from tests.internals import constants, in_use
 from tests.sandbox import Sandbox, processed_cancels, running_sandbox
@@ -58,7 +59,9 @@ def applied(sandbox: Sandbox, ids: list[int]) -> int:
 
 @pytest.mark.parametrize("confirm_with", ["poll", "auto"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_confirmation_never_holds_the_sending_back(sandbox: Sandbox, backend: str, confirm_with: str) -> None:
+def test_confirmation_never_holds_the_sending_back(
+    sandbox: Sandbox, backend: str, confirm_with: ConfirmWith
+) -> None:
     """200 cancels on 8 workers, each applied 3 s after it is queued: every cancel reaches the
     exchange while it has applied none (a worker waiting for its order's confirmation would
     have sent 8), and every order then ends confirmed."""
@@ -75,13 +78,10 @@ def test_confirmation_never_holds_the_sending_back(sandbox: Sandbox, backend: st
                 seen["applied"] = applied(sandbox, ids)
 
             tg.start_soon(watch)
-            return await session.orders.cancel_many(
-                ids,
-                concurrency=8,
-                confirm=True,
-                confirm_with=confirm_with,
-                confirm_timeout=8,  # type: ignore[arg-type]
+            outcomes = await session.orders.cancel_many(
+                ids, concurrency=8, confirm=True, confirm_with=confirm_with, confirm_timeout=8
             )
+        return outcomes
 
     outcomes = run_on(backend, main)
     assert seen == {"processed": 200, "applied": 0}
@@ -166,7 +166,7 @@ def test_leaving_cancel_iter_early_never_cancels_the_caller(sandbox: Sandbox, ba
         got = -1
         async for outcome in session.orders.cancel_iter(ids, concurrency=4):
             if how == "return":
-                return outcome.order_id
+                return int(outcome.order_id)
             if how == "raise":
                 raise LookupError(outcome.order_id)
             got = outcome.order_id
@@ -178,7 +178,7 @@ def test_leaving_cancel_iter_early_never_cancels_the_caller(sandbox: Sandbox, ba
             try:
                 got = await first(session)
             except LookupError as exc:
-                got = exc.args[0]
+                got = int(exc.args[0])
             slept = False
             await anyio.sleep(0.3)  # a cancelled caller would be interrupted here
             slept = True

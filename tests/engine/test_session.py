@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from typing import Any
 
@@ -16,7 +15,6 @@ import respx
 from tanx_async import (
     AsyncTanxSession,
     InternalServerError,
-    MissingDependencyError,
     RequestEvent,
     ResponseTooLargeError,
     ResponseValidationError,
@@ -159,14 +157,6 @@ async def test_async_with_closes_an_owned_httpx_client() -> None:
     assert sender.client.is_closed
 
 
-async def test_async_with_closes_an_owned_aiohttp_session() -> None:
-    async with AsyncTanxSession(transport="aiohttp") as session:
-        sender = start_transport(session)
-        aiohttp_session: Any = sender.session
-        assert not aiohttp_session.closed
-    assert aiohttp_session.closed
-
-
 async def test_auto_is_the_native_transport_on_asyncio_and_aclose_closes_its_connections() -> None:
     server_done = asyncio.Event()
 
@@ -198,7 +188,7 @@ async def test_auto_is_the_native_transport_on_asyncio_and_aclose_closes_its_con
         await server.wait_closed()
 
 
-def test_under_trio_auto_is_the_built_in_client_over_anyio_and_aiohttp_is_refused() -> None:
+def test_under_trio_auto_is_the_built_in_client_over_anyio() -> None:
     trio = pytest.importorskip("trio")
 
     async def main() -> None:
@@ -207,23 +197,18 @@ def test_under_trio_auto_is_the_built_in_client_over_anyio_and_aiohttp_is_refuse
                 assert isinstance(start_transport(session), AnyioSender)
         async with AsyncTanxSession(access_token="t", transport="httpx") as session:
             assert isinstance(start_transport(session), HttpxSender)
-        with pytest.raises(RuntimeError, match="needs asyncio"):
-            start_transport(AsyncTanxSession(access_token="t", transport="aiohttp"))
 
     trio.run(main)
 
 
 def test_unknown_transport_is_refused() -> None:
-    with pytest.raises(ValueError, match="transport must be 'auto', 'native', 'aiohttp' or 'httpx'"):
+    with pytest.raises(ValueError, match="transport must be 'auto', 'native' or 'httpx'"):
         AsyncTanxSession(transport="requests")  # type: ignore[arg-type]
 
 
-async def test_aiohttp_transport_without_aiohttp_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "aiohttp", None)
-    session = AsyncTanxSession(access_token="t", transport="aiohttp")
-    with pytest.raises(MissingDependencyError, match=r"pip install 'tanx-async\[aiohttp\]'"):
-        start_transport(session)
-    await session.aclose()
+def test_the_withdrawn_aiohttp_transport_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match=r"transport='aiohttp' was withdrawn: .* stray answer"):
+        AsyncTanxSession(transport="aiohttp")  # type: ignore[arg-type]
 
 
 async def test_injected_client_is_not_closed(router: respx.Router) -> None:

@@ -1,4 +1,4 @@
-"""The native HTTP/1.1 transport (``_transports/native.py``): parsing, framing, pooling, timeouts.
+"""The native HTTP/1.1 transport (``_transports/native.py`` and the modules it names): parsing, framing, pooling, timeouts.
 
 Parsing is checked by feeding a connection's protocol directly (every byte split hypothesis can
 think of); pooling, keep-alive and timeouts over a real loopback socket with a scripted server.
@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from tanx_async import APIConnectionError, APITimeoutError, ResponseTooLargeError
 from tests.conftest import until
 from tests.internals import (
+    Headers,
     Http11Sender,
     Pacer,
     RawResponse,
@@ -32,6 +33,7 @@ from tests.internals import (
     _idle_timeout,
     _Origin,
     httpx,
+    request_head,
 )
 
 URL = "http://127.0.0.1:9/sapi/v1/orders/cancel/"
@@ -267,7 +269,7 @@ async def test_an_answer_held_by_the_pacer_stands_when_the_connection_then_fails
         conn.data_received(answer)
     assert tasks[0].done() is False and len(pacer) == 1  # the second answer is held
     conns[1].connection_lost(ConnectionResetError())
-    conns[1]._on_timeout(5.0)
+    conns[1].on_timeout(5.0)
     first, second = await asyncio.wait_for(asyncio.gather(*tasks), 1.0)
     assert (first.status, first.content) == (200, b"ok")
     assert (second.status, second.content) == (200, b"ok")
@@ -310,15 +312,15 @@ async def test_header_names_are_lowercase_whether_or_not_the_name_cache_has_room
 ) -> None:
     """Names are looked up in a bounded cache of the names servers send; a full cache changes
     nothing but the cost."""
-    from tanx_async._transports import native
+    from tests.internals import http11_module
 
-    monkeypatch.setattr(native, "_NAMES", {})
-    monkeypatch.setattr(native, "_NAMES_SIZE", 2)
+    monkeypatch.setattr(http11_module, "_NAMES", {})
+    monkeypatch.setattr(http11_module, "_NAMES_SIZE", 2)
     answer = b"HTTP/1.1 200 OK\r\nX-One: 1\r\nX-TWO: 2\r\nx-Three: 3\r\nContent-Length: 0\r\n\r\n"
     for _ in range(2):
         raw, _ = await feed([answer])
         assert raw.headers == {"x-one": "1", "x-two": "2", "x-three": "3", "content-length": "0"}
-    assert native._NAMES == {b"X-One": "x-one", b"X-TWO": "x-two"}
+    assert http11_module._NAMES == {b"X-One": "x-one", b"X-TWO": "x-two"}
 
 
 @pytest.mark.parametrize(
@@ -832,7 +834,7 @@ async def test_the_head_cap_holds_whatever_the_reads(size: int, fits: bool, piec
 async def test_read_timeouts_still_fire_after_arming_their_timer_failed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``_Deadlines`` keeps one timer for every read timeout. If scheduling a new, earlier timer
+    """``Deadlines`` keeps one timer for every read timeout. If scheduling a new, earlier timer
     raises, the timer already armed stays (it used to be cancelled first, leaving no timer while
     ``_at`` still claimed one): the timeouts due fire, and later ones still arm."""
     loop = asyncio.get_running_loop()
@@ -844,13 +846,13 @@ async def test_read_timeouts_still_fire_after_arming_their_timer_failed(
         def __init__(self, name: str) -> None:
             self.name, self.deadline, self.read_timeout = name, 0.0, 0.0
 
-        def _on_timeout(self, seconds: float) -> None:
+        def on_timeout(self, seconds: float) -> None:
             fired.append(self.name)
             if len(fired) == 3:
                 all_fired.set()
 
     now = loop.time()
-    deadlines.add(Conn("late"), now + 0.2, 0.2)  # type: ignore[arg-type]
+    deadlines.add(Conn("late"), now + 0.2, 0.2)
     call_at = loop.call_at
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
@@ -858,10 +860,28 @@ async def test_read_timeouts_still_fire_after_arming_their_timer_failed(
 
     monkeypatch.setattr(loop, "call_at", refuse)
     with pytest.raises(RuntimeError):
-        deadlines.add(Conn("early"), now + 0.05, 0.05)  # type: ignore[arg-type]
+        deadlines.add(Conn("early"), now + 0.05, 0.05)
     monkeypatch.setattr(loop, "call_at", call_at)
-    deadlines.add(Conn("later"), now + 0.3, 0.3)  # type: ignore[arg-type]
+    deadlines.add(Conn("later"), now + 0.3, 0.3)
     with anyio.fail_after(5):
         await all_fired.wait()
     assert sorted(fired) == ["early", "late", "later"]
     deadlines.cancel()
+
+
+def test_a_request_head_is_prepared_once_per_headers_value_and_kept_on_it() -> None:
+    """The pipeline's ``Headers`` cannot change, so the head built from them for a method and
+    URL is kept on them (no cache keyed by object identity); a plain mapping is built each time.
+    Their repr names the fields, never a value (the token)."""
+    headers = Headers({"Authorization": "JWT secret-token", "Content-Type": "application/json"})
+    origin = _Origin(URL)
+    head = request_head("POST", URL, origin, headers)
+    assert head.startswith(b"POST /sapi/v1/orders/cancel/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\n")
+    assert b"Authorization: JWT secret-token\r\n" in head and head.endswith(b"Content-Length: ")
+    assert headers.prepared == {("POST", URL): head}
+    assert request_head("POST", URL, origin, headers) is head
+    plain = {"Authorization": "JWT secret-token", "Content-Type": "application/json"}
+    assert request_head("POST", URL, origin, plain) == head
+    assert "secret-token" not in repr(headers)
+    with pytest.raises(TypeError):
+        headers["Authorization"] = "JWT other"  # type: ignore[index]

@@ -25,7 +25,6 @@ import trustme
 
 from tanx_async import APIConnectionError, AsyncTanxSession, CancelStatus, MissingDependencyError
 from tests.internals import (
-    AiohttpSender,
     Http11Sender,
     HttpxSender,
     env_proxy,
@@ -350,16 +349,6 @@ async def test_without_httptools_auto_uses_httpx_and_says_why_once(
     monkeypatch.delitem(sys.modules, "httptools")
     async with AsyncTanxSession(base_url="http://127.0.0.1:9") as session:
         assert isinstance(start_transport(session), Http11Sender)
-
-
-async def test_aiohttp_is_given_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
-    async with AsyncTanxSession(transport="aiohttp") as session:
-        sender = start_transport(session)
-        assert isinstance(sender, AiohttpSender)
-        assert sender._proxy == "http://127.0.0.1:3128"
-    async with AsyncTanxSession(transport="aiohttp", trust_env=False) as session:
-        assert start_transport(session)._proxy is None
 
 
 def test_trust_env_must_be_a_bool() -> None:

@@ -136,17 +136,14 @@ async def test_warm_up_refuses_bad_counts_before_connecting(value: object, error
         assert server.connections == 0
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
-async def test_warm_up_is_a_logged_no_op_where_the_transport_cannot(
-    transport: str, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_warm_up_is_a_logged_no_op_where_the_transport_cannot(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="tanx_async")
     async with (
         idle_server() as server,
         AsyncTanxSession(
             base_url=server.url,
             access_token="t",
-            transport=transport,  # type: ignore[arg-type]
+            transport="httpx",
         ) as session,
     ):
         assert await session.warm_up(connections=4) == 0
@@ -255,7 +252,7 @@ async def test_keep_warm_lets_go_of_connections_the_server_closes_at_once() -> N
 
 def test_keep_warm_needs_the_built_in_transport() -> None:
     with pytest.raises(ValueError, match="keep_warm=True needs the built-in transport"):
-        AsyncTanxSession(access_token="t", transport="aiohttp", keep_warm=True)
+        AsyncTanxSession(access_token="t", transport="httpx", keep_warm=True)
     with pytest.raises(TypeError, match="keep_warm must be True or False"):
         AsyncTanxSession(access_token="t", keep_warm=1)  # type: ignore[arg-type]
 

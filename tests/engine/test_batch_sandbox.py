@@ -289,7 +289,7 @@ def _between_listings(
     as if it happened between two of the client's requests). Returns the (state, page) of every
     page asked for."""
     asked: list[tuple[str | None, int]] = []
-    real = exchange._list_orders
+    real = exchange.book.list_orders
 
     def listing(uid: str, filters: dict[str, str], *args: Any) -> list[Any]:
         orders = real(uid, filters, *args)
@@ -298,7 +298,7 @@ def _between_listings(
             change(orders)
         return orders
 
-    monkeypatch.setattr(exchange, "_list_orders", listing)
+    monkeypatch.setattr(exchange.book, "list_orders", listing)
     return asked
 
 

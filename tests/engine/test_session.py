@@ -282,9 +282,9 @@ async def test_with_options_shares_pool_and_tokens(session: AsyncTanxSession, ro
     assert sender_of(session) is first_sender
 
 
-def test_with_options_goes_through_the_constructor() -> None:
-    """Every setting carries over to the view (it is rebuilt from the session's own arguments),
-    and the new values are checked exactly as the constructor checks them."""
+def test_with_options_keeps_every_setting_and_checks_the_new_values() -> None:
+    """Every setting carries over to the view (a copy sharing the pipeline), and the new values
+    are checked exactly as the constructor checks them."""
     events: list[RequestEvent] = []
     session = AsyncTanxSession(
         base_url="http://127.0.0.1:9",

@@ -48,9 +48,8 @@ class _InRoom(Generic[T]):
     """An attribute of ``SandboxExchange`` kept in one of its rooms under the same name: read
     and written there, so the room sees a change at once."""
 
-    def __init__(self, room: str, doc: str) -> None:
+    def __init__(self, room: str) -> None:
         self._room = room
-        self.__doc__ = doc
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._name = name
@@ -143,32 +142,38 @@ class SandboxExchange:
     """
 
     # Knobs and counters, kept in the rooms that use them.
-    profile = _InRoom[Profile]("answers", "The shapes of the answers (see ``SandboxExchange``).")
-    texts = _InRoom[TextMode]("answers", '``"fixed"`` or ``"random"`` invented texts.')
-    legacy_cancel_response = _InRoom[bool]("answers", "Force the ``brine`` cancel answer.")
-    empty_cancel_payload = _InRoom[bool]("answers", "Force the ``ack`` cancel answer.")
-    access_ttl = _InRoom[float]("accounts", "Seconds a new access token lives.")
-    refresh_ttl = _InRoom[float]("accounts", "Seconds a new refresh token lives.")
-    verify_signatures = _InRoom[bool]("accounts", "False accepts any ``0x`` + 130 hex login signature.")
-    login_count = _InRoom[int]("accounts", "Login requests processed (successful or not).")
-    refresh_count = _InRoom[int](
-        "accounts", "Refresh requests processed (successful or not); see ``refresh_failures``."
-    )
-    refresh_failures = _InRoom[int]("accounts", "Refresh requests refused.")
-    cancel_delay = _InRoom[float](
-        "book", "Seconds until a queued cancel takes effect (applied lazily on every read; 0: at once)."
-    )
-    observers = _InRoom[list[OrderObserver]](
-        "book",
-        "Called with ``(before, after)`` whenever an order snapshot is stored (``before`` is None "
-        "for a new order), under the exchange's lock: keep them cheap. See ``OrderObserver``; the "
-        "private stream (``ws``) registers one.",
-    )
-    requests = _InRoom[list[RequestRecord]](
-        "log", "Append-only log of handled requests; read it, or use ``cancel_attempts()``."
-    )
-    in_flight = _InRoom[int]("log", "Requests being handled now.")
-    peak_in_flight = _InRoom[int]("log", "The most requests handled at once (see ``reset_peak_in_flight``).")
+    profile = _InRoom[Profile]("answers")
+    """The shapes of the answers (see above)."""
+    texts = _InRoom[TextMode]("answers")
+    """``"fixed"`` or ``"random"`` invented texts (see above)."""
+    legacy_cancel_response = _InRoom[bool]("answers")
+    """Force the ``brine`` cancel answer whatever the profile."""
+    empty_cancel_payload = _InRoom[bool]("answers")
+    """Force the ``ack`` cancel answer (payload ``{}``) whatever the profile."""
+    access_ttl = _InRoom[float]("accounts")
+    """Seconds a new access token lives."""
+    refresh_ttl = _InRoom[float]("accounts")
+    """Seconds a new refresh token lives."""
+    verify_signatures = _InRoom[bool]("accounts")
+    """False accepts any ``0x`` + 130 hex login signature."""
+    login_count = _InRoom[int]("accounts")
+    """Login requests processed (successful or not)."""
+    refresh_count = _InRoom[int]("accounts")
+    """Refresh requests processed (successful or not); see ``refresh_failures``."""
+    refresh_failures = _InRoom[int]("accounts")
+    """Refresh requests refused."""
+    cancel_delay = _InRoom[float]("book")
+    """Seconds until a queued cancel takes effect (applied lazily on every read; 0: at once)."""
+    observers = _InRoom[list[OrderObserver]]("book")
+    """Called with ``(before, after)`` whenever an order snapshot is stored (``before`` is None for
+    a new order), under the exchange's lock: keep them cheap. See ``OrderObserver``; the private
+    stream (``ws``) registers one."""
+    requests = _InRoom[list[RequestRecord]]("log")
+    """Append-only log of handled requests; read it, or use ``cancel_attempts()``."""
+    in_flight = _InRoom[int]("log")
+    """Requests being handled now."""
+    peak_in_flight = _InRoom[int]("log")
+    """The most requests handled at once (see ``reset_peak_in_flight``)."""
 
     def __init__(
         self,

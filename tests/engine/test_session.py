@@ -306,6 +306,11 @@ def test_with_options_keeps_every_setting_and_checks_the_new_values() -> None:
         session.with_options(timeout="5")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="timeout"):
         session.with_options(timeout=0)
+    # Left out means "keep"; None is a value, refused as the constructor refuses it.
+    with pytest.raises(TypeError, match="timeout"):
+        session.with_options(timeout=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="max_retries"):
+        session.with_options(max_retries=None)  # type: ignore[arg-type]
 
 
 async def test_with_options_timeout_reaches_the_request(

@@ -61,12 +61,12 @@ async def child(layer: str, url: str, n: int, cafile: str | None) -> dict[str, f
 
     from tanx_async import AsyncTanxSession
     from tanx_async._constants import CANCEL_PATH
-    from tanx_async._convert import decode_echo_in
+    from tanx_async._convert import CancelEcho
     from tanx_async._envelope import decode_envelope
     from tanx_async._json import dumps
     from tanx_async._transports._http11 import request_bytes
     from tanx_async._transports.native import Http11Sender
-    from tanx_async.models import CancelOutcome, CancelStatus
+    from tanx_async.models import CancelOutcome, queued_outcome
 
     verify: Any = ssl.create_default_context(cafile=cafile) if cafile else True
     async with AsyncTanxSession(base_url=url, access_token=make_access_token(), verify=verify) as session:
@@ -87,14 +87,7 @@ async def child(layer: str, url: str, n: int, cafile: str | None) -> dict[str, f
             started = time.monotonic()
             raw = await sender.send("POST", endpoint, headers, b'{"order_id":%d}' % oid, timeout)
             decode_envelope(raw, method="POST", path=CANCEL_PATH)
-            outcomes[oid] = CancelOutcome(
-                order_id=oid,
-                status=CancelStatus.QUEUED,
-                attempts=1,
-                elapsed=time.monotonic() - started,
-                echo=decode_echo_in,
-                echo_payload=raw.content,
-            )
+            outcomes[oid] = queued_outcome(oid, 1, time.monotonic() - started, CancelEcho(raw.content))
 
         async def via_pipeline(oid: int) -> None:
             await pipeline.send(
@@ -137,13 +130,8 @@ async def child(layer: str, url: str, n: int, cafile: str | None) -> dict[str, f
                 def set_result(self, raw: Any) -> None:
                     body = decode_envelope(raw, method="POST", path=CANCEL_PATH)
                     assert body.get("status") == "success"
-                    outcomes[self.oid] = CancelOutcome(
-                        order_id=self.oid,
-                        status=CancelStatus.QUEUED,
-                        attempts=1,
-                        elapsed=time.monotonic() - self.started,
-                        echo=decode_echo_in,
-                        echo_payload=raw.content,
+                    outcomes[self.oid] = queued_outcome(
+                        self.oid, 1, time.monotonic() - self.started, CancelEcho(raw.content)
                     )
                     self.next()
 

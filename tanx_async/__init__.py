@@ -36,6 +36,7 @@ from ._errors import (
 from ._session import AsyncTanxSession
 from ._signer import PrivateKeySigner
 from ._stream import OrderStream
+from ._types import NOT_GIVEN, NotGiven
 from .events import RequestEvent
 from .models import (
     CancelOutcome,
@@ -55,6 +56,7 @@ from .models import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "NOT_GIVEN",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -75,6 +77,7 @@ __all__ = [
     "MissingDependencyError",
     "NotAuthenticatedError",
     "NotFoundError",
+    "NotGiven",
     "Order",
     "OrderState",
     "OrderStream",

@@ -28,7 +28,7 @@ import attrs
 from . import _constants as C
 from . import _deadline
 from ._confirm import ConfirmWith, PushConfirmer, open_confirmer
-from ._convert import cancel_echo, decode_echo, decode_echo_in, structure_order
+from ._convert import CancelEcho, cancel_echo, decode_echo, structure_order
 from ._deadline import Deadline
 from ._errors import (
     APIConnectionError,
@@ -201,7 +201,7 @@ def queued(
     session._pipeline.cancels.accepted(oid)
     # (Not decoded for the bare ``{}`` acknowledgement.)
     return queued_outcome(
-        oid, record.count, time.monotonic() - started, decode_echo_in if echo else None, content
+        oid, record.count, time.monotonic() - started, CancelEcho(content) if echo else None
     )
 
 

@@ -20,7 +20,7 @@ from ._constants import CANCEL_PATH
 from ._errors import ResponseValidationError
 from ._json import loads
 from ._log import logger
-from .models import Order, OrderState, OrderType, OrderUpdate, Side, Trade, TradeUpdate
+from .models import Order, OrderState, OrderType, OrderUpdate, PendingOrder, Side, Trade, TradeUpdate
 
 __all__ = ["converter", "structure", "structure_order"]
 
@@ -220,6 +220,19 @@ def decode_echo_in(order_id: int, raw: object) -> Order | None:
         body = None
     payload = body.get("payload") if isinstance(body, dict) else None
     return decode_echo(order_id, payload, content)
+
+
+class CancelEcho(PendingOrder):
+    """The order an accepted cancel echoed, kept as the answer's bytes until
+    ``CancelOutcome.order`` is first read (``models.queued_outcome``)."""
+
+    __slots__ = ("content",)
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+
+    def decode(self, order_id: int) -> Order | None:
+        return decode_echo_in(order_id, self.content)
 
 
 def cancel_echo(order_id: int, value: Any, raw: bytes) -> bool:

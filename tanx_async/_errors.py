@@ -20,9 +20,9 @@
         │   └── InternalServerError       5xx
         ├── APIConnectionError        no usable answer (.maybe_processed: may it have arrived?)
         │   ├── APITimeoutError
-        │   ├── ResponseTooLargeError
-        │   └── CancelOutcomeUnknownError  a cancel nothing could settle (.order_id, .cause)
-        └── ResponseValidationError   a 2xx answer we could not decode (.body, .errors)
+        │   └── ResponseTooLargeError
+        ├── ResponseValidationError   a 2xx answer we could not decode (.body, .errors)
+        └── CancelOutcomeUnknownError a cancel nothing could settle (.order_id, .order, .cause)
 
 Everything that comes from talking to the exchange is an ``APIError``. ``maybe_processed`` on a
 connection error is what decides whether a cancel is retried or looked up. No message built here
@@ -220,15 +220,21 @@ class ResponseValidationError(APIError):
         self.errors: tuple[str, ...] = tuple(errors)
 
 
-class CancelOutcomeUnknownError(APIConnectionError):
-    """A cancel may or may not have reached the exchange, and a look-up could not settle it.
+class CancelOutcomeUnknownError(APIError):
+    """A cancel may or may not have been processed, and a look-up could not settle it.
 
-    ``order`` is the order as last seen by the look-up (still open), or None when the look-up
-    failed too. Retrying the cancel is safe: cancelling twice cannot cancel anything else.
+    ``cause`` is what left it open: a connection error or timeout after the request may have
+    left (an ``APIConnectionError``), or an error answer that may hide a processed cancel (an
+    ``APIStatusError`` such as a 500), so this error is neither of those. ``order`` is the order
+    as last seen by the look-up (still open), or None when the look-up failed too;
+    ``maybe_processed`` is always True. Retrying the cancel is safe: cancelling twice cannot
+    cancel anything else.
     """
 
+    maybe_processed = True
+
     def __init__(self, message: str, *, order_id: int, order: Order | None, cause: TanxError) -> None:
-        super().__init__(message, maybe_processed=True, method="POST", path=C.CANCEL_PATH)
+        super().__init__(message, method="POST", path=C.CANCEL_PATH)
         self.order_id = order_id
         self.order = order
         self.cause = cause

@@ -2,11 +2,13 @@
 
 The session validates its arguments, builds the shared ``Pipeline`` (``_pipeline.py``: the
 transport, tokens, limiter and the request loop) and hands requests to it with its own timeout
-and retry policy. ``with_options`` views go through the constructor again and share the pipeline.
+and retry policy. ``with_options`` views are copies with their own timeout, retries and deadline
+(checked by the same functions as the constructor's), sharing the pipeline.
 """
 
 from __future__ import annotations
 
+import copy
 import ssl
 from collections.abc import Collection, Coroutine
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,6 +24,7 @@ from ._httpx import httpx
 from ._pipeline import Pipeline, Response
 from ._retry import RetryPolicy
 from ._transports import TransportName, check_transport
+from ._types import NOT_GIVEN, NotGiven
 from .events import EventCallback
 from .orders import Orders
 
@@ -42,6 +45,31 @@ def _normalise_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
     if isinstance(timeout, httpx.Timeout):
         return timeout
     return httpx.Timeout(V.seconds("timeout", timeout, also=" or an httpx.Timeout"))
+
+
+def _checked_deadline(deadline: float | None) -> float | None:
+    return None if deadline is None else V.seconds("deadline", deadline, also=" or None")
+
+
+def _retry_policy(max_retries: int) -> RetryPolicy:
+    V.setting_int("max_retries", max_retries, minimum=0)
+    return RetryPolicy(max_retries=max_retries)
+
+
+def _signer_of(private_key: str | None, eth_address: str | None, signer: Signer | None) -> Signer | None:
+    """The signer the login arguments make: ``signer``, or a ``PrivateKeySigner`` of
+    ``private_key`` (checked against ``eth_address`` when given), or None."""
+    if private_key is not None:
+        if signer is not None:
+            raise ValueError("pass either private_key or signer, not both")
+        from ._signer import PrivateKeySigner
+
+        signer = PrivateKeySigner(private_key, eth_address=eth_address)
+    elif eth_address is not None and signer is None:
+        raise ValueError("eth_address needs private_key (or pass a signer)")
+    if signer is not None and not isinstance(signer, Signer):
+        raise TypeError("signer must have an `address` and an async `sign(message) -> str`")
+    return signer
 
 
 class AsyncTanxSession:
@@ -112,31 +140,14 @@ class AsyncTanxSession:
         on_event: EventCallback | None = None,
         stream_url: str | None = None,
         keep_warm: bool = False,
-        _pipeline: Pipeline | None = None,
     ) -> None:
-        # Every argument, as given: ``with_options`` builds its view through this constructor.
-        options = {name: value for name, value in locals().items() if name not in ("self", "_pipeline")}
         self._base_url = resolve_base_url(base_url, network, allow_insecure_http)
         self._stream_url = _stream.stream_url(self._base_url, stream_url, allow_insecure_http)
         for name, value in (("access_token", access_token), ("refresh_token", refresh_token)):
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise TypeError(f"{name} must be a non-empty string")
-        if private_key is not None:
-            if signer is not None:
-                raise ValueError("pass either private_key or signer, not both")
-            from ._signer import PrivateKeySigner
-
-            signer = PrivateKeySigner(private_key, eth_address=eth_address)
-        elif eth_address is not None and signer is None:
-            raise ValueError("eth_address needs private_key (or pass a signer)")
-        if signer is not None and not isinstance(signer, Signer):
-            raise TypeError("signer must have an `address` and an async `sign(message) -> str`")
-        # A view shares this session's tokens and signer through the pipeline: no secret is kept.
-        options.update(
-            private_key=None, eth_address=None, signer=signer, access_token=None, refresh_token=None
-        )
-        self._options = options
-        V.setting_int("max_retries", max_retries, minimum=0)
+        signer = _signer_of(private_key, eth_address, signer)
+        self._retry = _retry_policy(max_retries)
         check_transport(transport)
         if not isinstance(keep_warm, bool):
             raise TypeError(f"keep_warm must be True or False, got {type(keep_warm).__name__}")
@@ -153,34 +164,32 @@ class AsyncTanxSession:
         if max_response_bytes < 1024:
             raise ValueError("max_response_bytes must be at least 1024")
         self._timeout = _normalise_timeout(timeout)
-        self._deadline = None if deadline is None else V.seconds("deadline", deadline, also=" or None")
-        self._retry = RetryPolicy(max_retries=max_retries)
-        if _pipeline is None:
-            _pipeline = Pipeline(
-                base_url=self._base_url,
-                http_client=http_client,
-                transport=transport,
-                limits=limits,
-                verify=verify,
-                trust_env=trust_env,
-                max_response_bytes=max_response_bytes,
-                max_concurrency=max_concurrency,
-                flow=FlowControl(rate_limit, rate_limit_burst),
-                auth=Auth(
-                    access_token=access_token,
-                    refresh_token=refresh_token,
-                    signer=signer,
-                    on_tokens=on_tokens,
-                    paths=auth_paths or AuthPaths(),
-                    skew=refresh_skew,
-                    on_event=on_event,
-                ),
+        self._deadline = _checked_deadline(deadline)
+        # The session keeps no secret: tokens and signer live in the pipeline's ``Auth``.
+        self._pipeline = Pipeline(
+            base_url=self._base_url,
+            http_client=http_client,
+            transport=transport,
+            limits=limits,
+            verify=verify,
+            trust_env=trust_env,
+            max_response_bytes=max_response_bytes,
+            max_concurrency=max_concurrency,
+            flow=FlowControl(rate_limit, rate_limit_burst),
+            auth=Auth(
+                access_token=access_token,
+                refresh_token=refresh_token,
+                signer=signer,
+                on_tokens=on_tokens,
+                paths=auth_paths or AuthPaths(),
+                skew=refresh_skew,
                 on_event=on_event,
-                timeout=self._timeout,
-                policy=self._retry,
-                keep_warm=keep_warm,
-            )
-        self._pipeline = _pipeline
+            ),
+            on_event=on_event,
+            timeout=self._timeout,
+            policy=self._retry,
+            keep_warm=keep_warm,
+        )
         self.orders = Orders(self)
 
     # -- public surface -------------------------------------------------------------------
@@ -228,18 +237,25 @@ class AsyncTanxSession:
     def with_options(
         self,
         *,
-        timeout: float | httpx.Timeout | None = None,
-        max_retries: int | None = None,
-        deadline: float | None = None,
+        timeout: float | httpx.Timeout | NotGiven = NOT_GIVEN,
+        max_retries: int | NotGiven = NOT_GIVEN,
+        deadline: float | NotGiven | None = NOT_GIVEN,
     ) -> AsyncTanxSession:
-        """A view of this session with other timeouts or retries, sharing its pool and tokens
-        (an aggressive cancel path next to a patient listing path). Closing either closes both.
+        """A view of this session with other timeouts, retries or deadline, sharing its pool,
+        tokens and every other setting (an aggressive cancel path next to a patient listing
+        path). Closing either closes both.
 
-        Built through the constructor with this session's own arguments, so every setting
-        carries over and the new values are checked the same way."""
-        changes = {"timeout": timeout, "max_retries": max_retries, "deadline": deadline}
-        options = {**self._options, **{k: v for k, v in changes.items() if v is not None}}
-        return AsyncTanxSession(**options, _pipeline=self._pipeline)
+        An argument left out keeps this session's value; ``deadline=None`` removes the overall
+        bound. New values are checked as the constructor checks them."""
+        view = copy.copy(self)
+        if not isinstance(timeout, NotGiven):
+            view._timeout = _normalise_timeout(timeout)
+        if not isinstance(max_retries, NotGiven):
+            view._retry = _retry_policy(max_retries)
+        if not isinstance(deadline, NotGiven):
+            view._deadline = _checked_deadline(deadline)
+        view.orders = Orders(view)
+        return view
 
     async def login(self) -> TokenPair:
         """Log in now with the configured signer (otherwise done on first use), even when the

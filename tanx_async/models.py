@@ -8,15 +8,15 @@ on the exchange must never break a cancel loop.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import Any, Literal, Union
 
 import attrs
 
-if TYPE_CHECKING:
-    from ._errors import TanxError
+# At run time, not only for type checkers: ``attrs.resolve_types`` and cattrs read
+# ``CancelOutcome.error``'s annotation (``cattrs.Converter().unstructure(outcome)``).
+from ._errors import TanxError
 
 __all__ = [
     "CancelOutcome",
@@ -227,14 +227,17 @@ class CancelOutcome:
 
     The order echoed by an accepted cancel is decoded when ``order`` is first read (a burst that
     only looks at ``status`` never pays for it); an echo that cannot be decoded then reads as
-    None, with a warning, as it would have when decoded at once.
+    None, with a warning, as it would have when decoded at once. Every reader (``attrs.asdict``,
+    cattrs, ``pickle``, ``attrs.evolve``) reads ``order`` and so sees the decoded value.
     """
 
     order_id: int
     """The order the cancel was for."""
     status: CancelStatus
     """What happened to the order (see ``CancelStatus``)."""
-    _order: Order | None = attrs.field(default=None, alias="order", repr=False, eq=False)
+    order: Order | None = attrs.field(default=None, repr=False, eq=False)
+    """The exchange's latest view of the order, when one was seen (an accepted cancel's echo, a
+    look-up, a confirmation), else None."""
     error: TanxError | None = attrs.field(default=None, eq=False)
     """Why the outcome is not ok (always set then). On an ok outcome, None, or for ``cancelled``
     and ``already_closed`` the refusal a look-up then overruled (kept for the record)."""
@@ -247,23 +250,6 @@ class CancelOutcome:
     note: str | None = attrs.field(default=None, eq=False)
     """What else the outcome rests on (its evidence, a refusal that did not change it, a settling
     pass), or None."""
-    #: Decodes the cancel answer's echo (from ``echo_payload``, the answer's raw bytes) on first
-    #: read of ``order`` (None: nothing to decode). A shared function and one bytes object, not a
-    #: closure or the decoded JSON: an outcome stays one object the garbage collector tracks, and
-    #: a burst's outcomes keep ~600 compact bytes each instead of a tree of dicts and strings.
-    _echo: Callable[[int, object], Order | None] | None = attrs.field(
-        default=None, alias="echo", repr=False, eq=False
-    )
-    _echo_payload: object = attrs.field(default=None, alias="echo_payload", repr=False, eq=False)
-
-    @property
-    def order(self) -> Order | None:
-        """The exchange's latest view of the order, when one was seen (decoded on first read)."""
-        if self._order is None and self._echo is not None:
-            object.__setattr__(self, "_order", self._echo(self.order_id, self._echo_payload))
-            object.__setattr__(self, "_echo", None)
-            object.__setattr__(self, "_echo_payload", None)
-        return self._order
 
     @property
     def ok(self) -> bool:
@@ -273,46 +259,69 @@ class CancelOutcome:
         return self.status in _OFF_BOOK
 
 
+class PendingOrder:
+    """An order not decoded yet: the library's own (``_convert.CancelEcho``, the echo of an
+    accepted cancel kept as its answer's bytes), put in ``CancelOutcome.order`` by
+    ``queued_outcome`` and never shown: the first read of ``order`` decodes it and keeps the
+    result."""
+
+    __slots__ = ()
+
+    def decode(self, order_id: int) -> Order | None:
+        raise NotImplementedError
+
+
+class _OrderSlot:
+    """``CancelOutcome.order``: its slot, read through ``PendingOrder.decode`` once."""
+
+    def __init__(self, slot: Any) -> None:
+        self.get = slot.__get__
+        self.set = slot.__set__
+
+    def __get__(self, outcome: CancelOutcome | None, owner: type | None = None) -> Any:
+        if outcome is None:
+            return self
+        value = self.get(outcome, owner)
+        if isinstance(value, PendingOrder):
+            value = value.decode(outcome.order_id)
+            self.set(outcome, value)
+        return value
+
+    def __set__(self, outcome: CancelOutcome, value: Order | PendingOrder | None) -> None:
+        self.set(outcome, value)
+
+
 # The slots' setters, for ``queued_outcome`` (a frozen class's ``__setattr__`` refuses).
 _slots: dict[str, Any] = {
     field.name: CancelOutcome.__dict__[field.name] for field in attrs.fields(CancelOutcome)
 }
+_order_slot = _OrderSlot(_slots["order"])
+setattr(CancelOutcome, "order", _order_slot)  # noqa: B010 (for mypy ``order`` stays a field)
 _set_order_id = _slots["order_id"].__set__
 _set_status = _slots["status"].__set__
-_set_order = _slots["_order"].__set__
+_set_order = _order_slot.set
 _set_error = _slots["error"].__set__
 _set_attempts = _slots["attempts"].__set__
 _set_elapsed = _slots["elapsed"].__set__
 _set_note = _slots["note"].__set__
-_set_echo = _slots["_echo"].__set__
-_set_echo_payload = _slots["_echo_payload"].__set__
 del _slots
 _new = object.__new__
 
 
-def queued_outcome(
-    order_id: int,
-    attempts: int,
-    elapsed: float,
-    echo: Callable[[int, object], Order | None] | None,
-    echo_payload: object,
-) -> CancelOutcome:
-    """``CancelOutcome(order_id=..., status=QUEUED, attempts=..., elapsed=..., echo=...,
-    echo_payload=...)``, made for about 60 % of the constructor's cost (8,500 instructions
-    against 13,800, callgrind): a burst makes one per order. Called with keywords, a class first
-    packs them into a dict (CPython 3.11), and attrs' frozen ``__init__`` sets each field through
-    ``object.__setattr__``; here the slots' own setters are called directly. Every field is set
-    (``tests/test_models.py`` compares the two)."""
+def queued_outcome(order_id: int, attempts: int, elapsed: float, echo: PendingOrder | None) -> CancelOutcome:
+    """``CancelOutcome(order_id=..., status=QUEUED, attempts=..., elapsed=...)`` whose ``order``
+    is decoded from ``echo`` when first read. Made without the constructor (a burst makes one per
+    order; the saving is in ``benchmarks/RESULTS.md``): an object and its slots' own setters, no
+    keyword dict and no ``object.__setattr__`` per field. Every field is set
+    (``tests/decoding/test_models.py`` compares the two)."""
     outcome: CancelOutcome = _new(CancelOutcome)
     _set_order_id(outcome, order_id)
     _set_status(outcome, CancelStatus.QUEUED)
-    _set_order(outcome, None)
+    _set_order(outcome, echo)
     _set_error(outcome, None)
     _set_attempts(outcome, attempts)
     _set_elapsed(outcome, elapsed)
     _set_note(outcome, None)
-    _set_echo(outcome, echo)
-    _set_echo_payload(outcome, echo_payload)
     return outcome
 
 

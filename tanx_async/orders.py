@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import builtins
 import time
-import warnings
 from collections.abc import AsyncGenerator, Callable, Collection, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -192,7 +191,6 @@ class Orders:
         confirm_with: ConfirmWith = "auto",
         resolve: bool = True,
         on_outcome: Callable[[CancelOutcome], object] | None = None,
-        timeout: float | None = None,
     ) -> builtins.list[CancelOutcome]:
         """Cancel many orders at once; one ``CancelOutcome`` per distinct id, in input order.
 
@@ -201,8 +199,7 @@ class Orders:
         never aborts the others. ``concurrency`` (default: the session's ``max_concurrency``,
         never more) bounds the requests in flight; ``deadline`` (seconds) bounds the whole
         batch, after which ids still in flight are ``UNKNOWN`` (``QUEUED``, not ok, when the
-        exchange accepted the cancel and ``confirm`` was waiting) and ids never sent ``SKIPPED``
-        (``timeout=`` is its old name: it still works, with a ``DeprecationWarning``).
+        exchange accepted the cancel and ``confirm`` was waiting) and ids never sent ``SKIPPED``.
         ``resolve`` looks an order up when its cancel was refused or unanswered, so the outcome
         says what is true; ``confirm`` waits (up to ``confirm_timeout`` per order) until the
         exchange reports the order ``cancel``. Each order's cancel and look-ups together are
@@ -230,7 +227,7 @@ class Orders:
         batch = self._batch(
             ids,
             concurrency,
-            _deadline(deadline, timeout),
+            deadline,
             confirm,
             confirm_timeout,
             resolve,
@@ -258,7 +255,6 @@ class Orders:
         confirm_with: ConfirmWith = "auto",
         resolve: bool = True,
         dedupe: bool = True,
-        timeout: float | None = None,
     ) -> CancelIterator:
         """Like ``cancel_many``, yielding outcomes as they complete: one per distinct id, the
         same outcomes ``cancel_many`` gives, in completion order.
@@ -294,7 +290,7 @@ class Orders:
         batch = self._batch(
             ids,
             concurrency,
-            _deadline(deadline, timeout),
+            deadline,
             confirm,
             confirm_timeout,
             resolve,
@@ -315,7 +311,6 @@ class Orders:
         confirm_timeout: float = C.CONFIRM_TIMEOUT,
         confirm_with: ConfirmWith = "auto",
         on_outcome: Callable[[CancelOutcome], object] | None = None,
-        timeout: float | None = None,
     ) -> builtins.list[CancelOutcome]:
         """Cancel every open order (``pending`` and ``wait``) of a market, one outcome each.
 
@@ -339,7 +334,7 @@ class Orders:
         (and for every order of the round under way if the call is cancelled).
         """
         market = V.market_name(market)
-        seconds = _deadline(deadline, timeout)
+        seconds = deadline
         if seconds is not None:
             V.seconds("deadline", seconds)
         until = None if seconds is None else time.monotonic() + seconds
@@ -459,20 +454,6 @@ class Orders:
 #: The least deadline a round of ``cancel_all`` hands its batch (a listing may end a hair before
 #: the call's deadline): the batch then expires at once, every order ``SKIPPED`` or ``UNKNOWN``.
 _LAST_MOMENT = 0.001
-
-
-def _deadline(deadline: float | None, timeout: float | None) -> float | None:
-    """``deadline``, or the deprecated ``timeout=`` spelling of it (never both)."""
-    if timeout is None:
-        return deadline
-    if deadline is not None:
-        raise TypeError("pass deadline= only (timeout= is its deprecated name)")
-    warnings.warn(
-        "timeout= on a batch is deprecated: it is the whole batch's deadline, so pass deadline=",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return timeout
 
 
 def _unknown_reason(error: TanxError, order: Order | None) -> str:

@@ -18,7 +18,7 @@ from tanx_async._auth import Auth, AuthPaths, AuthRequest, jwt_expiry
 from tanx_async._batch import Batch
 from tanx_async._clock import ExchangeClock
 from tanx_async._config import env_proxy
-from tanx_async._convert import structure, structure_order
+from tanx_async._convert import CancelEcho, structure, structure_order
 from tanx_async._deadline import Deadline
 from tanx_async._envelope import decode_envelope, is_access_token_error
 from tanx_async._errors import APIStatusError, status_error_class
@@ -56,6 +56,7 @@ __all__ = [
     "AuthRequest",
     "Batch",
     "C",
+    "CancelEcho",
     "CancelMemory",
     "Channel",
     "Deadline",

@@ -211,7 +211,7 @@ def make_app(exchange: SandboxExchange) -> ASGIApp:
             return
         if kind == "websocket":
             await serve_stream(
-                exchange, scope, receive, send, lambda **f: exchange._record(RequestRecord(**f))
+                exchange, scope, receive, send, lambda **f: exchange.log.record(RequestRecord(**f))
             )
             return
         if kind != "http":
@@ -221,7 +221,7 @@ def make_app(exchange: SandboxExchange) -> ASGIApp:
         raw_body, content_type = await _read(scope, receive, req)
         socket_faults = FAULT_EXTENSION in (scope.get("extensions") or {})
         faults = exchange.faults
-        exchange._enter()
+        exchange.log.enter()
         if raw_body:
             _parse_body(req, raw_body, content_type)
         fault: str | None = None
@@ -275,8 +275,8 @@ def make_app(exchange: SandboxExchange) -> ASGIApp:
                 body = body[: len(body) // 2]
             await send({"type": "http.response.body", "body": body})
         finally:
-            exchange._leave()
-            exchange._record(
+            exchange.log.leave()
+            exchange.log.record(
                 RequestRecord(
                     time=started,
                     method=req.method,
@@ -351,13 +351,13 @@ def _pre_fault(exchange: SandboxExchange, fault: str) -> _Reply | None:
     if fault == "5xx":
         status = faults.error_status()
         if status == 500:
-            return _error(500, exchange._text("server_error"), "fault:5xx")
+            return _error(500, exchange.answers.text("server_error"), "fault:5xx")
         return _Reply(status, _proxy_page(status), "fault:5xx", (_HTML_HEADER,))
     if fault == "status_error":
-        return _error(200, exchange._text("status_error"), "fault:status_error")
+        return _error(200, exchange.answers.text("status_error"), "fault:status_error")
     if fault == "bare_error":
         return _json_reply(
-            400, {"status": "error", "message": exchange._text("bad_request")}, "fault:bare_error"
+            400, {"status": "error", "message": exchange.answers.text("bad_request")}, "fault:bare_error"
         )
     if fault == "403":
         return _error(403, "Invalid organization key", "fault:403")
@@ -365,7 +365,7 @@ def _pre_fault(exchange: SandboxExchange, fault: str) -> _Reply | None:
         payload = {"destination_address": "0x" + "0" * 40, "exists": False}
         return _error(400, "User does not exist", "fault:object_error", payload)
     if fault == "429":
-        reply = _error(429, exchange._text("rate_limited"), "fault:429")
+        reply = _error(429, exchange.answers.text("rate_limited"), "fault:429")
         if faults.retry_after is not None:
             seconds = max(1, math.ceil(faults.retry_after))
             value = (
@@ -401,7 +401,7 @@ def _dispatch(exchange: SandboxExchange, req: _Request) -> tuple[_Reply, str | N
             return _error(401, NO_CREDENTIALS, "no_credentials"), None
         token = token.strip()
         token_tag = fingerprint(token)
-        entry = exchange._authenticate(token)
+        entry = exchange.accounts.authenticate(token)
         if entry is None:
             reply = _error(
                 401,
@@ -412,9 +412,9 @@ def _dispatch(exchange: SandboxExchange, req: _Request) -> tuple[_Reply, str | N
             return reply, token_tag
         req.uid = entry.uid
     if req.method != method:
-        return _error(405, exchange._text("bad_method", method=req.method), "bad_method"), token_tag
+        return _error(405, exchange.answers.text("bad_method", method=req.method), "bad_method"), token_tag
     if req.body_error is not None:
-        return _error(400, exchange._text("bad_json", detail=req.body_error), "bad_json"), token_tag
+        return _error(400, exchange.answers.text("bad_json", detail=req.body_error), "bad_json"), token_tag
     if detail is not None:
         return _get_order(exchange, req, detail.group(1)), token_tag
     if path == ORDERS:
@@ -439,12 +439,12 @@ def _body_field(req: _Request, name: str) -> Any:
 def _nonce(exchange: SandboxExchange, req: _Request) -> _Reply:
     address = _body_field(req, "eth_address")
     if not isinstance(address, str) or not address:
-        return _error(400, exchange._text("address_required"), "nonce_rejected")
+        return _error(400, exchange.answers.text("address_required"), "nonce_rejected")
     if len(address) < 30:
         return _error(400, "Ensure eth_address has at least 30 characters.", "nonce_rejected")
     if not valid_address(address):
-        return _error(400, exchange._text("address_invalid"), "nonce_rejected")
-    nonce, cached = exchange._nonce(address)
+        return _error(400, exchange.answers.text("address_invalid"), "nonce_rejected")
+    nonce, cached = exchange.accounts.nonce(address)
     message = "Cached Nonce Acquired" if cached else "Nonce Acquired"
     return _envelope(200, message, nonce, "nonce_cached" if cached else "nonce")
 
@@ -452,7 +452,7 @@ def _nonce(exchange: SandboxExchange, req: _Request) -> _Reply:
 def _login(exchange: SandboxExchange, req: _Request) -> _Reply:
     address = _body_field(req, "eth_address")
     signature = _body_field(req, "user_signature")
-    result = exchange._login(address, signature)
+    result = exchange.accounts.login(address, signature)
     if result is None:
         return _error(400, INVALID_CREDENTIALS, "login_failed")
     uid, access, refresh = result
@@ -469,8 +469,8 @@ def _login(exchange: SandboxExchange, req: _Request) -> _Reply:
 def _refresh(exchange: SandboxExchange, req: _Request) -> _Reply:
     token = _body_field(req, "refresh")
     if not isinstance(token, str) or not token:
-        return _error(400, exchange._text("refresh_required"), "refresh_rejected")
-    pair = exchange._rotate(token)
+        return _error(400, exchange.answers.text("refresh_required"), "refresh_rejected")
+    pair = exchange.accounts.rotate(token)
     if pair is None:
         return _error(
             401,
@@ -485,11 +485,11 @@ def _refresh(exchange: SandboxExchange, req: _Request) -> _Reply:
 def _get_order(exchange: SandboxExchange, req: _Request, raw_id: str) -> _Reply:
     order_id = _int_param(raw_id)
     if not order_id:
-        return _error(400, exchange._text("bad_order_id"), "bad_request")
-    order = exchange._get_order(req.uid or "", order_id)
+        return _error(400, exchange.answers.text("bad_order_id"), "bad_request")
+    order = exchange.book.find(req.uid or "", order_id)
     if order is None:
-        return _error(404, exchange._text("not_found"), "order_not_found")
-    shape = exchange._shape()
+        return _error(404, exchange.answers.text("not_found"), "order_not_found")
+    shape = exchange.answers.shape()
     payload = order.to_payload(newer_fields=shape.order_fields("get"), trades=True, offset=shape.offset)
     return _envelope(200, "Order Retrieved Successfully", payload, "order")
 
@@ -517,12 +517,12 @@ def _list_orders(exchange: SandboxExchange, req: _Request) -> _Reply:
             continue
         value = _int_param(raw)
         if value is None or (name in ("limit", "page") and value < 1):
-            return _error(400, exchange._text(f"bad_{name}"), "bad_request")
+            return _error(400, exchange.answers.text(f"bad_{name}"), "bad_request")
         ints[name] = value
     order_by = params.get("order_by", "desc")
     if order_by not in ("asc", "desc"):
-        return _error(400, exchange._text("bad_order_by"), "bad_request")
-    orders = exchange._list_orders(
+        return _error(400, exchange.answers.text("bad_order_by"), "bad_request")
+    orders = exchange.book.list_orders(
         req.uid or "",
         filters,
         ints["start_time"],
@@ -531,7 +531,7 @@ def _list_orders(exchange: SandboxExchange, req: _Request) -> _Reply:
         ints["page"] or 1,
         order_by == "desc",
     )
-    shape = exchange._shape()
+    shape = exchange.answers.shape()
     newer = shape.order_fields("list")
     payload = [o.to_payload(newer_fields=newer, offset=shape.offset) for o in orders]
     return _envelope(200, "Orders Retrieved Successfully", payload, "orders")
@@ -540,14 +540,14 @@ def _list_orders(exchange: SandboxExchange, req: _Request) -> _Reply:
 def _cancel(exchange: SandboxExchange, req: _Request) -> _Reply:
     order_id = _positive_int(_body_field(req, "order_id"))
     if order_id is None:
-        return _error(400, exchange._text("bad_order_id"), "cancel_rejected:bad_request")
-    result, order = exchange._cancel(req.uid or "", order_id)
+        return _error(400, exchange.answers.text("bad_order_id"), "cancel_rejected:bad_request")
+    result, order = exchange.book.cancel(req.uid or "", order_id)
     if result != "queued" or order is None:
-        return _error(CANCEL_ERRORS[result], exchange._text(result), f"cancel_rejected:{result}")
-    shape = exchange._shape()
-    legacy = exchange.legacy_cancel_response or shape.legacy_cancel
+        return _error(CANCEL_ERRORS[result], exchange.answers.text(result), f"cancel_rejected:{result}")
+    shape = exchange.answers.shape()
+    legacy = exchange.answers.legacy_cancel_response or shape.legacy_cancel
     payload: Any = {}
-    if not (exchange.empty_cancel_payload or shape.empty_cancel):
+    if not (exchange.answers.empty_cancel_payload or shape.empty_cancel):
         payload = order.to_payload(
             legacy=legacy, newer_fields=shape.order_fields("cancel"), offset=shape.offset
         )
@@ -563,11 +563,11 @@ def _bulk_cancel(exchange: SandboxExchange, req: _Request) -> _Reply:
     raw_limit = _body_field(req, "limit")
     limit = 100 if raw_limit is None else _int_param(raw_limit)
     if limit is None or limit < 1:
-        return _error(400, exchange._text("bad_limit"), "bulk_rejected")
+        return _error(400, exchange.answers.text("bad_limit"), "bulk_rejected")
     side = _body_field(req, "side")
     if side is not None and side not in ("buy", "sell"):
-        return _error(400, exchange._text("bad_side"), "bulk_rejected")
-    ids = exchange._bulk_cancel(req.uid or "", market, limit, side)
+        return _error(400, exchange.answers.text("bad_side"), "bulk_rejected")
+    ids = exchange.book.bulk_cancel(req.uid or "", market, limit, side)
     reply = _envelope(200, "Orders are successfully queued for cancellation", {}, "bulk_cancel_queued")
     reply.order_ids = ids
     return reply

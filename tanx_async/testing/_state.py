@@ -1,212 +1,71 @@
-"""Exchange state: users, nonces, tokens, orders, request log.
+"""``SandboxExchange``: the fake exchange, a façade over rooms of one job each.
 
-Every mutation happens under one ``threading.Lock``: the server thread handles requests
-while the test thread seeds and inspects. Orders are immutable snapshots
-(``SandboxOrder``); a change replaces the stored snapshot.
+- ``_accounts.py`` (``exchange.accounts``): users, login nonces, access and refresh tokens;
+- ``_book.py`` (``exchange.book``): the orders, queued cancels and their observers, with
+  ``_generator.py`` making realistic orders and ``_orders.py`` their snapshots;
+- ``_records.py`` (``exchange.log``): the request log and the count of requests in flight;
+- ``_answers.py`` (``exchange.answers``): the shape and the invented texts of the next answer.
+
+The rooms share one ``threading.Lock`` (the server thread handles requests while the test
+thread seeds and inspects) and one random stream (a seed gives the same users, tokens and
+orders). Tests use the methods and knobs of ``SandboxExchange``; the ASGI app (``_app.py``) and
+the stream (``_ws.py``) talk to the rooms directly, through their documented methods.
 """
 
 from __future__ import annotations
 
-import heapq
 import random
-import re
-import string
 import threading
-import uuid
-from collections.abc import Callable, Iterable, Sequence
-from datetime import timezone
-from decimal import Decimal
-from typing import Any, Final, Literal
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar, overload
 
-import attrs
-
+from ._accounts import Accounts
+from ._answers import Answers
 from ._app import ASGIApp, make_app
+from ._book import CancelResult, OrderBook, OrderObserver
 from ._clock import SandboxClock
 from ._faults import Faults
-from ._records import RequestRecord
-from ._tokens import TokenMinter
-from ._wire import (
-    INVENTED_TEXTS,
-    PROFILES,
-    TEXTS,
-    Profile,
-    Shape,
-    TextMode,
-    iso,
-    num,
-    pick_shape,
-    random_sentence,
-)
+from ._generator import DEFAULT_MARKETS, OrderGenerator
+from ._orders import CANCEL_REASON_USER, SandboxOrder, SandboxTrade
+from ._records import RequestLog, RequestRecord
+from ._wire import Profile, TextMode
 from ._ws import StreamHub
 
-#: Called (under the exchange's lock: keep it cheap) with ``(before, after)`` whenever an order
-#: snapshot is stored; ``before`` is None for a new order.
-OrderObserver = Callable[["SandboxOrder | None", "SandboxOrder"], None]
-
-CANCEL_REASON_USER: Final = "Order cancelled by user"
-DEFAULT_MARKETS: Final[dict[str, tuple[str, str]]] = {
-    "btcusdc": ("btc", "usdc"),
-    "btcusdt": ("btc", "usdt"),
-    "ethusdc": ("eth", "usdc"),
-    "ethusdt": ("eth", "usdt"),
-    "usdcusdt": ("usdc", "usdt"),
-    "maticusdt": ("matic", "usdt"),
-}
-_QUOTES: Final = ("usdc", "usdt", "btc", "eth")
-_PRICE_RANGE: Final = {
-    "btc": (58000, 71000),
-    "eth": (2900, 3900),
-    "usdc": (1, 1),
-    "matic": (1, 1),
-}
-_SIGNATURE_RE: Final = re.compile(r"0x[0-9a-fA-F]{130}")
-_OPEN_STATES: Final = frozenset({"wait", "pending"})
-
-#: What a cancel request did to the sandbox's state (not the library's ``CancelOutcome``).
-CancelResult = Literal[
-    "queued",
-    "not_found",
-    "already_cancelled",
-    "already_filled",
-    "already_queued",
-    "not_open",
+__all__ = [
+    "CANCEL_REASON_USER",
+    "DEFAULT_MARKETS",
+    "CancelResult",
+    "OrderObserver",
+    "SandboxExchange",
+    "SandboxOrder",
+    "SandboxTrade",
 ]
 
+T = TypeVar("T")
 
-def _decimal_str(value: object) -> str:
-    """Numbers in the API's form (``"450.0"``); strings are kept exactly as given."""
-    if isinstance(value, str):
+
+class _InRoom(Generic[T]):
+    """An attribute of ``SandboxExchange`` kept in one of its rooms under the same name: read
+    and written there, so the room sees a change at once."""
+
+    def __init__(self, room: str) -> None:
+        self._room = room
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _InRoom[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> T | _InRoom[T]:
+        if obj is None:
+            return self
+        value: T = getattr(getattr(obj, self._room), self._name)
         return value
-    if isinstance(value, float | int | Decimal) and not isinstance(value, bool):
-        return num(value)
-    raise TypeError(f"expected a number or a decimal string, got {value!r}")
 
-
-def _opt_decimal_str(value: object) -> str | None:
-    return None if value is None else _decimal_str(value)
-
-
-@attrs.frozen
-class SandboxOrder:
-    """One order as the exchange holds it (immutable snapshot).
-
-    ``created_at``/``updated_at`` are unix seconds; ``to_payload()`` renders the wire
-    form. ``cancel_due`` is the exchange-clock time a queued cancellation takes effect.
-    Numbers given as ``int``/``float``/``Decimal`` are stored in the API's string form
-    (``1134`` -> ``"1134.0"``); strings are kept as given. ``trades`` are the fills of a
-    generated order (see ``SandboxExchange.seed_orders()``).
-    """
-
-    id: int
-    uid: str
-    uuid: str
-    side: str
-    ord_type: str
-    market: str
-    price: str | None = attrs.field(converter=_opt_decimal_str)
-    stop_price: str | None = attrs.field(converter=_opt_decimal_str)
-    avg_price: str = attrs.field(converter=_decimal_str)
-    state: str
-    created_at: float
-    updated_at: float
-    origin_volume: str = attrs.field(converter=_decimal_str)
-    remaining_volume: str = attrs.field(converter=_decimal_str)
-    executed_volume: str = attrs.field(converter=_decimal_str)
-    maker_fee: str = attrs.field(converter=_decimal_str)
-    taker_fee: str = attrs.field(converter=_decimal_str)
-    trades_count: int
-    cancel_reason: str | None
-    cancel_due: float | None = None
-    trades: tuple[SandboxTrade, ...] = ()
-
-    @property
-    def cancel_queued(self) -> bool:
-        """A cancellation was accepted and has not taken effect yet."""
-        return self.cancel_due is not None
-
-    def to_payload(
-        self,
-        *,
-        legacy: bool = False,
-        newer_fields: bool = True,
-        trades: bool = False,
-        offset: timezone | None = None,
-    ) -> dict[str, Any]:
-        """The order object as the API returns it.
-
-        ``legacy``: ``order_id`` instead of ``id`` (the Brine-era cancel echo).
-        ``newer_fields``: include ``stop_price`` and ``cancel_reason`` (added in 2024).
-        ``trades``: add the ``trades`` list (GET order only). ``offset``: write the times
-        in this offset instead of the server's own.
-        """
-        payload: dict[str, Any] = {
-            "order_id" if legacy else "id": self.id,
-            "uuid": self.uuid,
-            "side": self.side,
-            "ord_type": self.ord_type,
-            "price": self.price,
-            "stop_price": self.stop_price,
-            "avg_price": self.avg_price,
-            "state": self.state,
-            "market": self.market,
-            "created_at": iso(self.created_at, offset),
-            "updated_at": iso(self.updated_at, offset),
-            "origin_volume": self.origin_volume,
-            "remaining_volume": self.remaining_volume,
-            "executed_volume": self.executed_volume,
-            "maker_fee": self.maker_fee,
-            "taker_fee": self.taker_fee,
-            "trades_count": self.trades_count,
-            "cancel_reason": self.cancel_reason,
-        }
-        if not newer_fields:
-            del payload["stop_price"], payload["cancel_reason"]
-        if trades:
-            payload["trades"] = [t.to_payload(offset) for t in self.trades]
-        return payload
-
-
-@attrs.frozen
-class SandboxTrade:
-    """One fill of an order, in the fields of ``GET /sapi/v1/trades/`` (the keys of the
-    ``trades`` list on GET order are **inferred** to be the same; no source shows one)."""
-
-    id: int
-    order_id: int
-    market: str
-    side: str
-    taker_type: str
-    price: str
-    amount: str
-    total: str
-    fee: str
-    fee_amount: str
-    fee_currency: str
-    created_at: float
-
-    def to_payload(self, offset: timezone | None = None) -> dict[str, Any]:
-        """The trade object as the API returns it."""
-        return {
-            "id": self.id,
-            "price": self.price,
-            "amount": self.amount,
-            "total": self.total,
-            "fee_currency": self.fee_currency,
-            "fee": self.fee,
-            "fee_amount": self.fee_amount,
-            "market": self.market,
-            "created_at": iso(self.created_at, offset),
-            "taker_type": self.taker_type,
-            "side": self.side,
-            "order_id": self.order_id,
-        }
-
-
-@attrs.frozen
-class _Token:
-    uid: str
-    expires_at: float
-    jti: str
+    def __set__(self, obj: object, value: T) -> None:
+        setattr(getattr(obj, self._room), self._name, value)
 
 
 class SandboxExchange:
@@ -282,6 +141,40 @@ class SandboxExchange:
     real exchange may not use.
     """
 
+    # Knobs and counters, kept in the rooms that use them.
+    profile = _InRoom[Profile]("answers")
+    """The shapes of the answers (see above)."""
+    texts = _InRoom[TextMode]("answers")
+    """``"fixed"`` or ``"random"`` invented texts (see above)."""
+    legacy_cancel_response = _InRoom[bool]("answers")
+    """Force the ``brine`` cancel answer whatever the profile."""
+    empty_cancel_payload = _InRoom[bool]("answers")
+    """Force the ``ack`` cancel answer (payload ``{}``) whatever the profile."""
+    access_ttl = _InRoom[float]("accounts")
+    """Seconds a new access token lives."""
+    refresh_ttl = _InRoom[float]("accounts")
+    """Seconds a new refresh token lives."""
+    verify_signatures = _InRoom[bool]("accounts")
+    """False accepts any ``0x`` + 130 hex login signature."""
+    login_count = _InRoom[int]("accounts")
+    """Login requests processed (successful or not)."""
+    refresh_count = _InRoom[int]("accounts")
+    """Refresh requests processed (successful or not); see ``refresh_failures``."""
+    refresh_failures = _InRoom[int]("accounts")
+    """Refresh requests refused."""
+    cancel_delay = _InRoom[float]("book")
+    """Seconds until a queued cancel takes effect (applied lazily on every read; 0: at once)."""
+    observers = _InRoom[list[OrderObserver]]("book")
+    """Called with ``(before, after)`` whenever an order snapshot is stored (``before`` is None for
+    a new order), under the exchange's lock: keep them cheap. See ``OrderObserver``; the private
+    stream (``ws``) registers one."""
+    requests = _InRoom[list[RequestRecord]]("log")
+    """Append-only log of handled requests; read it, or use ``cancel_attempts()``."""
+    in_flight = _InRoom[int]("log")
+    """Requests being handled now."""
+    peak_in_flight = _InRoom[int]("log")
+    """The most requests handled at once (see ``reset_peak_in_flight``)."""
+
     def __init__(
         self,
         seed: int | None = None,
@@ -295,52 +188,24 @@ class SandboxExchange:
         texts: TextMode = "fixed",
         clock: SandboxClock | None = None,
     ) -> None:
-        self.profile = profile
-        self.texts = texts
-        self.access_ttl = access_ttl
-        self.refresh_ttl = refresh_ttl
-        self.cancel_delay = cancel_delay
-        self.legacy_cancel_response = False
-        self.empty_cancel_payload = False
-        self.verify_signatures = True
+        self._clock = clock if clock is not None else SandboxClock()
+        lock = self._lock = threading.Lock()
+        rng = random.Random(seed)
+        self.accounts = Accounts(lock, rng, self._clock, access_ttl, refresh_ttl)
+        """Users, nonces and tokens (the app's and the stream's side of them)."""
+        self.answers = Answers(seed, profile, texts)
+        """The shape and the invented texts of the next answer (the app's side)."""
+        self.book = OrderBook(lock, self._clock, OrderGenerator(rng, markets), cancel_delay)
+        """The orders and queued cancels (the app's side of them)."""
+        self.log = RequestLog(lock)
+        """The request log and the requests in flight (the app's side)."""
         self.faults = faults if faults is not None else Faults(seed=seed)
-        self.markets: dict[str, tuple[str, str]] = dict(markets or DEFAULT_MARKETS)
-        self.requests: list[RequestRecord] = []
-        """Append-only log; read it, or use ``cancel_attempts()``."""
-        self.refresh_count = 0
-        """Refresh requests processed (successful or not); see ``refresh_failures``."""
-        self.refresh_failures = 0
-        self.login_count = 0
-        """Login requests processed (successful or not)."""
-        self.in_flight = 0
-        self.peak_in_flight = 0
-        self.clock = clock if clock is not None else SandboxClock()
-        """The exchange's clock (tokens, ``Date`` headers, order timestamps)."""
-        self._lock = threading.Lock()
-        self._rng = random.Random(seed)
-        self._minter = TokenMinter(random.Random(self._rng.getrandbits(64)))
-        # Separate streams: switching profiles or texts leaves the orders and tokens unchanged.
-        self._shape_rng = random.Random(None if seed is None else f"{seed}:shapes")
-        self._text_rng = random.Random(None if seed is None else f"{seed}:texts")
-        self._users: dict[str, str | None] = {}
-        self._uid_by_address: dict[str, str] = {}
-        self._nonces: dict[str, str] = {}
-        self._access: dict[str, _Token] = {}
-        self._refresh: dict[str, _Token] = {}
-        self._orders: dict[int, SandboxOrder] = {}
-        self._orders_by_uid: dict[str, list[int]] = {}
-        self._cancel_heap: list[tuple[float, int]] = []
-        self._next_order_id = 25_000_000
-        self._next_trade_id = 9_100_000
+        """Faults injected into the HTTP answers (``Faults``)."""
         self._app: ASGIApp | None = None
-        self.observers: list[OrderObserver] = []
-        """Called with ``(before, after)`` whenever an order snapshot is stored (``before`` is None
-        for a new order), under the exchange's lock: keep them cheap. See ``OrderObserver``; the
-        private stream (``ws``) registers one."""
         self.ws = StreamHub(self)
         """The private WebSocket stream (``/private``): its faults, connections and counters."""
 
-    # -- plumbing ----------------------------------------------------------------
+    # -- plumbing ------------------------------------------------------------------------------
 
     @property
     def app(self) -> ASGIApp:
@@ -350,127 +215,68 @@ class SandboxExchange:
         return self._app
 
     @property
-    def profile(self) -> Profile:
-        """The shapes of the answers (see ``SandboxExchange``)."""
-        return self._profile
-
-    @profile.setter
-    def profile(self, value: Profile) -> None:
-        if value not in PROFILES:
-            raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {value!r}")
-        self._profile = value
+    def clock(self) -> SandboxClock:
+        """The exchange's clock (tokens, ``Date`` headers, order timestamps): change its
+        ``offset`` or ``advance`` it."""
+        return self._clock
 
     @property
-    def texts(self) -> TextMode:
-        """``"fixed"`` or ``"random"`` invented texts (see ``SandboxExchange``)."""
-        return self._texts
+    def markets(self) -> dict[str, tuple[str, str]]:
+        """The markets the exchange lists: market -> ``(base, quote)`` units."""
+        return self.book.generator.markets
 
-    @texts.setter
-    def texts(self, value: TextMode) -> None:
-        if value not in TEXTS:
-            raise ValueError(f"texts must be one of {', '.join(TEXTS)}; got {value!r}")
-        self._texts = value
-
-    def _shape(self) -> Shape:
-        """The shape of the next answer (a fresh draw per answer under ``"mixed"``)."""
-        return pick_shape(self._profile, self._shape_rng)
-
-    def _text(self, key: str, **values: str) -> str:
-        """The invented text ``key`` (see ``INVENTED_TEXTS``), or a random sentence."""
-        if self._texts == "random":
-            return random_sentence(self._text_rng)
-        return INVENTED_TEXTS[key].format(**values)
-
-    def _put(self, order: SandboxOrder) -> None:
-        """Store a snapshot and tell the observers."""
-        before = self._orders.get(order.id)
-        self._orders[order.id] = order
-        for observer in self.observers:
-            observer(before, order)
+    @markets.setter
+    def markets(self, value: dict[str, tuple[str, str]]) -> None:
+        self.book.generator.markets = value
 
     def tick(self) -> None:
         """Apply the queued cancels that are due (reads do it too; the stream calls this)."""
-        with self._lock:
-            self._apply_due(self.now())
+        self.book.tick()
 
     def now(self) -> float:
         """The exchange clock (unix seconds, wall clock + ``clock.offset``)."""
-        return self.clock.now()
+        return self._clock.now()
 
     @property
     def time_offset(self) -> float:
         """``clock.offset`` (kept for existing callers)."""
-        return self.clock.offset
+        return self._clock.offset
 
     @time_offset.setter
     def time_offset(self, value: float) -> None:
-        self.clock.offset = float(value)
+        self._clock.offset = float(value)
 
     def advance_time(self, seconds: float) -> None:
         """Move the exchange clock forward (expires tokens, triggers cancels)."""
         with self._lock:
-            self.clock.advance(seconds)
+            self._clock.advance(seconds)
 
-    def _enter(self) -> None:
-        with self._lock:
-            self.in_flight += 1
-            if self.in_flight > self.peak_in_flight:
-                self.peak_in_flight = self.in_flight
-
-    def _leave(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
+    # -- the request log -----------------------------------------------------------------------
 
     def reset_peak_in_flight(self) -> None:
         """Restart ``peak_in_flight`` from the current ``in_flight``."""
-        with self._lock:
-            self.peak_in_flight = self.in_flight
-
-    def _record(self, record: RequestRecord) -> None:
-        self.requests.append(record)  # list.append is atomic
+        self.log.reset_peak()
 
     def clear_requests(self) -> None:
         """Empty the request log."""
-        with self._lock:
-            self.requests = []
+        self.log.clear()
 
     def cancel_attempts(self, order_id: int) -> list[RequestRecord]:
         """Every logged cancel request for ``order_id`` (faulted ones included)."""
-        return [
-            r for r in list(self.requests) if r.order_id == order_id and r.path == "/sapi/v1/orders/cancel/"
-        ]
+        return self.log.cancel_attempts(order_id)
 
-    # -- users and tokens -----------------------------------------------------------
-
-    def _new_uid(self) -> str:
-        while True:
-            uid = f"ID{self._rng.getrandbits(40):010X}"
-            if uid not in self._users:
-                return uid
+    # -- users and tokens ----------------------------------------------------------------------
 
     def create_user(self, eth_address: str | None = None) -> str:
         """Register a user (random address if None); returns its uid.
 
         An already registered address returns the existing uid.
         """
-        with self._lock:
-            if eth_address is None:
-                eth_address = f"0x{self._rng.getrandbits(160):040x}"
-            return self._user_for(eth_address)
-
-    def _user_for(self, eth_address: str) -> str:
-        key = eth_address.lower()
-        uid = self._uid_by_address.get(key)
-        if uid is None:
-            uid = self._new_uid()
-            self._users[uid] = eth_address
-            self._uid_by_address[key] = uid
-            self._orders_by_uid[uid] = []
-        return uid
+        return self.accounts.create_user(eth_address)
 
     def eth_address(self, uid: str) -> str | None:
         """The address a user was created with."""
-        return self._users[uid]
+        return self.accounts.eth_address(uid)
 
     def issue_tokens(
         self,
@@ -479,210 +285,21 @@ class SandboxExchange:
         refresh_ttl: float | None = None,
     ) -> tuple[str, str]:
         """Mint ``(access, refresh)`` for a known user without a wallet login."""
-        with self._lock:
-            if uid not in self._users:
-                raise KeyError(f"unknown user {uid!r}")
-            return self._issue(uid, access_ttl, refresh_ttl)
-
-    def _issue(self, uid: str, access_ttl: float | None, refresh_ttl: float | None) -> tuple[str, str]:
-        now = self.now()
-        a_ttl = self.access_ttl if access_ttl is None else access_ttl
-        r_ttl = self.refresh_ttl if refresh_ttl is None else refresh_ttl
-        access, a_jti = self._minter.mint(uid, "access", now, a_ttl)
-        refresh, r_jti = self._minter.mint(uid, "refresh", now, r_ttl)
-        # Expired tokens are forgotten (they would fail anyway): memory stays bounded by the live
-        # ones, however long a session runs.
-        for table in (self._access, self._refresh):
-            for stale in [t for t, entry in table.items() if entry.expires_at <= now]:
-                del table[stale]
-        self._access[access] = _Token(uid, now + a_ttl, a_jti)
-        self._refresh[refresh] = _Token(uid, now + r_ttl, r_jti)
-        return access, refresh
+        return self.accounts.issue_tokens(uid, access_ttl, refresh_ttl)
 
     def expire_access_tokens(self) -> None:
         """Invalidate every access token issued so far (``exp`` claims unchanged)."""
-        with self._lock:
-            self._access.clear()
+        self.accounts.expire_access_tokens()
 
     def revoke_refresh_tokens(self) -> None:
         """Invalidate every refresh token issued so far (forces a new login)."""
-        with self._lock:
-            self._refresh.clear()
+        self.accounts.revoke_refresh_tokens()
 
     def decode_token(self, token: str) -> dict[str, Any] | None:
         """Claims of a token minted by this exchange (valid or not), else None."""
-        return self._minter.decode(token)
+        return self.accounts.decode_token(token)
 
-    def _authenticate(self, token: str) -> _Token | None:
-        entry = self._access.get(token)
-        if entry is None or self.now() >= entry.expires_at:
-            return None
-        return entry
-
-    def _rotate(self, refresh: str) -> tuple[str, str] | None:
-        with self._lock:
-            self.refresh_count += 1
-            entry = self._refresh.pop(refresh, None)
-            if entry is None or self.now() >= entry.expires_at:
-                self.refresh_failures += 1
-                return None
-            return self._issue(entry.uid, None, None)
-
-    def _nonce(self, eth_address: str) -> tuple[str, bool]:
-        """``(nonce, cached)`` for an address."""
-        key = eth_address.lower()
-        with self._lock:
-            nonce = self._nonces.get(key)
-            if nonce is not None:
-                return nonce, True
-            code = "".join(self._rng.choice(string.ascii_letters + string.digits) for _ in range(22))
-            nonce = (
-                "You\u2019re now signing into tanX Sandbox, make sure the origin is "
-                f"https://testnet.tanx.fi (Login-code:{code})"
-            )
-            self._nonces[key] = nonce
-            return nonce, False
-
-    def _login(self, eth_address: object, signature: object) -> tuple[str, str, str] | None:
-        """``(uid, access, refresh)`` on success, which consumes the nonce."""
-        with self._lock:
-            self.login_count += 1
-            if not isinstance(eth_address, str) or not isinstance(signature, str):
-                return None
-            nonce = self._nonces.get(eth_address.lower())
-        if nonce is None or not _SIGNATURE_RE.fullmatch(signature):
-            return None
-        if self.verify_signatures and not _signature_ok(nonce, signature, eth_address):
-            return None
-        with self._lock:
-            if self._nonces.get(eth_address.lower()) != nonce:
-                return None  # a concurrent login consumed it
-            del self._nonces[eth_address.lower()]
-            uid = self._user_for(eth_address)
-            access, refresh = self._issue(uid, None, None)
-            return uid, access, refresh
-
-    # -- orders ------------------------------------------------------------------------
-
-    def _market_units(self, market: str) -> tuple[str, str]:
-        units = self.markets.get(market)
-        if units is None:
-            for quote in _QUOTES:
-                if market.endswith(quote) and len(market) > len(quote):
-                    units = (market[: -len(quote)], quote)
-                    break
-            else:
-                units = (market, "")
-            self.markets[market] = units
-        return units
-
-    def _generate(
-        self,
-        uid: str,
-        market: str,
-        state: str,
-        side: str | None,
-        ord_type: str,
-        created_at: float,
-    ) -> SandboxOrder:
-        rng = self._rng
-        base, _ = self._market_units(market)
-        low, high = _PRICE_RANGE.get(base, (1, 100))
-        price = Decimal(rng.randint(low * 100, high * 100 + 99)) / 100
-        if low == high:
-            price = Decimal(rng.randint(9950, 10050)) / 10000
-        volume = Decimal(rng.randint(10, 5000)) / 10000
-        if base not in ("btc", "eth"):
-            volume = Decimal(rng.randint(10, 2000))
-        filled_part = Decimal(0)
-        if state == "done":
-            filled_part = volume
-        elif state in ("wait", "cancel") and rng.random() < 0.3:
-            filled_part = volume * Decimal(rng.randint(1, 9)) / 10
-            filled_part = filled_part.quantize(Decimal("0.0001"))
-        remaining = volume - filled_part
-        # float subtraction reproduces the artefacts the real server emits
-        executed = repr(float(volume) - float(remaining)) if filled_part else "0.0"
-        order = SandboxOrder(
-            id=self._take_id(),
-            uid=uid,
-            uuid=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            side=side or rng.choice(("buy", "sell")),
-            ord_type=ord_type,
-            market=market,
-            price=None if ord_type == "market" else price,
-            stop_price=price * Decimal("0.98") if ord_type == "stop_limit" else None,
-            avg_price=0,
-            state=state,
-            created_at=created_at,
-            # never in the future: a fill happened between creation and now
-            updated_at=min(
-                created_at + (rng.uniform(1, 600) if filled_part else 0), max(created_at, self.now())
-            ),
-            origin_volume=volume,
-            remaining_volume=remaining,
-            executed_volume=executed,
-            maker_fee="0.0004",
-            taker_fee="0.0006",
-            trades_count=0,
-            cancel_reason=CANCEL_REASON_USER if state == "cancel" else None,
-        )
-        if not filled_part:
-            return order
-        trades, avg = self._fills(order, price, filled_part)
-        return attrs.evolve(order, trades=trades, trades_count=len(trades), avg_price=avg)
-
-    def _fills(
-        self, order: SandboxOrder, price: Decimal, filled: Decimal
-    ) -> tuple[tuple[SandboxTrade, ...], Decimal]:
-        """1-3 trades whose amounts add up to ``filled``, and their volume-weighted price.
-
-        A limit order rests on the book (maker) and fills at its price; a market order takes
-        (taker) at prices within 0.2% of ``price``.
-        """
-        rng = self._rng
-        step = Decimal("0.0001")
-        units = int(filled / step)
-        n = min(rng.randint(1, 3), units)
-        cuts = sorted(rng.sample(range(1, units), n - 1)) if n > 1 else []
-        amounts = [(b - a) * step for a, b in zip([0, *cuts], [*cuts, units], strict=True)]
-        places = Decimal("0.01") if price >= 100 else step
-        base, quote = self._market_units(order.market)
-        maker = order.ord_type != "market"
-        fee = Decimal(order.maker_fee if maker else order.taker_fee)
-        times = sorted(rng.uniform(order.created_at, order.updated_at) for _ in amounts)
-        trades = []
-        for amount, at in zip(amounts, times, strict=True):
-            fill_price = price if maker else (price * Decimal(rng.uniform(0.998, 1.002))).quantize(places)
-            total = fill_price * amount
-            trades.append(
-                SandboxTrade(
-                    id=self._next_trade_id,
-                    order_id=order.id,
-                    market=order.market,
-                    side=order.side,
-                    taker_type=order.side if not maker else ("sell" if order.side == "buy" else "buy"),
-                    price=num(fill_price),
-                    amount=num(amount),
-                    total=num(total),
-                    fee=num(fee),
-                    fee_amount=num((amount if order.side == "buy" else total) * fee),
-                    fee_currency=base if order.side == "buy" else quote,
-                    created_at=at,
-                )
-            )
-            self._next_trade_id += 1
-        avg = sum((Decimal(t.price) * Decimal(t.amount) for t in trades), Decimal(0)) / filled
-        return tuple(trades), avg.quantize(places)
-
-    def _take_id(self) -> int:
-        order_id = self._next_order_id
-        self._next_order_id += 1
-        return order_id
-
-    def _store(self, order: SandboxOrder) -> None:
-        self._put(order)
-        self._orders_by_uid.setdefault(order.uid, []).append(order.id)
+    # -- orders --------------------------------------------------------------------------------
 
     def seed_orders(
         self,
@@ -702,18 +319,8 @@ class SandboxExchange:
         within 0.2% of a reference price (as taker), and ``avg_price`` is their
         volume-weighted mean (rounded to the quote's precision).
         """
-        with self._lock:
-            if uid not in self._users:
-                raise KeyError(f"unknown user {uid!r}")
-            now = self.now()
-            ids = []
-            for i in range(n):
-                market = markets[i % len(markets)]
-                created = now - (n - i) * 7.0
-                order = self._generate(uid, market, state, side, ord_type, created)
-                self._store(order)
-                ids.append(order.id)
-            return ids
+        self.accounts.require(uid)
+        return self.book.seed(uid, n, markets, state, side, ord_type)
 
     def add_order(self, uid: str, **fields: Any) -> int:
         """Create one order; any ``SandboxOrder`` field may be given.
@@ -722,181 +329,20 @@ class SandboxExchange:
         ``state`` to ``wait``). Numbers are turned into decimal strings; ``state``
         may be anything, e.g. ``"reject"``. Returns the id.
         """
-        with self._lock:
-            if uid not in self._users:
-                raise KeyError(f"unknown user {uid!r}")
-            base = self._generate(
-                uid,
-                fields.get("market", "btcusdc"),
-                fields.get("state", "wait"),
-                fields.get("side"),
-                fields.get("ord_type", "limit"),
-                fields.get("created_at", self.now()),
-            )
-            if "id" in fields:
-                if fields["id"] in self._orders:
-                    raise ValueError(f"order {fields['id']} exists")
-                self._next_order_id = max(self._next_order_id, fields["id"] + 1)
-            if "uid" in fields:
-                raise TypeError("uid is the first argument")
-            if "created_at" in fields and "updated_at" not in fields:
-                fields["updated_at"] = fields["created_at"]
-            order = attrs.evolve(base, **fields)
-            self._store(order)
-            return order.id
+        self.accounts.require(uid)
+        return self.book.add(uid, fields)
 
     def update_order(self, order_id: int, **fields: Any) -> SandboxOrder:
         """Change fields of an order (e.g. fill it while a cancel is queued).
 
         Only the given fields change: filling an order this way adds no ``trades``.
         """
-        with self._lock:
-            self._apply_due(self.now())
-            order = attrs.evolve(self._orders[order_id], **fields)
-            self._put(order)
-            return order
+        return self.book.update(order_id, fields)
 
     def order(self, order_id: int) -> SandboxOrder:
         """Current snapshot of an order (raises KeyError if unknown)."""
-        with self._lock:
-            self._apply_due(self.now())
-            return self._orders[order_id]
+        return self.book.get(order_id)
 
     def orders_of(self, uid: str) -> list[SandboxOrder]:
         """All orders of a user, oldest first."""
-        with self._lock:
-            self._apply_due(self.now())
-            return [self._orders[i] for i in self._orders_by_uid.get(uid, ())]
-
-    def _apply_due(self, now: float) -> None:
-        heap = self._cancel_heap
-        while heap and heap[0][0] <= now:
-            due, order_id = heapq.heappop(heap)
-            order = self._orders.get(order_id)
-            if order is None or order.cancel_due != due:
-                continue
-            if order.state in _OPEN_STATES:
-                order = attrs.evolve(
-                    order,
-                    state="cancel",
-                    cancel_reason=CANCEL_REASON_USER,
-                    updated_at=due,
-                    cancel_due=None,
-                )
-            else:
-                order = attrs.evolve(order, cancel_due=None)
-            self._put(order)
-
-    def _queue_cancel(self, order: SandboxOrder, now: float) -> None:
-        due = now + max(0.0, self.cancel_delay)
-        self._orders[order.id] = attrs.evolve(order, cancel_due=due)
-        heapq.heappush(self._cancel_heap, (due, order.id))
-
-    def _get_order(self, uid: str, order_id: int) -> SandboxOrder | None:
-        with self._lock:
-            self._apply_due(self.now())
-            order = self._orders.get(order_id)
-        return order if order is not None and order.uid == uid else None
-
-    def _cancel(self, uid: str, order_id: int) -> tuple[CancelResult, SandboxOrder | None]:
-        """Queue a cancel; returns the outcome and the pre-cancel snapshot."""
-        with self._lock:
-            now = self.now()
-            self._apply_due(now)
-            order = self._orders.get(order_id)
-            if order is None or order.uid != uid:
-                return "not_found", None
-            if order.state == "cancel":
-                return "already_cancelled", order
-            if order.state == "done":
-                return "already_filled", order
-            if order.cancel_due is not None:
-                return "already_queued", order
-            if order.state not in _OPEN_STATES:
-                return "not_open", order
-            self._queue_cancel(order, now)
-            if self.cancel_delay <= 0:
-                self._apply_due(now)
-            return "queued", order
-
-    def _bulk_cancel(self, uid: str, market: str, limit: int, side: str | None) -> tuple[int, ...]:
-        """Queue cancels for up to ``limit`` open orders, oldest first."""
-        with self._lock:
-            now = self.now()
-            self._apply_due(now)
-            picked: list[int] = []
-            for order_id in self._orders_by_uid.get(uid, ()):
-                if len(picked) >= limit:
-                    break
-                order = self._orders[order_id]
-                if (
-                    order.market == market
-                    and order.state in _OPEN_STATES
-                    and order.cancel_due is None
-                    and (side is None or order.side == side)
-                ):
-                    self._queue_cancel(order, now)
-                    picked.append(order_id)
-            if self.cancel_delay <= 0:
-                self._apply_due(now)
-            return tuple(picked)
-
-    def _list_orders(
-        self,
-        uid: str,
-        filters: dict[str, str],
-        start_time: int | None,
-        end_time: int | None,
-        limit: int,
-        page: int,
-        descending: bool,
-    ) -> list[SandboxOrder]:
-        with self._lock:
-            self._apply_due(self.now())
-            id_list = self._orders_by_uid.get(uid, [])
-            ids: Iterable[int] = reversed(id_list) if descending else id_list
-            market = filters.get("market")
-            state = filters.get("state")
-            side = filters.get("side")
-            ord_type = filters.get("ord_type")
-            base_unit = filters.get("base_unit")
-            quote_unit = filters.get("quote_unit")
-            skip = (page - 1) * limit
-            out: list[SandboxOrder] = []
-            for order_id in ids:
-                o = self._orders[order_id]
-                if (
-                    (market is not None and o.market != market)
-                    or (state is not None and o.state != state)
-                    or (side is not None and o.side != side)
-                    or (ord_type is not None and o.ord_type != ord_type)
-                    or (start_time is not None and o.created_at < start_time)
-                    or (end_time is not None and o.created_at > end_time)
-                ):
-                    continue
-                if base_unit is not None or quote_unit is not None:
-                    base, quote = self._market_units(o.market)
-                    if (base_unit is not None and base != base_unit) or (
-                        quote_unit is not None and quote != quote_unit
-                    ):
-                        continue
-                if skip:
-                    skip -= 1
-                    continue
-                out.append(o)
-                if len(out) >= limit:
-                    break
-            return out
-
-
-def _signature_ok(nonce: str, signature: str, eth_address: str) -> bool:
-    try:
-        from eth_account import Account
-        from eth_account.messages import encode_defunct
-    except ImportError:  # shape already checked by the caller
-        return True
-    try:
-        signer = Account.recover_message(encode_defunct(text=nonce), signature=signature)
-    except Exception:  # eth-account raises assorted errors for bad curves points
-        return False
-    return bool(signer.lower() == eth_address.lower())
+        return self.book.of(uid)

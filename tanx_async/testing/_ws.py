@@ -43,7 +43,8 @@ from ._tokens import fingerprint
 if TYPE_CHECKING:
     # Types only: ``_state`` creates the hub and ``_app`` calls ``serve_stream``, never the reverse.
     from ._app import Receive, Scope, Send
-    from ._state import SandboxExchange, SandboxOrder
+    from ._orders import SandboxOrder
+    from ._state import SandboxExchange
 
 #: Writes one line of the exchange's request log (``RequestRecord`` fields), given by ``_app``.
 LogHandshake = Callable[..., None]
@@ -231,7 +232,7 @@ async def serve_stream(
     started = time.monotonic()
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     token = (query.get("auth_header") or [""])[0]
-    entry = exchange._authenticate(token) if token else None
+    entry = exchange.accounts.authenticate(token) if token else None
     refused = scope["path"] != STREAM_PATH or entry is None or hub.faults.refuse_tokens
     log(
         time=started,

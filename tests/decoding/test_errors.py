@@ -19,6 +19,7 @@ from tanx_async import (
     AsyncTanxSession,
     AuthenticationError,
     BadRequestError,
+    CancelOutcomeUnknownError,
     InternalServerError,
     NotFoundError,
     PermissionDeniedError,
@@ -382,6 +383,9 @@ def test_error_tree() -> None:
     assert issubclass(APITimeoutError, APIConnectionError)
     assert issubclass(ResponseValidationError, APIError)
     assert issubclass(APIError, TanxError)
+    # Its cause may be a connection error or an error answer: it is neither.
+    assert issubclass(CancelOutcomeUnknownError, APIError)
+    assert not issubclass(CancelOutcomeUnknownError, APIConnectionError | APIStatusError)
 
 
 def test_str_of_errors_without_a_request() -> None:

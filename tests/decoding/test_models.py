@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from datetime import datetime, timezone
 from decimal import Decimal
 
 import attrs
+import cattrs
 import pytest
 
 from tanx_async import (
@@ -20,7 +22,7 @@ from tanx_async import (
     TokenPair,
 )
 from tests.conftest import make_jwt, order_payload
-from tests.internals import queued_outcome, structure_order
+from tests.internals import CancelEcho, queued_outcome, structure_order
 
 
 @pytest.mark.parametrize(
@@ -134,24 +136,94 @@ def test_cancel_outcome_equality_ignores_error() -> None:
     assert _outcome(CancelStatus.FAILED) == _outcome(CancelStatus.FAILED, error=True)
 
 
+#: The documented fields of ``CancelOutcome``, in order: all its constructor takes, all that
+#: ``attrs.asdict`` and cattrs show.
+OUTCOME_FIELDS = ["order_id", "status", "order", "error", "attempts", "elapsed", "note"]
+
+
+def test_cancel_outcome_shows_exactly_its_documented_fields() -> None:
+    assert [f.name for f in attrs.fields(CancelOutcome)] == OUTCOME_FIELDS
+    assert [f.alias for f in attrs.fields(CancelOutcome)] == OUTCOME_FIELDS
+    with pytest.raises(TypeError):
+        CancelOutcome(order_id=1, status=CancelStatus.QUEUED, echo=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("with_error", [False, True], ids=["no-error", "error"])
+@pytest.mark.parametrize("with_order", [False, True], ids=["no-order", "order"])
+@pytest.mark.parametrize("status", list(CancelStatus))
+def test_cancel_outcome_is_plain_data(status: CancelStatus, with_order: bool, with_error: bool) -> None:
+    """Every outcome serialises the way users log it: ``attrs.asdict`` and a plain cattrs
+    converter give the documented fields and nothing else, with the order's own fields."""
+    order = structure_order(order_payload(state="cancel")) if with_order else None
+    error = BadRequestError("no", status_code=400, body={}, response=None) if with_error else None
+    outcome = CancelOutcome(
+        order_id=7, status=status, order=order, error=error, attempts=2, elapsed=0.5, note="n"
+    )
+    as_dict = attrs.asdict(outcome)
+    assert list(as_dict) == OUTCOME_FIELDS
+    assert as_dict["status"] is status and as_dict["error"] is error
+    assert as_dict["order"] == (attrs.asdict(order) if order is not None else None)
+
+    plain = cattrs.Converter().unstructure(outcome)
+    assert list(plain) == OUTCOME_FIELDS
+    assert plain["order_id"] == 7 and plain["status"] == status.value
+    assert (plain["attempts"], plain["elapsed"], plain["note"]) == (2, 0.5, "n")
+    assert plain["error"] is error
+    if order is None:
+        assert plain["order"] is None
+    else:
+        assert plain["order"]["id"] == order.id and plain["order"]["state"] == "cancel"
+        assert isinstance(plain["order"]["price"], Decimal)  # the plain converter keeps Decimals
+
+
 def test_the_fast_queued_outcome_is_the_constructor_s() -> None:
     """``queued_outcome`` (every accepted cancel of a burst) makes what the constructor makes,
     every field set (one it forgot would raise ``AttributeError`` here)."""
-    made = queued_outcome(5, 1, 0.01, None, b'{"payload":{}}')
-    built = CancelOutcome(
-        order_id=5,
-        status=CancelStatus.QUEUED,
-        attempts=1,
-        elapsed=0.01,
-        echo=None,
-        echo_payload=b'{"payload":{}}',
-    )
+    made = queued_outcome(5, 1, 0.01, None)
+    built = CancelOutcome(order_id=5, status=CancelStatus.QUEUED, attempts=1, elapsed=0.01)
     assert type(made) is CancelOutcome
-    assert {f.name: getattr(made, f.name) for f in attrs.fields(CancelOutcome)} == {
-        f.name: getattr(built, f.name) for f in attrs.fields(CancelOutcome)
-    }
+    assert attrs.asdict(made) == attrs.asdict(built)
     assert made == built and hash(made) == hash(built) and repr(made) == repr(built)
     assert made.ok and made.order is None
+
+
+def _echoed(payload: object) -> CancelOutcome:
+    """An accepted cancel's outcome as a burst makes it: the echo kept as the answer's bytes."""
+    content = json.dumps({"status": "success", "message": "queued", "payload": payload}).encode()
+    return queued_outcome(ORDER_ID, 1, 0.01, CancelEcho(content))
+
+
+ORDER_ID = order_payload()["id"]
+
+
+@pytest.mark.parametrize("read", ["attribute", "asdict", "cattrs", "pickle", "evolve"])
+def test_an_echo_decoded_on_first_read_is_plain_data_to_every_reader(read: str) -> None:
+    """The echo is decoded when ``order`` is first read, by whatever reads it: the outcome shows
+    only its documented fields, ``order`` among them as a decoded ``Order``, never the bytes."""
+    outcome = _echoed(order_payload())
+    if read == "attribute":
+        order = outcome.order
+    elif read == "asdict":
+        as_dict = attrs.asdict(outcome, recurse=False)
+        assert list(as_dict) == OUTCOME_FIELDS
+        order = as_dict["order"]
+    elif read == "cattrs":
+        plain = cattrs.Converter().unstructure(outcome)
+        assert list(plain) == OUTCOME_FIELDS and plain["order"]["id"] == ORDER_ID
+        order = outcome.order
+    elif read == "pickle":
+        order = pickle.loads(pickle.dumps(outcome)).order
+    else:
+        order = attrs.evolve(outcome, note="x").order
+    assert isinstance(order, Order) and order.id == ORDER_ID
+    assert outcome.order is outcome.order  # decoded once, then kept
+    assert outcome == CancelOutcome(order_id=ORDER_ID, status=CancelStatus.QUEUED, attempts=1, elapsed=0.01)
+
+
+def test_an_echo_that_does_not_decode_reads_as_none() -> None:
+    outcome = _echoed({"id": ORDER_ID, "side": 5})
+    assert outcome.order is None and attrs.asdict(outcome)["order"] is None
+    assert outcome.ok
 
 
 def test_token_pair_repr_hides_tokens() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import random
 import time
 from collections import Counter
@@ -215,23 +216,18 @@ async def test_batch_deadline_gives_every_id_an_outcome(sandbox: Sandbox) -> Non
     assert [o.status for o in follow_up] == [CancelStatus.QUEUED] * 2  # the session still works
 
 
-async def test_timeout_is_the_deprecated_name_of_deadline(sandbox: Sandbox) -> None:
-    ids = sandbox.exchange.seed_orders(sandbox.uid, 20)
+@pytest.mark.parametrize("method", ["cancel_many", "cancel_iter", "cancel_all"])
+async def test_a_batch_takes_deadline_not_timeout(sandbox: Sandbox, method: str) -> None:
+    """The batch's bound is ``deadline=``; ``timeout=`` (per HTTP request on the session) is not
+    one of its arguments, and nothing is sent when it is passed."""
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 2)
     async with sandbox.session() as session:
-        await session.warm_up(4)
-        sandbox.exchange.faults.latency = 2.0
-        with pytest.warns(DeprecationWarning, match="deadline=") as caught:
-            outcomes = await session.orders.cancel_many(ids, concurrency=4, timeout=1.0)
-        assert caught[0].filename == __file__  # the warning points at the caller's line
-        with pytest.raises(TypeError, match="deadline= only"):
-            await session.orders.cancel_many(ids, deadline=1, timeout=1)
-        with pytest.warns(DeprecationWarning, match="deadline="):
-            stream = session.orders.cancel_iter(ids[:1], timeout=5)
-        sandbox.exchange.faults.latency = 0
-        async with contextlib.aclosing(stream):
-            assert [o.order_id async for o in stream] == ids[:1]
-    # Same meaning as deadline=: the batch stopped at 1 s with an outcome for every id.
-    assert Counter(o.status for o in outcomes) == {CancelStatus.UNKNOWN: 4, CancelStatus.SKIPPED: 16}
+        assert "timeout" not in inspect.signature(getattr(session.orders, method)).parameters
+        first: object = "btcusdc" if method == "cancel_all" else ids
+        with pytest.raises(TypeError, match="timeout"):
+            await getattr(session.orders, method)(first, timeout=1.0)
+    assert sandbox.exchange.requests == []
+    assert {sandbox.exchange.order(i).state for i in ids} == {"wait"}
 
 
 async def test_caller_cancellation_stops_the_batch_cleanly(sandbox: Sandbox) -> None:
@@ -289,7 +285,7 @@ def _between_listings(
     as if it happened between two of the client's requests). Returns the (state, page) of every
     page asked for."""
     asked: list[tuple[str | None, int]] = []
-    real = exchange._list_orders
+    real = exchange.book.list_orders
 
     def listing(uid: str, filters: dict[str, str], *args: Any) -> list[Any]:
         orders = real(uid, filters, *args)
@@ -298,7 +294,7 @@ def _between_listings(
             change(orders)
         return orders
 
-    monkeypatch.setattr(exchange, "_list_orders", listing)
+    monkeypatch.setattr(exchange.book, "list_orders", listing)
     return asked
 
 

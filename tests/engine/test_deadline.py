@@ -16,6 +16,7 @@ import pytest
 import respx
 
 from tanx_async import (
+    NOT_GIVEN,
     APITimeoutError,
     AsyncTanxSession,
     CancelOutcomeUnknownError,
@@ -94,6 +95,23 @@ async def test_per_call_deadline_overrides_the_session(silent: tuple[Silent, str
         assert view.deadline == 1 and session.deadline is None
         with pytest.raises(APITimeoutError, match="deadline of 1 s"):
             await view.orders.get(ex.ids[0])
+
+
+async def test_with_options_keeps_changes_or_removes_the_deadline() -> None:
+    """Left out, ``deadline`` keeps the session's; None removes it (``NOT_GIVEN`` is the default);
+    a view of a view starts from the view's."""
+    session = AsyncTanxSession(access_token="a.b.c", deadline=5)
+    assert session.with_options(max_retries=0).deadline == 5
+    assert session.with_options(deadline=NOT_GIVEN).deadline == 5
+    unbounded = session.with_options(deadline=None)
+    assert unbounded.deadline is None and session.deadline == 5
+    assert unbounded.with_options(timeout=1).deadline is None
+    assert unbounded.with_options(deadline=2).deadline == 2
+    for bad, error in ((0, ValueError), ("5", TypeError)):
+        with pytest.raises(error, match="deadline"):
+            session.with_options(deadline=bad)  # type: ignore[arg-type]
+    assert not NOT_GIVEN and repr(NOT_GIVEN) == "NOT_GIVEN"
+    await session.aclose()
 
 
 async def test_the_deadline_is_checked_and_has_a_trading_default() -> None:

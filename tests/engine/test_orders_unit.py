@@ -13,11 +13,15 @@ import pytest
 import respx
 
 from tanx_async import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
     APITimeoutError,
     AsyncTanxSession,
     BadRequestError,
     CancelOutcomeUnknownError,
     CancelStatus,
+    InternalServerError,
     InvalidOrderIdError,
     NotFoundError,
     OrderState,
@@ -307,6 +311,23 @@ async def test_cancel_unanswered_raises_outcome_unknown(
     assert info.value.order_id == 5
     assert info.value.order is not None and info.value.order.state is OrderState.WAIT
     assert isinstance(info.value.cause, APITimeoutError)
+
+
+async def test_cancel_answered_500_raises_outcome_unknown_not_a_connection_error(
+    session: AsyncTanxSession, router: respx.Router, clock: FakeClock
+) -> None:
+    """A 500 may hide a processed cancel: the outcome is unknown, its cause the 500, and the
+    error is no ``APIConnectionError`` (a connection was never the problem)."""
+    router.post(CANCEL_URL).mock(return_value=json_response(500, {"status": "error", "message": "boom"}))
+    router.get(url__regex=GET_PATTERN.pattern).mock(
+        return_value=json_response(200, envelope(order_payload(id=5, state="wait")))
+    )
+    with pytest.raises(CancelOutcomeUnknownError) as info:
+        await session.orders.cancel(5)
+    assert isinstance(info.value.cause, InternalServerError)
+    assert not isinstance(info.value, APIConnectionError | APIStatusError)
+    assert isinstance(info.value, APIError) and info.value.maybe_processed
+    assert (info.value.method, info.value.path) == ("POST", "/sapi/v1/orders/cancel/")
 
 
 async def test_cancel_unanswered_but_cancelled(

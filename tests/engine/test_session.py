@@ -267,9 +267,9 @@ async def test_with_options_shares_pool_and_tokens(session: AsyncTanxSession, ro
     assert sender_of(session) is first_sender
 
 
-def test_with_options_goes_through_the_constructor() -> None:
-    """Every setting carries over to the view (it is rebuilt from the session's own arguments),
-    and the new values are checked exactly as the constructor checks them."""
+def test_with_options_keeps_every_setting_and_checks_the_new_values() -> None:
+    """Every setting carries over to the view (a copy sharing the pipeline), and the new values
+    are checked exactly as the constructor checks them."""
     events: list[RequestEvent] = []
     session = AsyncTanxSession(
         base_url="http://127.0.0.1:9",
@@ -291,6 +291,11 @@ def test_with_options_goes_through_the_constructor() -> None:
         session.with_options(timeout="5")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="timeout"):
         session.with_options(timeout=0)
+    # Left out means "keep"; None is a value, refused as the constructor refuses it.
+    with pytest.raises(TypeError, match="timeout"):
+        session.with_options(timeout=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="max_retries"):
+        session.with_options(max_retries=None)  # type: ignore[arg-type]
 
 
 async def test_with_options_timeout_reaches_the_request(

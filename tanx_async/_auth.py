@@ -81,21 +81,35 @@ class AuthPaths:
 
 
 def jwt_expiry(token: str) -> float | None:
-    """The ``exp`` claim of a JWT as unix seconds, read without verifying the signature."""
+    """The ``exp`` claim of a JWT as unix seconds, read without verifying the signature; None
+    when absent or unreadable (see ``_jwt_time``)."""
     return _jwt_time(token, "exp")
 
 
 def _jwt_time(token: str, claim: str) -> float | None:
-    """A time claim (``exp``, ``iat``) of a JWT as unix seconds, unverified; None if absent."""
+    """A time claim (``exp``, ``iat``) of a JWT as unix seconds, unverified; None if absent.
+
+    A claim that is no time we can hold is unreadable, and unreadable is absent: not a number
+    (a string, a bool), NaN, infinite, or outside ``datetime``'s years 1-9999 (``1e300``,
+    ``-1e300``). An ``exp`` read that way is an *unknown* expiry, as for a token that is not a
+    JWT: nothing is judged ahead of time, the token is sent, and a 401 renews it (the
+    exchange, which issued it, is the one judge of it). Never a made-up date: an absurd
+    ``exp`` taken as "far away" would hide a dead token, taken as "long past" it would
+    refresh on every request."""
     try:
         claims_b64 = token.split(".")[1]
         claims = loads(base64.urlsafe_b64decode(claims_b64 + "=" * (-len(claims_b64) % 4)))
         value = claims.get(claim) if isinstance(claims, dict) else None
     except (IndexError, ValueError, TypeError):
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        seconds = float(value)
+        datetime.fromtimestamp(seconds, tz=timezone.utc)  # (raises outside years 1-9999, NaN)
+    except (OverflowError, ValueError, OSError):
+        return None
+    return seconds
 
 
 def _as_authentication_error(exc: APIStatusError) -> AuthenticationError:

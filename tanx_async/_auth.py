@@ -34,6 +34,7 @@ from ._errors import (
     NotAuthenticatedError,
     ResponseValidationError,
     TanxError,
+    brief,
 )
 from ._json import dumps, loads
 from ._log import logger
@@ -112,16 +113,37 @@ def _jwt_time(token: str, claim: str) -> float | None:
     return seconds
 
 
-def _as_authentication_error(exc: APIStatusError) -> AuthenticationError:
-    """A refused refresh or login (tanX may say so with a 400 or 403) as the 401 class."""
+def _as_authentication_error(exc: APIStatusError, secrets: tuple[str | None, ...]) -> AuthenticationError:
+    """A refused refresh or login (tanX may say so with a 400 or 403) as the 401 class, with
+    every token (and each of ``secrets``: the refresh token sent, the login's signature)
+    cut out of its message and body, wherever the server echoed them. It keeps no
+    ``response`` (whose bytes are the raw answer) and no link to ``exc``: raise it outside the
+    ``except`` block that caught ``exc``, so that neither ``__cause__`` nor ``__context__``
+    holds the original."""
+    known = tuple(secret for secret in secrets if secret)
+    message = _scrubbed(exc.message, known)
     return AuthenticationError(
-        exc.message,
+        message if isinstance(message, str) else REDACTED,
         status_code=exc.status_code,
-        body=exc.body,
-        response=exc.response,
+        body=_scrubbed(redacted(exc.body), known),
+        response=None,
         method=exc.method,
         path=exc.path,
     )
+
+
+def _scrubbed(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` (a decoded body, or a text) with each of ``secrets`` replaced wherever it
+    appears in a string, and every JWT (``redacted``)."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return _JWT_TEXT.sub(REDACTED, value)
+    if isinstance(value, dict):
+        return {_scrubbed(key, secrets): _scrubbed(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(item, secrets) for item in value]
+    return value
 
 
 def _is_refusal(exc: APIStatusError) -> bool:
@@ -161,6 +183,7 @@ def _shape_error(message: str, error: str, path: str, reply: Reply) -> ResponseV
 #: like anywhere else (a token under a key nobody documented).
 _TOKEN_KEYS = frozenset({"access", "refresh", "token", "access_token", "refresh_token", "jwt"})
 _JWT = re.compile(rb"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_JWT_TEXT = re.compile(_JWT.pattern.decode())
 REDACTED = "<redacted>"
 
 
@@ -223,6 +246,9 @@ class Auth:
         #: The bound on one whole renewal (refresh, or nonce + sign + login).
         self.timeout = timeout
         self.uid: str | None = None
+        #: The refusal that killed the tokens given (a refused refresh, no signer to log in):
+        #: what every later request is told (``dead``).
+        self.refused: AuthenticationError | None = None
 
     def __repr__(self) -> str:
         return f"<Auth access={'set' if self._access else 'unset'} signer={self._signer is not None}>"
@@ -319,6 +345,24 @@ class Auth:
             return None
         return TokenPair(self._access, self._refresh, self.expires_at)
 
+    def dead(self) -> AuthenticationError | None:
+        """When the exchange refused this session's refresh token and nothing can log in
+        again: the error for a request that would need a token now (a new one each time,
+        carrying the refusal's status and scrubbed body), else None."""
+        refused = self.refused
+        if refused is None or self.can_renew or self._access is not None:
+            return None
+        return AuthenticationError(
+            f"the exchange refused this session's refresh token earlier ({brief(refused)}), so "
+            "both tokens are dead: log in again for a new token pair (or give the session "
+            "private_key/eth_address or a signer, which log in on their own)",
+            status_code=refused.status_code,
+            body=refused.body,
+            response=None,
+            method=refused.method,
+            path=refused.path,
+        )
+
     def forget(self) -> None:
         """Drop both tokens (tanX has no logout endpoint)."""
         self._access = self._refresh = None
@@ -341,12 +385,12 @@ class Auth:
                 if not _is_refusal(exc):
                     raise
                 # Refused: both tokens are dead, whatever happens next (a login may replace them).
-                self.forget()
-                if self._signer is None:
-                    if isinstance(exc, AuthenticationError):
-                        raise
-                    raise _as_authentication_error(exc) from exc
-                logger.warning("refresh token rejected (%s); logging in again", exc.message)
+                refusal = _as_authentication_error(exc, (self._refresh, self._access))
+            self.forget()
+            if self._signer is None:
+                self.refused = refusal
+                raise refusal  # (outside the except: the original, echoing the token, is not chained)
+            logger.warning("refresh token rejected (%s); logging in again", refusal.message)
         if self._signer is None:
             if login:
                 raise NotAuthenticatedError("login() needs a signer: pass private_key/eth_address or signer")
@@ -358,7 +402,7 @@ class Auth:
         reply = yield AuthRequest(
             self.paths.login, {"eth_address": address, "user_signature": signature}, False
         )
-        await self._logged_in(reply, address)
+        await self._logged_in(reply, address, signature)
 
     async def _refresh_tokens(self, reply: Reply) -> None:
         refresh = self._refresh
@@ -388,15 +432,19 @@ class Auth:
             )
         return message
 
-    async def _logged_in(self, reply: Reply, address: str) -> None:
+    async def _logged_in(self, reply: Reply, address: str, signature: str) -> None:
         try:
             body = _body(reply)
         except APIStatusError as exc:
             # tanX refuses a login with HTTP 400 "Invalid Credentials ..."; that is an
             # authentication failure, not a malformed request.
-            if not _is_refusal(exc) or isinstance(exc, AuthenticationError):
+            if not _is_refusal(exc):
                 raise
-            raise _as_authentication_error(exc) from exc
+            refusal = _as_authentication_error(exc, (signature,))
+        else:
+            refusal = None
+        if refusal is not None:
+            raise refusal  # (outside the except: the original is not chained)
         token = body.get("token")
         access = token.get("access") if isinstance(token, dict) else None
         refresh = token.get("refresh") if isinstance(token, dict) else None
@@ -419,6 +467,7 @@ class Auth:
 
     async def _store(self, access: str, refresh: str) -> None:
         self._access, self._refresh = access, refresh
+        self.refused = None
         self._judge(fresh=True)
         if self._on_tokens is None:
             return

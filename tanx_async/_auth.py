@@ -3,9 +3,11 @@
 - Proactive: when the access token's JWT ``exp`` (read without verification) is within the skew
   (at most half the token's lifetime) *on the exchange's clock*, it is refreshed before the
   request is sent. The exchange's clock is this machine's plus an offset learned from answers
-  (``_clock.py``); while the offset is unknown nothing is refreshed ahead of time. A freshly
-  issued token that already looks due proves the clocks disagree: it is never refreshed ahead
-  of time (no refresh storm); a 401 renews it.
+  (``_clock.py``); while the offset is unknown nothing is refreshed ahead of time, but for one
+  case: a token given to the session that this machine's clock already sees expired is renewed
+  once, before the first request (``Auth._suspected``). A freshly issued token that already
+  looks due proves the clocks disagree: it is never refreshed ahead of time (no refresh
+  storm); a 401 renews it.
 - Reactive: the pipeline renews on a 401 for an access token.
 - ``Auth`` never sends anything itself: ``renewal()`` is a flow that *yields* the requests a
   refresh or a login needs and receives their answers. The pipeline (``_pipeline.py``) drives it,
@@ -239,6 +241,9 @@ class Auth:
         #: Local time a renewal flow started (a fresh token's ``iat`` was stamped after it).
         self._asked = 0.0
         self._skew_reported = False
+        #: The access token was given to the session (not issued to it) and no renewal has
+        #: been tried since: its expiry may be judged on this machine's clock (``_suspected``).
+        self._suspect = access_token is not None
         self._judge(fresh=False)
         self._signer = signer
         self._on_tokens = on_tokens
@@ -274,18 +279,34 @@ class Auth:
         if due is not None:
             # ``expiring()``, inlined: every request of a burst asks.
             offset = self.clock.offset
-            if offset is not None and due <= self.clock.local() + offset:
+            if offset is not None:
+                if due <= self.clock.local() + offset:
+                    return None
+            elif self._suspect and self._suspected():
                 return None
         return access
 
     def expiring(self) -> bool:
-        """The access token is due for an early refresh on the exchange's clock (False while
-        that clock is unknown: the token is then renewed when a 401 says so)."""
+        """The access token is due for an early refresh on the exchange's clock; while that
+        clock is unknown, only a token given to the session that this machine's clock sees
+        expired already, and only until its one renewal is tried (``_suspected``)."""
         due = self._due
         if due is None:
             return False
         now = self.clock.now()
-        return now is not None and due <= now
+        if now is None:
+            return self._suspect and self._suspected()
+        return due <= now
+
+    def _suspected(self) -> bool:
+        """The access token given to the session has expired by this machine's clock, the
+        exchange's being unknown yet. It is renewed once, before the first request goes out
+        (a burst would otherwise send it dozens of times to collect 401s): if this machine's
+        clock is wrong instead (the exchange's runs behind), that cost one harmless refresh,
+        and the fresh token's ``iat`` and the answer's ``Date`` then teach the offset. Only
+        once (``renewal`` clears ``_suspect``): never a refresh storm on a skewed clock."""
+        exp = self._exp
+        return exp is not None and exp <= self.clock.local()
 
     def expired(self) -> bool:
         """The access token's ``exp`` has passed on the exchange's clock (False while unknown)."""
@@ -367,42 +388,52 @@ class Auth:
         """Drop both tokens (tanX has no logout endpoint)."""
         self._access = self._refresh = None
         self._exp = self._due = self._refresh_exp = None
+        self._suspect = False
 
     async def renewal(self, *, login: bool = False) -> Flow:
         """The flow that gets a fresh access token: refresh, or log in with the signer when
         there is no refresh token, it is refused, or ``login`` asks for a login."""
         self._asked = self.clock.local()
-        if self._signer is not None and not login and _past(self._refresh_exp, self.clock.now()):
-            logger.info("the refresh token expired; logging in again")
-            login = True
-        if self._refresh is not None and not login:
-            try:
-                await self._refresh_tokens(
-                    (yield AuthRequest(self.paths.refresh, {"refresh": self._refresh}, False))
-                )
-                return
-            except APIStatusError as exc:
-                if not _is_refusal(exc):
-                    raise
-                # Refused: both tokens are dead, whatever happens next (a login may replace them).
-                refusal = _as_authentication_error(exc, (self._refresh, self._access))
-            self.forget()
+        try:
+            if self._signer is not None and not login and _past(self._refresh_exp, self.clock.now()):
+                logger.info("the refresh token expired; logging in again")
+                login = True
+            if self._refresh is not None and not login:
+                try:
+                    await self._refresh_tokens(
+                        (yield AuthRequest(self.paths.refresh, {"refresh": self._refresh}, False))
+                    )
+                    return
+                except APIStatusError as exc:
+                    if not _is_refusal(exc):
+                        raise
+                    # Refused: both tokens are dead, whatever happens next (a login may replace them).
+                    refusal = _as_authentication_error(exc, (self._refresh, self._access))
+                self.forget()
+                if self._signer is None:
+                    self.refused = refusal
+                    raise refusal  # (outside the except: the original, echoing the token, is not chained)
+                logger.warning("refresh token rejected (%s); logging in again", refusal.message)
             if self._signer is None:
-                self.refused = refusal
-                raise refusal  # (outside the except: the original, echoing the token, is not chained)
-            logger.warning("refresh token rejected (%s); logging in again", refusal.message)
-        if self._signer is None:
-            if login:
-                raise NotAuthenticatedError("login() needs a signer: pass private_key/eth_address or signer")
-            raise NotAuthenticatedError("the access token expired and there is no refresh token or signer")
-        signer = self._signer
-        address = signer.address
-        message = self._nonce((yield AuthRequest(self.paths.nonce, {"eth_address": address}, True)))
-        signature = await signer.sign(message)
-        reply = yield AuthRequest(
-            self.paths.login, {"eth_address": address, "user_signature": signature}, False
-        )
-        await self._logged_in(reply, address, signature)
+                if login:
+                    raise NotAuthenticatedError(
+                        "login() needs a signer: pass private_key/eth_address or signer"
+                    )
+                raise NotAuthenticatedError(
+                    "the access token expired and there is no refresh token or signer"
+                )
+            signer = self._signer
+            address = signer.address
+            message = self._nonce((yield AuthRequest(self.paths.nonce, {"eth_address": address}, True)))
+            signature = await signer.sign(message)
+            reply = yield AuthRequest(
+                self.paths.login, {"eth_address": address, "user_signature": signature}, False
+            )
+            await self._logged_in(reply, address, signature)
+        finally:
+            # Tried once (whatever came of it): from now on only the exchange's clock or a 401
+            # says the token is dead. Not before the renewal is over: requests meanwhile wait.
+            self._suspect = False
 
     async def _refresh_tokens(self, reply: Reply) -> None:
         refresh = self._refresh

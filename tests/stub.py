@@ -2,7 +2,7 @@
 loop under asyncio and trio alike, so one scenario covers every transport (the built-in one on
 asyncio, the anyio one under trio, aiohttp and httpx).
 
-``answer(method, path, body)`` returns ``(status, headers, body)`` for each request; every
+``answer(method, path, body, headers)`` (header names in lower case) returns ``(status, headers, body)`` for each request; every
 answer is sent with ``Content-Length`` on a kept-alive connection. ``requests`` records what
 arrived (method, path, JSON body or None), ``connections`` how many connections were accepted.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-Answer = Callable[[str, str, Any], tuple[int, dict[str, str], bytes]]
+Answer = Callable[[str, str, Any, dict[str, str]], tuple[int, dict[str, str], bytes]]
 
 
 def reply(status: int, body: Any, **headers: str) -> tuple[int, dict[str, str], bytes]:
@@ -71,18 +71,18 @@ class Stub:
                     head, _, buffer = buffer.partition(b"\r\n\r\n")
                     lines = head.decode("latin-1").split("\r\n")
                     method, target = lines[0].split(" ")[:2]
-                    length = 0
+                    fields = {}
                     for line in lines[1:]:
                         name, _, value = line.partition(":")
-                        if name.strip().lower() == "content-length":
-                            length = int(value)
+                        fields[name.strip().lower()] = value.strip()
+                    length = int(fields.get("content-length", "0"))
                     while len(buffer) < length:
                         buffer += await stream.receive()
                     content, buffer = buffer[:length], buffer[length:]
                     body = json.loads(content) if content else None
                     path = target.split("?")[0]
                     self.requests.append((method, path, body))
-                    status, headers, answer = self.answer(method, path, body)
+                    status, headers, answer = self.answer(method, path, body, fields)
                     out = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
                     for name, value in headers.items():
                         out += f"{name}: {value}\r\n"

@@ -56,7 +56,9 @@ def test_an_unreadable_date_is_ignored_on_every_path(loop: str, transport: str) 
     ambiguous = 99  # its cancel answers 504 and its first look-up 500: the settling pass settles it
     lookups: dict[int, int] = {}
 
-    def answer(method: str, path: str, body: Any) -> tuple[int, dict[str, str], bytes]:
+    def answer(
+        method: str, path: str, body: Any, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         if path.endswith("/cancel/"):
             oid = body["order_id"]
             if oid == ambiguous:
@@ -140,7 +142,9 @@ def test_a_429_with_an_overflowing_retry_after_date_is_a_rate_limit(loop: str, t
     is retried with backoff, never an ``OverflowError``."""
     calls = [0]
 
-    def answer(method: str, path: str, body: Any) -> tuple[int, dict[str, str], bytes]:
+    def answer(
+        method: str, path: str, body: Any, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         calls[0] += 1
         if calls[0] == 1:
             return reply(429, envelope("", "Too many requests", "error"), retry_after=HUGE_DATE)

@@ -90,3 +90,98 @@ class Stub:
                     await stream.send(out.encode("latin-1") + answer)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 pass
+
+
+class WsConnection:
+    """One accepted and subscribed stream connection of ``WsStub``, for its script."""
+
+    def __init__(self, stream: anyio.abc.SocketStream, ws: Any, number: int) -> None:
+        self._stream = stream
+        self._ws = ws
+        #: 1 for the first connection, 2 for the next...
+        self.number = number
+
+    async def push(self, message: Any) -> None:
+        from wsproto.events import TextMessage
+
+        await self._stream.send(self._ws.send(TextMessage(data=json.dumps(message))))
+
+    async def close(self, code: int = 1011) -> None:
+        from wsproto.events import CloseConnection
+
+        await self._stream.send(self._ws.send(CloseConnection(code=code)))
+
+
+Script = Callable[[WsConnection], Any]
+
+
+class WsStub:
+    """A loopback private stream (``/private``) on anyio and wsproto: it accepts every
+    handshake, acks the subscription, then runs ``script(connection)`` (a coroutine function);
+    when the script returns, the connection is closed. Counts ``connections`` (accepted)."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/private"
+
+    async def __aenter__(self) -> WsStub:
+        self._listener = listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(listener.serve, self._serve)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        try:
+            await self._tg.__aexit__(None, None, None)
+        finally:
+            if self._listener is not None:
+                await self._listener.aclose()
+
+    async def _serve(self, stream: anyio.abc.SocketStream) -> None:
+        from wsproto import ConnectionType, WSConnection
+        from wsproto.events import AcceptConnection, Ping, Request, TextMessage
+
+        ws = WSConnection(ConnectionType.SERVER)
+        async with stream:
+            try:
+                subscribed = False
+                while not subscribed:
+                    ws.receive_data(await stream.receive())
+                    for event in ws.events():
+                        if isinstance(event, Request):
+                            await stream.send(ws.send(AcceptConnection()))
+                        elif isinstance(event, TextMessage):
+                            streams = json.loads(event.data).get("streams", [])
+                            ack = {"success": {"message": "subscribed", "streams": streams}}
+                            await stream.send(ws.send(TextMessage(data=json.dumps(ack))))
+                            subscribed = True
+                self.connections += 1
+                connection = WsConnection(stream, ws, self.connections)
+                async with anyio.create_task_group() as tg:
+
+                    async def pongs() -> None:
+                        while True:
+                            ws.receive_data(await stream.receive())
+                            for event in ws.events():
+                                if isinstance(event, Ping):
+                                    await stream.send(ws.send(event.response()))
+
+                    tg.start_soon(pongs)
+                    await self.script(connection)
+                    tg.cancel_scope.cancel()
+                await connection.close()
+            except Exception:  # the client went away (or closed first): this connection is over
+                pass

@@ -464,6 +464,7 @@ class Auth:
         return message
 
     async def _logged_in(self, reply: Reply, address: str, signature: str) -> None:
+        refusal: AuthenticationError | None = None
         try:
             body = _body(reply)
         except APIStatusError as exc:
@@ -472,8 +473,6 @@ class Auth:
             if not _is_refusal(exc):
                 raise
             refusal = _as_authentication_error(exc, (signature,))
-        else:
-            refusal = None
         if refusal is not None:
             raise refusal  # (outside the except: the original is not chained)
         token = body.get("token")

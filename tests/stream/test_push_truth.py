@@ -14,7 +14,7 @@ and a scripted REST exchange (``tests.stub.Stub``), on asyncio (the built-in tra
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -27,6 +27,7 @@ from tests.stub import Stub, WsConnection, WsStub, reply
 LOOPS = [("asyncio", "native"), ("trio", "native")]
 IDS = [loop for loop, _ in LOOPS]
 WINDOW = 2.0  # seconds: the issue's window
+Mode = Literal["stream", "auto"]
 
 
 def _exchange(state: str, cancelled: set[int] | None = None) -> Any:
@@ -90,7 +91,7 @@ def test_connections_that_die_young_spend_the_reconnects(loop: str, transport: s
 
 @pytest.mark.parametrize("mode", ["stream", "auto"])
 @pytest.mark.parametrize(("loop", "transport"), LOOPS, ids=IDS)
-def test_look_ups_after_flapping_gaps_are_bounded(loop: str, transport: str, mode: str) -> None:
+def test_look_ups_after_flapping_gaps_are_bounded(loop: str, transport: str, mode: Mode) -> None:
     """One order waits for its push while every connection dies at once: at most one look-up
     per gap (and with ``auto`` the poll's own few), never one per millisecond."""
 
@@ -101,7 +102,7 @@ def test_look_ups_after_flapping_gaps_are_bounded(loop: str, transport: str, mod
                     [7],
                     confirm=True,
                     confirm_with=mode,
-                    confirm_timeout=WINDOW,  # type: ignore[arg-type]
+                    confirm_timeout=WINDOW,
                 )
             gets = len(rest.paths("GET"))
             assert outcome.status is CancelStatus.QUEUED and isinstance(
@@ -165,7 +166,7 @@ def test_a_pushed_cancel_older_than_our_first_attempt_is_already_closed(loop: st
 @pytest.mark.parametrize("mode", ["stream", "auto"])
 @pytest.mark.parametrize(("loop", "transport"), LOOPS, ids=IDS)
 def test_an_update_with_an_id_of_another_type_is_not_that_order(
-    loop: str, transport: str, mode: str, pushed_id: object
+    loop: str, transport: str, mode: Mode, pushed_id: object
 ) -> None:
     """The exchange sends ``{"id": "7", "state": "cancel"}``: not order 7 (a shape we do not
     know: the stream fails loudly), so order 7, which look-ups show still open, is never
@@ -184,7 +185,7 @@ def test_an_update_with_an_id_of_another_type_is_not_that_order(
                     [7],
                     confirm=True,
                     confirm_with=mode,
-                    confirm_timeout=1.0,  # type: ignore[arg-type]
+                    confirm_timeout=1.0,
                 )
             assert outcome.status is CancelStatus.QUEUED, outcome
             assert isinstance(outcome.error, CancelNotConfirmedError)

@@ -3,7 +3,8 @@ loop under asyncio and trio alike, so one scenario covers every transport (the b
 asyncio, the anyio one under trio, aiohttp and httpx).
 
 ``answer(method, path, body, headers)`` (header names in lower case) returns ``(status, headers, body)`` for each request; every
-answer is sent with ``Content-Length`` on a kept-alive connection. ``requests`` records what
+answer is sent with ``Content-Length`` (or chunked, when its headers say
+``transfer-encoding: chunked``) on a kept-alive connection. ``requests`` records what
 arrived (method, path, JSON body or None), ``connections`` how many connections were accepted.
 """
 
@@ -86,6 +87,12 @@ class Stub:
                     out = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
                     for name, value in headers.items():
                         out += f"{name}: {value}\r\n"
+                    if headers.get("transfer-encoding") == "chunked":
+                        # (no length announced: in 1 KiB chunks)
+                        parts = [answer[i : i + 1024] for i in range(0, len(answer), 1024)]
+                        framed = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+                        await stream.send(out.encode("latin-1") + b"\r\n" + framed)
+                        continue
                     out += f"Content-Length: {len(answer)}\r\n\r\n"
                     await stream.send(out.encode("latin-1") + answer)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):

@@ -393,47 +393,56 @@ class Auth:
     async def renewal(self, *, login: bool = False) -> Flow:
         """The flow that gets a fresh access token: refresh, or log in with the signer when
         there is no refresh token, it is refused, or ``login`` asks for a login."""
-        self._asked = self.clock.local()
+        flow = self._renewal(login)
         try:
-            if self._signer is not None and not login and _past(self._refresh_exp, self.clock.now()):
-                logger.info("the refresh token expired; logging in again")
-                login = True
-            if self._refresh is not None and not login:
-                try:
-                    await self._refresh_tokens(
-                        (yield AuthRequest(self.paths.refresh, {"refresh": self._refresh}, False))
-                    )
-                    return
-                except APIStatusError as exc:
-                    if not _is_refusal(exc):
-                        raise
-                    # Refused: both tokens are dead, whatever happens next (a login may replace them).
-                    refusal = _as_authentication_error(exc, (self._refresh, self._access))
+            step = await flow.__anext__()
+            while True:
+                step = await flow.asend((yield step))
+        except StopAsyncIteration:
+            return
+        finally:
+            # Tried once, whatever came of it: from now on only the exchange's clock or a 401
+            # says the token is dead (``_suspected``). Not before the renewal is over: the
+            # requests that meanwhile find the token suspect wait for it.
+            self._suspect = False
+            await flow.aclose()
+
+    async def _renewal(self, login: bool) -> Flow:
+        self._asked = self.clock.local()
+        if self._signer is not None and not login and _past(self._refresh_exp, self.clock.now()):
+            logger.info("the refresh token expired; logging in again")
+            login = True
+        if self._refresh is not None and not login:
+            refusal: AuthenticationError | None = None
+            try:
+                await self._refresh_tokens(
+                    (yield AuthRequest(self.paths.refresh, {"refresh": self._refresh}, False))
+                )
+                return
+            except APIStatusError as exc:
+                if not _is_refusal(exc):
+                    raise
+                # Refused: both tokens are dead, whatever happens next (a login may replace them).
+                refusal = _as_authentication_error(exc, (self._refresh, self._access))
                 self.forget()
                 if self._signer is None:
                     self.refused = refusal
-                    raise refusal  # (outside the except: the original, echoing the token, is not chained)
-                logger.warning("refresh token rejected (%s); logging in again", refusal.message)
-            if self._signer is None:
-                if login:
-                    raise NotAuthenticatedError(
-                        "login() needs a signer: pass private_key/eth_address or signer"
-                    )
-                raise NotAuthenticatedError(
-                    "the access token expired and there is no refresh token or signer"
-                )
-            signer = self._signer
-            address = signer.address
-            message = self._nonce((yield AuthRequest(self.paths.nonce, {"eth_address": address}, True)))
-            signature = await signer.sign(message)
-            reply = yield AuthRequest(
-                self.paths.login, {"eth_address": address, "user_signature": signature}, False
-            )
-            await self._logged_in(reply, address, signature)
-        finally:
-            # Tried once (whatever came of it): from now on only the exchange's clock or a 401
-            # says the token is dead. Not before the renewal is over: requests meanwhile wait.
-            self._suspect = False
+                else:
+                    logger.warning("refresh token rejected (%s); logging in again", refusal.message)
+            if self._signer is None and refusal is not None:
+                raise refusal  # (outside the except: the original, echoing the token, is not chained)
+        if self._signer is None:
+            if login:
+                raise NotAuthenticatedError("login() needs a signer: pass private_key/eth_address or signer")
+            raise NotAuthenticatedError("the access token expired and there is no refresh token or signer")
+        signer = self._signer
+        address = signer.address
+        message = self._nonce((yield AuthRequest(self.paths.nonce, {"eth_address": address}, True)))
+        signature = await signer.sign(message)
+        reply = yield AuthRequest(
+            self.paths.login, {"eth_address": address, "user_signature": signature}, False
+        )
+        await self._logged_in(reply, address, signature)
 
     async def _refresh_tokens(self, reply: Reply) -> None:
         refresh = self._refresh

@@ -21,6 +21,8 @@ from tests.conftest import (
     make_jwt,
     open_session,
 )
+from tests.engine.test_unreadable_headers import IDS, TRANSPORTS, run_on, session_on
+from tests.stub import Stub, reply
 
 OPAQUE = "rt-0123456789abcdef-opaque"  # a refresh token that is not a JWT
 JWT_REFRESH = make_jwt(2_000_000_000, token_type="refresh")
@@ -118,3 +120,33 @@ async def test_a_refused_login_never_shows_the_signature(router: respx.Router) -
             await session.orders.cancel(1)
     assert signed and signed[0] not in _everything(info.value)
     assert "Invalid signature" in info.value.message
+
+
+@pytest.mark.parametrize(("loop", "transport"), TRANSPORTS, ids=IDS)
+def test_a_refused_refresh_on_every_transport(loop: str, transport: str) -> None:
+    """The same over a loopback exchange, on each transport (each builds the error's answer)."""
+    access = make_jwt(2_000_000_000)
+    refreshes = [0]
+
+    def answer(
+        method: str, path: str, body: Any, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        if path.endswith("/token/refresh/"):
+            refreshes[0] += 1
+            return reply(401, _echoes(OPAQUE, 401))
+        return reply(401, ACCESS_401)
+
+    async def main() -> None:
+        async with (
+            Stub(answer) as stub,
+            session_on(stub, transport, access_token=access, refresh_token=OPAQUE, max_retries=0) as session,
+        ):
+            with pytest.raises(AuthenticationError) as info:
+                await session.orders.cancel(1)
+            assert OPAQUE not in _everything(info.value) and access not in _everything(info.value)
+            with pytest.raises(AuthenticationError, match="refused this session's refresh token"):
+                await session.orders.cancel(2)
+        assert refreshes[0] == 1
+        assert len(stub.paths("POST")) == 2  # the cancel, the refresh: nothing after the refusal
+
+    run_on(loop, main)

@@ -21,9 +21,13 @@ import pytest
 
 from tanx_async import CancelNotConfirmedError, CancelStatus, StreamError, StreamGap
 from tests.conftest import envelope, order_payload, until
+from tests.engine.test_unreadable_headers import IDS as ALL_IDS
+from tests.engine.test_unreadable_headers import TRANSPORTS as ALL
 from tests.engine.test_unreadable_headers import run_on, session_on
 from tests.stub import Stub, WsConnection, WsStub, reply
 
+#: The stream is one (anyio) for every REST transport: the built-in one on each event loop; the
+#: tests whose look-ups matter run on every REST transport (``ALL``).
 LOOPS = [("asyncio", "native"), ("trio", "native")]
 IDS = [loop for loop, _ in LOOPS]
 WINDOW = 2.0  # seconds: the issue's window
@@ -90,7 +94,7 @@ def test_connections_that_die_young_spend_the_reconnects(loop: str, transport: s
 
 
 @pytest.mark.parametrize("mode", ["stream", "auto"])
-@pytest.mark.parametrize(("loop", "transport"), LOOPS, ids=IDS)
+@pytest.mark.parametrize(("loop", "transport"), ALL, ids=ALL_IDS)
 def test_look_ups_after_flapping_gaps_are_bounded(loop: str, transport: str, mode: Mode) -> None:
     """One order waits for its push while every connection dies at once: at most one look-up
     per gap (and with ``auto`` the poll's own few), never one per millisecond."""
@@ -120,7 +124,7 @@ def test_look_ups_after_flapping_gaps_are_bounded(loop: str, transport: str, mod
 
 
 @pytest.mark.parametrize("timeout", [1.0, 2.0, 3.0])
-@pytest.mark.parametrize(("loop", "transport"), LOOPS, ids=IDS)
+@pytest.mark.parametrize(("loop", "transport"), ALL, ids=ALL_IDS)
 def test_auto_polls_within_a_short_confirm_timeout(loop: str, transport: str, timeout: float) -> None:
     async def silent(connection: WsConnection) -> None:
         await anyio.sleep_forever()

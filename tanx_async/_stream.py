@@ -476,7 +476,7 @@ class OrderStream:
                 # accepts and drops at once would otherwise be redialled without pause).
                 young = young + 1 if time.monotonic() - opened < C.STREAM_HEALTHY_AFTER else 0
                 sock = await self._retrying(
-                    self._max_reconnects + (1 if young else 0),  # (the first to die was no reconnect)
+                    max(1, self._max_reconnects) + (1 if young else 0),  # (the first to die was no reconnect)
                     "stream lost and reconnects failed",
                     spent=young,
                     reason=reason,

@@ -3,9 +3,11 @@
 - Proactive: when the access token's JWT ``exp`` (read without verification) is within the skew
   (at most half the token's lifetime) *on the exchange's clock*, it is refreshed before the
   request is sent. The exchange's clock is this machine's plus an offset learned from answers
-  (``_clock.py``); while the offset is unknown nothing is refreshed ahead of time. A freshly
-  issued token that already looks due proves the clocks disagree: it is never refreshed ahead
-  of time (no refresh storm); a 401 renews it.
+  (``_clock.py``); while the offset is unknown nothing is refreshed ahead of time, but for one
+  case: a token given to the session that this machine's clock already sees expired is renewed
+  once, before the first request (``Auth._suspected``). A freshly issued token that already
+  looks due proves the clocks disagree: it is never refreshed ahead of time (no refresh
+  storm); a 401 renews it.
 - Reactive: the pipeline renews on a 401 for an access token.
 - ``Auth`` never sends anything itself: ``renewal()`` is a flow that *yields* the requests a
   refresh or a login needs and receives their answers. The pipeline (``_pipeline.py``) drives it,
@@ -34,6 +36,7 @@ from ._errors import (
     NotAuthenticatedError,
     ResponseValidationError,
     TanxError,
+    brief,
 )
 from ._json import dumps, loads
 from ._log import logger
@@ -81,33 +84,68 @@ class AuthPaths:
 
 
 def jwt_expiry(token: str) -> float | None:
-    """The ``exp`` claim of a JWT as unix seconds, read without verifying the signature."""
+    """The ``exp`` claim of a JWT as unix seconds, read without verifying the signature; None
+    when absent or unreadable (see ``_jwt_time``)."""
     return _jwt_time(token, "exp")
 
 
 def _jwt_time(token: str, claim: str) -> float | None:
-    """A time claim (``exp``, ``iat``) of a JWT as unix seconds, unverified; None if absent."""
+    """A time claim (``exp``, ``iat``) of a JWT as unix seconds, unverified; None if absent.
+
+    A claim that is no time we can hold is unreadable, and unreadable is absent: not a number
+    (a string, a bool), NaN, infinite, or outside ``datetime``'s years 1-9999 (``1e300``,
+    ``-1e300``). An ``exp`` read that way is an *unknown* expiry, as for a token that is not a
+    JWT: nothing is judged ahead of time, the token is sent, and a 401 renews it (the
+    exchange, which issued it, is the one judge of it). Never a made-up date: an absurd
+    ``exp`` taken as "far away" would hide a dead token, taken as "long past" it would
+    refresh on every request."""
     try:
         claims_b64 = token.split(".")[1]
         claims = loads(base64.urlsafe_b64decode(claims_b64 + "=" * (-len(claims_b64) % 4)))
         value = claims.get(claim) if isinstance(claims, dict) else None
     except (IndexError, ValueError, TypeError):
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        seconds = float(value)
+        datetime.fromtimestamp(seconds, tz=timezone.utc)  # (raises outside years 1-9999, NaN)
+    except (OverflowError, ValueError, OSError):
+        return None
+    return seconds
 
 
-def _as_authentication_error(exc: APIStatusError) -> AuthenticationError:
-    """A refused refresh or login (tanX may say so with a 400 or 403) as the 401 class."""
+def _as_authentication_error(exc: APIStatusError, secrets: tuple[str | None, ...]) -> AuthenticationError:
+    """A refused refresh or login (tanX may say so with a 400 or 403) as the 401 class, with
+    every token (and each of ``secrets``: the refresh token sent, the login's signature)
+    cut out of its message and body, wherever the server echoed them. It keeps no
+    ``response`` (whose bytes are the raw answer) and no link to ``exc``: raise it outside the
+    ``except`` block that caught ``exc``, so that neither ``__cause__`` nor ``__context__``
+    holds the original."""
+    known = tuple(secret for secret in secrets if secret)
+    message = _scrubbed(exc.message, known)
     return AuthenticationError(
-        exc.message,
+        message if isinstance(message, str) else REDACTED,
         status_code=exc.status_code,
-        body=exc.body,
-        response=exc.response,
+        body=_scrubbed(redacted(exc.body), known),
+        response=None,
         method=exc.method,
         path=exc.path,
     )
+
+
+def _scrubbed(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` (a decoded body, or a text) with each of ``secrets`` replaced wherever it
+    appears in a string, and every JWT (``redacted``)."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return _JWT_TEXT.sub(REDACTED, value)
+    if isinstance(value, dict):
+        return {_scrubbed(key, secrets): _scrubbed(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(item, secrets) for item in value]
+    return value
 
 
 def _is_refusal(exc: APIStatusError) -> bool:
@@ -147,6 +185,7 @@ def _shape_error(message: str, error: str, path: str, reply: Reply) -> ResponseV
 #: like anywhere else (a token under a key nobody documented).
 _TOKEN_KEYS = frozenset({"access", "refresh", "token", "access_token", "refresh_token", "jwt"})
 _JWT = re.compile(rb"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_JWT_TEXT = re.compile(_JWT.pattern.decode())
 REDACTED = "<redacted>"
 
 
@@ -202,6 +241,9 @@ class Auth:
         #: Local time a renewal flow started (a fresh token's ``iat`` was stamped after it).
         self._asked = 0.0
         self._skew_reported = False
+        #: The access token was given to the session (not issued to it) and no renewal has
+        #: been tried since: its expiry may be judged on this machine's clock (``_suspected``).
+        self._suspect = access_token is not None
         self._judge(fresh=False)
         self._signer = signer
         self._on_tokens = on_tokens
@@ -209,6 +251,9 @@ class Auth:
         #: The bound on one whole renewal (refresh, or nonce + sign + login).
         self.timeout = timeout
         self.uid: str | None = None
+        #: The refusal that killed the tokens given (a refused refresh, no signer to log in):
+        #: what every later request is told (``dead``).
+        self.refused: AuthenticationError | None = None
 
     def __repr__(self) -> str:
         return f"<Auth access={'set' if self._access else 'unset'} signer={self._signer is not None}>"
@@ -234,18 +279,34 @@ class Auth:
         if due is not None:
             # ``expiring()``, inlined: every request of a burst asks.
             offset = self.clock.offset
-            if offset is not None and due <= self.clock.local() + offset:
+            if offset is not None:
+                if due <= self.clock.local() + offset:
+                    return None
+            elif self._suspect and self._suspected():
                 return None
         return access
 
     def expiring(self) -> bool:
-        """The access token is due for an early refresh on the exchange's clock (False while
-        that clock is unknown: the token is then renewed when a 401 says so)."""
+        """The access token is due for an early refresh on the exchange's clock; while that
+        clock is unknown, only a token given to the session that this machine's clock sees
+        expired already, and only until its one renewal is tried (``_suspected``)."""
         due = self._due
         if due is None:
             return False
         now = self.clock.now()
-        return now is not None and due <= now
+        if now is None:
+            return self._suspect and self._suspected()
+        return due <= now
+
+    def _suspected(self) -> bool:
+        """The access token given to the session has expired by this machine's clock, the
+        exchange's being unknown yet. It is renewed once, before the first request goes out
+        (a burst would otherwise send it dozens of times to collect 401s): if this machine's
+        clock is wrong instead (the exchange's runs behind), that cost one harmless refresh,
+        and the fresh token's ``iat`` and the answer's ``Date`` then teach the offset. Only
+        once (``renewal`` clears ``_suspect``): never a refresh storm on a skewed clock."""
+        exp = self._exp
+        return exp is not None and exp <= self.clock.local()
 
     def expired(self) -> bool:
         """The access token's ``exp`` has passed on the exchange's clock (False while unknown)."""
@@ -312,19 +373,54 @@ class Auth:
             return None
         return TokenPair(self._access, self._refresh, self.expires_at)
 
+    def dead(self) -> AuthenticationError | None:
+        """When the exchange refused this session's refresh token and nothing can log in
+        again: the error for a request that would need a token now (a new one each time,
+        carrying the refusal's status and scrubbed body), else None."""
+        refused = self.refused
+        if refused is None or self.can_renew or self._access is not None:
+            return None
+        return AuthenticationError(
+            f"the exchange refused this session's refresh token earlier ({brief(refused)}), so "
+            "both tokens are dead: log in again for a new token pair (or give the session "
+            "private_key/eth_address or a signer, which log in on their own)",
+            status_code=refused.status_code,
+            body=refused.body,
+            response=None,
+            method=refused.method,
+            path=refused.path,
+        )
+
     def forget(self) -> None:
         """Drop both tokens (tanX has no logout endpoint)."""
         self._access = self._refresh = None
         self._exp = self._due = self._refresh_exp = None
+        self._suspect = False
 
     async def renewal(self, *, login: bool = False) -> Flow:
         """The flow that gets a fresh access token: refresh, or log in with the signer when
         there is no refresh token, it is refused, or ``login`` asks for a login."""
+        flow = self._renewal(login)
+        try:
+            step = await flow.__anext__()
+            while True:
+                step = await flow.asend((yield step))
+        except StopAsyncIteration:
+            return
+        finally:
+            # Tried once, whatever came of it: from now on only the exchange's clock or a 401
+            # says the token is dead (``_suspected``). Not before the renewal is over: the
+            # requests that meanwhile find the token suspect wait for it.
+            self._suspect = False
+            await flow.aclose()
+
+    async def _renewal(self, login: bool) -> Flow:
         self._asked = self.clock.local()
         if self._signer is not None and not login and _past(self._refresh_exp, self.clock.now()):
             logger.info("the refresh token expired; logging in again")
             login = True
         if self._refresh is not None and not login:
+            refusal: AuthenticationError | None = None
             try:
                 await self._refresh_tokens(
                     (yield AuthRequest(self.paths.refresh, {"refresh": self._refresh}, False))
@@ -334,12 +430,14 @@ class Auth:
                 if not _is_refusal(exc):
                     raise
                 # Refused: both tokens are dead, whatever happens next (a login may replace them).
+                refusal = _as_authentication_error(exc, (self._refresh, self._access))
                 self.forget()
                 if self._signer is None:
-                    if isinstance(exc, AuthenticationError):
-                        raise
-                    raise _as_authentication_error(exc) from exc
-                logger.warning("refresh token rejected (%s); logging in again", exc.message)
+                    self.refused = refusal
+                else:
+                    logger.warning("refresh token rejected (%s); logging in again", refusal.message)
+            if self._signer is None and refusal is not None:
+                raise refusal  # (outside the except: the original, echoing the token, is not chained)
         if self._signer is None:
             if login:
                 raise NotAuthenticatedError("login() needs a signer: pass private_key/eth_address or signer")
@@ -351,7 +449,7 @@ class Auth:
         reply = yield AuthRequest(
             self.paths.login, {"eth_address": address, "user_signature": signature}, False
         )
-        await self._logged_in(reply, address)
+        await self._logged_in(reply, address, signature)
 
     async def _refresh_tokens(self, reply: Reply) -> None:
         refresh = self._refresh
@@ -380,15 +478,18 @@ class Auth:
             )
         return message
 
-    async def _logged_in(self, reply: Reply, address: str) -> None:
+    async def _logged_in(self, reply: Reply, address: str, signature: str) -> None:
+        refusal: AuthenticationError | None = None
         try:
             body = _body(reply)
         except APIStatusError as exc:
             # tanX refuses a login with HTTP 400 "Invalid Credentials ..."; that is an
             # authentication failure, not a malformed request.
-            if not _is_refusal(exc) or isinstance(exc, AuthenticationError):
+            if not _is_refusal(exc):
                 raise
-            raise _as_authentication_error(exc) from exc
+            refusal = _as_authentication_error(exc, (signature,))
+        if refusal is not None:
+            raise refusal  # (outside the except: the original is not chained)
         token = body.get("token")
         access = token.get("access") if isinstance(token, dict) else None
         refresh = token.get("refresh") if isinstance(token, dict) else None
@@ -410,6 +511,7 @@ class Auth:
 
     async def _store(self, access: str, refresh: str) -> None:
         self._access, self._refresh = access, refresh
+        self.refused = None
         self._judge(fresh=True)
         if self._on_tokens is None:
             return

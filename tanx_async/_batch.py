@@ -27,7 +27,7 @@ import attrs
 
 from . import _constants as C
 from . import _deadline
-from ._confirm import ConfirmWith, PushConfirmer, open_confirmer
+from ._confirm import ConfirmWith, PushConfirmer, closed_before, open_confirmer
 from ._convert import CancelEcho, cancel_echo, decode_echo, structure_order
 from ._deadline import Deadline
 from ._errors import (
@@ -182,7 +182,9 @@ async def confirm_cancel(
         async def poll(order: Order | None, deadline: float) -> CancelOutcome:
             return await _confirm(session, oid, order, deadline, outcome)
 
-        return await push.confirm(oid, order, deadline, outcome, poll, lambda o: fetch_order(session, o))
+        return await push.confirm(
+            oid, order, deadline, outcome, poll, lambda o: fetch_order(session, o), record.first_sent
+        )
     return await _confirm(session, oid, order, deadline, outcome)
 
 
@@ -277,9 +279,7 @@ def _unsettled(
 
 def _closed_before(order: Order, record: Attempts) -> bool:
     """The exchange last touched the order clearly before our first attempt left."""
-    if order.updated_at is None or record.first_sent is None:
-        return False
-    return order.updated_at.timestamp() < record.first_sent - C.CLOCK_SKEW_TOLERANCE
+    return closed_before(order.updated_at, record.first_sent)
 
 
 async def _confirm(

@@ -70,13 +70,10 @@ class ExchangeClock:
             return
         fresh = value != self._last_date
         if fresh:
+            # Both together, once the parse is over: a text that fails to parse is remembered
+            # as unreadable, never paired with the previous text's stamp.
+            self._last_stamp = _http_date(value)
             self._last_date = value
-            parts = parsedate_tz(value)
-            if parts is None:
-                self._last_stamp = None
-                logger.debug("ignoring an unreadable Date header %r", value[:40])
-            else:
-                self._last_stamp = calendar.timegm(parts[:9]) - (parts[9] or 0)
         stamp = self._last_stamp
         if stamp is None:
             return
@@ -124,3 +121,17 @@ class ExchangeClock:
             )
         elif previous is not None and abs(offset - previous) >= C.CLOCK_SKEW_WARNING:
             logger.info("the exchange's clock is now %+.0f s off this machine's", offset)
+
+
+def _http_date(value: str) -> float | None:
+    """An HTTP ``Date`` as unix seconds, or None (logged) when it cannot be read: no known
+    format, or a date outside what Python's calendar holds (``year 10000``, a 20-digit year).
+    An unreadable ``Date`` is ignored, as an absent one is."""
+    try:
+        parts = parsedate_tz(value)
+        if parts is not None:
+            return float(calendar.timegm(parts[:9]) - (parts[9] or 0))
+    except (ValueError, OverflowError, TypeError, IndexError):
+        pass
+    logger.debug("ignoring an unreadable Date header %r", value[:40])
+    return None

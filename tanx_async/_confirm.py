@@ -8,7 +8,8 @@ filled first, ``ALREADY_CLOSED``), the same evidence rule as polling: ``CANCELLE
 
 No silent loss: after a ``StreamGap`` (a reconnect, or a buffer overflow) every order still
 waiting is looked up once. With ``confirm_with="auto"`` (the default) an order that no push
-confirmed within ``CONFIRM_PUSH_WINDOW`` seconds of its cancel being queued, and every order
+confirmed within ``CONFIRM_PUSH_WINDOW`` seconds of its cancel being queued (or half its
+``confirm_timeout``, when that is shorter: ``CONFIRM_PUSH_SHARE``), and every order
 once the stream is lost for good (or could not be opened), falls back to polling;
 ``confirm_with="stream"`` never polls (an unconfirmed order ends ``QUEUED`` with
 ``CancelNotConfirmedError``) and refuses to start the batch when the stream cannot be opened.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 import anyio
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from ._session import AsyncTanxSession
     from ._stream import OrderStream
 
-__all__ = ["CONFIRM_WITH", "ConfirmWith", "PushConfirmer", "open_confirmer"]
+__all__ = ["CONFIRM_WITH", "ConfirmWith", "PushConfirmer", "closed_before", "open_confirmer"]
 
 ConfirmWith = Literal["stream", "poll", "auto"]
 CONFIRM_WITH: tuple[ConfirmWith, ...] = ("stream", "poll", "auto")
@@ -98,17 +100,31 @@ class PushConfirmer:
             watch.wake.set()
 
     async def confirm(
-        self, oid: int, order: Order | None, deadline: float, outcome: _Make, poll: Poll, lookup: Lookup
+        self,
+        oid: int,
+        order: Order | None,
+        deadline: float,
+        outcome: _Make,
+        poll: Poll,
+        lookup: Lookup,
+        first_sent: float | None = None,
     ) -> CancelOutcome:
-        """Wait for ``oid``'s closing update (its cancel was just queued)."""
+        """Wait for ``oid``'s closing update (its cancel was just queued; its first attempt
+        left at ``first_sent``, on the exchange's clock as far as known)."""
         watch = self._watches.get(oid)
         if watch is None:  # pragma: no cover - the batch always watches before sending
             return await poll(order, deadline)
-        push_until = min(deadline, time.monotonic() + self.window)
+        now = time.monotonic()
+        # At most ``window``, and at most a share of the time left: the poll gets the rest.
+        push_until = now + min(self.window, max(0.0, deadline - now) * C.CONFIRM_PUSH_SHARE)
         while True:
             if watch.update is not None and watch.update.state in _CLOSED:
                 self.pushed += 1
-                return _settled(watch.update.state, _merged(order, watch.update), outcome)
+                update = watch.update
+                if update.state == OrderState.CANCEL and closed_before(update.updated_at, first_sent):
+                    # Cancelled before our cancel left (as the look-up path decides): not ours.
+                    return outcome(CancelStatus.ALREADY_CLOSED, _merged(order, update), None)
+                return _settled(update.state, _merged(order, update), outcome)
             if order is not None and order.state in _CLOSED:
                 return _settled(order.state, order, outcome)
             if watch.gap:
@@ -138,6 +154,15 @@ class PushConfirmer:
             limit = push_until if self.mode == "auto" else deadline
             with anyio.move_on_after(max(0.0, limit - now)):
                 await watch.wake.wait()
+
+
+def closed_before(updated_at: datetime | None, first_sent: float | None) -> bool:
+    """The exchange last touched the order (``updated_at``) clearly before our first attempt
+    left (``first_sent``, on the exchange's clock as far as it is known): closed by someone
+    else. A pushed update and a look-up are judged alike (``_batch._closed_before``)."""
+    if updated_at is None or first_sent is None:
+        return False
+    return updated_at.timestamp() < first_sent - C.CLOCK_SKEW_TOLERANCE
 
 
 def _settled(state: OrderState, order: Order | None, outcome: _Make) -> CancelOutcome:

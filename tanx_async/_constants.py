@@ -105,11 +105,17 @@ STREAM_BUFFER: Final = 1024
 STREAM_MAX_RECONNECTS: Final = 8
 STREAM_BACKOFF_BASE: Final = 0.2
 STREAM_BACKOFF_CAP: Final = 5.0
+# A connection counts as healthy (its reconnect a success, the backoff starting over) only once
+# it has lived this long after subscribing; one that dies sooner is a failed reconnect.
+STREAM_HEALTHY_AFTER: Final = 10.0
 # One message (any frame sequence) may not exceed this; tanX's updates are well under 1 KiB.
 STREAM_MAX_MESSAGE: Final = 1024 * 1024
 # confirm=True by push: an order not confirmed by push this long after its cancel was queued is
 # polled instead (confirm_with="auto"); opening the stream for a batch tries this many times.
 CONFIRM_PUSH_WINDOW: Final = 3.0
+# ... and at most this share of confirm_timeout, so that a short one (<= 2 * the window) still
+# leaves the poll time for its look-ups (before, a confirm_timeout of 3 s or less never polled).
+CONFIRM_PUSH_SHARE: Final = 0.5
 CONFIRM_STREAM_ATTEMPTS: Final = 2
 # With confirm_with="auto" the first cancel waits for the stream to open, so its opening is cut
 # short: at most this many seconds, and at most this share of the batch's deadline; past that the

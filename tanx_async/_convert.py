@@ -151,8 +151,33 @@ def _order(value: object, _: type) -> Order:
 
 
 converter.register_structure_hook(Order, _order)
-converter.register_structure_hook(OrderUpdate, make_dict_structure_fn(OrderUpdate, converter))
-converter.register_structure_hook(TradeUpdate, make_dict_structure_fn(TradeUpdate, converter))
+
+
+def _exact_id(value: object, _: type) -> int:
+    """An identifier on the stream: a JSON integer and nothing else. The stream's updates are
+    matched to orders by id, so ``"7"`` or ``7.0`` (which ``_int`` would read as 7) is a
+    shape we do not know, never order 7: it fails the decode loudly."""
+    if type(value) is int:
+        return value
+    raise TypeError(f"expected an integer id, got {value!r:.40}")
+
+
+def _exact_optional_id(value: object, cls: type) -> int | None:
+    return None if value is None else _exact_id(value, cls)
+
+
+converter.register_structure_hook(
+    OrderUpdate, make_dict_structure_fn(OrderUpdate, converter, id=override(struct_hook=_exact_id))
+)
+converter.register_structure_hook(
+    TradeUpdate,
+    make_dict_structure_fn(
+        TradeUpdate,
+        converter,
+        id=override(struct_hook=_exact_id),
+        order_id=override(struct_hook=_exact_optional_id),
+    ),
+)
 
 
 def structure(

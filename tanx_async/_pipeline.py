@@ -678,6 +678,8 @@ class Pipeline:
         auth = self.auth
         access = auth.access
         if access is None:
+            if (refused := auth.dead()) is not None:
+                raise refused
             if not auth.can_renew:
                 raise NotAuthenticatedError(
                     "this request needs credentials: pass access_token/refresh_token, "

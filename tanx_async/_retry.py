@@ -90,23 +90,24 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     try:
         seconds = float(value)
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        when = _http_date(value)
+        if when is None:
             return None
         if now is None:
             sent = _http_date(headers.get("date"))
             now = sent if sent is not None else time.time()
-        seconds = when.timestamp() - now
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        seconds = when - now
+    if not math.isfinite(seconds):
         return None
     return max(seconds, 0.0)
 
 
 def _http_date(value: str | None) -> float | None:
+    """An HTTP date as unix seconds; None when absent or unreadable, a date outside what
+    ``datetime`` holds included (``year 10000``, a 20-digit year: ``OverflowError``)."""
     if value is None:
         return None
     try:
         return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None

@@ -296,7 +296,8 @@ class AsyncTanxSession:
         ``streams``: ``"order"`` and/or ``"trade"``. ``buffer``: events kept for a slow consumer
         (beyond it they are dropped and a ``StreamGap`` says how many). ``heartbeat``: seconds of
         silence before a ping; twice that and the stream counts as stalled and reconnects.
-        ``max_reconnects``: consecutive failed attempts before ``StreamError``. Reconnects use
+        ``max_reconnects``: consecutive failed attempts before ``StreamError`` (a connection that
+        dies within 10 s of subscribing counts as a failed one). Reconnects use
         the current access token (renewed when expiring or refused); each is followed by a
         ``StreamGap``. Entering the block connects and subscribes (or raises ``StreamError``),
         within the session's ``deadline`` when it has one (attempts and backoff included)."""

@@ -11,7 +11,9 @@ context), so the same code runs on asyncio and trio. tanX's side (``../shared/ta
   ``TradeUpdate`` by the session's converter.
 
 What this module adds: reconnects with backoff and jitter after a drop, a close or a stall (a ping
-after ``heartbeat`` seconds of silence, a reconnect after twice that), each with the current
+after ``heartbeat`` seconds of silence, a reconnect after twice that); a connection that dies
+within ``STREAM_HEALTHY_AFTER`` seconds of subscribing counts as a failed reconnect (the backoff
+goes on growing, and ``max_reconnects`` of them in a row end the stream), each with the current
 access token (refreshed through the session's single-flight renewal when it is about to expire or
 when the handshake is refused); a ``StreamGap`` after every reconnect (updates may have been
 missed meanwhile) and after a buffer overflow (a slow consumer never makes memory grow: at most
@@ -347,7 +349,8 @@ class OrderStream:
     a buffer overflow (a slow consumer: at most ``buffer`` events wait, the rest are counted and
     dropped). Iteration raises ``StreamRefusedError`` when the server refuses the token (after
     one renewal) or the subscription, and ``StreamError`` when ``max_reconnects`` consecutive
-    reconnects failed or a message cannot be decoded.
+    reconnects failed (a connection that dies within ``STREAM_HEALTHY_AFTER`` seconds of
+    subscribing is a failed one) or a message cannot be decoded.
 
     The socket's URL carries the access token in its query; ``url``, the repr, log lines and
     exceptions show only the URL without it (and without any credentials of the base URL).
@@ -468,20 +471,33 @@ class OrderStream:
             await self._connected(sock)
 
     async def _connected(self, sock: _Socket) -> None:
+        young = 0  # connections in a row that died before they lived STREAM_HEALTHY_AFTER
         try:
             while True:
                 lost_at = _now()
+                opened = time.monotonic()
+                reason = "closed"
                 try:
                     await self._read(sock)
                 except _Lost as exc:
                     lost_at = _now()
                     self.connected = False
+                    reason = exc.reason
                     logger.warning("stream %s lost: %s; reconnecting", self._url, exc.reason)
                     self._pipeline.emit("stream_lost", "WS", C.STREAM_PATH, error=exc.reason)
                 finally:
                     self.connected = False
                     await sock.aclose()
-                sock = await self._retrying(self._max_reconnects, "stream lost and reconnects failed")
+                # A connection that subscribed and died young was no success: the backoff goes on
+                # growing from where it was, and such deaths spend the reconnects (a server that
+                # accepts and drops at once would otherwise be redialled without pause).
+                young = young + 1 if time.monotonic() - opened < C.STREAM_HEALTHY_AFTER else 0
+                sock = await self._retrying(
+                    max(1, self._max_reconnects) + (1 if young else 0),  # (the first to die was no reconnect)
+                    "stream lost and reconnects failed",
+                    spent=young,
+                    reason=reason,
+                )
                 self._gap(StreamGap(reason="reconnect", started=lost_at, ended=_now()))
         except TanxError as exc:
             logger.error("stream %s closed: %s", self._url, brief(exc))
@@ -536,13 +552,22 @@ class OrderStream:
 
     # -- connecting ---------------------------------------------------------------------------
 
-    async def _retrying(self, attempts: int, failure: str, within: float | None = None) -> _Socket:
+    async def _retrying(
+        self,
+        attempts: int,
+        failure: str,
+        within: float | None = None,
+        *,
+        spent: int = 0,
+        reason: str = "no attempt",
+    ) -> _Socket:
         """A subscribed socket, trying up to ``attempts`` times with backoff and jitter, and
-        for at most ``within`` seconds in all (None: no bound but the attempts)."""
-        reason = "no attempt"
+        for at most ``within`` seconds in all (None: no bound but the attempts). ``spent``:
+        attempts already used up (connections that subscribed and died young), which the
+        backoff goes on from and the attempts count; ``reason``: why the last one ended."""
         until = None if within is None else anyio.current_time() + within
         made = 0
-        for attempt in range(max(1, attempts)):
+        for attempt in range(spent, max(1, attempts)):
             if attempt:
                 delay = min(C.STREAM_BACKOFF_CAP, C.STREAM_BACKOFF_BASE * 2 ** (attempt - 1))
                 pause = delay / 2 + random.uniform(0, delay / 2)
@@ -569,7 +594,11 @@ class OrderStream:
             self._pipeline.emit("stream_open", "WS", C.STREAM_PATH, attempt=self.connects)
             return sock
         bound = "" if within is None else f" within {within:g} s"
-        raise StreamError(f"{failure}{bound} after {made} attempt{'' if made == 1 else 's'} (last: {reason})")
+        tried = f" after {made} attempt{'' if made == 1 else 's'}"
+        if spent:
+            tried = f"{tried if made else ''} ({spent} connection{'' if spent == 1 else 's'} in a row died "
+            tried += f"within {C.STREAM_HEALTHY_AFTER:g} s of subscribing)"
+        raise StreamError(f"{failure}{bound}{tried} (last: {reason})")
 
     async def _subscribed(self) -> _Socket:
         pipeline = self._pipeline

@@ -336,7 +336,8 @@ class TokenPair:
     session has none."""
     access_expires_at: datetime | None = None
     """When the access token expires (its JWT ``exp``, read unverified; UTC), or None when no
-    ``exp`` could be read."""
+    ``exp`` could be read: absent, not a number, or no time a ``datetime`` holds (``1e300``,
+    NaN). Such an expiry is unknown: the token is sent, and a 401 renews it."""
 
 
 # -- the private stream (``session.stream()``) --------------------------------------------------

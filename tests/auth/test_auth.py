@@ -227,8 +227,9 @@ async def test_refresh_failure_reaches_every_waiter(router: respx.Router) -> Non
                 for oid in range(1, 21):
                     tg.start_soon(one, oid)
         assert session.tokens is None  # both tokens dropped: a new login is needed
-        # Later requests fail at once, without sending anything.
-        with pytest.raises(NotAuthenticatedError):
+        # Later requests fail at once, without sending anything, saying the tokens were refused
+        # (not that none were given: issue 34).
+        with pytest.raises(AuthenticationError, match="refused this session's refresh token"):
             await session.orders.cancel(99)
     assert refresh.call_count == 1
     assert cancel.call_count == 0

@@ -138,10 +138,23 @@ def _auth(access: str | None, *, refresh: str | None = "refresh-1", signer: Any 
 
 
 def test_no_early_refresh_while_the_exchange_clock_is_unknown() -> None:
-    auth = _auth(make_jwt(T0 - 60))
+    auth = _auth(make_jwt(T0 + 10))  # due (30 s skew) but not expired, by this machine's clock
     assert not auth.expiring() and not auth.expired()  # sent as is; a 401 would renew it
     auth.clock.observe(_date(T0), 0.0)
-    assert auth.expiring() and auth.expired()
+    assert auth.expiring() and not auth.expired()
+
+
+async def test_a_given_token_expired_by_this_machines_clock_is_renewed_once_first() -> None:
+    """Issue 34: with the exchange's clock unknown, a token given to the session that this
+    machine's clock already sees expired is renewed before the first request, once (if this
+    machine's clock is the wrong one, that is one harmless refresh, never a storm)."""
+    auth = _auth(make_jwt(T0 - 60))
+    assert auth.usable() is None and auth.expiring()  # renewed first
+    assert not auth.expired()  # (on the exchange's clock: unknown)
+    flow = auth.renewal()  # the one renewal is tried (whatever comes of it)...
+    assert (await flow.__anext__()).path == auth.paths.refresh
+    await flow.aclose()
+    assert auth.usable() is not None and not auth.expiring()  # ...then a 401 says, as before
 
 
 def test_expiry_is_judged_on_the_exchange_clock() -> None:
@@ -214,8 +227,8 @@ async def test_an_expired_refresh_token_goes_straight_to_login() -> None:
     await flow.aclose()
 
 
-async def test_without_date_headers_an_expired_token_is_renewed_on_its_401(router: respx.Router) -> None:
-    expired = make_jwt(time.time() - 60)
+async def test_without_date_headers_a_dead_token_is_renewed_on_its_401(router: respx.Router) -> None:
+    expired = make_jwt(time.time() + 10)  # (revoked, or the exchange's clock runs ahead)
     refresh = router.post(REFRESH_URL).mock(
         return_value=json_response(200, {"status": "success", "payload": {"access": "new", "refresh": "r2"}})
     )

@@ -36,8 +36,10 @@ async def test_ten_minutes_of_skew_makes_no_refresh_storm(
     ex = sb.exchange
     assert Counter(o.status for o in outcomes) == {CancelStatus.QUEUED: n}
     assert mismatches(ex, outcomes, before) == []
-    # A fresh token (300 s on the exchange's clock) outlives the batch: no refresh at all.
-    assert (ex.refresh_count, ex.login_count) == (0, 0)
+    # A fresh token (300 s on the exchange's clock) outlives the batch: no refresh, but for the
+    # one a token this machine's clock sees expired gets before the first request while the
+    # exchange's clock is unknown (ten minutes behind, it is not: one harmless refresh).
+    assert (ex.refresh_count, ex.login_count) == (1 if skew < 0 else 0, 0)
     assert not any(r.status == 401 for r in ex.requests)
     assert offset is not None and abs(offset - skew) < 2.0
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "clock" in r.getMessage()]
@@ -52,6 +54,8 @@ async def test_under_skew_refreshes_equal_real_expiries(skew: float) -> None:
     with running_sandbox(seed=22, cancel_delay=0.0, clock=SandboxClock(offset=skew)) as sb:
         ex = sb.exchange
         ids = ex.seed_orders(sb.uid, 300)
+        # Ten minutes behind, the first token looks expired here: renewed once, first (issue 34).
+        first = 1 if skew < 0 else 0
         async with sb.session() as session:
             for expiry in range(3):
                 chunk = ids[expiry * 100 : (expiry + 1) * 100]
@@ -59,10 +63,10 @@ async def test_under_skew_refreshes_equal_real_expiries(skew: float) -> None:
                 assert {o.status for o in outcomes} == {CancelStatus.QUEUED}
                 ex.advance_time(ex.access_ttl - 20)  # the token is due (20 s left, 30 s skew)
                 await session.health()  # the next Date header shows it
-                assert ex.refresh_count == expiry
+                assert ex.refresh_count == first + expiry
             await session.orders.cancel_many(ids[:1], concurrency=1)
     # Three expiries, three refreshes, each one before its token died (no 401).
-    assert ex.refresh_count == 3 and ex.refresh_failures == 0
+    assert ex.refresh_count == first + 3 and ex.refresh_failures == 0
     assert not any(r.status == 401 for r in ex.requests)
 
 

@@ -76,7 +76,8 @@ async def test_a_refused_refresh_is_an_authentication_error_and_forgets_the_toke
         assert (error.method, error.path) == ("POST", "/sapi/v1/auth/token/refresh/")
         # The dead pair no longer looks usable.
         assert session.tokens is None
-        with pytest.raises(Exception, match="needs credentials"):
+        # Later requests are told the tokens were refused (not that none were given: issue 34).
+        with pytest.raises(AuthenticationError, match="refused this session's refresh token"):
             await session.orders.get(1)
     assert refresh.call_count == 1
 

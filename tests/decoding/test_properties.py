@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tanx_async import (
@@ -281,13 +281,21 @@ def test_decode_envelope_returns_a_dict_or_the_right_error(
 @PROFILE
 @given(
     st.dictionaries(
-        st.sampled_from(["retry-after", "retry-after-ms", "x-other"]),
+        st.sampled_from(["retry-after", "retry-after-ms", "date", "x-other"]),
         st.text(max_size=40)
         | st.floats().map(str)
         | st.integers().map(str)
         | st.datetimes().map(lambda d: d.strftime("%a, %d %b %Y %H:%M:%S GMT"))
         | st.from_regex(
             r"[A-Z][a-z]{2}, [0-9]{1,2} [A-Z][a-z]{2} [0-9]{1,6} [0-9:]{5,8} [+-][0-9]{4}", fullmatch=True
+        )
+        # Years no calendar holds (``year 10000``, 20 digits: OverflowError), zones out of range.
+        | st.builds(
+            "Mon, {:02d} Jan {} 00:00:{:02d} {}".format,
+            st.integers(0, 99),
+            st.integers(-(10**30), 10**30),
+            st.integers(0, 99),
+            st.sampled_from(["GMT", "+9999", "-9999", "-0000", "UT", ""]),
         ),
     ),
     st.none() | st.floats(min_value=-1e12, max_value=1e12),
@@ -295,6 +303,31 @@ def test_decode_envelope_returns_a_dict_or_the_right_error(
 def test_parse_retry_after_never_raises(headers: dict[str, str], now: float | None) -> None:
     value = parse_retry_after(headers, now=now)
     assert value is None or (isinstance(value, float) and math.isfinite(value) and value >= 0)
+
+
+@PROFILE
+@given(
+    st.sampled_from(["retry-after", "date"]),
+    st.builds(
+        "{}, {:02d} {} {} {:02d}:{:02d}:{:02d} {}".format,
+        st.sampled_from(["Mon", "Xyz", ""]),
+        st.integers(1, 28) | st.integers(0, 99),
+        st.sampled_from(["Jan", "Dec", "Foo"]),
+        st.integers(-(10**30), 10**30) | st.integers(9990, 10010) | st.integers(2**31 - 5, 2**64),
+        st.integers(0, 23),
+        st.integers(0, 59),
+        st.integers(0, 59) | st.integers(60, 99),
+        st.sampled_from(["GMT", "+9999", "-9999", "-0000", "UT", "EST", ""]),
+    ),
+    st.none() | st.floats(min_value=-1e12, max_value=1e12),
+)
+@example("retry-after", "Mon, 01 Jan 99999999999999999999 00:00:00 GMT", None)  # (issue 34)
+def test_parse_retry_after_never_raises_on_any_http_date(key: str, value: str, now: float | None) -> None:
+    """An HTTP date in ``Retry-After`` (or the answer's ``Date`` it counts from) of any year:
+    a number of seconds or None, never ``OverflowError``/``ValueError``."""
+    headers = {"retry-after": "Mon, 01 Jan 2024 00:00:00 GMT", key: value}
+    got = parse_retry_after(headers, now=now)
+    assert got is None or (isinstance(got, float) and math.isfinite(got) and got >= 0)
 
 
 # -- order ids ----------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from tanx_async import (
     CancelOutcomeUnknownError,
     CancelStatus,
     InternalServerError,
-    NotAuthenticatedError,
     ResponseTooLargeError,
     TanxError,
 )
@@ -357,7 +356,8 @@ async def test_refresh_dropped_after_processing_is_not_replayed(sandbox: Sandbox
         assert exchange.refresh_count == 2
         assert exchange.refresh_failures == 1
         assert session.tokens is None
-        with pytest.raises(NotAuthenticatedError):
+        # ...and every later request is told the tokens were refused (issue 34), sending nothing.
+        with pytest.raises(AuthenticationError, match="refused this session's refresh token"):
             await session.orders.get(oid)
         assert await settled_in_use(session) == 0
     assert exchange.refresh_count == 2  # nothing more was tried

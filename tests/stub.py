@@ -1,6 +1,6 @@
 """A scripted loopback HTTP/1.1 exchange written on anyio: it runs inside the test's own event
 loop under asyncio and trio alike, so one scenario covers every transport (the built-in one on
-asyncio, the anyio one under trio, aiohttp and httpx).
+asyncio, the anyio one under trio, and httpx).
 
 ``answer(method, path, body, headers)`` (header names in lower case) returns ``(status, headers, body)`` for each request; every
 answer is sent with ``Content-Length`` (or chunked, when its headers say

@@ -165,10 +165,10 @@ def pool_closed() -> APIConnectionError:
 
 
 def too_large(size: int | None, cap: int) -> ResponseTooLargeError:
-    got = f"{size} bytes" if size is not None else "more"
-    return ResponseTooLargeError(
-        f"response body of {got} exceeds max_response_bytes={cap}", maybe_processed=True
-    )
+    """``size``: the length the answer announced, or None when it announced none (chunked, or
+    read to the close) and more than ``cap`` bytes arrived."""
+    got = f" of {size} bytes" if size is not None else ""
+    return ResponseTooLargeError(f"response body{got} exceeds max_response_bytes={cap}", maybe_processed=True)
 
 
 def pool_sizes(limits: httpx.Limits) -> tuple[int | None, int | None, float]:

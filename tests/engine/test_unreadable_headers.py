@@ -1,6 +1,6 @@
 """Headers we cannot read are ignored, never a crash after the exchange accepted a request
 (issue 34, items 2 and 3): a ``Date`` outside Python's calendar, a ``Retry-After`` date with a
-20-digit year. On every transport: the built-in one (asyncio), the anyio one (trio), aiohttp and
+20-digit year. On every transport: the built-in one (asyncio), the anyio one (trio) and
 httpx, against a scripted loopback exchange (``tests.stub``); and through respx."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ BAD_DATE = "Mon, 01 Jan 10000 00:00:07 GMT"
 HUGE_DATE = "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"
 
 #: (event loop, transport): every transport a session can use.
-TRANSPORTS = [("asyncio", "native"), ("asyncio", "aiohttp"), ("asyncio", "httpx"), ("trio", "native")]
+TRANSPORTS = [("asyncio", "native"), ("asyncio", "httpx"), ("trio", "native")]
 IDS = [f"{loop}-{name}" for loop, name in TRANSPORTS]
 
 

@@ -53,6 +53,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - (anyio brings the backport 
 from . import _constants as C
 from ._config import env_proxy, is_loopback, ssl_context
 from ._convert import structure
+from ._duration import duration
 from ._errors import ResponseValidationError, StreamError, StreamRefusedError, TanxError, brief
 from ._json import dumps, loads
 from ._log import logger
@@ -178,7 +179,7 @@ class _Socket:
                 status = await sock._handshake()
         except TimeoutError:
             await _close_quietly(stream)
-            raise _Lost(f"no handshake within {within} s") from None
+            raise _Lost(f"no handshake within {duration(within)}") from None
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream, ProtocolError) as exc:
             await _close_quietly(stream)
             # The exception's own text may quote the request target: keep only its type.
@@ -488,7 +489,7 @@ class OrderStream:
                 continue
             idle = time.monotonic() - sock.last_data
             if idle >= 2 * heartbeat:
-                raise _Lost(f"stalled: nothing received for {idle:.1f} s")
+                raise _Lost(f"stalled: nothing received for {duration(idle)}")
             if idle >= heartbeat:
                 await sock.ping()
 
@@ -551,7 +552,7 @@ class OrderStream:
             logger.info("stream %s: subscribed to %s", self._url, ", ".join(self._streams))
             self._pipeline.emit("stream_open", "WS", C.STREAM_PATH, attempt=self.connects)
             return sock
-        bound = "" if within is None else f" within {within:g} s"
+        bound = "" if within is None else f" within {duration(within)}"
         raise StreamError(f"{failure}{bound} after {made} attempt{'' if made == 1 else 's'} (last: {reason})")
 
     async def _subscribed(self) -> _Socket:
@@ -586,7 +587,7 @@ class OrderStream:
                     pass
         except TimeoutError:
             await sock.aclose()
-            raise _Lost(f"no subscription ack within {self._connect_timeout} s") from None
+            raise _Lost(f"no subscription ack within {duration(self._connect_timeout)}") from None
         except BaseException:
             await sock.aclose()
             raise

@@ -46,6 +46,7 @@ import httptools
 
 from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
+from .._duration import duration
 from .._errors import APIConnectionError, APITimeoutError
 from .._log import logger
 from .._pace import Pacer
@@ -364,7 +365,9 @@ class _Connection(asyncio.BufferedProtocol):
     def _on_timeout(self, seconds: float) -> None:
         self._timer = None
         self._fail(
-            APITimeoutError(f"no complete response within {seconds:g} s (read timeout)", maybe_processed=True)
+            APITimeoutError(
+                f"no complete response within {duration(seconds)} (read timeout)", maybe_processed=True
+            )
         )
 
     def _fail(self, error: APIConnectionError) -> None:
@@ -697,7 +700,9 @@ class _Deadlines:
 def _pool_timeout(waiter: asyncio.Future[_Connection | None], seconds: float) -> None:
     if not waiter.done():
         waiter.set_exception(
-            APITimeoutError(f"no free connection within {seconds:g} s (pool timeout)", maybe_processed=False)
+            APITimeoutError(
+                f"no free connection within {duration(seconds)} (pool timeout)", maybe_processed=False
+            )
         )
 
 
@@ -1181,7 +1186,7 @@ class Http11Sender:
         except TimeoutError:  # our deadline, or the kernel's ETIMEDOUT
             conn.close()
             raise APITimeoutError(
-                f"could not connect to {origin.host}:{origin.port} within {timeout.connect:g} s",
+                f"could not connect to {origin.host}:{origin.port} within {duration(timeout.connect)}",
                 maybe_processed=False,
             ) from None
         except (OSError, ssl.SSLError) as exc:  # refused, unreachable, DNS, TLS verification

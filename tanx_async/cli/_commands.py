@@ -18,6 +18,7 @@ import attrs
 
 from .. import _constants as C
 from .._config import is_loopback, resolve_base_url
+from .._duration import duration
 from .._errors import AuthenticationError, MissingDependencyError
 from ..models import CancelOutcome, Order, OrderState
 from ._args import (
@@ -210,7 +211,7 @@ async def cmd_login(session: AsyncTanxSession, args: argparse.Namespace, out: Ou
     out.line(f"logged in as {address} (uid {uid or 'unknown'})")
     if expires is not None:
         left = expires.timestamp() - time.time()
-        out.line(f"access token expires {text(expires)} UTC (in {_duration(left)})")
+        out.line(f"access token expires {text(expires)} UTC (in {duration(max(left, 0))})")
     else:
         out.line("access token expiry unknown (the token carries no exp claim)")
     if args.show_tokens:
@@ -219,15 +220,6 @@ async def cmd_login(session: AsyncTanxSession, args: argparse.Namespace, out: Ou
     else:
         out.line("(tokens not shown; pass --show-tokens to print them)")
     return EXIT_OK
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 _COMMANDS: dict[str, Callable[[AsyncTanxSession, argparse.Namespace, Output], Awaitable[int]]] = {

@@ -1,0 +1,30 @@
+"""Durations in messages, rounded for people: ``duration(0.999997) == "1 s"``.
+
+Every error, log line and status line that states a duration goes through ``duration``, so a
+deadline of 1 s that a clock cut to 0.999997 s reads "1 s", and 0.15000000000000002 reads
+"0.15 s". Two significant figures below 10 s, whole seconds up to 2 minutes, then minutes, then
+hours (with one decimal).
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["duration"]
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as people read it: "1 s", "1.5 s", "0.25 s", "12 s", "5 min", "2.5 h"."""
+    if not math.isfinite(seconds):
+        return f"{seconds} s"
+    if seconds < 0:
+        return "-" + duration(-seconds)
+    if seconds < 0.001:
+        return "0 s" if seconds < 0.0000005 else f"{seconds * 1e3:.2g} ms"
+    if seconds < 9.95:  # (what rounds to 10 reads "10 s", below)
+        return f"{seconds:.2g} s"
+    if seconds < 120:
+        return f"{round(seconds)} s"
+    if seconds < 7200:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"

@@ -29,6 +29,7 @@ from . import _constants as C
 from . import _deadline
 from ._confirm import ConfirmWith, PushConfirmer, open_confirmer
 from ._convert import cancel_echo, decode_echo, decode_echo_in, structure_order
+from ._duration import duration
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -245,7 +246,7 @@ def _unsettled(
             CancelStatus.QUEUED,
             order,
             None,
-            f"queued: this session got a 2xx for this order's cancel {age:.1f} s earlier; "
+            f"queued: this session got a 2xx for this order's cancel {duration(age)} earlier; "
             f"this cancel got {brief(cause)}{seen}",
         )
     note = None
@@ -590,7 +591,9 @@ class Batch:
     async def _settle_held(self, sink: Sink, until: float) -> None:
         """The settling pass: every held ``UNKNOWN`` looked up again, ``workers`` at a time."""
         waiting = list(self._held)
-        logger.info("settling %d unknown outcome(s) for up to %.1f s", len(waiting), until - time.monotonic())
+        logger.info(
+            "settling %d unknown outcome(s) for up to %s", len(waiting), duration(until - time.monotonic())
+        )
 
         async def settler() -> None:
             while waiting:
@@ -627,7 +630,7 @@ class Batch:
                 # The exchange answered this session's cancel 2xx (``confirm=True`` was waiting to
                 # see it take effect): queued, not confirmed, never "not sent".
                 error = CancelNotConfirmedError(
-                    f"order {oid}: cancel queued {age:.1f} s ago, not confirmed before the batch "
+                    f"order {oid}: cancel queued {duration(age)} ago, not confirmed before the batch "
                     "deadline expired",
                     order_id=oid,
                     order=None,

@@ -22,6 +22,7 @@ from ._httpx import httpx
 from ._pipeline import Pipeline, Response
 from ._retry import RetryPolicy
 from ._transports import TransportName
+from ._unclosed import Origin, warn_unclosed
 from .events import EventCallback
 from .orders import Orders
 
@@ -156,6 +157,7 @@ class AsyncTanxSession:
         self._timeout = _normalise_timeout(timeout)
         self._deadline = None if deadline is None else V.seconds("deadline", deadline, also=" or None")
         self._retry = RetryPolicy(max_retries=max_retries)
+        own_pipeline = _pipeline is None
         if _pipeline is None:
             _pipeline = Pipeline(
                 base_url=self._base_url,
@@ -183,6 +185,11 @@ class AsyncTanxSession:
             )
         self._pipeline = _pipeline
         self.orders = Orders(self)
+        #: Where the session that built the pipeline was created (its views: None), for the
+        #: warning when it was used and never closed (``__del__``); a view keeps that session
+        #: alive (``_owner``), so the warning comes only once every view is gone too.
+        self._origin = Origin(1) if own_pipeline else None
+        self._owner: AsyncTanxSession | None = None
 
     # -- public surface -------------------------------------------------------------------
 
@@ -240,7 +247,9 @@ class AsyncTanxSession:
         carries over and the new values are checked the same way."""
         changes = {"timeout": timeout, "max_retries": max_retries, "deadline": deadline}
         options = {**self._options, **{k: v for k, v in changes.items() if v is not None}}
-        return AsyncTanxSession(**options, _pipeline=self._pipeline)
+        view = AsyncTanxSession(**options, _pipeline=self._pipeline)
+        view._owner = self._owner or self
+        return view
 
     async def login(self) -> TokenPair:
         """Log in now with the configured signer (otherwise done on first use), even when the
@@ -369,6 +378,17 @@ class AsyncTanxSession:
 
     def __repr__(self) -> str:
         return f"<AsyncTanxSession {self._base_url}{' closed' if self.closed else ''}>"
+
+    def __del__(self) -> None:
+        # A ``ResourceWarning`` (``_unclosed``) when this session built its transport (a request,
+        # ``warm_up`` or ``async with``) and was never closed; not for an ``http_client`` the
+        # caller owns, nor for a session whose constructor raised.
+        origin = getattr(self, "_origin", None)
+        if origin is None:
+            return
+        pipeline = self._pipeline
+        if not pipeline.closed and pipeline.sender is not None and pipeline.http_client is None:
+            warn_unclosed(self, origin)
 
     # -- requests ---------------------------------------------------------------------------
 

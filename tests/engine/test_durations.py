@@ -23,6 +23,8 @@ from tanx_async.testing import SandboxExchange, SandboxServer
         (0.15000000000000002, "0.15 s"),
         (0.05, "0.05 s"),
         (0.0004, "0.4 ms"),
+        (0.0032, "3.2 ms"),
+        (0.00996, "0.01 s"),
         (0.0, "0 s"),
         (9.96, "10 s"),
         (12.4, "12 s"),

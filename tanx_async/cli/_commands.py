@@ -119,10 +119,24 @@ async def _cancel_ids(
     return [results[oid] for oid in dict.fromkeys(ids)]
 
 
+_RENEWAL_PATHS = (C.REFRESH_PATH, C.NONCE_PATH, C.LOGIN_PATH)
+
+
+def _exit_code(outcomes: Sequence[CancelOutcome]) -> int:
+    """The exit code of printed outcomes: 1 when one is not ok. When the exchange refused the
+    credentials (an outcome's ``AuthenticationError``), that error is raised instead, after every
+    outcome was printed: ``run_command`` adds the hint and ``main`` exits 3, as for any command."""
+    refused = [o.error for o in outcomes if isinstance(o.error, AuthenticationError)]
+    if refused:
+        # The renewal's own refusal, where one is there, says best which credential was refused.
+        raise next((e for e in refused if e.path in _RENEWAL_PATHS), refused[0])
+    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_OK
+
+
 async def cmd_cancel(session: AsyncTanxSession, args: argparse.Namespace, out: Output) -> int:
     outcomes = await _cancel_ids(session, args.ids, args, out)
     print_outcomes(out, outcomes)
-    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_OK
+    return _exit_code(outcomes)
 
 
 async def cmd_cancel_all(session: AsyncTanxSession, args: argparse.Namespace, out: Output) -> int:
@@ -138,7 +152,7 @@ async def cmd_cancel_all(session: AsyncTanxSession, args: argparse.Namespace, ou
         return EXIT_OK
     outcomes = await _cancel_ids(session, ids, args, out)
     print_outcomes(out, outcomes)
-    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_OK
+    return _exit_code(outcomes)
 
 
 async def cmd_orders(session: AsyncTanxSession, args: argparse.Namespace, out: Output) -> int:
@@ -301,18 +315,25 @@ async def run_command(args: argparse.Namespace, out: Output, env: Mapping[str, s
     try:
         return await _run_watched(session, args, out, waiting)
     except AuthenticationError as exc:
-        if cache is not None and cache.used:
-            out.note(
-                f"tanx-async: the token pair cached by an earlier run (in the {cache.store.where}) was "
-                "refused; `tanx-async logout` deletes it, then set fresh tokens"
-            )
-        elif exc.path == C.REFRESH_PATH:
-            out.note(
-                f"tanx-async: the exchange refused {ENV_REFRESH} (expired, or already used: a renewal "
-                f"may replace it); set fresh {ENV_ACCESS} and {ENV_REFRESH}, or {ENV_KEY} and "
-                f"{ENV_ADDRESS} to log in"
-            )
+        out.note(f"tanx-async: {_refused(exc, cache)}")
         raise
+
+
+_FRESH = f"set fresh {ENV_ACCESS} and {ENV_REFRESH}, or {ENV_KEY} and {ENV_ADDRESS} to log in"
+
+
+def _refused(exc: AuthenticationError, cache: TokenCache | None) -> str:
+    """The hint for credentials the exchange refused (HTTP 401): which ones, and what to set."""
+    if cache is not None and cache.used:
+        return (
+            f"the token pair cached by an earlier run (in the {cache.store.where}) was refused; "
+            "`tanx-async logout` deletes it, then set fresh tokens"
+        )
+    if exc.path == C.REFRESH_PATH:
+        return f"the exchange refused {ENV_REFRESH} (expired, or already used: a renewal may replace it); {_FRESH}"
+    if exc.path in _RENEWAL_PATHS[1:]:
+        return f"the exchange refused the wallet login of {ENV_ADDRESS} (signed with {ENV_KEY})"
+    return f"the exchange refused {ENV_ACCESS} (expired or revoked) and nothing could renew it; {_FRESH}"
 
 
 async def _run_watched(

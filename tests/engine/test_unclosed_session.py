@@ -93,11 +93,9 @@ def test_a_view_keeps_its_session_and_the_warning_comes_once(sandbox: Sandbox) -
 
     async def use_a_view() -> None:
         # The session itself is dropped at once: its view still uses (and keeps) the pool.
-        view = AsyncTanxSession(
-            base_url=sandbox.server.url, access_token=sandbox.access
-        ).with_options(  # LEAK-3
-            timeout=4
-        )
+        session = AsyncTanxSession(base_url=sandbox.server.url, access_token=sandbox.access)  # LEAK-3
+        view = session.with_options(timeout=4)
+        del session
         await view.orders.list()
         views.append(view)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["duration"]
+__all__ = ["duration", "within"]
 
 
 def duration(seconds: float) -> str:
@@ -29,3 +29,9 @@ def duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{round(seconds / 60)} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def within(seconds: float | None) -> str:
+    """``" within 1 s"`` for a timeout that struck, or ``""`` where there was none of ours (a
+    ``None`` timeout: the operating system's own gave up)."""
+    return "" if seconds is None else f" within {duration(seconds)}"

@@ -24,7 +24,7 @@ import anyio.abc
 
 from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
-from .._duration import duration
+from .._duration import within
 from .._errors import APIConnectionError, APITimeoutError
 from .base import RawResponse, pool_closed, pool_sizes
 from .native import Heads, _Connection, _Origin, idle_life, request_bytes
@@ -120,7 +120,7 @@ class _StreamConnection:
         except TimeoutError:
             self.closed = True
             raise APITimeoutError(
-                f"no complete response within {duration(read_timeout)} (read timeout)", maybe_processed=True
+                f"no complete response{within(read_timeout)} (read timeout)", maybe_processed=True
             ) from None
         except BaseException:
             self.closed = True  # cancelled mid-flight (or failed): never reused
@@ -221,7 +221,7 @@ class AnyioSender:
                     await self._slots.acquire()
             except TimeoutError:
                 raise APITimeoutError(
-                    f"no free connection within {duration(timeout.pool)} (pool timeout)",
+                    f"no free connection{within(timeout.pool)} (pool timeout)",
                     maybe_processed=False,
                 ) from None
         try:
@@ -246,7 +246,7 @@ class AnyioSender:
                         )
             except TimeoutError:
                 raise APITimeoutError(
-                    f"could not connect to {origin.host}:{origin.port} within {duration(timeout.connect)}",
+                    f"could not connect to {origin.host}:{origin.port}{within(timeout.connect)}",
                     maybe_processed=False,
                 ) from None
             except (OSError, ssl.SSLError, anyio.BrokenResourceError) as exc:

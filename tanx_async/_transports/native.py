@@ -46,7 +46,7 @@ import httptools
 
 from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
-from .._duration import duration
+from .._duration import duration, within
 from .._errors import APIConnectionError, APITimeoutError
 from .._log import logger
 from .._pace import Pacer
@@ -1186,7 +1186,7 @@ class Http11Sender:
         except TimeoutError:  # our deadline, or the kernel's ETIMEDOUT
             conn.close()
             raise APITimeoutError(
-                f"could not connect to {origin.host}:{origin.port} within {duration(timeout.connect)}",
+                f"could not connect to {origin.host}:{origin.port}{within(timeout.connect)}",
                 maybe_processed=False,
             ) from None
         except (OSError, ssl.SSLError) as exc:  # refused, unreachable, DNS, TLS verification

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tanx_async import APITimeoutError, AsyncTanxSession
-from tanx_async._duration import duration
+from tanx_async._duration import duration, within
 from tanx_async.testing import SandboxExchange, SandboxServer
 
 
@@ -37,6 +37,11 @@ from tanx_async.testing import SandboxExchange, SandboxServer
 )
 def test_duration_rounds_for_people(seconds: float, text: str) -> None:
     assert duration(seconds) == text
+
+
+def test_within_names_a_bound_only_where_there_was_one() -> None:
+    assert within(0.30000000000000004) == " within 0.3 s"
+    assert within(None) == ""  # no timeout of ours: the operating system's own gave up
 
 
 _TEXT = re.compile(r"(-?)([0-9.]+) (ms|s|min|h)")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -117,15 +118,32 @@ def test_a_refused_access_token_without_renewal_gets_the_same_ending(
 # -- item 5: SIGTERM ends a command as Ctrl-C does ----------------------------------------------------
 
 
-def started(sandbox: Sandbox, *args: str, ready: object) -> subprocess.Popen[str]:
-    """``python -m tanx_async --base-url URL args...``, once ``ready()`` is true (bounded)."""
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler installed (Linux: ``SigCgt`` in /proc), so that
+    a signal sent now meets the command, not the interpreter still starting. Elsewhere: True."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            caught = next(line for line in f if line.startswith("SigCgt:")).split()[1]
+    except (OSError, StopIteration):
+        return True
+    return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def started(sandbox: Sandbox, *args: str, ready: Callable[[], bool]) -> subprocess.Popen[str]:
+    """``python -m tanx_async --base-url URL args...``, once ``ready()`` holds and the command
+    handles SIGTERM (bounded). (The sandbox's own records alone are not enough: a process left
+    over from another test may reach a reused port first.)"""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("TANX_")} | sandbox.env
     argv = [sys.executable, "-m", "tanx_async", "--base-url", sandbox.server.url, *args]
     proc = subprocess.Popen(argv, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def going() -> bool:
+        return ready() and catches_sigterm(proc.pid)
+
     deadline = time.monotonic() + TIMEOUT
-    while not ready() and proc.poll() is None and time.monotonic() < deadline:  # type: ignore[operator]
+    while not going() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    if proc.poll() is not None or not ready():  # type: ignore[operator]
+    if proc.poll() is not None or not going():
         proc.kill()
         pytest.fail(f"the command never got going: {proc.communicate(timeout=TIMEOUT)}")
     return proc
@@ -151,10 +169,14 @@ def test_sigterm_stops_watch_like_ctrl_c(sandbox: Sandbox) -> None:
     assert out == ""
 
 
+def cancelled(sandbox: Sandbox) -> set[int | None]:
+    return {r.order_id for r in sandbox.exchange.requests if r.path == "/sapi/v1/orders/cancel/"}
+
+
 def test_sigterm_stops_a_hanging_cancel_like_ctrl_c(sandbox: Sandbox) -> None:
     (oid,) = sandbox.exchange.seed_orders(sandbox.uid, 1)
     sandbox.exchange.faults.black_hole = True  # the cancel hangs until the signal
-    proc = started(sandbox, "cancel", str(oid), ready=lambda: bool(sandbox.exchange.requests))
+    proc = started(sandbox, "cancel", str(oid), ready=lambda: oid in cancelled(sandbox))
     _, err = terminated(proc)
     assert proc.returncode == 143, err
     assert err.rstrip().endswith("interrupted") and "Traceback" not in err

@@ -24,7 +24,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from .._errors import APIError, InvalidOrderIdError, MissingDependencyError, NotAuthenticatedError, TanxError
 from ._args import (
@@ -70,24 +70,27 @@ def _sigterm_cancels(task: asyncio.Task[int], stopped: list[int]) -> Iterator[No
         stopped.append(signal.SIGTERM)
         task.cancel()
 
-    loop = task.get_loop()
-    try:
-        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
-        try:
-            previous = signal.signal(signal.SIGTERM, lambda *_: loop.call_soon_threadsafe(on_sigterm))
-        except ValueError:  # not the main thread: signals are not ours to handle
-            yield
-            return
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-        return
+    undo = _on_sigterm(task.get_loop(), on_sigterm)
     try:
         yield
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        if undo is not None:
+            undo()
+
+
+def _on_sigterm(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Callable[[], object] | None:
+    """Run ``callback`` on the loop at SIGTERM; returns how to undo that (None: nothing done)."""
+    try:
+        loop.add_signal_handler(signal.SIGTERM, callback)
+    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+        pass
+    else:
+        return lambda: loop.remove_signal_handler(signal.SIGTERM)
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda *_: loop.call_soon_threadsafe(callback))
+    except ValueError:  # not the main thread: signals are not ours to handle
+        return None
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _run_until_stopped(args: argparse.Namespace, out: Output, env: Mapping[str, str]) -> int:

@@ -28,7 +28,6 @@ import attrs
 
 from . import _constants as C
 from ._clock import ExchangeClock
-from ._duration import duration
 from ._errors import (
     APIStatusError,
     AuthenticationError,
@@ -285,15 +284,15 @@ class Auth:
         if known:
             logger.warning(
                 "a freshly issued access token already looks due for refresh on the exchange's "
-                "clock as estimated here (%s to its exp); it is renewed when a 401 says so",
-                duration(exp - self.clock.best_guess()),
+                "clock as estimated here (%.0f s to its exp); it is renewed when a 401 says so",
+                exp - self.clock.best_guess(),
             )
         else:
             logger.warning(
                 "a freshly issued access token already looks due for refresh by this machine's clock "
-                "(%s to its exp): the clocks disagree; tokens are renewed when a 401 says so until "
+                "(%.0f s to its exp): the clocks disagree; tokens are renewed when a 401 says so until "
                 "the exchange's clock is known",
-                duration(exp - self.clock.local()),
+                exp - self.clock.local(),
             )
 
     @property

@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping
 from email.utils import parsedate_tz
 
 from . import _constants as C
-from ._duration import duration
 from ._log import logger
 
 __all__ = ["ExchangeClock"]
@@ -118,14 +117,10 @@ class ExchangeClock:
                 return
             self._warned = True
             logger.warning(
-                "the exchange's clock is %s %s this machine's; token expiry is judged on the "
+                "the exchange's clock is %.0f s %s this machine's; token expiry is judged on the "
                 "exchange's clock",
-                duration(abs(offset)),
+                abs(offset),
                 "ahead of" if offset > 0 else "behind",
             )
         elif previous is not None and abs(offset - previous) >= C.CLOCK_SKEW_WARNING:
-            logger.info(
-                "the exchange's clock is now %s %s this machine's",
-                duration(abs(offset)),
-                "ahead of" if offset > 0 else "behind",
-            )
+            logger.info("the exchange's clock is now %+.0f s off this machine's", offset)

@@ -19,13 +19,15 @@ import attrs
 from .. import _constants as C
 from .._config import is_loopback, resolve_base_url
 from .._duration import duration
-from .._errors import AuthenticationError, MissingDependencyError
+from .._errors import AuthenticationError, MissingDependencyError, NotAuthenticatedError
+from ..events import RequestEvent
 from ..models import CancelOutcome, Order, OrderState
 from ._args import (
     ENV_ACCESS,
     ENV_ADDRESS,
     ENV_KEY,
     ENV_REFRESH,
+    EXIT_API,
     EXIT_NOT_OK,
     EXIT_OK,
     Credentials,
@@ -124,12 +126,13 @@ _RENEWAL_PATHS = (C.REFRESH_PATH, C.NONCE_PATH, C.LOGIN_PATH)
 
 def _exit_code(outcomes: Sequence[CancelOutcome]) -> int:
     """The exit code of printed outcomes: 1 when one is not ok. When the exchange refused the
-    credentials (an outcome's ``AuthenticationError``), that error is raised instead, after every
-    outcome was printed: ``run_command`` adds the hint and ``main`` exits 3, as for any command."""
-    refused = [o.error for o in outcomes if isinstance(o.error, AuthenticationError)]
+    credentials (an outcome's ``AuthenticationError``, or ``NotAuthenticatedError`` once none are
+    left), that error is raised instead, after every outcome was printed: ``run_command`` adds the
+    hint and exits 3, as for any command."""
+    refused = [o.error for o in outcomes if isinstance(o.error, AuthenticationError | NotAuthenticatedError)]
     if refused:
         # The renewal's own refusal, where one is there, says best which credential was refused.
-        raise next((e for e in refused if e.path in _RENEWAL_PATHS), refused[0])
+        raise min(refused, key=lambda e: 0 if getattr(e, "path", None) in _RENEWAL_PATHS else 1)
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_OK
 
 
@@ -309,29 +312,45 @@ async def run_command(args: argparse.Namespace, out: Output, env: Mapping[str, s
     waiting = Waiting(out.stderr, urlsplit(url).netloc, deadline, enabled=shown)
     waiting.doing = _doing(args)
     args.waiting = waiting
-    session = make_session(
-        args, creds, url, on_tokens=cache.save if cache else None, on_event=waiting.on_event
-    )
+    refusal: list[RequestEvent] = []  # the exchange's first 401 in this run, if any
+
+    def on_event(event: RequestEvent) -> None:
+        waiting.on_event(event)
+        if event.kind == "error" and event.status == 401 and not refusal:
+            refusal.append(event)
+
+    session = make_session(args, creds, url, on_tokens=cache.save if cache else None, on_event=on_event)
     try:
         return await _run_watched(session, args, out, waiting)
     except AuthenticationError as exc:
-        out.note(f"tanx-async: {_refused(exc, cache)}")
+        out.note(f"tanx-async: {_refused(exc.path, cache)}")
         raise
+    except NotAuthenticatedError as exc:
+        if not refusal:
+            raise  # no credential was refused: a usage problem found here (exit 2)
+        # The exchange refused the credentials earlier in this run (a renewal while the
+        # confirmation stream opened, say); what failed later found none left.
+        first = refusal[0]
+        out.note(f"tanx-async: {_refused(first.path, cache)}")
+        out.note(
+            f"tanx-async: API error: AuthenticationError: HTTP 401 ({first.method} {first.path}); then: {exc}"
+        )
+        return EXIT_API
 
 
 _FRESH = f"set fresh {ENV_ACCESS} and {ENV_REFRESH}, or {ENV_KEY} and {ENV_ADDRESS} to log in"
 
 
-def _refused(exc: AuthenticationError, cache: TokenCache | None) -> str:
+def _refused(path: str | None, cache: TokenCache | None) -> str:
     """The hint for credentials the exchange refused (HTTP 401): which ones, and what to set."""
     if cache is not None and cache.used:
         return (
             f"the token pair cached by an earlier run (in the {cache.store.where}) was refused; "
             "`tanx-async logout` deletes it, then set fresh tokens"
         )
-    if exc.path == C.REFRESH_PATH:
+    if path == C.REFRESH_PATH:
         return f"the exchange refused {ENV_REFRESH} (expired, or already used: a renewal may replace it); {_FRESH}"
-    if exc.path in _RENEWAL_PATHS[1:]:
+    if path in _RENEWAL_PATHS[1:]:
         return f"the exchange refused the wallet login of {ENV_ADDRESS} (signed with {ENV_KEY})"
     return f"the exchange refused {ENV_ACCESS} (expired or revoked) and nothing could renew it; {_FRESH}"
 

@@ -30,6 +30,7 @@ from . import _deadline
 from ._confirm import ConfirmWith, PushConfirmer, closed_before, open_confirmer
 from ._convert import CancelEcho, cancel_echo, decode_echo, structure_order
 from ._deadline import Deadline
+from ._duration import duration
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -267,7 +268,7 @@ def _unsettled(
             CancelStatus.QUEUED,
             order,
             None,
-            f"queued: this session got a 2xx for this order's cancel {age:.1f} s earlier; "
+            f"queued: this session got a 2xx for this order's cancel {duration(age)} earlier; "
             f"this cancel got {brief(cause)}{seen}",
         )
     note = None
@@ -682,7 +683,9 @@ class Batch:
     async def _settle_held(self, sink: Sink, until: float) -> None:
         """The settling pass: every held ``UNKNOWN`` looked up again, ``workers`` at a time."""
         waiting = list(self._held)
-        logger.info("settling %d unknown outcome(s) for up to %.1f s", len(waiting), until - time.monotonic())
+        logger.info(
+            "settling %d unknown outcome(s) for up to %s", len(waiting), duration(until - time.monotonic())
+        )
 
         async def settler() -> None:
             while waiting:
@@ -728,7 +731,7 @@ class Batch:
             if queued is not None or age is not None:
                 # The exchange answered this session's cancel 2xx (``confirm=True`` was waiting to
                 # see it take effect): queued, not confirmed, never "not sent".
-                since = "" if age is None else f" {age:.1f} s ago"
+                since = "" if age is None else f" {duration(age)} ago"
                 error = CancelNotConfirmedError(
                     f"order {oid}: cancel queued{since}, not confirmed before the {why}",
                     order_id=oid,

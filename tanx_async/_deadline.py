@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 
 import anyio
 
+from ._duration import duration
 from ._errors import APITimeoutError
 from ._httpx import httpx
 
@@ -83,7 +84,7 @@ class Deadline:
     def expired(self, method: str, path: str, *, sent: bool, why: str = "") -> APITimeoutError:
         may = "; the request may have reached the exchange" if sent else "; it did not reach the exchange"
         return APITimeoutError(
-            f"no answer within the operation's deadline of {self.seconds:g} s{why}{may}",
+            f"no answer within the operation's deadline of {duration(self.seconds)}{why}{may}",
             maybe_processed=sent,
             method=method,
             path=path,

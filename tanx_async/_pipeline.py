@@ -30,6 +30,7 @@ import anyio
 from . import _constants as C
 from ._auth import Auth, AuthRequest
 from ._deadline import Deadline
+from ._duration import duration
 from ._envelope import decode_envelope, is_access_token_error
 from ._errors import (
     APIConnectionError,
@@ -515,7 +516,7 @@ class Pipeline:
                     if left <= 0:
                         raise deadline.expired(method, path, sent=record.ambiguous)
                     if not ready and (paused := flow.paused_for) >= left:
-                        why = f" (the exchange's 429 holds the session for {paused:.1f} s more)"
+                        why = f" (the exchange's 429 holds the session for {duration(paused)} more)"
                         raise deadline.expired(method, path, sent=record.ambiguous, why=why)
                     attempt_timeout = deadline.cut(timeout, left)
                 if not ready:
@@ -596,13 +597,13 @@ class Pipeline:
                 # No time left for another attempt: say so now rather than sleep into it.
                 raise deadline.expired(method, path, sent=record.ambiguous) from error
             logger.warning(
-                "%s %s failed (%s); retry %d/%d in %.2f s",
+                "%s %s failed (%s); retry %d/%d in %s",
                 method,
                 path,
                 brief(error),
                 attempt + 1,
                 policy.max_retries,
-                delay,
+                duration(delay),
             )
             self.emit(
                 "retry", method, path, status=status, attempt=attempt, delay=delay, error=type(error).__name__
@@ -723,7 +724,7 @@ class Pipeline:
                         await self._drive(self.auth.renewal(login=login))
                 except TimeoutError:
                     raise APITimeoutError(
-                        f"token renewal took longer than {timeout} s", maybe_processed=True
+                        f"token renewal took longer than {duration(timeout)}", maybe_processed=True
                     ) from None
         except BaseException as exc:
             flight.error = exc

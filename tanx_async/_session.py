@@ -25,6 +25,7 @@ from ._pipeline import Pipeline, Response
 from ._retry import RetryPolicy
 from ._transports import TransportName, check_transport
 from ._types import NOT_GIVEN, NotGiven
+from ._unclosed import Origin, warn_unclosed
 from .events import EventCallback
 from .orders import Orders
 
@@ -191,6 +192,11 @@ class AsyncTanxSession:
             keep_warm=keep_warm,
         )
         self.orders = Orders(self)
+        #: Where the session that built the pipeline was created (its views: None), for the
+        #: warning when it was used and never closed (``__del__``); a view keeps that session
+        #: alive (``_owner``), so the warning comes only once every view is gone too.
+        self._origin: Origin | None = Origin(1)
+        self._owner: AsyncTanxSession | None = None
 
     # -- public surface -------------------------------------------------------------------
 
@@ -255,6 +261,9 @@ class AsyncTanxSession:
         if not isinstance(deadline, NotGiven):
             view._deadline = _checked_deadline(deadline)
         view.orders = Orders(view)
+        # The warning for a session never closed is its creator's alone (a view keeps it alive).
+        view._origin = None
+        view._owner = self._owner or self
         return view
 
     async def login(self) -> TokenPair:
@@ -385,6 +394,17 @@ class AsyncTanxSession:
 
     def __repr__(self) -> str:
         return f"<AsyncTanxSession {self._base_url}{' closed' if self.closed else ''}>"
+
+    def __del__(self) -> None:
+        # A ``ResourceWarning`` (``_unclosed``) when this session built its transport (a request,
+        # ``warm_up`` or ``async with``) and was never closed; not for an ``http_client`` the
+        # caller owns, nor for a session whose constructor raised.
+        origin = getattr(self, "_origin", None)
+        if origin is None:
+            return
+        pipeline = self._pipeline
+        if not pipeline.closed and pipeline.sender is not None and pipeline.http_client is None:
+            warn_unclosed(self, origin)
 
     # -- requests ---------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - (anyio brings the backport 
 from . import _constants as C
 from ._config import env_proxy, is_loopback, ssl_context
 from ._convert import structure
+from ._duration import duration
 from ._errors import ResponseValidationError, StreamError, StreamRefusedError, TanxError, brief
 from ._json import dumps, loads
 from ._log import logger
@@ -180,7 +181,7 @@ class _Socket:
                 status = await sock._handshake()
         except TimeoutError:
             await _close_quietly(stream)
-            raise _Lost(f"no handshake within {within} s") from None
+            raise _Lost(f"no handshake within {duration(within)}") from None
         except (OSError, anyio.BrokenResourceError, anyio.EndOfStream, ProtocolError) as exc:
             await _close_quietly(stream)
             # The exception's own text may quote the request target: keep only its type.
@@ -521,7 +522,7 @@ class OrderStream:
                 continue
             idle = time.monotonic() - sock.last_data
             if idle >= 2 * heartbeat:
-                raise _Lost(f"stalled: nothing received for {idle:.1f} s")
+                raise _Lost(f"stalled: nothing received for {duration(idle)}")
             if idle >= heartbeat:
                 await sock.ping()
 
@@ -593,11 +594,11 @@ class OrderStream:
             logger.info("stream %s: subscribed to %s", self._url, ", ".join(self._streams))
             self._pipeline.emit("stream_open", "WS", C.STREAM_PATH, attempt=self.connects)
             return sock
-        bound = "" if within is None else f" within {within:g} s"
+        bound = "" if within is None else f" within {duration(within)}"
         tried = f" after {made} attempt{'' if made == 1 else 's'}"
         if spent:
             tried = f"{tried if made else ''} ({spent} connection{'' if spent == 1 else 's'} in a row died "
-            tried += f"within {C.STREAM_HEALTHY_AFTER:g} s of subscribing)"
+            tried += f"within {duration(C.STREAM_HEALTHY_AFTER)} of subscribing)"
         raise StreamError(f"{failure}{bound}{tried} (last: {reason})")
 
     async def _subscribed(self) -> _Socket:
@@ -632,7 +633,7 @@ class OrderStream:
                     pass
         except TimeoutError:
             await sock.aclose()
-            raise _Lost(f"no subscription ack within {self._connect_timeout} s") from None
+            raise _Lost(f"no subscription ack within {duration(self._connect_timeout)}") from None
         except BaseException:
             await sock.aclose()
             raise

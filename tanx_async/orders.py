@@ -13,13 +13,22 @@ from collections.abc import AsyncGenerator, Callable, Collection, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import attrs
+
 from . import _constants as C
 from . import _validate as V
 from ._batch import Batch, cancel_one, fetch_order
-from ._confirm import CONFIRM_WITH, ConfirmWith
+from ._confirm import CONFIRM_WITH, ConfirmWith, open_confirmer
 from ._convert import structure
 from ._deadline import within
-from ._errors import APIStatusError, CancelOutcomeUnknownError, SessionClosedError, TanxError, brief
+from ._errors import (
+    APIStatusError,
+    CancelNotConfirmedError,
+    CancelOutcomeUnknownError,
+    SessionClosedError,
+    TanxError,
+    brief,
+)
 from ._iterate import CancelIterator, collect_all
 from ._log import logger
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side
@@ -38,11 +47,19 @@ class Orders:
 
     # -- one order ------------------------------------------------------------------------
 
-    async def cancel(self, order_id: int, *, deadline: float | None = None) -> Order:
+    async def cancel(
+        self,
+        order_id: int,
+        *,
+        deadline: float | None = None,
+        confirm: bool = False,
+        confirm_timeout: float = C.CONFIRM_TIMEOUT,
+        confirm_with: ConfirmWith = "auto",
+    ) -> Order:
         """Cancel one order; returns the order as the exchange reported it.
 
         Success means *queued for cancellation*: the returned order may still say
-        ``state == "wait"`` (use ``cancel_many(..., confirm=True)`` to wait for ``cancel``). It is
+        ``state == "wait"`` (pass ``confirm=True`` to wait for ``cancel``). It is
         returned only on evidence (see "What counts as success" in the README): a 2xx answer,
         a look-up showing the order ``cancel``, or this session's own 2xx cancel of the same
         order moments earlier; never because of the words of a refusal. When the exchange
@@ -59,10 +76,22 @@ class Orders:
         ``deadline`` (seconds, default the session's ``deadline``) bounds the whole operation:
         the cancel with its retries and the look-up that settles it. When it strikes after the
         cancel left, the outcome is unknown (``CancelOutcomeUnknownError``).
+
+        ``confirm=True`` waits as ``cancel_many`` does for each order (the same engine:
+        ``confirm_timeout`` is added to the deadline, ``confirm_with`` chooses push or polling)
+        until the exchange reports the order ``cancel``, and returns it then. Not seen ``cancel``
+        in time, or filled (``done``) before the cancel took effect: ``CancelNotConfirmedError``
+        (its ``order``: the order as last seen).
         """
         oid = V.order_id(order_id)
-        with within(self._session._operation(deadline)):
-            result = await cancel_one(self._session, oid)
+        seconds = self._session._operation(deadline)
+        if confirm and seconds is not None:  # as in a batch: the wait for the confirmation on top
+            seconds += V.seconds("confirm_timeout", confirm_timeout)
+        with within(seconds):
+            if confirm:
+                result = await self._confirmed(oid, deadline, confirm_timeout, confirm_with)
+            else:
+                result = await cancel_one(self._session, oid)
             if result.status in (CancelStatus.QUEUED, CancelStatus.CANCELLED) and result.ok:
                 if result.order is not None:
                     return result.order
@@ -78,6 +107,36 @@ class Orders:
         if error is None:  # pragma: no cover - every other status carries its error
             raise TanxError(f"order {oid}: {result.status.value}")
         raise error
+
+    async def _confirmed(
+        self, oid: int, deadline: float | None, confirm_timeout: float, confirm_with: ConfirmWith
+    ) -> CancelOutcome:
+        """``cancel(..., confirm=True)``'s outcome, from the batch engine's confirmation
+        (``cancel_one`` with ``confirm``, by push through ``open_confirmer`` or by polling): ok
+        only when ``CANCELLED``; otherwise it carries the error ``cancel`` raises."""
+        V.seconds("confirm_timeout", confirm_timeout)
+        V.choice("confirm_with", confirm_with, CONFIRM_WITH)
+        session = self._session
+        if session.closed:
+            raise SessionClosedError("this AsyncTanxSession is closed")
+        async with open_confirmer(session, confirm_with, session._operation(deadline)) as push:
+            if push is None:
+                result = await cancel_one(session, oid, confirm=True, confirm_timeout=confirm_timeout)
+            else:
+                push.watch(oid)  # before the cancel leaves: no update can be missed
+                try:
+                    result = await cancel_one(
+                        session, oid, confirm=True, confirm_timeout=confirm_timeout, push=push
+                    )
+                finally:
+                    push.unwatch(oid)
+        if result.status is CancelStatus.CANCELLED or result.error is not None:
+            return result
+        # Off the book (filled first) or queued (this session's own earlier 2xx), never seen "cancel".
+        done = result.status is CancelStatus.ALREADY_CLOSED
+        why = "filled (done) before the cancel took effect" if done else "cancel queued but not confirmed"
+        error = CancelNotConfirmedError(f"order {oid}: {why}", order_id=oid, order=result.order)
+        return attrs.evolve(result, error=error)
 
     async def get(self, order_id: int, *, deadline: float | None = None) -> Order:
         """``GET /sapi/v1/orders/{id}/``: the order with its ``trades``. ``deadline`` (seconds,

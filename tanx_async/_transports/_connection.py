@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from .. import _constants as C
+from .._duration import within
 from .._errors import APIConnectionError, APITimeoutError
 from ._http11 import ParseError, ResponseParser
 from .base import RawResponse
@@ -213,7 +214,7 @@ class Connection(asyncio.BufferedProtocol):
         own timer)."""
         self._timer = None
         self.fail(
-            APITimeoutError(f"no complete response within {seconds:g} s (read timeout)", maybe_processed=True)
+            APITimeoutError(f"no complete response{within(seconds)} (read timeout)", maybe_processed=True)
         )
 
     def fail(self, error: APIConnectionError) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
+from .._duration import within
 from .._errors import APIConnectionError, APITimeoutError
 from .._log import logger
 from .._pace import Pacer
@@ -335,7 +336,7 @@ class ConnectionPool:
         except TimeoutError:  # our deadline, or the kernel's ETIMEDOUT
             conn.close()
             raise APITimeoutError(
-                f"could not connect to {origin.host}:{origin.port} within {timeout.connect:g} s",
+                f"could not connect to {origin.host}:{origin.port}{within(timeout.connect)}",
                 maybe_processed=False,
             ) from None
         except (OSError, ssl.SSLError) as exc:  # refused, unreachable, DNS, TLS verification
@@ -464,5 +465,5 @@ class ConnectionPool:
 def _pool_timeout(waiter: asyncio.Future[Connection | None], seconds: float) -> None:
     if not waiter.done():
         waiter.set_exception(
-            APITimeoutError(f"no free connection within {seconds:g} s (pool timeout)", maybe_processed=False)
+            APITimeoutError(f"no free connection{within(seconds)} (pool timeout)", maybe_processed=False)
         )

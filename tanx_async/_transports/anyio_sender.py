@@ -29,6 +29,7 @@ import anyio.streams.tls
 
 from .. import _constants as C
 from .._config import ssl_context as make_ssl_context
+from .._duration import within
 from .._errors import APIConnectionError, APITimeoutError
 from ._http11 import Origin, ParseError, ResponseParser, request_bytes
 from .base import RawResponse, idle_life, pool_closed, pool_sizes
@@ -105,7 +106,7 @@ class _StreamConnection:
         except TimeoutError:
             self.closed = True
             raise APITimeoutError(
-                f"no complete response within {read_timeout:g} s (read timeout)", maybe_processed=True
+                f"no complete response{within(read_timeout)} (read timeout)", maybe_processed=True
             ) from None
         except ParseError as failure:
             self.closed = True
@@ -201,7 +202,8 @@ class AnyioSender:
                     await self._slots.acquire()
             except TimeoutError:
                 raise APITimeoutError(
-                    f"no free connection within {timeout.pool:g} s (pool timeout)", maybe_processed=False
+                    f"no free connection{within(timeout.pool)} (pool timeout)",
+                    maybe_processed=False,
                 ) from None
         try:
             if self._closed:
@@ -225,7 +227,7 @@ class AnyioSender:
                         )
             except TimeoutError:
                 raise APITimeoutError(
-                    f"could not connect to {origin.host}:{origin.port} within {timeout.connect:g} s",
+                    f"could not connect to {origin.host}:{origin.port}{within(timeout.connect)}",
                     maybe_processed=False,
                 ) from None
             except (OSError, ssl.SSLError, anyio.BrokenResourceError) as exc:

@@ -16,13 +16,15 @@ import attrs
 from .. import _constants as C
 from .. import _validate as V
 from .._config import pool_limits
+from .._duration import duration
 from ..models import OrderState
 
 EXIT_OK = 0
 EXIT_NOT_OK = 1
 EXIT_USAGE = 2
 EXIT_API = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C)
+EXIT_TERMINATED = 143  # 128 + SIGTERM (a supervisor stopping us), as a shell reports it
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports
 
 ENV_ACCESS = "TANX_ACCESS_TOKEN"
@@ -51,7 +53,8 @@ token cache: the current token pair is kept between runs (the exchange rotates t
   user state directory; `tanx-async logout` deletes it, --no-token-cache skips it
 
 exit codes: 0 ok, 1 a cancel outcome is not ok, 2 usage or credential error,
-            3 API error, 130 interrupted
+            3 API error (refused credentials included), 130 interrupted (Ctrl-C),
+            143 stopped by SIGTERM
 
 start here:  tanx-async demo      (a sandbox exchange on localhost; no account, no network)
 """
@@ -147,13 +150,16 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool, command:
         "--network",
         choices=("mainnet", "testnet"),
         default=default(None),
-        help=shown("network", "default: mainnet"),
+        help=shown(
+            "network",
+            f"the exchange; without it or --base-url: {ENV_BASE_URL} when set, else mainnet",
+        ),
     )
     net.add_argument(
         "--base-url",
         metavar="URL",
         default=default(None),
-        help=shown("base_url", "exchange URL (instead of --network)"),
+        help=shown("base_url", f"the exchange's URL (instead of --network; wins over {ENV_BASE_URL})"),
     )
     parser.add_argument(
         "--json",
@@ -183,12 +189,7 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool, command:
         type=_seconds,
         metavar="S",
         default=default(None),
-        help=shown(
-            "deadline",
-            "overall bound in seconds on each operation, retries and the look-up that settles a "
-            f"cancel included (default {C.OPERATION_DEADLINE:g}); a cancel still unknown then gets one "
-            "settling pass, as long again at most (5 s at most)",
-        ),
+        help=shown("deadline", _DEADLINE_HELP.get(command or "", _DEADLINE_HELP[""])),
     )
     parser.add_argument(
         "--allow-insecure-http",
@@ -224,6 +225,28 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool, command:
             help=argparse.SUPPRESS,
             variable=variable,
         )
+
+
+_CANCEL_DEADLINE = (
+    f"retries and the look-up that settles it included (default {duration(C.OPERATION_DEADLINE)}; "
+    f"with --confirm, plus up to {duration(C.CONFIRM_TIMEOUT)} for the confirmation); an order "
+    "still unknown then gets one settling pass, as long again at most "
+    f"({duration(C.SETTLE_TIMEOUT)} at most)"
+)
+#: What ``--deadline`` bounds, in each command that takes it ("": the top-level help).
+_DEADLINE_HELP = {
+    "": "overall bound in seconds on each operation of the command, retries included (default "
+    f"{duration(C.OPERATION_DEADLINE)}; the command's --help says what it bounds there)",
+    "cancel": f"overall bound in seconds on each order's cancel, {_CANCEL_DEADLINE}",
+    "cancel-all": "overall bound in seconds on each page of the listing, retries included, and on "
+    f"each order's cancel, {_CANCEL_DEADLINE}",
+    "orders": "overall bound in seconds on reading each page of orders, retries included (default "
+    f"{duration(C.OPERATION_DEADLINE)})",
+    "order": "overall bound in seconds on reading the order, retries included (default "
+    f"{duration(C.OPERATION_DEADLINE)})",
+    "watch": "overall bound in seconds on opening the stream, connecting, subscribing and retries "
+    f"included (default {duration(C.OPERATION_DEADLINE)}); once open it runs until stopped",
+}
 
 
 #: Options a user may try for credentials, and the environment variable to use instead.
@@ -364,10 +387,17 @@ _USED_BY: dict[str, frozenset[str]] = {
     "json": _EXCHANGE | {"logout", "demo"},
     "concurrency": _EXCHANGE - {"login", "watch", "order", "orders"} | {"demo"},
     "timeout": _EXCHANGE,
-    "deadline": _EXCHANGE,
+    "deadline": _EXCHANGE - {"login"},
     "allow_insecure_http": _EXCHANGE,
     "no_token_cache": _EXCHANGE,
     "verbose": _EXCHANGE | {"logout", "demo"},
+}
+#: Why a command does not use an option, where the command's own reason (``_WHY``) is not it.
+_WHY_OPTION = {
+    (
+        "login",
+        "deadline",
+    ): f"a login is bounded by its own {duration(C.AUTH_TIMEOUT)} (use --timeout per request)",
 }
 _WHY = {
     "demo": "the demo runs its own sandbox exchange on 127.0.0.1",
@@ -386,7 +416,8 @@ def check_options(args: argparse.Namespace, env: Mapping[str, str]) -> None:
     for dest, commands in _USED_BY.items():
         if args.command not in commands and getattr(args, dest, None) not in (None, False):
             flag = "--" + dest.replace("_", "-")
-            raise UsageError(f"{args.command} does not use {flag} ({_WHY.get(args.command, 'ignored')})")
+            why = _WHY_OPTION.get((args.command, dest)) or _WHY.get(args.command, "ignored")
+            raise UsageError(f"{args.command} does not use {flag} ({why})")
     if getattr(args, "confirm_with", None) is not None and not args.confirm:
         raise UsageError("--confirm-with chooses how --confirm waits: pass --confirm too")
     if hasattr(args, "confirm_with") and args.confirm_with is None:

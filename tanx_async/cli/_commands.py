@@ -18,13 +18,16 @@ import attrs
 
 from .. import _constants as C
 from .._config import is_loopback, resolve_base_url
-from .._errors import AuthenticationError, MissingDependencyError
+from .._duration import duration
+from .._errors import AuthenticationError, MissingDependencyError, NotAuthenticatedError
+from ..events import RequestEvent
 from ..models import CancelOutcome, Order, OrderState
 from ._args import (
     ENV_ACCESS,
     ENV_ADDRESS,
     ENV_KEY,
     ENV_REFRESH,
+    EXIT_API,
     EXIT_NOT_OK,
     EXIT_OK,
     Credentials,
@@ -118,10 +121,25 @@ async def _cancel_ids(
     return [results[oid] for oid in dict.fromkeys(ids)]
 
 
+_RENEWAL_PATHS = (C.REFRESH_PATH, C.NONCE_PATH, C.LOGIN_PATH)
+
+
+def _exit_code(outcomes: Sequence[CancelOutcome]) -> int:
+    """The exit code of printed outcomes: 1 when one is not ok. When the exchange refused the
+    credentials (an outcome's ``AuthenticationError``, or ``NotAuthenticatedError`` once none are
+    left), that error is raised instead, after every outcome was printed: ``run_command`` adds the
+    hint and exits 3, as for any command."""
+    refused = [o.error for o in outcomes if isinstance(o.error, AuthenticationError | NotAuthenticatedError)]
+    if refused:
+        # The renewal's own refusal, where one is there, says best which credential was refused.
+        raise min(refused, key=lambda e: 0 if getattr(e, "path", None) in _RENEWAL_PATHS else 1)
+    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_OK
+
+
 async def cmd_cancel(session: AsyncTanxSession, args: argparse.Namespace, out: Output) -> int:
     outcomes = await _cancel_ids(session, args.ids, args, out)
     print_outcomes(out, outcomes)
-    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_OK
+    return _exit_code(outcomes)
 
 
 async def cmd_cancel_all(session: AsyncTanxSession, args: argparse.Namespace, out: Output) -> int:
@@ -137,7 +155,7 @@ async def cmd_cancel_all(session: AsyncTanxSession, args: argparse.Namespace, ou
         return EXIT_OK
     outcomes = await _cancel_ids(session, ids, args, out)
     print_outcomes(out, outcomes)
-    return EXIT_OK if all(o.ok for o in outcomes) else EXIT_NOT_OK
+    return _exit_code(outcomes)
 
 
 async def cmd_orders(session: AsyncTanxSession, args: argparse.Namespace, out: Output) -> int:
@@ -210,7 +228,7 @@ async def cmd_login(session: AsyncTanxSession, args: argparse.Namespace, out: Ou
     out.line(f"logged in as {address} (uid {uid or 'unknown'})")
     if expires is not None:
         left = expires.timestamp() - time.time()
-        out.line(f"access token expires {text(expires)} UTC (in {_duration(left)})")
+        out.line(f"access token expires {text(expires)} UTC (in {duration(max(left, 0))})")
     else:
         out.line("access token expiry unknown (the token carries no exp claim)")
     if args.show_tokens:
@@ -219,15 +237,6 @@ async def cmd_login(session: AsyncTanxSession, args: argparse.Namespace, out: Ou
     else:
         out.line("(tokens not shown; pass --show-tokens to print them)")
     return EXIT_OK
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 _COMMANDS: dict[str, Callable[[AsyncTanxSession, argparse.Namespace, Output], Awaitable[int]]] = {
@@ -303,24 +312,47 @@ async def run_command(args: argparse.Namespace, out: Output, env: Mapping[str, s
     waiting = Waiting(out.stderr, urlsplit(url).netloc, deadline, enabled=shown)
     waiting.doing = _doing(args)
     args.waiting = waiting
-    session = make_session(
-        args, creds, url, on_tokens=cache.save if cache else None, on_event=waiting.on_event
-    )
+    refusal: list[RequestEvent] = []  # the exchange's first 401 in this run, if any
+
+    def on_event(event: RequestEvent) -> None:
+        waiting.on_event(event)
+        if event.kind == "error" and event.status == 401 and not refusal:
+            refusal.append(event)
+
+    session = make_session(args, creds, url, on_tokens=cache.save if cache else None, on_event=on_event)
     try:
         return await _run_watched(session, args, out, waiting)
     except AuthenticationError as exc:
-        if cache is not None and cache.used:
-            out.note(
-                f"tanx-async: the token pair cached by an earlier run (in the {cache.store.where}) was "
-                "refused; `tanx-async logout` deletes it, then set fresh tokens"
-            )
-        elif exc.path == C.REFRESH_PATH:
-            out.note(
-                f"tanx-async: the exchange refused {ENV_REFRESH} (expired, or already used: a renewal "
-                f"may replace it); set fresh {ENV_ACCESS} and {ENV_REFRESH}, or {ENV_KEY} and "
-                f"{ENV_ADDRESS} to log in"
-            )
+        out.note(f"tanx-async: {_refused(exc.path, cache)}")
         raise
+    except NotAuthenticatedError as exc:
+        if not refusal:
+            raise  # no credential was refused: a usage problem found here (exit 2)
+        # The exchange refused the credentials earlier in this run (a renewal while the
+        # confirmation stream opened, say); what failed later found none left.
+        first = refusal[0]
+        out.note(f"tanx-async: {_refused(first.path, cache)}")
+        out.note(
+            f"tanx-async: API error: AuthenticationError: HTTP 401 ({first.method} {first.path}); then: {exc}"
+        )
+        return EXIT_API
+
+
+_FRESH = f"set fresh {ENV_ACCESS} and {ENV_REFRESH}, or {ENV_KEY} and {ENV_ADDRESS} to log in"
+
+
+def _refused(path: str | None, cache: TokenCache | None) -> str:
+    """The hint for credentials the exchange refused (HTTP 401): which ones, and what to set."""
+    if cache is not None and cache.used:
+        return (
+            f"the token pair cached by an earlier run (in the {cache.store.where}) was refused; "
+            "`tanx-async logout` deletes it, then set fresh tokens"
+        )
+    if path == C.REFRESH_PATH:
+        return f"the exchange refused {ENV_REFRESH} (expired, or already used: a renewal may replace it); {_FRESH}"
+    if path in _RENEWAL_PATHS[1:]:
+        return f"the exchange refused the wallet login of {ENV_ADDRESS} (signed with {ENV_KEY})"
+    return f"the exchange refused {ENV_ACCESS} (expired or revoked) and nothing could renew it; {_FRESH}"
 
 
 async def _run_watched(

@@ -14,6 +14,7 @@ from typing import TextIO
 
 import anyio
 
+from .._duration import duration
 from ..events import RequestEvent
 
 __all__ = ["Waiting", "should_show"]
@@ -65,7 +66,7 @@ class Waiting:
         quiet = now - self._quiet_since
         if not self.enabled or quiet < self._after:
             return None
-        bound = f", deadline {self._deadline:g} s per operation" if self._deadline else ""
+        bound = f", deadline {duration(self._deadline)} per operation" if self._deadline else ""
         return f"waiting for {self._host} ({self.doing}): no answer for {quiet:.0f} s{bound}{self._last}"
 
     async def run(self) -> None:

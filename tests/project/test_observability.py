@@ -21,7 +21,7 @@ REQUEST_LINE = re.compile(
     r"^(?P<method>GET|POST) (?P<path>/\S+) -> (?P<status>\d{3}|[A-Za-z]+) in (?P<ms>\d+\.\d) ms "
     r"\(attempt (?P<attempt>\d+)\)$"
 )
-RETRY_LINE = re.compile(r"^(GET|POST) /\S+ failed \(.+\); retry \d+/\d+ in \d+\.\d\d s$")
+RETRY_LINE = re.compile(r"^(GET|POST) /\S+ failed \(.+\); retry \d+/\d+ in \d+(\.\d+)? m?s$")
 
 
 def cancel_latency(events: Iterable[RequestEvent], path: str = CANCEL_PATH) -> dict[str, float]:

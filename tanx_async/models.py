@@ -298,8 +298,8 @@ def queued_outcome(
     echo_payload: object,
 ) -> CancelOutcome:
     """``CancelOutcome(order_id=..., status=QUEUED, attempts=..., elapsed=..., echo=...,
-    echo_payload=...)``, made for about 60 % of the constructor's cost (8,500 instructions
-    against 13,800, callgrind): a burst makes one per order. Called with keywords, a class first
+    echo_payload=...)``, made more cheaply than by the constructor (``benchmarks/RESULTS.md``):
+    a burst makes one per order. Called with keywords, a class first
     packs them into a dict (CPython 3.11), and attrs' frozen ``__init__`` sets each field through
     ``object.__setattr__``; here the slots' own setters are called directly. Every field is set
     (``tests/test_models.py`` compares the two)."""

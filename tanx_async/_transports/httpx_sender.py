@@ -1,8 +1,8 @@
 """``HttpxSender``: an ``httpx.AsyncClient`` as the transport.
 
 Used under trio, when asked for (``transport="httpx"``), and always for a client the caller
-injects (we never close that one). httpx's own pool costs 16-22x raw aiohttp's CPU per cancel at
-the concurrency a cancel burst runs at (``benchmarks/RESULTS.md``).
+injects (we never close that one). httpx's own pool is the costliest transport in CPU per cancel
+at the concurrency a cancel burst runs at (``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@ transport on asyncio.
 
 Why our own: a cancel burst is a few hundred small request/response pairs on warm keep-alive
 connections to one host, and there the general-purpose clients spend most of the CPU in their
-own layers (``benchmarks/RESULTS.md``: the same library over aiohttp spends 190-330 us, 3.6-4.6x,
-more CPU per cancel than over this client; httpx's own pool costs 13-15x raw aiohttp's CPU). This client
+own layers (``benchmarks/RESULTS.md`` compares this client with aiohttp's and httpx's). This client
 does exactly what the exchange needs and nothing else:
 
 - one request per connection at a time (no pipelining), a LIFO pool of idle connections per

@@ -94,3 +94,16 @@ def test_the_docs_extra_has_what_the_site_build_imports() -> None:
             imported.add(node.module.split(".")[0])
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "__future__"}
     assert third_party == {"mkdocs"}  # tanx_async itself is imported by name, through importlib
+
+
+def test_the_pre_commit_hooks_run_what_ci_checks_first() -> None:
+    """.pre-commit-config.yaml runs ruff format, ruff check and mypy, as scripts/check.py does."""
+    yaml = pytest.importorskip("yaml")  # PyYAML comes with mkdocs and pre-commit (dev extra)
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
+    hooks = {hook["id"]: hook for repo in config["repos"] for hook in repo["hooks"]}
+    assert set(hooks) == {"ruff-format", "ruff", "mypy"}
+    check = (ROOT / "scripts" / "check.py").read_text(encoding="utf-8")
+    for hook_id, command in (("ruff-format", "ruff format"), ("ruff", "ruff check"), ("mypy", "mypy")):
+        assert f" -m {command}" in hooks[hook_id]["entry"], hooks[hook_id]
+        assert '"' + '", "'.join(["-m", *command.split()]) + '"' in check, command  # CI runs it too
+    assert hooks["mypy"]["pass_filenames"] is False  # the whole tree, as [tool.mypy] files says

@@ -7,7 +7,7 @@ the happy case does not: a cancel answered with a 2xx success. A ``Lane`` sends 
 cancel with an ``Express`` (``Pipeline.express``) and, in the callback that gets the success, records the
 outcome, hands it over and sends the worker's next cancel: no task runs per cancel
 (the task per cancel is the largest cost left on a cancel's happy path: ``benchmarks/RESULTS.md``,
-"Floor").
+"What one cancel costs, counted").
 
 What makes an outcome does not change: ``QUEUED`` only from a 2xx success envelope, decoded as
 ``Pipeline.send`` decodes it, built by the function ``cancel_one`` uses (``_batch.queued``). The

@@ -107,3 +107,35 @@ def test_the_pre_commit_hooks_run_what_ci_checks_first() -> None:
         assert f" -m {command}" in hooks[hook_id]["entry"], hooks[hook_id]
         assert '"' + '", "'.join(["-m", *command.split()]) + '"' in check, command  # CI runs it too
     assert hooks["mypy"]["pass_filenames"] is False  # the whole tree, as [tool.mypy] files says
+
+
+def load_test_script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """scripts/test.py as a module (not named ``test``: that is the standard library's package)."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("scripts_test", ROOT / "scripts" / "test.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("argv", "floored"),
+    [(["--no-install", "--no-soak"], True), (["--no-install", "--no-soak", "tests/cli"], False)],
+)
+def test_the_test_command_has_a_coverage_floor(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], floored: bool
+) -> None:
+    """The whole run fails below the floor; a run of a few tests (extra arguments) does not check it."""
+    script = load_test_script(monkeypatch)
+    ran: list[list[str]] = []
+    for step in ("ensure_nginx", "checks", "build_docs", "check_dist"):
+        monkeypatch.setattr(script, step, lambda *args: None)
+    monkeypatch.setattr(script._venv, "run", ran.append)
+    script.main(argv)
+    (pytest_run,) = ran  # --no-soak: the main pytest run only
+    assert 80 <= script.COVERAGE_FLOOR < 100
+    assert (f"--cov-fail-under={script.COVERAGE_FLOOR}" in pytest_run) is floored
+    assert "--cov" in pytest_run and ("tests/cli" in pytest_run) is not floored

@@ -22,7 +22,8 @@ marker, an HTML comment on the line just above the fence (invisible on the rende
 - ``console``: shell commands, checked, not run (they need a real account, or install from
   PyPI): every ``tanx-async ...`` and ``python -m tanx_async.testing ...`` command must parse
   with that command line's own parser, every ``pip install`` must name extras that exist.
-- ``text``: a drawing (the error tree), checked by its own test.
+- ``text``: a drawing: the error tree of docs/errors.md, checked against the classes by
+  tests/decoding/test_errors.py.
 """
 
 from __future__ import annotations

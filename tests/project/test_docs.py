@@ -3,9 +3,9 @@
 How each kind of block is run or checked, and what its marker means, is in
 ``tests/project/blocks.py``. In short: Python programs and fragments run against a fresh
 loopback sandbox and must exit 0; test files run under pytest-asyncio in strict mode and must
-pass; shell commands parse with the command line's own parser; the error tree is the real
-class hierarchy. A block that cannot run says why in its marker, and its test is skipped with
-that reason.
+pass; shell commands parse with the command line's own parser; the error tree (``text``) is
+checked against the classes by tests/decoding/test_errors.py. A block that cannot run says why
+in its marker, and its test is skipped with that reason.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-import tanx_async
 from tests.project.blocks import ROOT, Block, blocks, check_run, run_python
 
 DOCS = ROOT / "docs"
@@ -102,32 +101,3 @@ def test_console_block_parses(block: Block) -> None:
             assert all(re.match(r"^TANX_[A-Z_]+=", w) for w in words[1:]), (block.id, words)
         elif words[0] != "jq":
             pytest.fail(f"{block.id}: no check for the command {words}")
-
-
-def test_the_error_tree_is_the_real_hierarchy() -> None:
-    """docs/errors.md draws the tree of errors: the same as the classes, and as ``_errors.py``'s."""
-    text = (DOCS / "errors.md").read_text(encoding="utf-8")
-    drawing = next(b.code for b in blocks(DOCS / "errors.md") if b.lang == "text")
-    assert drawing.startswith("TanxError\n"), text[:200]
-    drawn: dict[str, str | None] = {}
-    stack: list[tuple[int, str]] = []
-    for row in drawing.splitlines():
-        match = re.match(r"^[ │├└─]*([A-Z]\w+Error)\b", row)
-        if not match:
-            continue
-        depth = row.index(match.group(1)) // 4
-        while stack and stack[-1][0] >= depth:
-            stack.pop()
-        drawn[match.group(1)] = stack[-1][1] if stack else None
-        stack.append((depth, match.group(1)))
-    assert set(drawn) == {n for n in tanx_async.__all__ if n.endswith("Error")}
-    for name, parent in drawn.items():
-        cls = getattr(tanx_async, name)
-        ours = [b.__name__ for b in cls.__bases__ if b.__module__.startswith("tanx_async")]
-        assert ours[:1] == ([parent] if parent else []), (name, ours, parent)
-    from tanx_async import _errors
-
-    doc_rows = [
-        r[4:] for r in (_errors.__doc__ or "").splitlines() if re.match(r"^    [ │├└─]*[A-Z]\w+Error", r)
-    ]
-    assert [r.rstrip() for r in drawing.splitlines()] == [r.rstrip() for r in doc_rows]

@@ -19,9 +19,10 @@ marker, an HTML comment on the line just above the fence (invisible on the rende
 - ``python`` marked ``<!-- test: requires MODULE (why) -->``: run as above when MODULE can be
   imported, skipped (saying why) when it cannot.
 - ``python`` marked ``<!-- test: skip (why) -->``: not run; the test is skipped with that reason.
-- ``console``: shell commands, checked, not run (they need a real account, or install from
-  PyPI): every ``tanx-async ...`` and ``python -m tanx_async.testing ...`` command must parse
-  with that command line's own parser, every ``pip install`` must name extras that exist.
+- ``console``, marked ``<!-- test: parse only (why) -->``: shell commands, checked, not run
+  (they need a real account, install from PyPI, or serve until Ctrl-C): every ``tanx-async ...``
+  and ``python -m tanx_async.testing ...`` command must parse with that command line's own
+  parser, every ``pip install`` must name extras that exist.
 - ``text``: a drawing: the error tree of docs/errors.md, checked against the classes by
   tests/decoding/test_errors.py.
 """

@@ -38,7 +38,7 @@ _ORDER_ID_RE = re.compile(rb'"order_id"\s*:\s*(-?\d+)')
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 1024 * 1024
 
-# The success envelope of docs.tanx.fi (see shared/tanx-api.md §3.4), split around the id.
+# The success envelope of docs.tanx.fi (cancel order), split around the id.
 _PAYLOAD_HEAD = (
     b'{"status":"success","message":"Order is successfully queued for cancellation","payload":{"id":'
 )

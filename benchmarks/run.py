@@ -57,7 +57,7 @@ def _dedupe_window() -> int:
 
 DEDUPE_WINDOW = _dedupe_window()
 
-DEFAULT_SCENARIOS = ("a-tls", "b-tls", "a", "b", "c", "d", "burst", "lag")
+DEFAULT_SCENARIOS = ("a-tls", "b-tls", "a", "b", "c", "d", "burst", "lag", "repeated")
 WARMUP = 300
 CONCURRENCY = 64
 OFFICIAL_THREADS = 16
@@ -425,6 +425,18 @@ def run_profile(n: int, mode: str = "many") -> dict[str, Any]:
 # --------------------------------------------------------------------------- report
 
 
+def run_repeated(quick: bool, write: bool) -> None:
+    """Many bursts on one session (``repeated.py``); ``write``: its section of RESULTS.md replaced
+    (then kept below like the other scripts' sections). A partial run only prints its table."""
+    log("repeated: many bursts on one session")
+    size = ["--bursts", "10", "--n", "1000", "--repeats", "1"] if quick else []
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "repeated.py"), *size, *(["--write"] if write else [])]
+    )
+    if done.returncode != 0:
+        log(f"repeated.py exited {done.returncode}")
+
+
 def fmt(v: float | None, spec: str, dash: str = "—") -> str:
     return dash if v is None else format(v, spec)
 
@@ -497,14 +509,41 @@ def render(
     notes: list[str],
     started: float,
 ) -> str:
-    cmd = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/run.py", *sys.argv[1:]])
+    """RESULTS.md's text for one run of the suite: one section per function below."""
     lines = [
+        *render_header(args, started),
+        *render_capacity(cells, capacity),
+        *render_throughput(cells, memory),
+        *render_memory(cells, memory),
+        *render_imports(args, imports),
+        *render_profile(profile, profile_iter),
+        *render_notes(cells, notes),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def code_version() -> str:
+    """The commit measured (short hash), and whether tanx_async/ differed from it."""
+
+    def git(*cmd: str) -> str:
+        done = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "tanx_async")
+    return f"{commit} with uncommitted changes to tanx_async/" if dirty else commit
+
+
+def render_header(args: argparse.Namespace, started: float) -> list[str]:
+    cmd = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/run.py", *sys.argv[1:]])
+    how = "QUICK run: small N, 1 repeat" if args.quick else f"{args.repeats} repeats, medians"
+    return [
         "# tanx-async benchmark results",
         "",
         (
             f"Generated {dt.datetime.now().astimezone().isoformat(timespec='seconds')} by `{cmd}` "
-            f"({'QUICK run: small N, 1 repeat' if args.quick else f'{args.repeats} repeats, medians'}; "
-            f"took {time.time() - started:.0f} s). Regenerate with `python benchmarks/run.py` (from the project venv)."
+            f"at commit {code_version()} ({how}; took {time.time() - started:.0f} s). "
+            "Regenerate with `python3 scripts/bench.py` (or `python benchmarks/run.py` from the project venv)."
         ),
         "",
         "## Machine",
@@ -521,6 +560,11 @@ def render(
         ),
         "",
     ]
+
+
+def render_capacity(cells: list[Cell], capacity: list[dict[str, Any]]) -> list[str]:
+    """The server's capacity, and how much of it the fastest client used (is the server the limit?)."""
+    lines = []
     best = max(
         (c.n / w for c in cells if (w := c.median("wall_s")) and c.scenario.key == "a"),
         default=0.0,
@@ -540,7 +584,12 @@ def render(
             f"{best / max(rps) * 100:.0f}% of the server's capacity: **the server is not the "
             "bottleneck**; the client's CPU is."
         )
-    lines += [
+    return lines
+
+
+def render_throughput(cells: list[Cell], memory: list[Cell]) -> list[str]:
+    """Scenarios (a) and (b): one row per client, ratios to raw aiohttp and to the N·L/C floor."""
+    lines = [
         "",
         "## Cancel throughput and CPU (scenarios a, b)",
         "",
@@ -561,55 +610,13 @@ def render(
     for key in ("a-tls", "b-tls", "a", "b"):
         sc_cells = [c for c in cells if c.scenario.key == key]
         ref = next((c for c in sc_cells if c.spec.name == "aiohttp"), None)
-        ref_cpu_total = ref.median("cpu_s") if ref else None
-        ref_cpu = ref_cpu_total / ref.n if ref and ref_cpu_total else None
-        ref_wall = ref.median("wall_s") if ref else None
-        ref_tput = ref.n / ref_wall if ref and ref_wall else None
-        for c in sc_cells:
-            conc = c.spec.concurrency()
-            lat = c.scenario.latency
-            if c.skipped:
-                lines.append(
-                    f"| {key} | {c.spec.name} | {c.n} | {lat * 1000:g} ms | {conc} | "
-                    f"skipped: {c.skipped[:70]} | | | | | | | 0/0 |"
-                )
-                continue
-            wall = c.median("wall_s")
-            cpu = c.median("cpu_s")
-            rss = c.median("maxrss_kb")
-            cpc = cpu / c.n if cpu is not None else None
-            tput = c.n / wall if wall else None
-            floor = c.n * lat / conc if lat > 0 else None
-            lines.append(
-                "| "
-                + " | ".join(
-                    [
-                        key,
-                        c.spec.name,
-                        str(c.n),
-                        f"{lat * 1000:g} ms",
-                        str(conc),
-                        fmt(wall, ".3f"),
-                        fmt(tput, ",.0f"),
-                        fmt(cpc * 1e6 if cpc is not None else None, ".0f"),
-                        fmt(
-                            cpc / ref_cpu if cpc is not None and ref_cpu else None,
-                            ".2f",
-                        )
-                        + "x",
-                        (fmt(wall / floor, ".2f") + "x") if floor and wall else "—",
-                        fmt(tput / ref_tput if tput and ref_tput else None, ".2f") + "x",
-                        fmt(rss / 1024 if rss is not None else None, ".0f"),
-                        f"{len(c.good())}/{len(c.runs)}",
-                    ]
-                )
-                + " |"
-            )
+        lines += [throughput_row(key, c, ref) for c in sc_cells]
     problems = [(c, p) for c in cells + memory for p in c.problems]
     if problems:
         lines += ["", "**Invalid runs (excluded from medians):**", ""]
         lines += [f"- {c.scenario.key} {c.spec.name} N={c.n}: {p}" for c, p in problems]
-    lines += [
+    return [
+        *lines,
         "",
         (
             "Every run is checked twice: the driver counts responses that are HTTP 200 with "
@@ -619,154 +626,192 @@ def render(
         ),
         "",
         "Clients: " + "; ".join(f"`{s.name}` = {s.note}" for s in CLIENTS) + ".",
-        "",
-        "## Memory (scenario c)",
-        "",
     ]
+
+
+def throughput_row(key: str, c: Cell, ref: Cell | None) -> str:
+    """One client's row of the throughput table; ``ref`` is raw aiohttp's cell of the same scenario."""
+    ref_cpu_total = ref.median("cpu_s") if ref else None
+    ref_cpu = ref_cpu_total / ref.n if ref and ref_cpu_total else None
+    ref_wall = ref.median("wall_s") if ref else None
+    ref_tput = ref.n / ref_wall if ref and ref_wall else None
+    conc = c.spec.concurrency()
+    lat = c.scenario.latency
+    if c.skipped:
+        return (
+            f"| {key} | {c.spec.name} | {c.n} | {lat * 1000:g} ms | {conc} | "
+            f"skipped: {c.skipped[:70]} | | | | | | | 0/0 |"
+        )
+    wall = c.median("wall_s")
+    cpu = c.median("cpu_s")
+    rss = c.median("maxrss_kb")
+    cpc = cpu / c.n if cpu is not None else None
+    tput = c.n / wall if wall else None
+    floor = c.n * lat / conc if lat > 0 else None
+    cols = [
+        key,
+        c.spec.name,
+        str(c.n),
+        f"{lat * 1000:g} ms",
+        str(conc),
+        fmt(wall, ".3f"),
+        fmt(tput, ",.0f"),
+        fmt(cpc * 1e6 if cpc is not None else None, ".0f"),
+        fmt(cpc / ref_cpu if cpc is not None and ref_cpu else None, ".2f") + "x",
+        (fmt(wall / floor, ".2f") + "x") if floor and wall else "—",
+        fmt(tput / ref_tput if tput and ref_tput else None, ".2f") + "x",
+        fmt(rss / 1024 if rss is not None else None, ".0f"),
+        f"{len(c.good())}/{len(c.runs)}",
+    ]
+    return "| " + " | ".join(cols) + " |"
+
+
+def render_memory(cells: list[Cell], memory: list[Cell]) -> list[str]:
+    """Scenario (c): ``cancel_iter`` over a generator, peak memory against N."""
+    lines = ["", "## Memory (scenario c)", ""]
     if not memory:
-        lines.append("not run")
-    elif all(c.skipped for c in memory):
-        lines.append(f"skipped: {memory[0].skipped}")
-    else:
+        return [*lines, "not run"]
+    if all(c.skipped for c in memory):
+        return [*lines, f"skipped: {memory[0].skipped}"]
+    lines += [
+        (
+            "tanx-async `orders.cancel_iter(<generator of ids>, concurrency=64)`, outcomes counted "
+            "and dropped, latency 0. *Peak growth* = peak RSS during the run (VmHWM, reset via "
+            "`/proc/self/clear_refs` at the start) minus RSS at the start."
+        ),
+        "",
+        (
+            "| N | median wall (s) | cancels/s | CPU / cancel (µs) | peak RSS growth (MB) | "
+            "peak RSS (MB) | tracemalloc peak (MB) | runs ok |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in memory:
+        for r in c.runs:
+            if "tracemalloc_peak_kb" in r.get("extra", {}):
+                r["tracemalloc_peak_kb"] = r["extra"]["tracemalloc_peak_kb"]
+        wall, cpu, g = c.median("wall_s"), c.median("cpu_s"), c.median("growth_kb")
+        traced = all("tracemalloc_peak_kb" in r for r in c.good()) and c.good()
+        trace = c.median("tracemalloc_peak_kb") if traced else None
+        rss = c.median("maxrss_kb")
+        lines.append(
+            f"| {c.n:,} | {fmt(wall, '.2f')} | {fmt(c.n / wall if wall else None, ',.0f')} | "
+            f"{fmt(cpu / c.n * 1e6 if cpu else None, '.0f')} | "
+            f"{fmt(g / 1024 if g is not None else None, '.1f')} | "
+            f"{fmt(rss / 1024 if rss else None, '.0f')} | "
+            f"{fmt(trace / 1024 if trace is not None else None, '.1f')} | "
+            f"{len(c.good())}/{len(c.runs)} |"
+        )
+    lines += memory_verdict(memory)
+    many = next((c for c in cells if c.scenario.key == "a" and c.spec.name == "tanx-async"), None)
+    many_cpu = many.median("cpu_s") if many else None
+    iter_cpu = [c.median("cpu_s") for c in memory]
+    if many and many_cpu and iter_cpu[-1]:
+        per_iter = (iter_cpu[-1] or 0.0) / memory[-1].n
+        per_many = many_cpu / many.n
         lines += [
-            (
-                "tanx-async `orders.cancel_iter(<generator of ids>, concurrency=64)`, outcomes counted "
-                "and dropped, latency 0. *Peak growth* = peak RSS during the run (VmHWM, reset via "
-                "`/proc/self/clear_refs` at the start) minus RSS at the start."
-            ),
             "",
-            (
-                "| N | median wall (s) | cancels/s | CPU / cancel (µs) | peak RSS growth (MB) | "
-                "peak RSS (MB) | tracemalloc peak (MB) | runs ok |"
-            ),
-            "|---|---|---|---|---|---|---|---|",
+            f"CPU per cancel through `cancel_iter` ({per_iter * 1e6:.0f} µs at N={memory[-1].n:,}) vs "
+            f"`cancel_many` in scenario (a) ({per_many * 1e6:.0f} µs): {per_iter / per_many:.2f}x "
+            "(see the cancel_iter profile below for why).",
         ]
-        for c in memory:
-            for r in c.runs:
-                if "tracemalloc_peak_kb" in r.get("extra", {}):
-                    r["tracemalloc_peak_kb"] = r["extra"]["tracemalloc_peak_kb"]
-            wall, cpu, g = c.median("wall_s"), c.median("cpu_s"), c.median("growth_kb")
-            traced = all("tracemalloc_peak_kb" in r for r in c.good()) and c.good()
-            trace = c.median("tracemalloc_peak_kb") if traced else None
-            rss = c.median("maxrss_kb")
-            lines.append(
-                f"| {c.n:,} | {fmt(wall, '.2f')} | {fmt(c.n / wall if wall else None, ',.0f')} | "
-                f"{fmt(cpu / c.n * 1e6 if cpu else None, '.0f')} | "
-                f"{fmt(g / 1024 if g is not None else None, '.1f')} | "
-                f"{fmt(rss / 1024 if rss else None, '.0f')} | "
-                f"{fmt(trace / 1024 if trace is not None else None, '.1f')} | "
-                f"{len(c.good())}/{len(c.runs)} |"
-            )
-        lines += memory_verdict(memory)
-        many = next((c for c in cells if c.scenario.key == "a" and c.spec.name == "tanx-async"), None)
-        many_cpu = many.median("cpu_s") if many else None
-        iter_cpu = [c.median("cpu_s") for c in memory]
-        if many and many_cpu and iter_cpu[-1]:
-            per_iter = (iter_cpu[-1] or 0.0) / memory[-1].n
-            per_many = many_cpu / many.n
-            lines += [
-                "",
-                f"CPU per cancel through `cancel_iter` ({per_iter * 1e6:.0f} µs at N={memory[-1].n:,}) vs "
-                f"`cancel_many` in scenario (a) ({per_many * 1e6:.0f} µs): {per_iter / per_many:.2f}x "
-                "(see the cancel_iter profile below for why).",
-            ]
-    lines += ["", "## Import (scenario d)", ""]
+    return lines
+
+
+def render_imports(args: argparse.Namespace, imports: dict[str, Any] | None) -> list[str]:
+    """Scenario (d): what ``import tanx_async`` costs and brings in."""
+    lines = ["", "## Import (scenario d)", ""]
     if imports is None:
-        lines.append("not run")
-    elif "error" in imports:
-        lines.append(f"skipped: `import tanx_async` failed: {imports['error']}")
-    else:
-        heavy_in = [k for k, v in imports["heavy"].items() if v]
-        no_cli = imports.get("import_no_cli_us")
-        lines += [
-            f'- `python -X importtime -c "import tanx_async"`: tanx_async cumulative '
-            f"**{imports['import_us'] / 1000:.1f} ms** (median of {args.import_repeats})",
-            f"- the same with rich/click/pygments unavailable (a plain install, see below): "
-            f"**{no_cli / 1000:.1f} ms**"
-            if no_cli is not None
-            else "- (import with rich/click/pygments blocked failed)",
-            f'- process wall `python -c "import tanx_async"` {imports["process_wall_s"] * 1000:.0f} ms '
-            f"vs `python -c pass` {imports['baseline_wall_s'] * 1000:.0f} ms",
-            f"- modules added by the import: {imports['modules_added']}; third-party packages: "
-            + ", ".join(f"`{t}`" for t in imports["third_party"]),
-            "- heavy extras imported: "
-            + (
-                ", ".join(f"**`{h}`**" for h in heavy_in)
-                + (
-                    " — through `httpx._main`: httpx's `__init__` imports its CLI whenever "
-                    "click, rich and pygments are installed (they are in this dev venv, e.g. via "
-                    "uvicorn); a lazy `import httpx` or a venv without them avoids it"
-                    if imports.get("httpx_cli")
-                    else ""
-                )
-                if heavy_in
-                else "none"
-            )
-            + " (checked: "
-            + ", ".join(HEAVY_MODULES)
-            + ")",
-            "- largest third-party packages (cumulative, first import): "
-            + ", ".join(f"`{n}` {us / 1000:.1f} ms" for n, us in imports["top_packages_us"] if us >= 500),
-            "- largest direct submodules of tanx_async (cumulative): "
-            + ", ".join(f"`{n}` {us / 1000:.1f} ms" for n, us in imports["top_children"]),
-        ]
-    lines += ["", "## Profile of tanx-async's hot path (scenario a, cProfile)", ""]
+        return [*lines, "not run"]
+    if "error" in imports:
+        return [*lines, f"skipped: `import tanx_async` failed: {imports['error']}"]
+    heavy_in = [k for k, v in imports["heavy"].items() if v]
+    no_cli = imports.get("import_no_cli_us")
+    via_cli = (
+        " — through `httpx._main`: httpx's `__init__` imports its CLI whenever "
+        "click, rich and pygments are installed (they are in this dev venv, e.g. via "
+        "uvicorn); a lazy `import httpx` or a venv without them avoids it"
+        if imports.get("httpx_cli")
+        else ""
+    )
+    heavy = ", ".join(f"**`{h}`**" for h in heavy_in) + via_cli if heavy_in else "none"
+    return [
+        *lines,
+        f'- `python -X importtime -c "import tanx_async"`: tanx_async cumulative '
+        f"**{imports['import_us'] / 1000:.1f} ms** (median of {args.import_repeats})",
+        f"- the same with rich/click/pygments unavailable (a plain install, see below): "
+        f"**{no_cli / 1000:.1f} ms**"
+        if no_cli is not None
+        else "- (import with rich/click/pygments blocked failed)",
+        f'- process wall `python -c "import tanx_async"` {imports["process_wall_s"] * 1000:.0f} ms '
+        f"vs `python -c pass` {imports['baseline_wall_s'] * 1000:.0f} ms",
+        f"- modules added by the import: {imports['modules_added']}; third-party packages: "
+        + ", ".join(f"`{t}`" for t in imports["third_party"]),
+        "- heavy extras imported: " + heavy + " (checked: " + ", ".join(HEAVY_MODULES) + ")",
+        "- largest third-party packages (cumulative, first import): "
+        + ", ".join(f"`{n}` {us / 1000:.1f} ms" for n, us in imports["top_packages_us"] if us >= 500),
+        "- largest direct submodules of tanx_async (cumulative): "
+        + ", ".join(f"`{n}` {us / 1000:.1f} ms" for n, us in imports["top_children"]),
+    ]
+
+
+def profile_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """A profile table: header and one row per function."""
+    return [
+        "| cumulative µs/cancel | own µs/cancel | calls/cancel | function |",
+        "|---|---|---|---|",
+        *(f"| {r['cum_us']:.1f} | {r['tot_us']:.1f} | {r['calls']:.2f} | `{r['func']}` |" for r in rows),
+    ]
+
+
+def render_profile(profile: dict[str, Any] | None, profile_iter: dict[str, Any] | None) -> list[str]:
+    """cProfile of ``cancel_many`` (and of ``cancel_iter``, when scenario c ran)."""
+    lines = ["", "## Profile of tanx-async's hot path (scenario a, cProfile)", ""]
     if profile is None:
-        lines.append("not run")
-    elif "error" in profile or "skipped" in profile:
-        lines.append(f"skipped: {profile.get('error') or profile.get('skipped')}")
-    else:
+        return [*lines, "not run"]
+    if "error" in profile or "skipped" in profile:
+        return [*lines, f"skipped: {profile.get('error') or profile.get('skipped')}"]
+    lines += [
+        (
+            f"{profile['n']} cancels at concurrency {profile['concurrency']}, latency 0; "
+            f"wall {profile['wall_s']:.2f} s under cProfile (which inflates small calls: compare "
+            "rows, not absolutes). µs per cancel = time / N."
+        ),
+        "",
+        *profile_rows(profile["rows"]),
+    ]
+    if profile.get("tanx_rows"):
         lines += [
-            (
-                f"{profile['n']} cancels at concurrency {profile['concurrency']}, latency 0; "
-                f"wall {profile['wall_s']:.2f} s under cProfile (which inflates small calls: compare "
-                "rows, not absolutes). µs per cancel = time / N."
-            ),
             "",
-            "| cumulative µs/cancel | own µs/cancel | calls/cancel | function |",
-            "|---|---|---|---|",
+            "tanx_async's own functions (coroutines count one call per resumption):",
+            "",
+            *profile_rows(profile["tanx_rows"]),
         ]
-        for row in profile["rows"]:
-            lines.append(
-                f"| {row['cum_us']:.1f} | {row['tot_us']:.1f} | {row['calls']:.2f} | `{row['func']}` |"
-            )
-        if profile.get("tanx_rows"):
-            lines += [
-                "",
-                "tanx_async's own functions (coroutines count one call per resumption):",
-                "",
-                "| cumulative µs/cancel | own µs/cancel | calls/cancel | function |",
-                "|---|---|---|---|",
-            ]
-            for row in profile["tanx_rows"]:
-                lines.append(
-                    f"| {row['cum_us']:.1f} | {row['tot_us']:.1f} | {row['calls']:.2f} | `{row['func']}` |"
-                )
-        if profile.get("by_package"):
-            lines += [
-                "",
-                "Own time by package (µs/cancel): "
-                + ", ".join(f"`{k}` {v:.0f}" for k, v in profile["by_package"])
-                + f"; event-loop iterations per cancel: {profile.get('loop_turns_per_cancel', 0):.3f}.",
-            ]
-        if profile_iter and "rows" in profile_iter:
-            lines += [
-                "",
-                "### The same for `cancel_iter` over a generator (scenario c's path)",
-                "",
-                f"wall {profile_iter['wall_s']:.2f} s under cProfile; event-loop iterations per cancel: "
-                f"**{profile_iter.get('loop_turns_per_cancel', 0):.3f}** (cancel_many: "
-                f"{profile.get('loop_turns_per_cancel', 0):.3f}). Own time by package (µs/cancel): "
-                + ", ".join(f"`{k}` {v:.0f}" for k, v in profile_iter["by_package"])
-                + ".",
-                "",
-                "| cumulative µs/cancel | own µs/cancel | calls/cancel | function |",
-                "|---|---|---|---|",
-            ]
-            for row in profile_iter["tanx_rows"][:12]:
-                lines.append(
-                    f"| {row['cum_us']:.1f} | {row['tot_us']:.1f} | {row['calls']:.2f} | `{row['func']}` |"
-                )
+    if profile.get("by_package"):
+        lines += [
+            "",
+            "Own time by package (µs/cancel): "
+            + ", ".join(f"`{k}` {v:.0f}" for k, v in profile["by_package"])
+            + f"; event-loop iterations per cancel: {profile.get('loop_turns_per_cancel', 0):.3f}.",
+        ]
+    if profile_iter and "rows" in profile_iter:
+        lines += [
+            "",
+            "### The same for `cancel_iter` over a generator (scenario c's path)",
+            "",
+            f"wall {profile_iter['wall_s']:.2f} s under cProfile; event-loop iterations per cancel: "
+            f"**{profile_iter.get('loop_turns_per_cancel', 0):.3f}** (cancel_many: "
+            f"{profile.get('loop_turns_per_cancel', 0):.3f}). Own time by package (µs/cancel): "
+            + ", ".join(f"`{k}` {v:.0f}" for k, v in profile_iter["by_package"])
+            + ".",
+            "",
+            *profile_rows(profile_iter["tanx_rows"][:12]),
+        ]
+    return lines
+
+
+def render_notes(cells: list[Cell], notes: list[str]) -> list[str]:
+    """What to keep in mind reading this run: a shared core, httpx's known cost."""
     notes = list(notes)
     contended = [
         f"{c.spec.name}"
@@ -784,10 +829,8 @@ def render(
         )
     httpx_cell = next((c for c in cells if c.scenario.key == "a" and c.spec.name == "httpx"), None)
     aio_cell = next((c for c in cells if c.scenario.key == "a" and c.spec.name == "aiohttp"), None)
-    hx, ax = (
-        (httpx_cell.median("cpu_s") if httpx_cell else None),
-        (aio_cell.median("cpu_s") if aio_cell else None),
-    )
+    hx = httpx_cell.median("cpu_s") if httpx_cell else None
+    ax = aio_cell.median("cpu_s") if aio_cell else None
     if hx and ax and hx > 5 * ax:
         notes.append(
             f"httpx's own transport costs {hx / ax:.0f}x raw aiohttp's CPU per cancel at concurrency 64 "
@@ -795,9 +838,7 @@ def render(
             "every connection and request on each state change, encode/httpcore#1035). It grows with "
             "concurrency, which is why the library must not put a cancel burst through it"
         )
-    if notes:
-        lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
-    return "\n".join(lines) + "\n"
+    return ["", "## Notes", "", *[f"- {n}" for n in notes]] if notes else []
 
 
 def with_charts(text: str, charts: list[Path], base: Path) -> str:
@@ -853,7 +894,7 @@ def memory_verdict(memory: list[Any]) -> list[str]:
     return ["", head + verdict]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="small N, 1 repeat")
     p.add_argument("--repeats", "-r", type=int, default=None, help="repeats per measurement (3)")
@@ -873,13 +914,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tracemalloc", action="store_true", help="scenario c: also tracemalloc peak")
     p.add_argument("--output", type=Path, default=None, help="default benchmarks/RESULTS.md")
     args = p.parse_args(argv)
-    repeats = args.repeats or (1 if args.quick else 3)
+    args.repeats = args.repeats or (1 if args.quick else 3)
     args.import_repeats = 3 if args.quick else 5
-    args.repeats = repeats
-    wanted = {w for item in (args.only or []) for w in item.split(",") if w}
-    unknown = wanted - {s.name for s in CLIENTS}
+    args.wanted = {w for item in (args.only or []) for w in item.split(",") if w}
+    unknown = args.wanted - {s.name for s in CLIENTS}
     if unknown:
         p.error(f"unknown client(s) {sorted(unknown)}")
+    return args
+
+
+def keep_sections(text: str, old: str) -> str:
+    """``text`` with the sections other scripts wrote into the previous file kept.
+
+    They sit between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` markers (stream_confirm.py,
+    floor_pairs.py, ...). The hand-written ``summary`` goes right after the first paragraph, the
+    others at the end, in their old order."""
+    head, sep, rest = text.partition("\n\n## ")
+    for kept in re.finditer(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", old, flags=re.S):
+        if kept.group(1) == "summary":
+            head = head.rstrip("\n") + "\n\n" + kept.group(0)
+        else:
+            rest = rest.rstrip("\n") + "\n\n" + kept.group(0) + "\n"
+    return head + sep + rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    repeats, wanted = args.repeats, args.wanted
     specs = [s for s in CLIENTS if not wanted or s.name in wanted]
     scenarios = set(args.scenarios.split(","))
     output: Path = args.output or (OUT / "RESULTS-quick.md" if args.quick or wanted else BENCH / "RESULTS.md")
@@ -900,7 +961,6 @@ def main(argv: list[str] | None = None) -> int:
     n = 1000 if args.quick else 5000
     tanx_wanted = not wanted or "tanx-async" in wanted
     cells: list[Cell] = []
-    capacity: list[dict[str, Any]] = []
     memory: list[Cell] = []
     imports: dict[str, Any] | None = None
     profile: dict[str, Any] | None = None
@@ -931,14 +991,10 @@ def main(argv: list[str] | None = None) -> int:
         if "rows" in profile and ("c" in scenarios):
             profile_iter = run_profile(n, "iter")
             log("profile (cancel_iter): " + ("ok" if "rows" in profile_iter else str(profile_iter)))
+    if "repeated" in scenarios and tanx_wanted:
+        run_repeated(args.quick, write=output == BENCH / "RESULTS.md")
     raw_cells: list[dict[str, Any]] = [
-        {
-            "scenario": c.scenario.key,
-            "client": c.spec.name,
-            "n": c.n,
-            "runs": c.runs,
-        }
-        for c in cells + memory
+        {"scenario": c.scenario.key, "client": c.spec.name, "n": c.n, "runs": c.runs} for c in cells + memory
     ]
     raw = {
         "cells": raw_cells,
@@ -952,11 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     text = render(args, cells, capacity, memory, imports, profile, profile_iter, notes, started)
     text += extra_scenarios.render(cells, extra)
-    # Sections other scripts write (stream_confirm.py, parser_pair.py, ...) sit between
-    # <!-- NAME:begin --> and <!-- NAME:end --> markers: keep them.
-    old = output.read_text() if output.exists() else ""
-    for kept in re.finditer(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", old, flags=re.S):
-        text = text.rstrip("\n") + "\n\n" + kept.group(0) + "\n"
+    text = keep_sections(text, output.read_text() if output.exists() else "")
     what = "QUICK run, 1 repeat" if args.quick else f"median of {repeats} runs" if repeats > 1 else "1 run"
     charts = write_charts(raw_cells, output.parent / "charts", f"{what}, {dt.date.today().isoformat()}")
     output.write_text(with_charts(text, charts, output.parent))

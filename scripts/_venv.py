@@ -1,7 +1,9 @@
-"""The project's virtual environment: ``.venv`` beside the project, with ``tanx-async[dev]``.
+"""The project's virtual environment: ``.venv`` beside the project, with the extra a script needs.
 
-Shared by the scripts in this folder. Needs nothing but Python >= 3.10 and pip. The install is
-repeated only when ``pyproject.toml`` changed since the last one.
+Shared by the scripts in this folder. Needs nothing but Python >= 3.10 and pip. ``scripts/test.py``
+installs ``tanx-async[dev]`` (everything); a script run alone installs only its own extra
+(``scripts/docs.py``: ``docs``). An install is repeated only when ``pyproject.toml`` changed since
+the last one, and a current ``dev`` install serves every extra (``dev`` includes them all).
 """
 
 from __future__ import annotations
@@ -28,13 +30,18 @@ def ensure(extra: str = "dev") -> str:
         print(f"==> creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    stamp = VENV / f".tanx-async-{extra}-installed"
-    if not stamp.exists() or stamp.read_text() != digest:
+    if not any(_stamp_is(name, digest) for name in dict.fromkeys((extra, "dev"))):
         print(f"==> installing tanx-async[{extra}]", flush=True)
         run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
         run([str(python), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[{extra}]"])
-        stamp.write_text(digest)
+        (VENV / f".tanx-async-{extra}-installed").write_text(digest)
     return str(python)
+
+
+def _stamp_is(extra: str, digest: str) -> bool:
+    """Whether ``tanx-async[extra]`` was installed from this very ``pyproject.toml``."""
+    stamp = VENV / f".tanx-async-{extra}-installed"
+    return stamp.exists() and stamp.read_text() == digest
 
 
 def run(cmd: list[str]) -> None:

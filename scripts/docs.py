@@ -3,6 +3,8 @@
 
 ``python3 scripts/docs.py [--serve]``; the site goes to a temporary folder (``--site DIR`` keeps
 it, e.g. ``--site site``, which is gitignored). ``--serve`` runs ``mkdocs serve`` instead.
+Run alone, it installs only the ``docs`` extra into ``.venv`` (``scripts/test.py`` installs
+``dev``, which includes it); ``--no-install`` uses the current interpreter as it is.
 """
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ def build_docs(python: str, site: str | None = None) -> None:
             sys.exit(result.returncode)
 
 
-if __name__ == "__main__":
-    python = _venv.ensure()
-    if "--serve" in sys.argv[1:]:
+def main(args: list[str]) -> None:
+    python = sys.executable if "--no-install" in args else _venv.ensure("docs")
+    if "--serve" in args:
         _venv.run([python, "-m", "mkdocs", "serve"])
     else:
-        args = sys.argv[1:]
         build_docs(python, args[args.index("--site") + 1] if "--site" in args else None)
         print("==> docs built", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -6,7 +6,8 @@ when pyproject.toml changed), then runs, stopping at the first failure:
 
     ruff format --check, ruff check, mypy --strict (scripts/check.py),
     mkdocs build --strict (scripts/docs.py),
-    pytest with coverage (tests/ and examples/: the examples run against the sandbox),
+    pytest with coverage (tests/ and examples/: the examples run against the sandbox), failing
+        below COVERAGE_FLOOR % of tanx_async's statements and branches,
     the distribution check (scripts/dist.py: sdist + wheel, twine check, a fresh-venv install),
     pytest -m soak
 
@@ -31,6 +32,12 @@ from dist import check_dist
 from docs import build_docs
 
 OPTIONS = ("--no-soak", "--no-install")
+#: The main pytest run fails below this total coverage of tanx_async (statements and branches, as
+#: [tool.coverage] in pyproject.toml measures them). Set at the total measured on 2026-12-07
+#: (85.88 %, ``pytest -m "not soak" --cov``) minus one point; raise it when coverage rises. It
+#: applies to the whole run only: given extra pytest arguments (which may pick a few tests), the
+#: floor is not checked.
+COVERAGE_FLOOR = 84.8
 
 
 def ensure_nginx() -> None:
@@ -54,7 +61,8 @@ def main(argv: list[str]) -> None:
     ensure_nginx()
     checks(python)
     build_docs(python)
-    _venv.run([python, "-m", "pytest", "-m", "not soak", "--cov", "--cov-report=term", *extra])
+    floor = [] if extra else [f"--cov-fail-under={COVERAGE_FLOOR}"]
+    _venv.run([python, "-m", "pytest", "-m", "not soak", "--cov", "--cov-report=term", *floor, *extra])
     check_dist(python)
     if "--no-soak" not in argv:
         _venv.run([python, "-m", "pytest", "-m", "soak", "-q", "--no-cov"])

@@ -62,9 +62,8 @@ READ_BUFFER_SIZE: Final = 256 * 1024
 
 # At most this many answers are processed per event-loop iteration (asyncio): a burst's wave of
 # answers is spread over several iterations so other tasks on the loop get their turn between.
-# 3, measured (benchmarks/RESULTS.md, lag): a 1 ms ticker beside a 5,000-cancel burst keeps its
-# p99 lag at 1.1-2.1 ms (run to run), as with 2, for about 8 % less CPU per cancel; 4 let the p99
-# pass 2 ms.
+# 3: a timer beside a burst stays as punctual as with 2, for less CPU; with 4 it slips
+# (benchmarks/RESULTS.md, "Why a burst hands over 3 answers per loop iteration").
 ANSWERS_PER_TURN: Final = 3
 #: A batch starts this many workers per event-loop iteration (each sends a request at once).
 WORKERS_STARTED_PER_TURN: Final = 4

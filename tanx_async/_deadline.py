@@ -6,8 +6,8 @@ can add up to far more than a trader can wait to learn nothing (4 attempts x 5 s
 with its own retries), so the operation opens a ``Deadline`` (``within``, or ``begin`` in a
 worker's loop) and ``Pipeline.send`` keeps every attempt inside it: each attempt's transport
 timeouts are cut to what is left, no backoff or 429 pause starts that would end past it, and
-once it has passed nothing more is sent. That costs no timer or cancel scope per request (an
-anyio cancel scope per cancel cost more CPU than the rest of this module's work by far).
+once it has passed nothing more is sent. That costs no timer or cancel scope per request, which
+a burst of hundreds of requests would otherwise pay for every one of them.
 
 The deadline travels in a context variable, so the code between the operation and the pipeline
 does not pass it along; tasks started inside an operation inherit it. When it is reached, the

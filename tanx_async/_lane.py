@@ -6,8 +6,8 @@ future). That chain is what the worst cases need (retries, token renewal, look-u
 the happy case does not: a cancel answered with a 2xx success. A ``Lane`` sends its worker's
 cancel with an ``Express`` (``Pipeline.express``) and, in the callback that gets the success, records the
 outcome, hands it over and sends the worker's next cancel: no task runs per cancel
-(``benchmarks/layers.py``: the task per cancel is most of what stands between the library and
-the Python floor).
+(the task per cancel is the largest cost left on a cancel's happy path: ``benchmarks/RESULTS.md``,
+"What one cancel costs, counted").
 
 What makes an outcome does not change: ``QUEUED`` only from a 2xx success envelope, decoded as
 ``Pipeline.send`` decodes it, built by the function ``cancel_one`` uses (``_batch.queued``). The

@@ -2,7 +2,7 @@
 
 The protocol is wsproto (sans-I/O, pure Python, on h11 which httpx already brings) driven over an
 anyio byte stream (``anyio.connect_tcp`` with happy eyeballs, ``TLSStream`` with the session's TLS
-context), so the same code runs on asyncio and trio. tanX's side (``../shared/tanx-api.md`` §6):
+context), so the same code runs on asyncio and trio. tanX's side (its docs, "WebSocket: private"):
 
 - ``wss://<host>/private?auth_header=<raw access token>``; subscribe with
   ``{"event": "subscribe", "streams": [...]}``; the ack has a top-level ``success`` key, a refusal

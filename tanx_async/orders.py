@@ -60,7 +60,7 @@ class Orders:
 
         Success means *queued for cancellation*: the returned order may still say
         ``state == "wait"`` (pass ``confirm=True`` to wait for ``cancel``). It is
-        returned only on evidence (see "What counts as success" in the README): a 2xx answer,
+        returned only on evidence (see "What counts as success" in docs/cancelling.md): a 2xx answer,
         a look-up showing the order ``cancel``, or this session's own 2xx cancel of the same
         order moments earlier; never because of the words of a refusal. When the exchange
         acknowledges with an empty payload (``{}``, seen in the wild), the order is fetched so

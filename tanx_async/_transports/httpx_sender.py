@@ -1,8 +1,9 @@
 """``HttpxSender``: an ``httpx.AsyncClient`` as the transport.
 
 Used when asked for (``transport="httpx"``), behind a proxy or without httptools (``make_sender``
-says so in the log), and always for a client the caller injects (we never close that one). Not the default: httpx's own pool spends far more CPU per
-cancel than the built-in client at the concurrency a cancel burst runs at (``benchmarks/RESULTS.md``).
+says so in the log), and always for a client the caller injects (we never close that one). Not
+the default: httpx's own pool is the costliest transport in CPU per cancel at the concurrency a
+cancel burst runs at (``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """``Http11Sender``: a small HTTP/1.1 keep-alive client on asyncio; the default transport there.
 
 Why our own: a cancel burst is a few hundred small request/response pairs on warm keep-alive
-connections to one host, where a general-purpose client spends most of the CPU in its own layers
-(the measurements are in ``benchmarks/RESULTS.md``). This client does exactly what the exchange
-needs and nothing else, in four parts, each in its module:
+connections to one host, and there a general-purpose client spends most of the CPU in its own
+layers (``benchmarks/RESULTS.md`` compares this client with httpx's). This client does exactly
+what the exchange needs and nothing else, in four parts, each in its module:
 
 - ``_http11``: the request's bytes and the parser of its answer (llhttp through httptools, with
   our own checks), no I/O;

@@ -79,7 +79,7 @@ class SandboxExchange:
     profile. ``clock`` (a ``SandboxClock``: its
     ``offset`` skews the exchange's clock, ``advance`` moves it).
 
-    ``profile`` picks the shapes of order answers, all of them real (``shared/tanx-api.md``):
+    ``profile`` picks the shapes of order answers, all of them real (tanX's docs and connectors):
 
     - ``"docs"`` (default): each endpoint as its 2024 documented example. Cancel echoes the
       order as it was (``id``, ``stop_price`` and ``cancel_reason`` null, message "Order is

@@ -1,6 +1,6 @@
 """How the sandbox writes its answers: number forms, time offsets, answer profiles, texts.
 
-Sources are tagged as in ``shared/tanx-api.md``: what the docs or the official connectors'
+Sources are tagged: what tanX's docs (docs.tanx.fi) or the official connectors'
 fixtures show is reproduced verbatim; what no source shows is marked **invented** (or
 **inferred** where it is our reading of a real shape).
 

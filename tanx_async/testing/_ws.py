@@ -1,6 +1,6 @@
 """The private stream ``/private`` as an ASGI websocket endpoint, with fault injection.
 
-Shapes from ``../shared/tanx-api.md`` §6: the token arrives raw in the query (``auth_header=``),
+Shapes from tanX's docs (private WebSocket): the token arrives raw in the query (``auth_header=``),
 ``{"event": "subscribe", "streams": [...]}`` is acked with ``{"success": {"message": ...,
 "streams": [...]}}`` or refused with ``{"error": "<text>"}``; updates are ``{"order": {...}}``
 (unix-second integer ``at``/``created_at``/``updated_at``, ``kind`` ``bid``/``ask``, no uuid,
@@ -56,7 +56,7 @@ KNOWN_STREAMS: Final = frozenset({"order", "trade"})
 #: Invented: the close code for an expired token (``close_on_token_expiry``).
 TOKEN_EXPIRED_CODE: Final = 4001
 _OUTBOX_LIMIT: Final = 65536
-#: The REST 401 body (``tanx-api.md`` §2.5), reused for a refused handshake (invented).
+#: The REST API's documented 401 body, reused for a refused handshake (invented).
 _ACCESS_INVALID: Final = {
     "status": "error",
     "message": "Given token not valid for any token type",

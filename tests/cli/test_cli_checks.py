@@ -296,7 +296,7 @@ async def test_api_filters_reject_unknown_values_with_the_known_ones(router: res
 
 
 class _InvalidMarket(http.server.BaseHTTPRequestHandler):
-    """The real exchange's answer to an unknown market (tanx-api.md, errors table)."""
+    """The real exchange's answer to an unknown market (its documented errors)."""
 
     def do_GET(self) -> None:
         body = json.dumps(

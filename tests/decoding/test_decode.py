@@ -1,4 +1,4 @@
-"""Decoding every variant of the wire format listed in tanx-api.md, directly and over respx."""
+"""Decoding every variant of the wire format tanX's docs and connectors show, directly and over respx."""
 
 from __future__ import annotations
 
@@ -200,7 +200,7 @@ def test_extra_unknown_keys_are_ignored() -> None:
     assert order == structure_order(ORDER)
 
 
-#: The private stream's order sample from the docs (tanx-api.md §6): unix-second timestamps,
+#: The private stream's order sample from the docs (private WebSocket): unix-second timestamps,
 #: ``kind``, no uuid or fees.
 WS_ORDER = {
     "at": 1659024868,

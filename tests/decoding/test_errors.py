@@ -410,7 +410,7 @@ async def test_a_redirect_is_an_error_not_a_success(session: AsyncTanxSession, r
 
 
 def test_the_tree_drawn_in_the_errors_docstring_is_the_real_hierarchy() -> None:
-    """The drawing at the top of ``_errors.py`` (and the README's copy) cannot drift from the
+    """The drawing at the top of ``_errors.py`` (and docs/errors.md's copy) cannot drift from the
     classes: each drawn child's first tanx_async base is the drawn parent, and every exported
     error is drawn."""
     import tanx_async
@@ -434,9 +434,9 @@ def test_the_tree_drawn_in_the_errors_docstring_is_the_real_hierarchy() -> None:
         cls = getattr(tanx_async, name)
         ours = [b.__name__ for b in cls.__bases__ if b.__module__.startswith("tanx_async")]
         assert ours[:1] == ([parent] if parent else []), (name, ours, parent)
-    # The README and the docs site show the same drawing, line for line.
+    # The docs site shows the same drawing, line for line.
     drawing = "\n".join(line[4:] for line in doc.splitlines() if line.startswith("    ") and "Error" in line)
     root = Path(__file__).resolve().parents[2]
-    for copy in ("README.md", "docs/errors.md"):
+    for copy in ("docs/errors.md",):
         blocks = re.findall(r"```text\n(.*?)```", (root / copy).read_text(encoding="utf-8"), re.DOTALL)
         assert drawing + "\n" in blocks, f"{copy}: the error tree differs from _errors.py's drawing"

@@ -1,4 +1,4 @@
-"""The sandbox's answers against tanX's real shapes (``shared/tanx-api.md``), in every profile.
+"""The sandbox's answers against tanX's real shapes (its docs and official connectors), in every profile.
 
 The expected shapes are written out here, from the docs and the official connectors' fixtures,
 never read back from the sandbox: key sets per endpoint and profile, JSON types, the decimal

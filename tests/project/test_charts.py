@@ -136,3 +136,52 @@ def test_floor_pairs_reports_the_median_of_per_round_ratios_and_their_spread() -
     assert section.startswith(pairs.BEGIN) and section.endswith(pairs.END)
     assert "| a | 120 | 45 | **3.00x** | 2.50-3.00x | 2.00-3.00x | 1/3 | 3/4 |" in section
     assert "| b | — | — | — | — | — | — | 0/4 |" in section
+
+
+def test_run_py_functions_are_under_100_lines() -> None:
+    """benchmarks/run.py's report is written by one function per section (render was 312 lines)."""
+    import ast
+
+    tree = ast.parse((BENCH / "run.py").read_text(encoding="utf-8"))
+    long = {
+        node.name: (node.end_lineno or node.lineno) - node.lineno + 1
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (node.end_lineno or node.lineno) - node.lineno + 1 > 100
+    }
+    assert long == {}
+
+
+def test_render_of_a_run_with_nothing_measured_names_every_section() -> None:
+    import argparse
+
+    run_py = load("run")
+    args = argparse.Namespace(quick=True, repeats=1, import_repeats=3)
+    text = run_py.render(args, [], [], [], None, None, None, ["a note"], started=0.0)
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections == [
+        "## Machine",
+        "## Server",
+        "## Cancel throughput and CPU (scenarios a, b)",
+        "## Memory (scenario c)",
+        "## Import (scenario d)",
+        "## Profile of tanx-async's hot path (scenario a, cProfile)",
+        "## Notes",
+    ]
+    assert text.count("not run") == 3 and "- a note" in text
+    assert " at commit " in text.splitlines()[2]  # the figures' provenance
+
+
+def test_sections_other_scripts_wrote_are_kept_and_the_summary_leads() -> None:
+    run_py = load("run")
+    new = "# results\n\nGenerated now.\n\n## Machine\n\nthis one\n"
+    old = (
+        "# results\n\nGenerated before.\n\n<!-- summary:begin -->\nS\n<!-- summary:end -->\n\n"
+        "## Machine\n\nthat one\n\n<!-- floor-pairs:begin -->\nF\n<!-- floor-pairs:end -->\n"
+        "\n<!-- repeated:begin -->\nR\n<!-- repeated:end -->\n"
+    )
+    text = run_py.keep_sections(new, old)
+    assert "Generated before" not in text and "that one" not in text
+    assert text.index("Generated now") < text.index("S\n") < text.index("## Machine")
+    assert text.index("this one") < text.index("F\n") < text.index("R\n")
+    assert run_py.keep_sections(new, "") == new

@@ -1,0 +1,105 @@
+"""Every code block of docs/ runs as written, or is checked, in a test (issue 30, item 1).
+
+How each kind of block is run or checked, and what its marker means, is in
+``tests/project/blocks.py``. In short: Python programs and fragments run against a fresh
+loopback sandbox and must exit 0; test files run under pytest-asyncio in strict mode and must
+pass; shell commands parse with the command line's own parser; the error tree (``text``) is
+checked against the classes by tests/decoding/test_errors.py. A block that cannot run says why
+in its marker, and its test is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from tests.project.blocks import ROOT, Block, blocks, check_run, run_python
+
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.rglob("*.md"))
+ALL = [b for page in PAGES for b in blocks(page)]
+PYTHON = [b for b in ALL if b.lang == "python"]
+CONSOLE = [b for b in ALL if b.lang == "console"]
+PYTHON_MARKERS = re.compile(r"^(fragment|from examples/\w+\.py|requires \w+ \(.+\)|skip \(.+\))$")
+CONSOLE_MARKER = re.compile(r"^parse only \((.+)\)$")
+
+
+def test_every_block_is_of_a_kind_the_tests_know() -> None:
+    assert len(PYTHON) >= 20 and len(CONSOLE) >= 4  # the extractor works
+    assert {b.lang for b in ALL} <= {"python", "console", "text"}, {b.id: b.lang for b in ALL}
+    for b in PYTHON:
+        assert b.marker is None or PYTHON_MARKERS.match(b.marker), (b.id, b.marker)
+    for b in CONSOLE:  # never run: each says why
+        assert b.marker is not None and CONSOLE_MARKER.match(b.marker), (b.id, b.marker)
+
+
+@pytest.mark.parametrize("block", PYTHON, ids=lambda b: b.id)
+def test_python_block_runs(block: Block, tmp_path: Path) -> None:
+    marker = block.marker or ""
+    if marker.startswith("skip"):
+        pytest.skip(f"{block.id} is marked {marker}")
+    if marker.startswith("requires ") and importlib.util.find_spec(marker.split()[1]) is None:
+        pytest.skip(f"{block.id} {marker}: not installed here")
+    if marker.startswith("from examples/"):
+        example = (ROOT / marker.removeprefix("from ")).read_text(encoding="utf-8")
+        assert block.code in example, f"{block.id} is no longer an excerpt of {marker}"
+        return
+    run = run_python(block, tmp_path)
+    check_run(block, run)
+    if "TANX_BASE_URL" in block.code or (marker == "fragment" and "await session." in block.code):
+        assert run.exchange.requests, f"{block.id} never talked to the sandbox"
+    if re.search(r"\.cancel(_many|_iter)?\(\s*order_ids", block.code):
+        # Its cancels reached the sandbox and took effect there.
+        assert run.exchange.order(run.order_ids[0]).state == "cancel", block.id
+
+
+def console_commands(block: Block) -> list[list[str]]:
+    """The commands of a console block: comments dropped, ``&&`` and ``|`` split."""
+    commands: list[list[str]] = []
+    for line in block.code.splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words: list[str] = []
+        for word in [*lexer, "&&"]:
+            if word in {"&&", "|", "||", ";"}:
+                commands += [words] if words else []
+                words = []
+            else:
+                words.append(word)
+    return commands
+
+
+def extras() -> set[str]:
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    section = text[text.index("[project.optional-dependencies]") : text.index("[project.scripts]")]
+    return set(re.findall(r"^(\w+) = \[", section, re.MULTILINE))
+
+
+@pytest.mark.parametrize("block", CONSOLE, ids=lambda b: b.id)
+def test_console_block_parses(block: Block) -> None:
+    """Checked, not run (the block's marker says why): every command parses as its tool's own."""
+    from tanx_async.cli._args import build_parser
+    from tanx_async.testing.__main__ import build_parser as build_sandbox_parser
+
+    for words in console_commands(block):
+        if words[0] == "tanx-async":
+            if words[1:] == ["--version"]:  # argparse prints it and exits 0
+                with pytest.raises(SystemExit, match=r"^0$"):
+                    build_parser().parse_args(words[1:])
+            else:
+                build_parser().parse_args(words[1:])  # a usage error exits 2: the test fails
+        elif words[:3] == ["python", "-m", "tanx_async.testing"]:
+            build_sandbox_parser().parse_args(words[3:])
+        elif words[:2] == ["pip", "install"]:
+            for package in words[2:]:
+                name, _, rest = package.partition("[")
+                assert name in {"tanx-async", "pytest-asyncio"}, (block.id, package)
+                assert set(filter(None, rest.rstrip("]").split(","))) <= extras(), (block.id, package)
+        elif words[0] == "export":
+            assert all(re.match(r"^TANX_[A-Z_]+=", w) for w in words[1:]), (block.id, words)
+        elif words[0] != "jq":
+            pytest.fail(f"{block.id}: no check for the command {words}")

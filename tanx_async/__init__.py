@@ -36,6 +36,7 @@ from ._session import AsyncTanxSession
 from ._signer import PrivateKeySigner
 from ._stream import OrderStream
 from .events import RequestEvent
+from .fleet import Fleet
 from .models import (
     CancelOutcome,
     CancelStatus,
@@ -68,6 +69,7 @@ __all__ = [
     "CancelOutcomeUnknownError",
     "CancelStatus",
     "EventLoopMismatchError",
+    "Fleet",
     "InternalServerError",
     "InvalidOrderIdError",
     "MissingDependencyError",

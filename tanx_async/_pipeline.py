@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import anyio
@@ -50,6 +50,9 @@ from ._memory import CancelMemory
 from ._retry import RetryPolicy, is_ambiguous
 from ._transports import Immediate, RawResponse, Sender, TransportName, Warmable, make_sender
 from .events import EventCallback, EventKind, RequestEvent
+
+if TYPE_CHECKING:
+    from ._fleet import FleetLink
 
 __all__ = ["Attempt", "Attempts", "Express", "Pipeline", "Response"]
 
@@ -301,6 +304,8 @@ class Pipeline:
     #: Batches may use ``express`` (False: every request goes through ``send``; tests run the
     #: batch engine both ways).
     immediate_enabled: bool = True
+    #: The session's fleet (``_fleet.py``), set by the session; None: the session is alone.
+    fleet: FleetLink | None = None
 
     def __init__(
         self,
@@ -398,6 +403,9 @@ class Pipeline:
         if self.closed:
             return
         self.closed = True
+        if self.fleet is not None:
+            with anyio.CancelScope(shield=True):
+                await self.fleet.aclose()
         sender, self.sender = self.sender, None
         self.immediate_sender = None
         if sender is not None:
@@ -467,6 +475,8 @@ class Pipeline:
         sender, limiter = self.sender, self.limiter
         if first is None and (sender is None or limiter is None or self.closed or not self.on_bound_loop()):
             sender, limiter = self.start(timeout)  # builds them, or raises the right error
+        if self.fleet is not None and not self.fleet.joined:
+            await self.fleet.join()  # the fleet's tokens and clock before the first request
         record = attempts if attempts is not None else Attempts()
         url = self.base_url + path
         if params:
@@ -689,7 +699,10 @@ class Pipeline:
             with anyio.CancelScope(shield=True):
                 try:
                     with anyio.fail_after(timeout):
-                        await self._drive(self.auth.renewal(login=login))
+                        if self.fleet is not None:
+                            await self.fleet.renewal(lambda: self._drive(self.auth.renewal(login=login)), stale, login)
+                        else:
+                            await self._drive(self.auth.renewal(login=login))
                 except TimeoutError:
                     raise APITimeoutError(
                         f"token renewal took longer than {timeout} s", maybe_processed=True

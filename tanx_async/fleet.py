@@ -1,0 +1,179 @@
+"""``Fleet``: the processes (on one machine or many) that share one tanX account.
+
+tanX rotates the refresh token on every refresh: processes that each refresh on their own knock
+each other out, and their rate limits do not add up. Sessions given the same fleet
+(``AsyncTanxSession(..., fleet=Fleet(url))``) share, through a backend chosen by the URL:
+
+- one token pair per identity (a cross-process single flight renews it; see ``_fleet.py``);
+- one rate budget (``rate_limit``/``rate_limit_burst``) and the pause a 429 imposes;
+- the exchange clock's offset.
+
+Backends: ``file:///path/to/dir`` (one machine: OS file locks, files mode 0600, atomic
+writes; ``_fleet_file.py``) and ``redis://host:port/db`` (many machines: the ``redis`` extra;
+``_fleet_redis.py``). Anything else is refused here, before anything is sent.
+
+A pair is keyed by the exchange's URL and a fingerprint of the identity it came from (the first
+16 hex digits of the sha256 of the constructor's refresh token, else of the wallet address),
+never by a token: the key the CLI's token cache has always used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+import attrs
+
+from . import _constants as C
+from ._errors import MissingDependencyError
+
+__all__ = ["Fleet", "FleetBackend", "StoredPair", "fingerprint", "identity_key"]
+
+SCHEMES = ("file", "redis", "rediss")
+
+
+def fingerprint(secret: str) -> str:
+    """A short, non-reversible tag of a secret (16 hex digits of its sha256)."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+def identity_key(base_url: str, *, refresh_token: str | None, eth_address: str | None) -> str | None:
+    """The key of the pair for this exchange and identity, or None when nothing would rotate
+    (an access token alone cannot be refreshed: there is no pair to share)."""
+    if refresh_token is not None:
+        return f"{base_url} refresh:{fingerprint(refresh_token)}"
+    if eth_address is not None:
+        return f"{base_url} wallet:{fingerprint(eth_address.lower())}"
+    return None
+
+
+@attrs.frozen
+class StoredPair:
+    """A token pair as the fleet keeps it; ``seq`` counts the pairs stored under its key."""
+
+    access: str = attrs.field(repr=False)
+    refresh: str | None = attrs.field(repr=False)
+    seq: int = 0
+
+
+class FleetBackend(Protocol):
+    """What a fleet's backend does; every method may raise (the session then works alone)."""
+
+    where: str
+    """Where the fleet lives, for messages (never a password)."""
+
+    async def load(self, key: str) -> StoredPair | None:
+        """The pair stored under ``key``."""
+        ...
+
+    async def save(self, key: str, pair: StoredPair) -> None:
+        """Store ``pair`` under ``key`` (replacing any)."""
+        ...
+
+    async def try_lock(self, key: str, lease: float) -> object | None:
+        """Take the renewal lock of ``key`` now (a handle), or None when another holds it. A
+        holder that dies loses it: at once (file locks) or after ``lease`` seconds (Redis)."""
+        ...
+
+    async def extend(self, handle: object, lease: float) -> None:
+        """Keep holding the lock for ``lease`` more seconds."""
+        ...
+
+    async def unlock(self, handle: object) -> None:
+        """Let go of the lock."""
+        ...
+
+    async def reserve(self, key: str, interval: float, tolerance: float, pause: float) -> float:
+        """Pause the budget ``key`` for ``pause`` seconds if > 0 (the longest pause wins), then
+        reserve the next request's slot (GCRA: ``interval`` seconds a request, ``tolerance`` the
+        burst; 0: no rate limit, only the pause): the seconds to wait before sending."""
+        ...
+
+    async def load_clock(self, base_url: str) -> float | None:
+        """The exchange clock's offset learned by a member of the fleet."""
+        ...
+
+    async def save_clock(self, base_url: str, offset: float) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class Fleet:
+    """The processes that share one tanX account: ``Fleet("file:///var/lib/desk/fleet")`` or
+    ``Fleet("redis://127.0.0.1:6379/0")``; pass it to every ``AsyncTanxSession`` of the desk.
+
+    - ``lease``: seconds a Redis renewal lock outlives a holder that stopped renewing it (a
+      process killed mid-refresh); the holder extends it while it works. File locks die with
+      their process.
+    - ``timeout``: seconds one backend call may take; past it (or on any backend error) the
+      session carries on alone (its own tokens, a local limiter), says so once at WARNING and
+      in a ``fleet_unavailable`` event, and tries the backend again ``retry_after`` seconds later.
+
+    A ``Fleet`` holds no connection: each session opens its own on its event loop.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease: float = C.FLEET_LEASE,
+        timeout: float = C.FLEET_TIMEOUT,  # noqa: ASYNC109 - a setting, not this call's deadline
+        retry_after: float = C.FLEET_RETRY_AFTER,
+    ) -> None:
+        if not isinstance(url, str):
+            raise TypeError(f"Fleet needs a URL string, got {type(url).__name__}")
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in SCHEMES:
+            raise ValueError(
+                f"unsupported fleet URL scheme {parts.scheme + ':' if parts.scheme else '(none)'}: "
+                "use file:///path/to/dir (one machine) or redis://host:port/db (many machines; rediss:// over TLS)"
+            )
+        self.scheme = scheme
+        self.lease = _positive("lease", lease)
+        self.timeout = _positive("timeout", timeout)
+        self.retry_after = _positive("retry_after", retry_after)
+        if scheme == "file":
+            if parts.netloc not in ("", "localhost"):
+                raise ValueError("a file:// fleet URL names a local folder: file:///path/to/dir")
+            path = unquote(parts.path)
+            if not path.startswith("/"):
+                raise ValueError("a file:// fleet URL needs an absolute path: file:///path/to/dir")
+            self.path: Path | None = Path(path)
+            self._url = url
+            self.where = f"file://{path}"
+        else:
+            if importlib.util.find_spec("redis") is None:
+                raise MissingDependencyError("a redis:// fleet needs redis-py: pip install 'tanx-async[redis]'")
+            if not parts.hostname:
+                raise ValueError("a redis:// fleet URL needs a host: redis://host:port/db")
+            db = parts.path.strip("/")
+            if db and not db.isdigit():
+                raise ValueError(f"the database of a redis:// fleet URL is a number, got {db!r}")
+            self.path = None
+            self._url = url
+            # Where, for messages: the password (if any) left out.
+            self.where = f"redis://{parts.hostname}:{parts.port or 6379}/{db or 0}"
+
+    def __repr__(self) -> str:
+        return f"<Fleet {self.where}>"
+
+    def backend(self) -> FleetBackend:
+        """A new connection to the backend (one per session, on its event loop)."""
+        if self.path is not None:
+            from ._fleet_file import FileBackend
+
+            return FileBackend(self.path, self.timeout)
+        from ._fleet_redis import RedisBackend
+
+        return RedisBackend(self._url, self.timeout, self.where)

@@ -37,6 +37,14 @@ class Desk:
     access: str = attrs.field(repr=False)
     refresh: str = attrs.field(repr=False)
     ids: list[int]
+    #: When the exchange issued ``access``: on its clock, and on ``time.monotonic`` (the clock
+    #: of its request log).
+    issued_at: float
+    issued_mono: float
+
+    def wall(self, mono: float) -> float:
+        """A request log time on the exchange's clock."""
+        return self.issued_at + (mono - self.issued_mono)
 
     def spec(self, **changes: Any) -> dict[str, Any]:
         return {"url": self.server.url, "access": self.access, "refresh": self.refresh, **changes}
@@ -58,9 +66,10 @@ def desk(orders: int, **exchange_kwargs: Any) -> Iterator[Desk]:
     exchange.verify_signatures = False
     uid = exchange.create_user(ADDRESS)
     ids = exchange.seed_orders(uid, orders)
+    issued_at, issued_mono = exchange.now(), time.monotonic()
     access, refresh = exchange.issue_tokens(uid)
     with SandboxServer(exchange) as server:
-        yield Desk(exchange, server, uid, access, refresh, ids)
+        yield Desk(exchange, server, uid, access, refresh, ids, issued_at, issued_mono)
 
 
 def start(spec: dict[str, Any]) -> subprocess.Popen[str]:

@@ -312,6 +312,9 @@ class FleetFlow(FlowControl):
         self._link = link
         self._pending = 0.0
         self._checked = float("-inf")
+        #: One reservation at a time per session: a burst's requests queue here, not at the
+        #: backend (64 at once would each wait for a connection or a file lock, and time out).
+        self._reserving = anyio.Lock()
 
     def ready(self) -> bool:
         """Go without ``acquire`` only without a rate limit, no pause to tell the fleet, and
@@ -331,8 +334,9 @@ class FleetFlow(FlowControl):
             await link.join()
         if link.dirty:
             await link.sync()
-        pending, self._pending = self._pending, 0.0
-        wait = await link.reserve(self._interval, self._tolerance, pending)
+        async with self._reserving:
+            pending, self._pending = self._pending, 0.0
+            wait = await link.reserve(self._interval, self._tolerance, pending)
         if wait is None:
             await super().acquire()
             return

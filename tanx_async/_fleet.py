@@ -4,8 +4,8 @@
 
 - ``join()``, before the session's first request: the exchange clock's offset if a member
   learned it; the fleet's pair for this identity, unless the constructor's is newer (its
-  access token expires later); when the fleet has none, the constructor's pair is offered to it
-  (under the renewal lock, so that it never overwrites a newer one).
+  access token expires later). A pair is stored in the fleet only by a renewal (so a spent
+  pair given to a constructor is never offered to the others).
 - ``renewal(run, stale, login)``, inside the pipeline's single flight (so once per process):
   a pair newer than ``stale`` in the fleet is taken as it is; otherwise the renewal lock is
   taken, the pair read once more (another member may just have renewed it), and only then
@@ -114,7 +114,10 @@ class FleetLink:
             return DOWN
         if self._down_until is not None:
             self._down_until = None
-            logger.info("the fleet %s answers again; this session shares its tokens and budget again", self.fleet.where)
+            logger.info(
+                "the fleet %s answers again; this session shares its tokens and budget again",
+                self.fleet.where,
+            )
             self._emit("fleet_restored")
         return result
 
@@ -170,20 +173,8 @@ class FleetLink:
             offset = await self._call("read the clock", lambda b: b.load_clock(self.base_url))
             if isinstance(offset, float) and clock.offset is None:
                 clock.assume(offset)
-        if self.key is None:
-            return
-        if await self._adopt():
-            return
-        if self.auth.access is None or self._down_until is not None:
-            return  # nothing of ours to offer (the first renewal logs in), or nobody to offer it to
-        handle = await self._lock()
-        if isinstance(handle, _Down):
-            return
-        try:
-            if not await self._adopt():
-                await self._publish()
-        finally:
-            await self._unlock(handle)
+        if self.key is not None:
+            await self._adopt()
 
     async def _adopt(self) -> bool:
         """Take the fleet's pair when it is newer than ours (a higher ``seq``, or any pair while
@@ -211,7 +202,9 @@ class FleetLink:
         if key is None or tokens is None:
             return
         seq = max(self.seq, self._fleet_seq) + 1
-        stored = await self._call("store the token pair", lambda b: b.save(key, StoredPair(tokens.access, tokens.refresh, seq)))
+        stored = await self._call(
+            "store the token pair", lambda b: b.save(key, StoredPair(tokens.access, tokens.refresh, seq))
+        )
         if not isinstance(stored, _Down):
             self.seq = self._fleet_seq = seq
             self.dirty = False
@@ -266,12 +259,17 @@ class FleetLink:
         try:
             if not login and await self._adopt():
                 return
+            error: Exception | None = None
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keep, handle)
                 try:
                     await run()
+                except Exception as exc:  # raised as itself below, not in an exception group
+                    error = exc
                 finally:
                     tg.cancel_scope.cancel()
+            if error is not None:
+                raise error
             await self._publish()
         finally:
             await self._unlock(handle)

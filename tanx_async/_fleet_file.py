@@ -49,7 +49,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
-            raise PermissionError(f"{path} is readable by others (mode {mode:o}): `chmod 600` it or delete it")
+            raise PermissionError(
+                f"{path} is readable by others (mode {mode:o}): `chmod 600` it or delete it"
+            )
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {"format": _FORMAT}
@@ -78,7 +80,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 class FileBackend:
     """One session's view of a fleet folder (see the module docstring)."""
 
-    def __init__(self, folder: Path, timeout: float) -> None:  # noqa: ASYNC109 - a setting
+    def __init__(self, folder: Path, timeout: float) -> None:
         if fcntl is None:  # pragma: no cover - Windows
             raise ValueError("a file:// fleet needs POSIX file locks (fcntl); use redis:// here")
         self.folder = folder
@@ -107,7 +109,7 @@ class FileBackend:
         """``work()`` under the file lock ``name`` (held for microseconds by anyone)."""
         fd = self._open_lock(name)
         try:
-            while not self._try_flock(fd):
+            while not self._try_flock(fd):  # noqa: ASYNC110 - an OS lock: nothing to wait on
                 await anyio.sleep(_POLL)
             return work()
         finally:
@@ -131,7 +133,12 @@ class FileBackend:
             data = _read_json(path)
             pairs = data.setdefault("pairs", {})
             pairs.pop(key, None)
-            pairs[key] = {"access": pair.access, "refresh": pair.refresh, "seq": pair.seq, "saved_at": time.time()}
+            pairs[key] = {
+                "access": pair.access,
+                "refresh": pair.refresh,
+                "seq": pair.seq,
+                "saved_at": time.time(),
+            }
             while len(pairs) > MAX_PAIRS:
                 del pairs[next(iter(pairs))]
             _write_json(path, data)

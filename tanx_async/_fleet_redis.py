@@ -16,7 +16,7 @@ Needs the ``redis`` extra (redis-py's asyncio client), imported only when a sess
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, cast
 
 from ._errors import MissingDependencyError
 from ._json import dumps, loads
@@ -66,7 +66,7 @@ return 0
 """
 
 
-def _client(url: str, timeout: float) -> Any:  # noqa: ASYNC109 - a setting
+def _client(url: str, timeout: float) -> Any:
     try:
         from redis.asyncio import Redis
         from redis.asyncio.retry import Retry
@@ -92,7 +92,7 @@ def _ms(seconds: float) -> int:
 class RedisBackend:
     """One session's connection to a fleet's Redis (see the module docstring)."""
 
-    def __init__(self, url: str, timeout: float, where: str) -> None:  # noqa: ASYNC109 - a setting
+    def __init__(self, url: str, timeout: float, where: str) -> None:
         self.where = where
         self._url = url
         self._timeout = timeout
@@ -131,19 +131,21 @@ class RedisBackend:
         return None
 
     async def extend(self, handle: object, lease: float) -> None:
-        name, value = handle  # type: ignore[misc]
+        name, value = cast("tuple[str, str]", handle)
         self._conn()
         await self._scripts["extend"](keys=[name], args=[value, _ms(lease)])
 
     async def unlock(self, handle: object) -> None:
-        name, value = handle  # type: ignore[misc]
+        name, value = cast("tuple[str, str]", handle)
         self._conn()
         await self._scripts["unlock"](keys=[name], args=[value])
 
     async def reserve(self, key: str, interval: float, tolerance: float, pause: float) -> float:
         self._conn()
         args = [round(interval * 1e6), round(tolerance * 1e6), round(pause * 1e6)]
-        wait = await self._scripts["reserve"](keys=[PREFIX + "tat:" + key, PREFIX + "pause:" + key], args=args)
+        wait = await self._scripts["reserve"](
+            keys=[PREFIX + "tat:" + key, PREFIX + "pause:" + key], args=args
+        )
         return max(0.0, float(wait) / 1e6)
 
     async def load_clock(self, base_url: str) -> float | None:

@@ -700,7 +700,9 @@ class Pipeline:
                 try:
                     with anyio.fail_after(timeout):
                         if self.fleet is not None:
-                            await self.fleet.renewal(lambda: self._drive(self.auth.renewal(login=login)), stale, login)
+                            await self.fleet.renewal(
+                                lambda: self._drive(self.auth.renewal(login=login)), stale, login
+                            )
                         else:
                             await self._drive(self.auth.renewal(login=login))
                 except TimeoutError:

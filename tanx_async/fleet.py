@@ -103,7 +103,12 @@ class FleetBackend(Protocol):
 
 
 def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
     return float(value)
 
@@ -127,7 +132,7 @@ class Fleet:
         url: str,
         *,
         lease: float = C.FLEET_LEASE,
-        timeout: float = C.FLEET_TIMEOUT,  # noqa: ASYNC109 - a setting, not this call's deadline
+        timeout: float = C.FLEET_TIMEOUT,
         retry_after: float = C.FLEET_RETRY_AFTER,
     ) -> None:
         if not isinstance(url, str):
@@ -154,7 +159,9 @@ class Fleet:
             self.where = f"file://{path}"
         else:
             if importlib.util.find_spec("redis") is None:
-                raise MissingDependencyError("a redis:// fleet needs redis-py: pip install 'tanx-async[redis]'")
+                raise MissingDependencyError(
+                    "a redis:// fleet needs redis-py: pip install 'tanx-async[redis]'"
+                )
             if not parts.hostname:
                 raise ValueError("a redis:// fleet URL needs a host: redis://host:port/db")
             db = parts.path.strip("/")

@@ -3,7 +3,6 @@ mid-run (real processes, real signals, a real redis-server)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path

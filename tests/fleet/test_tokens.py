@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
-
 from .conftest import Desk, RedisServer, desk, run_members
 
 ACCESS_TTL = 1.5

@@ -14,8 +14,10 @@
   that was rotated away. A Redis lock lapses ``lease`` seconds after a holder that died (the
   holder extends it while it works); a file lock dies with its process.
 - ``FleetFlow``: the session's ``FlowControl`` with the budget in the fleet: every request of a
-  rate-limited session reserves its slot there (one atomic call), a 429's pause is written
-  there, and a session without a rate limit looks for a fleet-wide pause at least every
+  rate-limited session takes its slot there (one atomic call) when it may go now, or learns
+  how long to wait and asks again then (a slot is never reserved ahead: a member that is slow
+  to send does not spend it later, beside the others'); a session's requests ask one at a
+  time. A 429's pause is written there, and a session without a rate limit looks for a fleet-wide pause at least every
   ``FLEET_PAUSE_POLL`` seconds.
 
 A backend that fails or takes longer than ``Fleet.timeout`` never stops a request: the session
@@ -326,6 +328,13 @@ class FleetFlow(FlowControl):
         super().pause(seconds)
         self._pending = max(self._pending, seconds)
 
+    async def share_pause(self) -> None:
+        """Write the pause a 429 just imposed to the fleet at once (not only when this
+        session's next request asks): every member holds off from now."""
+        pending, self._pending = self._pending, 0.0
+        if pending > 0 and self._link.joined:
+            await self._link.reserve(0.0, 0.0, pending)
+
     async def acquire(self) -> None:
         link = self._link
         if not link.joined:
@@ -333,11 +342,17 @@ class FleetFlow(FlowControl):
         if link.dirty:
             await link.sync()
         async with self._reserving:
-            pending, self._pending = self._pending, 0.0
-            wait = await link.reserve(self._interval, self._tolerance, pending)
-        if wait is None:
-            await super().acquire()
-            return
-        self._checked = time.monotonic()
-        if wait > 0:
-            await anyio.sleep(wait)
+            while True:
+                pending, self._pending = self._pending, 0.0
+                wait = await link.reserve(self._interval, self._tolerance, pending)
+                if wait is None:
+                    break
+                self._checked = time.monotonic()
+                if wait <= 0:
+                    return
+                if not self._interval:
+                    # The fleet's pause, known here too (a deadline checks ``paused_for``).
+                    FlowControl.pause(self, wait)
+                # Ask again then (the slot is taken when the request goes, never ahead).
+                await anyio.sleep(wait)
+        await super().acquire()  # the fleet does not answer: the local limiter

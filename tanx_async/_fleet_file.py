@@ -175,11 +175,12 @@ class FileBackend:
                 paused = budget["paused_until"] = now + pause
                 changed = True
             wait = max(0.0, paused - now)
-            if interval > 0:
-                start = max(float(budget.get("tat", 0.0)), now, paused)
-                budget["tat"] = start + interval
-                wait = max(wait, start - tolerance - now)
-                changed = True
+            if wait == 0 and interval > 0:
+                tat = max(float(budget.get("tat", 0.0)), now)
+                wait = max(0.0, tat - tolerance - now)
+                if wait == 0:
+                    budget["tat"] = tat + interval
+                    changed = True
             if changed:
                 _write_json(path, data)
             return wait

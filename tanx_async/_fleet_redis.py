@@ -9,7 +9,8 @@ Needs the ``redis`` extra (redis-py's asyncio client), imported only when a sess
   holder that died stopped extending it;
 - ``tat:<key>``, ``pause:<key>``: the rate budget (GCRA) and the 429 pause, kept in
   microseconds of the Redis server's own clock (``TIME``), one clock for every machine, and
-  changed by one atomic script per request;
+  changed by one atomic script per request (a slot is granted for now or not at all: a member
+  that was slow to send never spends slots reserved for it long ago);
 - ``clock:<base url>``: the exchange clock's offset.
 """
 
@@ -26,7 +27,8 @@ __all__ = ["RedisBackend"]
 
 PREFIX = "tanx:fleet:"
 
-#: KEYS: tat, pause. ARGV: interval, tolerance, pause (microseconds). Returns the wait (µs).
+#: KEYS: tat, pause. ARGV: interval, tolerance, pause (microseconds). Returns 0 when a request
+#: may go now (its slot taken), else the microseconds to wait before asking again (nothing taken).
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -40,13 +42,15 @@ if pause > 0 and now + pause > paused then
 end
 local wait = 0
 if paused > now then wait = paused - now end
-if interval > 0 then
-  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-  local start = math.max(tat, now, paused)
-  local new = start + interval
-  redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1000)
-  local due = start - tolerance - now
-  if due > wait then wait = due end
+if wait == 0 and interval > 0 then
+  local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+  local due = tat - tolerance - now
+  if due > 0 then
+    wait = due
+  else
+    local new = tat + interval
+    redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1000)
+  end
 end
 return string.format('%.0f', wait)
 """

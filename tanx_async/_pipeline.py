@@ -579,6 +579,8 @@ class Pipeline:
                     if isinstance(exc, RateLimitError):
                         # The whole session waits, not just this request.
                         self.flow.pause(policy.delay(exc, attempt=attempt))
+                        if self.fleet is not None:
+                            await self.flow.share_pause()  # and the whole fleet, from now
             if is_ambiguous(error):
                 record.ambiguous = True
             status = getattr(error, "status_code", None)

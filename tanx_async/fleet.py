@@ -89,8 +89,9 @@ class FleetBackend(Protocol):
 
     async def reserve(self, key: str, interval: float, tolerance: float, pause: float) -> float:
         """Pause the budget ``key`` for ``pause`` seconds if > 0 (the longest pause wins), then
-        reserve the next request's slot (GCRA: ``interval`` seconds a request, ``tolerance`` the
-        burst; 0: no rate limit, only the pause): the seconds to wait before sending."""
+        take a slot for a request sent now (GCRA: ``interval`` seconds a request, ``tolerance``
+        the burst; 0: no rate limit, only the pause): 0.0 when taken, else the seconds to wait
+        before asking again (nothing taken: a slot is never reserved ahead)."""
         ...
 
     async def load_clock(self, base_url: str) -> float | None:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from .fleet import StoredPair, fingerprint
+from ._fleet_base import StoredPair, fingerprint
 
 try:
     import fcntl

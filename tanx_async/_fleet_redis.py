@@ -20,8 +20,8 @@ import secrets
 from typing import Any, cast
 
 from ._errors import MissingDependencyError
+from ._fleet_base import StoredPair
 from ._json import dumps, loads
-from .fleet import StoredPair
 
 __all__ = ["RedisBackend"]
 

@@ -95,3 +95,25 @@ def test_redis_stopped_mid_run_cancels_go_on_alone(redis_server: RedisServer, tm
         # Nothing lost, nothing sent twice: every order's cancel was processed exactly once.
         cancels = [r.order_id for r in list(d.exchange.requests) if r.result == "cancel_queued"]
         assert len(cancels) == len(set(cancels)) == members * rounds_each * per_round
+
+
+@pytest.mark.parametrize("backend", ["file", "redis"])
+def test_a_dead_refresh_token_means_one_login_for_the_fleet(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """With a signer, when the refresh token is gone, one member logs in for all of them."""
+    if backend == "redis":
+        fleet = request.getfixturevalue("redis_server").url
+    else:
+        fleet = (tmp_path / "fleet").as_uri()
+    with desk(90, access_ttl=300) as d:
+        d.exchange.expire_access_tokens()
+        d.exchange.revoke_refresh_tokens()
+        d.exchange.clear_requests()
+        results = run_members([d.spec(fleet=fleet, rounds=r, signer=ADDRESS) for r in d.rounds(3, 1, 30)])
+        for result in results:
+            assert result.returncode == 0, result.stderr
+            assert result.report["statuses"] == {"queued": 30}, result.report
+        outcomes = [r.result for r in list(d.exchange.requests)]
+        assert outcomes.count("login_ok") == 1
+        assert outcomes.count("refresh_failed") == 1  # the one member that tried the dead token

@@ -75,8 +75,9 @@ class FleetLink:
         self.base_url = base_url
         #: The pair's key (``fleet.identity_key``); None: no pair to share (an access token alone).
         self.key = key
-        #: The rate budget's: the account's when known, else the exchange's.
-        self.rate_key = key if key is not None else base_url
+        #: The rate budget's: the fleet's for this exchange (whichever identity a member holds:
+        #: a fleet is one account).
+        self.rate_key = base_url
         self.auth = auth
         self.on_event = on_event
         self.joined = False

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -80,6 +81,8 @@ class Fleet:
         self.timeout = _positive("timeout", timeout)
         self.retry_after = _positive("retry_after", retry_after)
         if scheme == "file":
+            if os.name != "posix":
+                raise ValueError("a file:// fleet needs POSIX file locks (fcntl): use redis://host:port/db")
             if parts.netloc not in ("", "localhost"):
                 raise ValueError("a file:// fleet URL names a local folder: file:///path/to/dir")
             path = unquote(parts.path)

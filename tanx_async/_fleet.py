@@ -221,19 +221,29 @@ class FleetLink:
 
     # -- the renewal lock -----------------------------------------------------------------
 
-    async def _lock(self) -> object:
+    async def _lock(self, *, wait: bool = True) -> object | None:
         """The renewal lock's handle once held, or ``DOWN``. Waits while another member holds
-        it (bounded by the pipeline's bound on the renewal)."""
+        it (bounded by the pipeline's bound on the renewal); ``wait=False``: None then."""
         key, lease = self.key, self.fleet.lease
         assert key is not None
         while True:
             handle = await self._call("take the renewal lock", lambda b: b.try_lock(key, lease))
-            if handle is not None:
+            if handle is not None or not wait:
                 return handle
             await anyio.sleep(_LOCK_POLL)
 
     async def _unlock(self, handle: object) -> None:
-        await self._call("release the renewal lock", lambda b: b.unlock(handle))
+        """Let go of the lock, even while the backend counts as down (a file lock held by a
+        live process would stall the fleet for good; a Redis lock left behind lapses)."""
+        backend = self._backend
+        if backend is None:  # pragma: no cover - a handle comes from the backend
+            return
+        try:
+            # (shielded: a renewal that timed out still lets go of its lock)
+            with anyio.CancelScope(shield=True), anyio.fail_after(self.fleet.timeout):
+                await backend.unlock(handle)
+        except Exception as exc:
+            logger.debug("releasing the fleet's renewal lock failed: %s", type(exc).__name__)
 
     async def _keep(self, handle: object) -> None:
         """Extend the lock's lease while the renewal runs."""
@@ -255,7 +265,7 @@ class FleetLink:
         if not login and self.auth.access == stale and await self._adopt():
             return
         handle = await self._lock()
-        if isinstance(handle, _Down):
+        if handle is None or isinstance(handle, _Down):
             await run()
             self.dirty = True
             return
@@ -282,8 +292,8 @@ class FleetLink:
         (then it is taken)."""
         if self.key is None or self._down_until is not None:
             return
-        handle = await self._lock()
-        if isinstance(handle, _Down):
+        handle = await self._lock(wait=False)  # (on a request's way: never wait for it)
+        if handle is None or isinstance(handle, _Down):
             return
         try:
             if not await self._adopt() and self._fleet_seq <= self.seq:

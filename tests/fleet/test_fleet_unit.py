@@ -219,3 +219,27 @@ async def test_a_fleet_that_fails_leaves_the_session_alone_once_warned(
     kinds = [e.kind for e in events if e.kind.startswith("fleet_")]
     assert kinds == ["fleet_unavailable"]
     assert all(e.method == "FLEET" for e in events if e.kind.startswith("fleet_"))
+
+
+async def test_a_pair_renewed_alone_reaches_the_fleet_when_it_is_back(tmp_path: Path) -> None:
+    exchange = Exchange()
+    blocker = tmp_path / "desk"
+    blocker.write_text("")  # the fleet's folder cannot be made yet
+    events: list[RequestEvent] = []
+    fleet = Fleet((blocker / "fleet").as_uri(), retry_after=0.05)
+    stale = exchange.live
+    exchange.live = make_jwt(time.time() + 3600, n=-1)
+    async with session(
+        exchange, fleet, stale, exchange.refresh, on_event=events.append, rate_limit=1000
+    ) as s:
+        await s.orders.cancel(1)  # renewed alone: the fleet is down
+        assert exchange.refreshes == 1
+        blocker.unlink()  # the fleet can work again
+        time.sleep(0.1)  # (past retry_after)
+        await s.orders.cancel(2)  # the fleet answers again
+        await s.orders.cancel(3)  # and is offered the pair renewed alone
+    kinds = [e.kind for e in events if e.kind.startswith("fleet_")]
+    assert kinds == ["fleet_unavailable", "fleet_restored"]
+    (entry,) = json.loads((blocker / "fleet" / "tokens.json").read_text())["pairs"].values()
+    assert entry["access"] == exchange.live and entry["refresh"] == exchange.refresh
+    assert exchange.refreshes == 1

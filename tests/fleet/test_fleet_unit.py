@@ -12,6 +12,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import respx
@@ -235,7 +236,7 @@ async def test_a_pair_renewed_alone_reaches_the_fleet_when_it_is_back(tmp_path: 
         await s.orders.cancel(1)  # renewed alone: the fleet is down
         assert exchange.refreshes == 1
         blocker.unlink()  # the fleet can work again
-        time.sleep(0.1)  # (past retry_after)
+        await anyio.sleep(0.1)  # (past retry_after)
         await s.orders.cancel(2)  # the fleet answers again
         await s.orders.cancel(3)  # and is offered the pair renewed alone
     kinds = [e.kind for e in events if e.kind.startswith("fleet_")]

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -171,9 +172,15 @@ class RedisServer:
             time.sleep(0.01)
         pytest.fail("redis-server did not answer PING within 5 s")
 
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its connections and answers nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # (a frozen server would not see SIGTERM)
             process.terminate()
             try:
                 process.wait(timeout=10)

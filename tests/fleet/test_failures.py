@@ -65,7 +65,12 @@ def test_a_member_killed_holding_the_file_lock_does_not_stall_the_fleet(tmp_path
         kill_the_renewer(d, (tmp_path / "fleet").as_uri())
 
 
-def test_redis_stopped_mid_run_cancels_go_on_alone(redis_server: RedisServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["stopped", "frozen"])
+def test_redis_stopped_mid_run_cancels_go_on_alone(
+    redis_server: RedisServer, tmp_path: Path, how: str
+) -> None:
+    """``stopped``: the server exits (connections refused); ``frozen``: SIGSTOP, it accepts
+    and answers nothing (each member's call gives up after the fleet's timeout)."""
     members, rounds_each, per_round = 2, 6, 25
     with desk(members * rounds_each * per_round, access_ttl=300) as d:
         d.exchange.clear_requests()
@@ -83,7 +88,10 @@ def test_redis_stopped_mid_run_cancels_go_on_alone(redis_server: RedisServer, tm
         ]
         processes = [start(spec) for spec in specs]
         wait_for(lambda: all(path.exists() for path in ready), 60, "every member's first round")
-        redis_server.stop()
+        if how == "stopped":
+            redis_server.stop()
+        else:
+            redis_server.freeze()
         results = [finish(p) for p in processes]
         for result in results:
             assert result.returncode == 0, result.stderr

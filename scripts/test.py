@@ -16,6 +16,7 @@ Needs nothing but Python >= 3.10 and pip. Options: ``--no-soak`` skips the soak 
 
 The nginx interop test (tests/transports/test_nginx.py) needs nginx: when it is missing and this runs as
 root with apt-get (Debian, CI), it is installed first; elsewhere that test is skipped, saying why.
+The redis:// fleet tests (tests/fleet/) need redis-server the same way (Debian's redis-server).
 """
 
 from __future__ import annotations
@@ -40,25 +41,41 @@ OPTIONS = ("--no-soak", "--no-install")
 COVERAGE_FLOOR = 84.8
 
 
-def ensure_nginx() -> None:
-    """Install Debian's nginx for the interop test where we may (root, apt-get); never fatal."""
-    if shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK):
+def ensure_debian_package(binary: str, package: str, tests: str) -> None:
+    """Install Debian's ``package`` for the tests that run ``binary`` where we may (root,
+    apt-get); never fatal: without it those tests skip, saying why."""
+    if (
+        shutil.which(binary)
+        or os.access(f"/usr/sbin/{binary}", os.X_OK)
+        or os.access(f"/usr/bin/{binary}", os.X_OK)
+    ):
         return
     if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
-        print("==> nginx not installed: tests/transports/test_nginx.py will be skipped", flush=True)
+        print(f"==> {binary} not installed: {tests} will be skipped", flush=True)
         return
-    print("==> apt-get install nginx-light (for tests/transports/test_nginx.py)", flush=True)
+    print(f"==> apt-get install {package} (for {tests})", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "nginx-light"]):
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
         if subprocess.run(cmd, env=env, check=False).returncode != 0:
-            print("==> could not install nginx: tests/transports/test_nginx.py will be skipped", flush=True)
+            print(f"==> could not install {package}: {tests} will be skipped", flush=True)
             return
+
+
+def ensure_nginx() -> None:
+    """Debian's nginx for the interop test (tests/transports/test_nginx.py)."""
+    ensure_debian_package("nginx", "nginx-light", "tests/transports/test_nginx.py")
+
+
+def ensure_redis() -> None:
+    """Debian's redis-server for the redis:// fleet tests (tests/fleet/)."""
+    ensure_debian_package("redis-server", "redis-server", "the redis:// tests in tests/fleet/")
 
 
 def main(argv: list[str]) -> None:
     extra = [a for a in argv if a not in OPTIONS]
     python = sys.executable if "--no-install" in argv else _venv.ensure()
     ensure_nginx()
+    ensure_redis()
     checks(python)
     build_docs(python)
     floor = [] if extra else [f"--cov-fail-under={COVERAGE_FLOOR}"]

@@ -38,6 +38,7 @@ from ._signer import PrivateKeySigner
 from ._stream import OrderStream
 from ._types import NOT_GIVEN, NotGiven
 from .events import RequestEvent
+from .fleet import Fleet
 from .models import (
     CancelOutcome,
     CancelStatus,
@@ -72,6 +73,7 @@ __all__ = [
     "CancelOutcomeUnknownError",
     "CancelStatus",
     "EventLoopMismatchError",
+    "Fleet",
     "InternalServerError",
     "InvalidOrderIdError",
     "MissingDependencyError",

@@ -391,6 +391,12 @@ class Auth:
             path=refused.path,
         )
 
+    def adopt(self, access: str, refresh: str | None) -> None:
+        """Take a pair another member of the session's fleet obtained (``_fleet.py``); no
+        ``on_tokens`` call (it is not new to the fleet)."""
+        self._access, self._refresh = access, refresh
+        self._judge(fresh=False)
+
     def forget(self) -> None:
         """Drop both tokens (tanX has no logout endpoint)."""
         self._access = self._refresh = None

@@ -60,6 +60,12 @@ class ExchangeClock:
         """The exchange's time now, taking this machine's clock as right while nothing is known."""
         return self.local() + (self.offset or 0.0)
 
+    def assume(self, offset: float) -> None:
+        """Start from an offset another process learned (a fleet's): a second either side,
+        narrowed or replaced by this process's own evidence."""
+        self._low, self._high = offset - 1.0, offset + 1.0
+        self.offset = offset
+
     def observe(self, headers: Mapping[str, str], elapsed: float) -> None:
         """Learn from an answer's ``Date`` header; ``elapsed``: seconds since the request left.
 

@@ -39,6 +39,15 @@ KEEPALIVE_EXPIRY: Final = 30.0
 # Refresh the access token this long before its JWT ``exp``.
 REFRESH_SKEW: Final = 30.0
 
+# A fleet (``tanx_async.fleet``): a Redis renewal lock outlives a dead holder by at most the
+# lease (a live holder extends it every third of it); one backend call may take FLEET_TIMEOUT
+# before the session works alone, and the backend is tried again FLEET_RETRY_AFTER later. A
+# member without a rate limit looks for a fleet-wide 429 pause at least every FLEET_PAUSE_POLL.
+FLEET_LEASE: Final = 5.0
+FLEET_TIMEOUT: Final = 1.0
+FLEET_RETRY_AFTER: Final = 5.0
+FLEET_PAUSE_POLL: Final = 0.1
+
 # Responses larger than this are refused rather than buffered (tanX answers are a few KiB).
 MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
 # The built-in transport: the status line plus headers may not exceed this (tanX sends < 2 KiB),

@@ -84,6 +84,10 @@ class FlowControl:
         """Hold every request of the session for ``seconds`` (the longest pause wins)."""
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
+    async def share_pause(self) -> None:
+        """Tell the processes sharing the budget about the pause just taken (a fleet's
+        ``FleetFlow``); nothing for a session alone."""
+
     async def acquire(self) -> None:
         """Wait until this request may be sent."""
         # A loop, not an Event: another 429 may extend the pause while we sleep.

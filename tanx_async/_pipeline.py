@@ -22,7 +22,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import anyio
@@ -53,6 +53,9 @@ from ._owned import Owned
 from ._retry import RetryPolicy, is_ambiguous
 from ._transports import Headers, Immediate, RawResponse, Sender, TransportName, Warmable, make_sender
 from .events import EventCallback, EventKind, RequestEvent
+
+if TYPE_CHECKING:
+    from ._fleet import FleetLink
 
 __all__ = ["Attempt", "Attempts", "Express", "Pipeline", "Response"]
 
@@ -304,6 +307,8 @@ class Pipeline:
     #: Batches may use ``express`` (False: every request goes through ``send``; tests run the
     #: batch engine both ways).
     immediate_enabled: bool = True
+    #: The session's fleet (``_fleet.py``), set by the session; None: the session is alone.
+    fleet: FleetLink | None = None
 
     def __init__(
         self,
@@ -405,6 +410,9 @@ class Pipeline:
         self.closed = True
         if self._loop is None or self.on_bound_loop():  # (a stream alone binds no loop)
             await self.owned.aclose(SessionClosedError("this AsyncTanxSession was closed"))
+        if self.fleet is not None:
+            with anyio.CancelScope(shield=True):
+                await self.fleet.aclose()
         sender, self.sender = self.sender, None
         self.immediate_sender = None
         if sender is not None:
@@ -479,6 +487,8 @@ class Pipeline:
         sender, limiter = self.sender, self.limiter
         if first is None and (sender is None or limiter is None or self.closed or not self.on_bound_loop()):
             sender, limiter = self.start(timeout)  # builds them, or raises the right error
+        if self.fleet is not None and not self.fleet.joined:
+            await self.fleet.join()  # the fleet's tokens and clock before the first request
         record = attempts if attempts is not None else Attempts()
         url = self.base_url + path
         if params:
@@ -581,6 +591,8 @@ class Pipeline:
                     if isinstance(exc, RateLimitError):
                         # The whole session waits, not just this request.
                         self.flow.pause(policy.delay(exc, attempt=attempt))
+                        if self.fleet is not None:
+                            await self.flow.share_pause()  # and the whole fleet, from now
             if is_ambiguous(error):
                 record.ambiguous = True
             status = getattr(error, "status_code", None)
@@ -721,7 +733,12 @@ class Pipeline:
             with anyio.CancelScope(shield=True):
                 try:
                     with anyio.fail_after(timeout):
-                        await self._drive(self.auth.renewal(login=login))
+                        if self.fleet is not None:
+                            await self.fleet.renewal(
+                                lambda: self._drive(self.auth.renewal(login=login)), stale, login
+                            )
+                        else:
+                            await self._drive(self.auth.renewal(login=login))
                 except TimeoutError:
                     raise APITimeoutError(
                         f"token renewal took longer than {duration(timeout)}", maybe_processed=True

@@ -19,6 +19,7 @@ from . import _validate as V
 from ._auth import Auth, AuthPaths, Signer, TokensCallback
 from ._config import concurrency_for, pool_limits, resolve_base_url
 from ._errors import APIStatusError, NotAuthenticatedError, ResponseValidationError, SessionClosedError
+from ._fleet import FleetFlow, FleetLink
 from ._flow import FlowControl
 from ._httpx import httpx
 from ._pipeline import Pipeline, Response
@@ -27,6 +28,7 @@ from ._transports import TransportName, check_transport
 from ._types import NOT_GIVEN, NotGiven
 from ._unclosed import Origin, warn_unclosed
 from .events import EventCallback
+from .fleet import Fleet, identity_key
 from .orders import Orders
 
 if TYPE_CHECKING:
@@ -106,6 +108,10 @@ class AsyncTanxSession:
     - ``auth_paths``, ``max_response_bytes`` (default 8 MiB), ``on_event`` (see ``events``).
     - ``stream_url``: the private stream's URL (default: ``base_url`` with ``https`` -> ``wss``,
       ``http`` -> ``ws`` and the path ``/private``); see ``stream()``.
+    - ``fleet``: a ``tanx_async.Fleet`` shared with the desk's other processes (and machines):
+      their sessions share one token pair (one renewal per expiry for all of them), one rate
+      budget (``rate_limit``/``rate_limit_burst`` are the fleet's, and a 429 pauses them all) and
+      the exchange clock's offset. See ``tanx_async.fleet`` and docs/fleet.md.
     - ``keep_warm``: the built-in transport replaces idle connections before the server's
       ``Keep-Alive`` timeout or the pool's expiry lets them lapse (or right after the server
       closed them), so a burst after minutes of quiet finds its connections open. Reconnecting
@@ -141,6 +147,7 @@ class AsyncTanxSession:
         on_event: EventCallback | None = None,
         stream_url: str | None = None,
         keep_warm: bool = False,
+        fleet: Fleet | None = None,
     ) -> None:
         self._base_url = resolve_base_url(base_url, network, allow_insecure_http)
         self._stream_url = _stream.stream_url(self._base_url, stream_url, allow_insecure_http)
@@ -166,7 +173,28 @@ class AsyncTanxSession:
             raise ValueError("max_response_bytes must be at least 1024")
         self._timeout = _normalise_timeout(timeout)
         self._deadline = _checked_deadline(deadline)
+        if fleet is not None and not isinstance(fleet, Fleet):
+            raise TypeError(f"fleet must be a tanx_async.Fleet, got {type(fleet).__name__}")
+        flow = FlowControl(rate_limit, rate_limit_burst)  # (checks them, with or without a fleet)
         # The session keeps no secret: tokens and signer live in the pipeline's ``Auth``.
+        auth = Auth(
+            access_token=access_token,
+            refresh_token=refresh_token,
+            signer=signer,
+            on_tokens=on_tokens,
+            paths=auth_paths or AuthPaths(),
+            skew=refresh_skew,
+            on_event=on_event,
+        )
+        link = None
+        if fleet is not None:
+            key = identity_key(
+                self._base_url,
+                refresh_token=refresh_token,
+                eth_address=signer.address if signer is not None else None,
+            )
+            link = FleetLink(fleet, base_url=self._base_url, key=key, auth=auth, on_event=on_event)
+            flow = FleetFlow(link, rate_limit, rate_limit_burst)
         self._pipeline = Pipeline(
             base_url=self._base_url,
             http_client=http_client,
@@ -176,21 +204,14 @@ class AsyncTanxSession:
             trust_env=trust_env,
             max_response_bytes=max_response_bytes,
             max_concurrency=max_concurrency,
-            flow=FlowControl(rate_limit, rate_limit_burst),
-            auth=Auth(
-                access_token=access_token,
-                refresh_token=refresh_token,
-                signer=signer,
-                on_tokens=on_tokens,
-                paths=auth_paths or AuthPaths(),
-                skew=refresh_skew,
-                on_event=on_event,
-            ),
+            flow=flow,
+            auth=auth,
             on_event=on_event,
             timeout=self._timeout,
             policy=self._retry,
             keep_warm=keep_warm,
         )
+        self._pipeline.fleet = link
         self.orders = Orders(self)
         #: Where the session that built the pipeline was created (its views: None), for the
         #: warning when it was used and never closed (``__del__``); a view keeps that session

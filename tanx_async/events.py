@@ -5,10 +5,12 @@ Kinds: ``"response"`` (an answer arrived, any status), ``"retry"`` (a retry is s
 ``"login"``; for the private stream (``method`` ``"WS"``, ``path`` ``"/private"``):
 ``"stream_open"`` (subscribed), ``"stream_lost"`` (a drop, close or stall; ``error`` says which),
 ``"stream_gap"`` (updates may have been missed: after a reconnect or a buffer overflow) and
-``"stream_closed"``. Events never carry headers, bodies or tokens. The callback runs inline on the event
-loop (for an answer the built-in transport reads in its callbacks, on the loop's next turn, never
-inside the callback): keep it cheap (append to a list, observe a histogram). What it raises is
-logged (``tanx_async`` logger) and ignored: a broken hook never fails a request.
+``"stream_closed"``; for a fleet (``method`` ``"FLEET"``, ``path`` where it lives):
+``"fleet_unavailable"`` (its backend failed: the session works alone; ``error`` says how) and
+``"fleet_restored"``. Events never carry headers, bodies or tokens. The callback runs inline on
+the event loop (for an answer the built-in transport reads in its callbacks, on the loop's next
+turn, never inside the callback): keep it cheap (append to a list, observe a histogram). What it
+raises is logged (``tanx_async`` logger) and ignored: a broken hook never fails a request.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ EventKind = Literal[
     "stream_lost",
     "stream_gap",
     "stream_closed",
+    "fleet_unavailable",
+    "fleet_restored",
 ]
 
 
@@ -44,10 +48,10 @@ class RequestEvent:
 
     kind: EventKind
     """What happened: ``response``, ``retry``, ``error``, ``token_refreshed``, ``login``; on the
-    private stream ``stream_open``, ``stream_lost``, ``stream_gap``, ``stream_closed`` (each is
-    described in the ``tanx_async.events`` module docstring)."""
+    private stream ``stream_open``, ``stream_lost``, ``stream_gap``, ``stream_closed``; for a
+    fleet ``fleet_unavailable``, ``fleet_restored`` (each is described in the ``tanx_async.events`` module docstring)."""
     method: str
-    """The request's HTTP method; ``"WS"`` for the private stream."""
+    """The request's HTTP method; ``"WS"`` for the private stream, ``"FLEET"`` for a fleet."""
     path: str
     """The request's path, without host or query (``/private`` for the stream)."""
     status: int | None = None

@@ -32,6 +32,7 @@ ENV_REFRESH = "TANX_REFRESH_TOKEN"
 ENV_KEY = "TANX_PRIVATE_KEY"
 ENV_ADDRESS = "TANX_ETH_ADDRESS"
 ENV_BASE_URL = "TANX_BASE_URL"
+ENV_FLEET = "TANX_FLEET"
 #: The most orders ``demo`` seeds (its sandbox keeps every order in memory).
 DEMO_MAX_ORDERS = 100_000
 
@@ -50,7 +51,11 @@ exchange: --network or --base-url; without either, {ENV_BASE_URL} if set (what
 
 token cache: the current token pair is kept between runs (the exchange rotates the refresh
   token), in the OS keyring if `keyring` is installed, else in tokens.json (mode 0600) in the
-  user state directory; `tanx-async logout` deletes it, --no-token-cache skips it
+  user state directory, a file:// fleet that runs at the same time share; `tanx-async logout`
+  deletes it, --no-token-cache skips it
+
+fleet: --fleet URL (or {ENV_FLEET}): runs and programs of one desk share one token pair, one
+  rate budget and the exchange's clock, in a folder (file:///dir) or Redis (redis://host/0)
 
 exit codes: 0 ok, 1 a cancel outcome is not ok, 2 usage or credential error,
             3 API error (refused credentials included), 130 interrupted (Ctrl-C),
@@ -198,6 +203,16 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool, command:
         help=shown(
             "allow_insecure_http",
             "allow a plain http:// --base-url to a remote host (tokens travel unencrypted)",
+        ),
+    )
+    parser.add_argument(
+        "--fleet",
+        metavar="URL",
+        default=default(None),
+        help=shown(
+            "fleet",
+            f"share tokens, rate budget and clock with the desk's other processes: file:///dir or "
+            f"redis://host:port/db (default: ${ENV_FLEET}; see docs/fleet.md)",
         ),
     )
     parser.add_argument(
@@ -390,6 +405,7 @@ _USED_BY: dict[str, frozenset[str]] = {
     "deadline": _EXCHANGE - {"login"},
     "allow_insecure_http": _EXCHANGE,
     "no_token_cache": _EXCHANGE,
+    "fleet": _EXCHANGE,
     "verbose": _EXCHANGE | {"logout", "demo"},
 }
 #: Why a command does not use an option, where the command's own reason (``_WHY``) is not it.
@@ -427,6 +443,8 @@ def check_options(args: argparse.Namespace, env: Mapping[str, str]) -> None:
         url = env.get(ENV_BASE_URL, "").strip()
         if url:
             args.base_url, args.base_url_from = url, ENV_BASE_URL
+    if args.command in _USED_BY["fleet"] and getattr(args, "fleet", None) is None:
+        args.fleet = env.get(ENV_FLEET, "").strip() or None
 
 
 # -- credentials and session options ----------------------------------------------------------

@@ -21,6 +21,7 @@ from .._config import is_loopback, resolve_base_url
 from .._duration import duration
 from .._errors import AuthenticationError, MissingDependencyError, NotAuthenticatedError
 from ..events import RequestEvent
+from ..fleet import Fleet
 from ..models import CancelOutcome, Order, OrderState
 from ._args import (
     ENV_ACCESS,
@@ -36,7 +37,7 @@ from ._args import (
     session_options,
 )
 from ._output import ORDER_COLUMNS, Output, Progress, order_json, order_row, print_outcomes, text
-from ._tokens import TokenCache, identity_key, open_store
+from ._tokens import FileStore, TokenCache, identity_key, open_store
 from ._waiting import Waiting, should_show
 from ._watch import cmd_watch
 
@@ -72,6 +73,16 @@ def make_session(
     except (TypeError, ValueError) as exc:
         # Messages built by the library and PrivateKeySigner never contain a key or a token.
         raise UsageError(str(exc)) from None
+
+
+def fleet_of(url: str) -> Fleet:
+    """The ``--fleet``/``TANX_FLEET`` URL as a ``Fleet``, or ``UsageError``."""
+    try:
+        return Fleet(url)
+    except MissingDependencyError as exc:
+        raise UsageError(str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--fleet: {exc}") from None
 
 
 def exchange_url(args: argparse.Namespace, out: Output, *, sends: bool = True) -> str:
@@ -300,11 +311,19 @@ async def run_command(args: argparse.Namespace, out: Output, env: Mapping[str, s
         # A real login, not a refresh of tokens that may also be set.
         creds = Credentials(private_key=creds.private_key, eth_address=creds.eth_address)
     cache: TokenCache | None = None
-    if not args.no_token_cache:
+    fleet: Fleet | None = None
+    if args.fleet is not None:
+        fleet = fleet_of(args.fleet)  # it holds the pair: no token cache
+    elif not args.no_token_cache:
         key = identity_key(url, creds)
         if key is not None:
             cache = TokenCache(open_store(), key, out.note)
-            if args.command != "login":
+            if isinstance(cache.store, FileStore):
+                # The cache file is a file:// fleet's: runs at the same time share one pair
+                # (one refresh per expiry for all of them), and a run takes the newest pair.
+                cache.used = cache.store.load(key) is not None and args.command != "login"
+                fleet = Fleet(cache.store.path.parent.as_uri())
+            elif args.command != "login":
                 creds = cache.apply(creds)
     deadline = args.deadline if args.deadline is not None else C.OPERATION_DEADLINE
     # (watch waits for pushes by design: no "waiting for the exchange" line there)
@@ -319,7 +338,14 @@ async def run_command(args: argparse.Namespace, out: Output, env: Mapping[str, s
         if event.kind == "error" and event.status == 401 and not refusal:
             refusal.append(event)
 
-    session = make_session(args, creds, url, on_tokens=cache.save if cache else None, on_event=on_event)
+    session = make_session(
+        args,
+        creds,
+        url,
+        on_tokens=cache.save if cache and fleet is None else None,
+        on_event=on_event,
+        fleet=fleet,
+    )
     try:
         return await _run_watched(session, args, out, waiting)
     except AuthenticationError as exc:

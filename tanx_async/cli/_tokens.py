@@ -8,6 +8,8 @@ current pair:
 - otherwise in a JSON file, mode 0600 (its folder 0700), in the user's state directory
   (``platformdirs``: ``$XDG_STATE_HOME/tanx-async/tokens.json``, by default
   ``~/.local/state/tanx-async/tokens.json``, on Linux; the platform's equivalent elsewhere).
+  That folder is a ``file://`` fleet (``tanx_async.fleet``): runs at the same time share the
+  pair through it (one refresh per expiry for all of them) instead of each saving its own.
 
 An entry's key is the base URL and a fingerprint of the identity the pair came from: the first
 16 hex digits of the sha256 of the environment's refresh token, or of the wallet address. Never
@@ -19,7 +21,6 @@ sees the pair. ``tanx-async logout`` deletes the entry; ``--no-token-cache`` ski
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import json
 import os
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from .. import fleet as _fleet
 from ._args import Credentials, UsageError
 
 if TYPE_CHECKING:
@@ -59,18 +61,11 @@ class CachedPair:
     refresh: str | None = attrs.field(repr=False)
 
 
-def fingerprint(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()[:16]
-
-
 def cache_key(base_url: str, *, refresh_token: str | None, eth_address: str | None) -> str | None:
     """The entry for this exchange and identity, or None when nothing would rotate (an access
-    token alone cannot be refreshed)."""
-    if refresh_token is not None:
-        return f"{base_url} refresh:{fingerprint(refresh_token)}"
-    if eth_address is not None:
-        return f"{base_url} wallet:{fingerprint(eth_address.lower())}"
-    return None
+    token alone cannot be refreshed): a fleet's key (``tanx_async.fleet.identity_key``), as the
+    file cache is a ``file://`` fleet's."""
+    return _fleet.identity_key(base_url, refresh_token=refresh_token, eth_address=eth_address)
 
 
 class TokenStore(Protocol):

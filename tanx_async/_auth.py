@@ -209,6 +209,9 @@ class Auth:
         #: The bound on one whole renewal (refresh, or nonce + sign + login).
         self.timeout = timeout
         self.uid: str | None = None
+        #: Internal listeners, called (synchronously) with every new pair before ``on_tokens``
+        #: is: the dead man's switch hands each pair to its watchdog. They must not raise.
+        self.listeners: list[Callable[[TokenPair], None]] = []
 
     def __repr__(self) -> str:
         return f"<Auth access={'set' if self._access else 'unset'} signer={self._signer is not None}>"
@@ -304,6 +307,12 @@ class Auth:
         if self._access is None:
             return None
         return TokenPair(self._access, self._refresh, self.expires_at)
+
+    def replace(self, access: str, refresh: str | None) -> None:
+        """Use this pair from now on (handed over by another holder of the account's tokens: the
+        dead man's switch's watchdog gets its parent's); no listener or ``on_tokens`` is called."""
+        self._access, self._refresh = access, refresh
+        self._judge(fresh=False)
 
     def forget(self) -> None:
         """Drop both tokens (tanX has no logout endpoint)."""
@@ -406,6 +415,8 @@ class Auth:
     async def _store(self, access: str, refresh: str) -> None:
         self._access, self._refresh = access, refresh
         self._judge(fresh=True)
+        for listener in tuple(self.listeners):
+            listener(TokenPair(access, refresh, self.expires_at))
         if self._on_tokens is None:
             return
         try:

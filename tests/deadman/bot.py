@@ -1,0 +1,73 @@
+"""A bot that arms the dead man's switch, then meets its end as the test asks (run as a process
+by test_dead_man_switch.py and benchmarks/deadman.py).
+
+    TANX_ACCESS_TOKEN=... TANX_REFRESH_TOKEN=... python tests/deadman/bot.py URL MODE LOG [options]
+
+It prints ``armed <watchdog pid>`` once armed, then per MODE: ``kill`` waits to be killed;
+``stall`` prints ``stalling <unix time>`` and blocks its loop with ``time.sleep(9)``; ``raise``
+prints ``raising <unix time>`` and raises inside the block; ``normal`` leaves the block, prints
+``left`` and exits; ``refresh`` refreshes the session's tokens inside the block, prints
+``refreshed`` and waits to be killed. Its own log (the library's, with the parent's side of the
+switch) goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+import anyio
+
+from tanx_async import AsyncTanxSession
+
+
+class Boom(RuntimeError):
+    pass
+
+
+async def main(args: argparse.Namespace) -> int:
+    session = AsyncTanxSession(
+        base_url=args.url,
+        access_token=os.environ["TANX_ACCESS_TOKEN"],
+        refresh_token=os.environ["TANX_REFRESH_TOKEN"],
+    )
+    markets = args.markets.split(",") if args.markets else None
+    async with session:
+        switch = session.orders.dead_man_switch(
+            args.timeout, markets=markets, deadline=args.deadline, log_file=args.log
+        )
+        async with switch:
+            print(f"armed {switch.pid}", flush=True)
+            if args.mode == "stall":
+                print(f"stalling {time.time():.6f}", flush=True)
+                time.sleep(9)  # the loop is blocked: no heartbeat leaves
+                print(f"resumed fired={switch.fired}", flush=True)
+            elif args.mode == "raise":
+                await anyio.sleep(1.0)  # a few heartbeats first
+                print(f"raising {time.time():.6f}", flush=True)
+                raise Boom("the strategy failed")
+            elif args.mode == "normal":
+                await anyio.sleep(1.0)
+            elif args.mode == "refresh":
+                await session.refresh()
+                print("refreshed", flush=True)
+                await anyio.sleep(60)
+            else:
+                await anyio.sleep(60)
+        print("left", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("mode", choices=["kill", "stall", "raise", "normal", "refresh"])
+    parser.add_argument("log")
+    parser.add_argument("--timeout", type=float, default=2.0)
+    parser.add_argument("--deadline", type=float, default=30.0)
+    parser.add_argument("--markets", default="")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s bot %(levelname)s %(message)s")
+    sys.exit(anyio.run(main, parser.parse_args()))

@@ -349,7 +349,7 @@ class DeadManSwitch:
         )
         result = None
         if not self._session.closed:
-            with anyio.move_on_after(self._deadline + 1.0):
+            with anyio.move_on_after(self._deadline + C.DEADMAN_VERIFY + 1.0):
                 result = await sweep(self._session, self._markets, self._deadline, "session")
         self._stop.set()
         if result is not None and result.clear and not self.fired:

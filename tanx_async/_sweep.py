@@ -5,7 +5,8 @@ Both sides of the switch run it: the watchdog process when it fires, the guarded
 block is left by an exception. Each round lists the open orders (``pending`` and ``wait``; the
 whole account, or each covered market), then calls ``orders.cancel_all`` (with confirmation and
 its own settling pass) for every market that has some; the next round's listing is the check. At
-most ``DEADMAN_ROUNDS`` rounds, within ``deadline`` seconds in all. Nothing is ok without
+most ``DEADMAN_ROUNDS`` rounds, within ``deadline`` seconds (and one last listing within
+``DEADMAN_VERIFY`` seconds when the deadline struck after a cancel). Nothing is ok without
 evidence: the sweep is ``clear`` only when a listing, made after the last cancel, found nothing.
 """
 
@@ -100,6 +101,14 @@ async def sweep(
                 tg.start_soon(_cancel_market, session, market, left, result, who)
         if round_ and time.monotonic() < until:
             await anyio.sleep(min(C.DEADMAN_PAUSE, until - time.monotonic()))
+    if result.left is None and result.rounds:
+        # The deadline struck after a cancel: one more listing, on its own short bound, so that
+        # the log says what is open rather than nothing.
+        try:
+            with within(C.DEADMAN_VERIFY):
+                result.left = await open_orders(session, markets)
+        except TanxError as exc:
+            log.warning("%s: listing the open orders failed: %s", who, brief(exc))
     _report(result, who)
     return result
 

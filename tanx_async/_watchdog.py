@@ -78,12 +78,12 @@ async def _next_line(reader: asyncio.StreamReader, wait: float, fire: asyncio.Ev
         done, _ = await asyncio.wait({read, woken}, timeout=max(wait, 0), return_when=asyncio.FIRST_COMPLETED)
     finally:
         woken.cancel()
-    if read in done:
+    if read in done and not fire.is_set():
         return read.result()  # (a ValueError for an over-long line goes up: it fires)
     read.cancel()
     with contextlib.suppress(asyncio.CancelledError, ValueError):
         await read
-    return "signal" if woken in done else "timeout"
+    return "signal" if fire.is_set() else "timeout"
 
 
 async def run() -> int:

@@ -43,7 +43,7 @@ async def main(args: argparse.Namespace) -> int:
             print(f"armed {switch.pid}", flush=True)
             if args.mode == "stall":
                 print(f"stalling {time.time():.6f}", flush=True)
-                time.sleep(9)  # the loop is blocked: no heartbeat leaves
+                time.sleep(9)  # noqa: ASYNC251 - the point: the loop is blocked, no heartbeat leaves
                 print(f"resumed fired={switch.fired}", flush=True)
             elif args.mode == "raise":
                 await anyio.sleep(1.0)  # a few heartbeats first
@@ -69,5 +69,7 @@ if __name__ == "__main__":
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--deadline", type=float, default=30.0)
     parser.add_argument("--markets", default="")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s bot %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s bot %(levelname)s %(message)s"
+    )
     sys.exit(anyio.run(main, parser.parse_args()))

@@ -31,8 +31,10 @@ WITHIN = 12.0  # seconds from the event to every order ``cancel`` (the issue's b
 BOUND = 60.0  # upper bound for any other wait (never reached when all is well)
 
 
-def alive(pid: int) -> bool:
+def alive(pid: int | None) -> bool:
     """The process exists and is not a zombie (an exited child nobody reaped yet)."""
+    if pid is None:
+        return False
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
@@ -98,7 +100,11 @@ class Bot:
 @contextmanager
 def bot(sandbox: Sandbox, mode: str, tmp_path: Path, *options: str) -> Iterator[Bot]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TANX_")}
-    env |= {"TANX_ACCESS_TOKEN": sandbox.access, "TANX_REFRESH_TOKEN": sandbox.refresh, "PYTHONPATH": str(ROOT)}
+    env |= {
+        "TANX_ACCESS_TOKEN": sandbox.access,
+        "TANX_REFRESH_TOKEN": sandbox.refresh,
+        "PYTHONPATH": str(ROOT),
+    }
     log, err = tmp_path / f"watchdog-{mode}.log", tmp_path / f"bot-{mode}.err"
     with err.open("w") as stderr:
         proc = subprocess.Popen(
@@ -246,7 +252,7 @@ def test_a_slow_and_failing_exchange(sandbox: tuple[Sandbox, list[int]], tmp_pat
     sb, ids = sandbox
     with bot(sb, "kill", tmp_path, "--deadline", "20") as running:
         faults = sb.exchange.faults
-        faults.latency, faults.latency_jitter, faults.error_rate = 0.2, 0.3, 0.3
+        faults.latency, faults.latency_jitter, faults.error_rate = 0.2, 0.3, 0.5
         os.kill(running.proc.pid, signal.SIGKILL)
         watchdog_exits(running)
     log = assert_clean_log(running, sb)

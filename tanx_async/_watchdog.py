@@ -122,7 +122,7 @@ async def run() -> int:
     )
     del first, config  # no token kept beyond the session's own
     async with session:
-        log.info("armed for pid %s: timeout %g s, covering %s", os.getppid(), timeout, covers)
+        log.info("guarding pid %s: timeout %g s, covering %s", os.getppid(), timeout, covers)
         _say("ready")
         reason = await _guard(session, reader, timeout, fire, signalled)
         if reason is None:

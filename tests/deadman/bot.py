@@ -4,8 +4,8 @@ by test_dead_man_switch.py and benchmarks/deadman.py).
     TANX_ACCESS_TOKEN=... TANX_REFRESH_TOKEN=... python tests/deadman/bot.py URL MODE LOG [options]
 
 It prints ``armed <watchdog pid>`` once armed, then per MODE: ``kill`` waits to be killed;
-``stall`` prints ``stalling <unix time>`` and blocks its loop with ``time.sleep(9)``; ``raise``
-prints ``raising <unix time>`` and raises inside the block; ``normal`` leaves the block, prints
+``stall`` prints ``stalling <time.monotonic()>`` and blocks its loop with ``time.sleep(9)``; ``raise``
+prints ``raising <time.monotonic()>`` and raises inside the block; ``normal`` leaves the block, prints
 ``left`` and exits; ``refresh`` refreshes the session's tokens inside the block, prints
 ``refreshed`` and waits to be killed. Its own log (the library's, with the parent's side of the
 switch) goes to stderr.
@@ -42,12 +42,12 @@ async def main(args: argparse.Namespace) -> int:
         async with switch:
             print(f"armed {switch.pid}", flush=True)
             if args.mode == "stall":
-                print(f"stalling {time.time():.6f}", flush=True)
+                print(f"stalling {time.monotonic():.6f}", flush=True)
                 time.sleep(9)  # noqa: ASYNC251 - the point: the loop is blocked, no heartbeat leaves
                 print(f"resumed fired={switch.fired}", flush=True)
             elif args.mode == "raise":
                 await anyio.sleep(1.0)  # a few heartbeats first
-                print(f"raising {time.time():.6f}", flush=True)
+                print(f"raising {time.monotonic():.6f}", flush=True)
                 raise Boom("the strategy failed")
             elif args.mode == "normal":
                 await anyio.sleep(1.0)

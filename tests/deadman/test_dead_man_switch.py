@@ -50,9 +50,11 @@ def is_watchdog(pid: int) -> bool:
 
 
 def until(condition: Callable[[], bool], by: float) -> bool:
-    """Poll ``condition`` until it holds or ``time.time()`` passes ``by``; its last value."""
+    """Poll ``condition`` until it holds or ``time.monotonic()`` passes ``by``; its last value.
+    (``time.monotonic()`` is one clock for every process of a Linux machine: the bot's times
+    compare with ours.)"""
     while not condition():
-        if time.time() > by:
+        if time.monotonic() > by:
             return condition()
         time.sleep(0.05)
     return True
@@ -151,7 +153,7 @@ def all_cancelled_within(sb: Sandbox, ids: list[int], event: float) -> None:
 
 
 def watchdog_exits(running: Bot) -> None:
-    assert until(lambda: not alive(running.watchdog), by=time.time() + BOUND), "the watchdog is still running"
+    assert until(lambda: not alive(running.watchdog), by=time.monotonic() + BOUND), "the watchdog is still running"
 
 
 def test_sigkill_of_the_bot_fires_the_watchdog(sandbox: tuple[Sandbox, list[int]], tmp_path: Path) -> None:
@@ -159,7 +161,7 @@ def test_sigkill_of_the_bot_fires_the_watchdog(sandbox: tuple[Sandbox, list[int]
     with bot(sb, "kill", tmp_path) as running:
         time.sleep(0.5)  # armed for a while: heartbeats flow, nothing fires
         assert states(sb, ids) == {"wait": ORDERS}
-        event = time.time()
+        event = time.monotonic()
         os.kill(running.proc.pid, signal.SIGKILL)
         all_cancelled_within(sb, ids, event)
         watchdog_exits(running)
@@ -208,7 +210,7 @@ def test_leaving_normally_disarms(sandbox: tuple[Sandbox, list[int]], tmp_path: 
     with bot(sb, "normal", tmp_path) as running:
         running.read_until("left")
         assert running.finish() == 0
-        left = time.time()
+        left = time.monotonic()
         assert not alive(running.watchdog)  # reaped by the bot before it went on
         until(lambda: False, by=left + 4.0)  # 4 s later ...
         assert states(sb, ids) == {"wait": ORDERS}
@@ -223,7 +225,7 @@ def test_only_the_markets_it_covers(sandbox: tuple[Sandbox, list[int]], tmp_path
     sb, ids = sandbox
     covered = [i for i in ids if sb.exchange.order(i).market != "btcusdt"]
     with bot(sb, "kill", tmp_path, "--markets", "btcusdc,ethusdc") as running:
-        event = time.time()
+        event = time.monotonic()
         os.kill(running.proc.pid, signal.SIGKILL)
         assert until(lambda: states(sb, covered) == {"cancel": len(covered)}, by=event + WITHIN)
         watchdog_exits(running)
@@ -240,7 +242,7 @@ def test_rotated_tokens_reach_the_watchdog(sandbox: tuple[Sandbox, list[int]], t
         time.sleep(0.2)
         sb.exchange.expire_access_tokens()
         os.kill(running.proc.pid, signal.SIGKILL)
-        all_cancelled_within(sb, ids, time.time())
+        all_cancelled_within(sb, ids, time.monotonic())
         watchdog_exits(running)
     assert (sb.exchange.refresh_count, sb.exchange.refresh_failures) == (2, 0)
     assert "tokens handed over" in assert_clean_log(running, sb)

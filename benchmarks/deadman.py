@@ -40,16 +40,27 @@ BOUND = 60.0
 MODES = ("kill", "stall", "raise")
 
 
-def line(proc: subprocess.Popen[str], prefix: str) -> str:
-    assert proc.stdout is not None
-    until = time.monotonic() + BOUND
-    while True:
-        ready, _, _ = select.select([proc.stdout], [], [], max(until - time.monotonic(), 0))
-        text = proc.stdout.readline() if ready else ""
-        if not text:
-            raise RuntimeError(f"no {prefix!r} from the bot")
-        if text.startswith(prefix):
-            return text
+class Lines:
+    """A child's stdout, line by line, unbuffered (a line already read off the pipe never waits
+    in a buffer that ``select`` cannot see), each wait bounded."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.fd = proc.stdout.fileno()
+        self.unread = b""
+
+    def next(self, prefix: str) -> str:
+        until = time.monotonic() + BOUND
+        while True:
+            while b"\n" in self.unread:
+                raw, self.unread = self.unread.split(b"\n", 1)
+                if raw.decode().startswith(prefix):
+                    return raw.decode()
+            ready, _, _ = select.select([self.fd], [], [], max(until - time.monotonic(), 0))
+            chunk = os.read(self.fd, 65536) if ready else b""
+            if not chunk:
+                raise RuntimeError(f"no {prefix!r} from the bot")
+            self.unread += chunk
 
 
 def one_run(mode: str, n: int, seed: int) -> float:
@@ -65,17 +76,18 @@ def one_run(mode: str, n: int, seed: int) -> float:
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            text=True,
+            bufsize=0,
         )
+        lines = Lines(proc)
         watchdog = 0
         try:
-            watchdog = int(line(proc, "armed ").split()[1])
+            watchdog = int(lines.next("armed ").split()[1])
             if mode == "kill":
                 time.sleep(0.5)
                 event = time.monotonic()
                 os.kill(proc.pid, signal.SIGKILL)
             else:
-                event = float(line(proc, "stalling " if mode == "stall" else "raising ").split()[1])
+                event = float(lines.next("stalling " if mode == "stall" else "raising ").split()[1])
             until = time.monotonic() + BOUND
             while {exchange.order(i).state for i in ids} != {"cancel"}:
                 if time.monotonic() > until:

@@ -258,10 +258,9 @@ class DeadManSwitch:
                 return
 
     def _beat(self) -> None:
-        if self._stop.is_set():
-            return
+        if self._stop.is_set() or self._listen():
+            return  # (a watchdog that fired reads no more: it cancels, then exits)
         self._write(message("HEARTBEAT"))
-        self._listen()
 
     def _on_tokens(self, tokens: TokenPair) -> None:
         self._write(message("TOKENS", access=tokens.access, refresh=tokens.refresh))
@@ -355,11 +354,18 @@ class DeadManSwitch:
         if result is not None and result.clear and not self.fired:
             await self._disarm()
             return
-        log.error(
-            "the session's own cancelling did not leave the account clear: its watchdog (pid %s) "
-            "cancels what is left, then exits",
-            self.pid,
-        )
+        process = self._process
+        if process is not None and process.poll() is None:
+            log.error(
+                "the session's own cancelling did not leave the account clear: its watchdog (pid %s) "
+                "cancels what is left, then exits",
+                process.pid,
+            )
+        else:
+            log.error(
+                "the session's own cancelling did not leave the account clear, and its watchdog is gone: "
+                "CHECK THE ACCOUNT"
+            )
         self._hand_over()
 
     async def _disarm(self) -> None:

@@ -7,7 +7,8 @@ It prints ``armed <watchdog pid>`` once armed, then per MODE: ``kill`` waits to 
 ``stall`` prints ``stalling <time.monotonic()>`` and blocks its loop with ``time.sleep(9)``; ``raise``
 prints ``raising <time.monotonic()>`` and raises inside the block; ``normal`` leaves the block, prints
 ``left`` and exits; ``refresh`` refreshes the session's tokens inside the block, prints
-``refreshed`` and waits to be killed. Its own log (the library's, with the parent's side of the
+``refreshed`` and waits to be killed; ``kill-forked`` forks a child that keeps the watchdog's
+pipe open for 30 s, prints ``forked <pid>`` and waits to be killed. Its own log (the library's, with the parent's side of the
 switch) goes to stderr.
 """
 
@@ -51,6 +52,16 @@ async def main(args: argparse.Namespace) -> int:
                 raise Boom("the strategy failed")
             elif args.mode == "normal":
                 await anyio.sleep(1.0)
+            elif args.mode == "kill-forked":
+                child = os.fork()  # holds our end of the watchdog's pipe: no EOF when we die
+                if child == 0:
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, 1)  # not the test's pipes: they close when the bot dies
+                    os.dup2(devnull, 2)
+                    time.sleep(30)  # noqa: ASYNC251 - a forked child, no loop of its own
+                    os._exit(0)
+                print(f"forked {child}", flush=True)
+                await anyio.sleep(60)
             elif args.mode == "refresh":
                 await session.refresh()
                 print("refreshed", flush=True)
@@ -64,7 +75,7 @@ async def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
-    parser.add_argument("mode", choices=["kill", "stall", "raise", "normal", "refresh"])
+    parser.add_argument("mode", choices=["kill", "kill-forked", "stall", "raise", "normal", "refresh"])
     parser.add_argument("log")
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--deadline", type=float, default=30.0)

@@ -70,29 +70,37 @@ def states(sandbox: Sandbox, ids: list[int]) -> dict[str, int]:
 
 @attrs.define
 class Bot:
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[bytes]
     watchdog: int
     log: Path
     err: Path
     out: str = ""
+    unread: bytes = b""  # read from the pipe, not yet split into lines
 
     def read_until(self, text: str) -> str:
-        """The bot's output up to the line containing ``text``; that line."""
+        """The bot's output up to the line containing ``text``; that line. (Unbuffered reads:
+        a line already read off the pipe is never left waiting in a buffer select cannot see.)"""
         assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + BOUND
         while True:
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(deadline - time.monotonic(), 0))
-            line = self.proc.stdout.readline() if ready else ""
-            if not line:
+            while b"\n" in self.unread:
+                raw, self.unread = self.unread.split(b"\n", 1)
+                line = raw.decode() + "\n"
+                self.out += line
+                if text in line:
+                    return line
+            ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+            chunk = os.read(fd, 65536) if ready else b""
+            if not chunk:
                 pytest.fail(f"no {text!r} from the bot; output so far:\n{self.out}\n{self.err.read_text()}")
-            self.out += line
-            if text in line:
-                return line
+            self.unread += chunk
 
     def finish(self) -> int:
         """The bot's exit code, its remaining output read (bounded)."""
         out, _ = self.proc.communicate(timeout=BOUND)
-        self.out += out
+        self.out += (self.unread + out).decode()
+        self.unread = b""
         return self.proc.returncode
 
     def watchdog_log(self) -> str:
@@ -114,7 +122,7 @@ def bot(sandbox: Sandbox, mode: str, tmp_path: Path, *options: str) -> Iterator[
             env=env,
             stdout=subprocess.PIPE,
             stderr=stderr,
-            text=True,
+            bufsize=0,
         )
     running = Bot(proc, 0, log, err)
     try:
@@ -153,7 +161,9 @@ def all_cancelled_within(sb: Sandbox, ids: list[int], event: float) -> None:
 
 
 def watchdog_exits(running: Bot) -> None:
-    assert until(lambda: not alive(running.watchdog), by=time.monotonic() + BOUND), "the watchdog is still running"
+    assert until(lambda: not alive(running.watchdog), by=time.monotonic() + BOUND), (
+        "the watchdog is still running"
+    )
 
 
 def test_sigkill_of_the_bot_fires_the_watchdog(sandbox: tuple[Sandbox, list[int]], tmp_path: Path) -> None:
@@ -170,6 +180,27 @@ def test_sigkill_of_the_bot_fires_the_watchdog(sandbox: tuple[Sandbox, list[int]
     assert "FIRING: its pipe closed" in log
     assert "nothing the switch covers is open after 1 round(s); outcomes: 60 cancelled" in log
     assert sum(f"order {oid} (" in log for oid in ids) == ORDERS  # every outcome logged
+
+
+def test_sigkill_with_the_pipe_held_open_fires_on_silence(
+    sandbox: tuple[Sandbox, list[int]], tmp_path: Path
+) -> None:
+    """A forked child keeps the pipe open: no EOF reaches the watchdog when the bot is killed,
+    the missing heartbeats fire it."""
+    sb, ids = sandbox
+    child = 0
+    try:
+        with bot(sb, "kill-forked", tmp_path) as running:
+            child = int(running.read_until("forked ").split()[1])
+            event = time.monotonic()
+            os.kill(running.proc.pid, signal.SIGKILL)
+            all_cancelled_within(sb, ids, event)
+            watchdog_exits(running)
+            assert alive(child)  # the pipe was open all along
+    finally:
+        if child and alive(child):
+            os.kill(child, signal.SIGKILL)
+    assert "FIRING: no heartbeat for 2 s" in assert_clean_log(running, sb)
 
 
 def test_a_stalled_loop_fires_the_watchdog(sandbox: tuple[Sandbox, list[int]], tmp_path: Path) -> None:

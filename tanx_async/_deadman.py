@@ -30,8 +30,10 @@ import contextlib
 import json
 import logging
 import os
+import site
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Iterable
@@ -64,6 +66,15 @@ _ARMED: set[int] = set()
 _SECRET_ENV = ("TANX_ACCESS_TOKEN", "TANX_REFRESH_TOKEN", "TANX_PRIVATE_KEY")
 #: A write to a pipe up to this size is atomic (POSIX): a heartbeat is never half-written.
 _PIPE_BUF = 4096
+
+
+def _site_dirs() -> set[str]:
+    """Where installed packages live (the child's ``sys.path`` has them already)."""
+    paths = sysconfig.get_paths()
+    dirs = {paths["purelib"], paths["platlib"], site.getusersitepackages()}
+    with contextlib.suppress(AttributeError):  # (a virtualenv's old site.py lacks it)
+        dirs.update(site.getsitepackages())
+    return {str(Path(d).resolve()) for d in dirs}
 
 
 def message(kind: str, **fields: Any) -> bytes:
@@ -179,7 +190,8 @@ class DeadManSwitch:
     def _spawn(self) -> tuple[subprocess.Popen[bytes], int, int]:
         env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
         here = str(Path(__file__).resolve().parents[1])  # the directory holding this tanx_async
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        if here not in _site_dirs():  # a checkout: the child finds this tanx_async too
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
         stdin_r, stdin_w = os.pipe()
         stdout_r, stdout_w = os.pipe()
         log_file: IO[bytes] | None = None

@@ -113,6 +113,7 @@ class DeadManSwitch:
         self._from: int | None = None  # our end of the watchdog's stdout
         self._heard = b""
         self._fired: str | None = None
+        self._disarmed = False  # the watchdog confirmed a DISARM
         self._lost = False
         self._used = False
         self._stop = threading.Event()
@@ -321,7 +322,9 @@ class DeadManSwitch:
         return wanted is None and self._fired is not None
 
     def _hear(self, line: str) -> None:
-        if line.startswith("fired") and self._fired is None:
+        if line == "disarmed":
+            self._disarmed = True
+        elif line.startswith("fired") and self._fired is None:
             self._fired = line[len("fired") :].strip() or "fired"
             log.error(
                 "the dead man's switch FIRED (%s): its watchdog (pid %s) cancels every order it covers; "
@@ -397,9 +400,15 @@ class DeadManSwitch:
                 return
             await anyio.sleep(0.02)
         self._listen()
-        if self._fired is None and sent:
+        if self._disarmed:
             log.info(
                 "dead man's switch disarmed: its watchdog (pid %s) exited without cancelling", process.pid
+            )
+        elif self._fired is None and sent:
+            log.warning(
+                "the dead man's switch's watchdog (pid %s) exited with %s without confirming the disarm",
+                process.pid,
+                process.returncode,
             )
         self._close(kill=False)
 

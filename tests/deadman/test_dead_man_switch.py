@@ -249,6 +249,7 @@ def test_leaving_normally_disarms(sandbox: tuple[Sandbox, list[int]], tmp_path: 
     log = assert_clean_log(running, sb)
     assert "disarmed: exiting without cancelling" in log
     assert "FIRING" not in log
+    assert f"its watchdog (pid {running.watchdog}) exited without cancelling" in running.err.read_text()
     assert not [r for r in sb.exchange.requests if r.path.startswith("/sapi/v1/orders")]
 
 

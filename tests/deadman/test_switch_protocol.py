@@ -237,3 +237,27 @@ def test_no_arm_no_watchdog(sb: Sandbox) -> None:
     assert (code, out) == (3, ""), err
     assert "no valid ARM message" in err
     assert open_states(sb) == {"wait"}
+
+
+def test_under_trio(sb: Sandbox, tmp_path: Path) -> None:
+    """Heartbeats, disarm and the exception path on trio's loop as on asyncio's."""
+    pytest.importorskip("trio")
+    log = tmp_path / "w.log"
+
+    async def main() -> None:
+        async with sb.session() as session:
+            async with session.orders.dead_man_switch(0.4, log_file=log) as switch:
+                await anyio.sleep(1.0)  # 2.5 timeouts: only the heartbeats keep it quiet
+                assert not switch.fired
+            assert not alive(switch.pid)
+            assert open_states(sb) == {"wait"}
+            with pytest.raises(ZeroDivisionError):
+                async with session.orders.dead_man_switch(0.4, log_file=log) as switch:
+                    1 / 0  # noqa: B018
+            assert open_states(sb) == {"cancel"}
+            assert not alive(switch.pid)
+
+    anyio.run(main, backend="trio")
+    text = log.read_text()
+    assert text.count("disarmed: exiting without cancelling") == 2
+    assert "FIRING" not in text

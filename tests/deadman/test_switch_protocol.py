@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -216,9 +217,15 @@ def test_a_broken_pipe_fires(sb: Sandbox, line: bytes, reason: str) -> None:
 def test_sigterm_fires(sb: Sandbox) -> None:
     proc, arm = watchdog(sb, timeout=30.0)
     assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(arm)
-    proc.stdin.flush()
-    assert proc.stdout.readline() == b"ready\n"
+    try:
+        proc.stdin.write(arm)
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], BOUND)
+        assert ready and proc.stdout.readline() == b"ready\n"
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     proc.send_signal(signal.SIGTERM)
     code, out, err = finish(proc)
     assert (code, out.strip()) == (0, "fired received SIGTERM"), err

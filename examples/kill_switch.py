@@ -10,6 +10,12 @@ by ``--deadline``), lists the open orders again, prints a report, and exits
 - 0 when nothing is left open,
 - 1 when an order is still open, or what is open could not be checked: read the report and act.
 
+While it waits and while it cancels, a dead man's switch is armed
+(``session.orders.dead_man_switch``, ``--dead-man`` seconds, default 5; 0 turns it off): if this
+process is killed (SIGKILL, the OOM killer), crashes or hangs, its watchdog process cancels every
+open order of the account all the same. ``--watchdog-log`` names the watchdog's log file (default:
+this process's stderr).
+
 ``--now`` skips the waiting and fires at once. Credentials come from the environment, never the
 command line: ``TANX_ACCESS_TOKEN`` and ``TANX_REFRESH_TOKEN``; ``--base-url`` (default ``TANX_BASE_URL``, as
 for the CLI, else mainnet).
@@ -25,6 +31,7 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 
 import anyio
@@ -44,6 +51,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between risk checks")
     parser.add_argument("--deadline", type=float, default=30.0, help="seconds for the whole cancel")
     parser.add_argument("--now", action="store_true", help="fire at once")
+    parser.add_argument(
+        "--dead-man",
+        type=float,
+        default=5.0,
+        help="seconds of silence after which a watchdog process cancels everything (0: off)",
+    )
+    parser.add_argument("--watchdog-log", type=Path, default=None, help="the watchdog's log file")
     return parser.parse_args(argv)
 
 
@@ -112,6 +126,15 @@ async def flatten(
     return outcomes, None
 
 
+def dead_man_switch(
+    session: AsyncTanxSession, args: argparse.Namespace
+) -> AbstractAsyncContextManager[object]:
+    """Armed while inside: should this process die or hang, its watchdog cancels everything."""
+    if args.dead_man <= 0:
+        return nullcontext()
+    return session.orders.dead_man_switch(args.dead_man, log_file=args.watchdog_log)
+
+
 def report(outcomes: list[CancelOutcome], left: dict[int, str] | None) -> int:
     counts = Counter(outcome.status.value for outcome in outcomes)
     print(f"cancelled: {len(outcomes)} orders: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
@@ -138,9 +161,10 @@ async def main(argv: list[str]) -> int:
     # The receiver stays open until the end: a second Ctrl-C while cancelling is swallowed
     # instead of stopping the kill switch halfway.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with AsyncTanxSession(
-            base_url=args.base_url, access_token=access, refresh_token=refresh
-        ) as session:
+        async with (
+            AsyncTanxSession(base_url=args.base_url, access_token=access, refresh_token=refresh) as session,
+            dead_man_switch(session, args),
+        ):
             reason = "--now" if args.now else await wait_for_reason(session, args, signals)
             print(f"firing: {reason}", flush=True)
             outcomes, left = await flatten(session, args.deadline)

@@ -7,6 +7,7 @@ async with AsyncTanxSession(access_token=..., refresh_token=...) as session:
 from __future__ import annotations
 
 from ._auth import AuthPaths, Signer
+from ._deadman import DeadManSwitch
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -72,6 +73,7 @@ __all__ = [
     "CancelOutcome",
     "CancelOutcomeUnknownError",
     "CancelStatus",
+    "DeadManSwitch",
     "EventLoopMismatchError",
     "Fleet",
     "InternalServerError",

@@ -254,6 +254,9 @@ class Auth:
         #: The refusal that killed the tokens given (a refused refresh, no signer to log in):
         #: what every later request is told (``dead``).
         self.refused: AuthenticationError | None = None
+        #: Internal listeners, called (synchronously) with every new pair before ``on_tokens``
+        #: is: the dead man's switch hands each pair to its watchdog. They must not raise.
+        self.listeners: list[Callable[[TokenPair], None]] = []
 
     def __repr__(self) -> str:
         return f"<Auth access={'set' if self._access else 'unset'} signer={self._signer is not None}>"
@@ -392,8 +395,9 @@ class Auth:
         )
 
     def adopt(self, access: str, refresh: str | None) -> None:
-        """Take a pair another member of the session's fleet obtained (``_fleet.py``); no
-        ``on_tokens`` call (it is not new to the fleet)."""
+        """Use this pair from now on, handed over by another holder of the account's tokens (a
+        member of the session's fleet, ``_fleet.py``; the dead man's switch's parent, for its
+        watchdog); no listener or ``on_tokens`` is called (the pair is not new)."""
         self._access, self._refresh = access, refresh
         self._judge(fresh=False)
 
@@ -519,6 +523,8 @@ class Auth:
         self._access, self._refresh = access, refresh
         self.refused = None
         self._judge(fresh=True)
+        for listener in tuple(self.listeners):
+            listener(TokenPair(access, refresh, self.expires_at))
         if self._on_tokens is None:
             return
         try:

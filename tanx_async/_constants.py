@@ -152,6 +152,23 @@ LIST_SERVED_PAGE: Final = 50
 # cancel_all lists a market's open orders at most this many times (see Orders.cancel_all).
 CANCEL_ALL_LISTINGS: Final = 3
 
+# The dead man's switch (``orders.dead_man_switch``). The session beats this many times per
+# ``timeout``; the watchdog process must say it is ready within START seconds of being started, and
+# exit within STOP seconds of a DISARM (else it is killed: disarmed, it has nothing left to do).
+# DEADLINE bounds the cancelling (the parent's on an exception, the watchdog's when it fires),
+# done in at most ROUNDS listings with cancels, PAUSE seconds apart (and when the deadline
+# strikes after a cancel, one listing more within VERIFY seconds, to report what is open); GRACE
+# more seconds and the watchdog ends itself (SIGALRM) whatever it is waiting on.
+DEADMAN_TIMEOUT: Final = 2.0
+DEADMAN_BEATS_PER_TIMEOUT: Final = 4
+DEADMAN_START_TIMEOUT: Final = 20.0
+DEADMAN_STOP_TIMEOUT: Final = 5.0
+DEADMAN_DEADLINE: Final = 30.0
+DEADMAN_ROUNDS: Final = 5
+DEADMAN_PAUSE: Final = 0.2
+DEADMAN_VERIFY: Final = 5.0
+DEADMAN_GRACE: Final = 15.0
+
 # Endpoints.
 CANCEL_PATH: Final = "/sapi/v1/orders/cancel/"
 ORDERS_PATH: Final = "/sapi/v1/orders/"

@@ -8,6 +8,7 @@ exchange reports ``cancel``.
 from __future__ import annotations
 
 import builtins
+import os
 import time
 from collections.abc import AsyncGenerator, Callable, Collection, Iterable
 from datetime import datetime
@@ -34,6 +35,7 @@ from ._log import logger
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side
 
 if TYPE_CHECKING:
+    from ._deadman import DeadManSwitch
     from ._session import AsyncTanxSession
 
 __all__ = ["Orders"]
@@ -428,6 +430,36 @@ class Orders:
             )
             outcomes.update((o.order_id, o) for o in batch)
         return builtins.list(outcomes.values())
+
+    def dead_man_switch(
+        self,
+        timeout: float = C.DEADMAN_TIMEOUT,
+        *,
+        markets: Iterable[str] | None = None,
+        deadline: float = C.DEADMAN_DEADLINE,
+        log_file: str | os.PathLike[str] | None = None,
+    ) -> DeadManSwitch:
+        """A client-side dead man's switch: ``async with session.orders.dead_man_switch(2.0):``.
+
+        Arming starts a watchdog process with its own connection and the session's tokens (kept
+        current as they rotate). Inside the block the session's event loop sends it a heartbeat
+        every ``timeout / 4`` seconds. When none came for ``timeout`` seconds (the process was
+        killed, SIGKILL included, crashed, or its loop stalled), the watchdog cancels every open
+        order of the account (or of ``markets``) with ``cancel_all``, lists again until none is
+        open (or ``deadline`` seconds pass), logs every outcome and exits. Leaving the block by an
+        exception (cancellation included) cancels the same from the session, within ``deadline``,
+        before the exception goes on; leaving it normally disarms the watchdog, which exits
+        without cancelling. One switch per session at a time (a second raises ``RuntimeError``).
+
+        The watchdog logs to ``log_file`` (appended), else to this process's stderr; no token is
+        ever logged or passed in its arguments or environment. It runs on the same machine: it
+        cannot cover a dead host or a dead network link (see the docs).
+        """
+        from ._deadman import DeadManSwitch
+
+        return DeadManSwitch(
+            self._session, timeout=timeout, markets=markets, deadline=deadline, log_file=log_file
+        )
 
     async def _open_ids(self, market: str, side: Side | Literal["buy", "sell"] | None) -> builtins.list[int]:
         """The ids of ``market``'s open orders: ``pending`` listed first, then ``wait`` (an order

@@ -80,6 +80,24 @@ def test_kill_switch_cancels_everything_on_a_signal(
     assert states(tanx_sandbox) == {"cancel"}
 
 
+@pytest.mark.tanx_sandbox(orders=40)
+def test_kill_switch_killed_outright_still_cancels_everything(
+    tanx_sandbox: TanxSandbox, tmp_path: Path
+) -> None:
+    """SIGKILL leaves the kill switch no chance to act: its dead man's switch's watchdog does."""
+    log = tmp_path / "watchdog.log"
+    proc = start(tanx_sandbox, "kill_switch.py", "--dead-man", "2", "--watchdog-log", str(log))
+    read_until(proc, "armed")
+    assert states(tanx_sandbox) == {"wait"}
+    proc.kill()
+    finish(proc)
+    deadline = time.monotonic() + WAIT
+    while states(tanx_sandbox) != {"cancel"} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert states(tanx_sandbox) == {"cancel"}, log.read_text()
+    assert "FIRING: its pipe closed" in log.read_text()
+
+
 @pytest.mark.tanx_sandbox(orders=12)
 def test_kill_switch_fires_on_the_risk_trigger(tanx_sandbox: TanxSandbox) -> None:
     proc = start(tanx_sandbox, "kill_switch.py", "--poll", "0.05", "--max-open-orders", "12")

@@ -21,6 +21,7 @@ from ._confirm import CONFIRM_WITH, ConfirmWith
 from ._convert import structure
 from ._deadline import within
 from ._errors import APIStatusError, CancelOutcomeUnknownError, SessionClosedError, TanxError, brief
+from ._instrument import iterate, operation
 from ._log import logger
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side
 
@@ -61,8 +62,13 @@ class Orders:
         cancel left, the outcome is unknown (``CancelOutcomeUnknownError``).
         """
         oid = V.order_id(order_id)
-        with within(self._session._operation(deadline)):
+        with (
+            within(self._session._operation(deadline)),
+            operation(self._session._pipeline, "cancel", order_id=oid) as op,
+        ):
             result = await cancel_one(self._session, oid)
+            if op is not None:
+                op.outcomes((result,))
             if result.status in (CancelStatus.QUEUED, CancelStatus.CANCELLED) and result.ok:
                 if result.order is not None:
                     return result.order
@@ -83,7 +89,10 @@ class Orders:
         """``GET /sapi/v1/orders/{id}/``: the order with its ``trades``. ``deadline`` (seconds,
         default the session's) bounds it, retries included."""
         oid = V.order_id(order_id)
-        with within(self._session._operation(deadline)):
+        with (
+            within(self._session._operation(deadline)),
+            operation(self._session._pipeline, "get", order_id=oid),
+        ):
             return await fetch_order(self._session, oid)
 
     # -- finding orders -------------------------------------------------------------------
@@ -172,7 +181,7 @@ class Orders:
             page += 1
 
     async def _page(self, params: dict[str, Any], deadline: float | None) -> builtins.list[Order]:
-        with within(deadline):
+        with within(deadline), operation(self._session._pipeline, "list", page=params.get("page", 1)):
             response = await self._session._send("GET", C.ORDERS_PATH, params=params, idempotent=True)
         return structure(
             response.payload, builtins.list[Order], raw=response.content, method="GET", endpoint=C.ORDERS_PATH
@@ -235,7 +244,10 @@ class Orders:
             return True
 
         try:
-            await batch.run(collect, instant=collect_now)
+            with operation(self._session._pipeline, "cancel_many", batch_size=len(ids)) as op:
+                await batch.run(collect, instant=collect_now)
+                if op is not None:
+                    op.outcomes(results.values())
             return [results[oid] for oid in ids]
         finally:
             # A cancelled worker's traceback may keep the batch, hence ``collect``, until the
@@ -289,7 +301,7 @@ class Orders:
             confirm_with=confirm_with,
             checked=checked,
         )
-        return iterate_batch(batch)
+        return iterate(self._session._pipeline, iterate_batch(batch))
 
     async def cancel_all(
         self,

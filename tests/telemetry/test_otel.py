@@ -157,8 +157,8 @@ async def test_100_cancels_and_5_unknown_give_spans_outcomes_and_durations(
     cancel_200 = [
         p
         for p in durations
-        if p.attributes.get("url.template") == CANCEL_PATH
-        and p.attributes.get("http.response.status_code") == 200
+        if (p.attributes or {}).get("url.template") == CANCEL_PATH
+        and (p.attributes or {}).get("http.response.status_code") == 200
     ]
     assert sum(p.count for p in cancel_200) >= 100
     renewals = [p for p in otel.points("tanx.token.renewals") if isinstance(p, NumberDataPoint)]

@@ -19,6 +19,7 @@ pays one attribute check at each hook.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterable
@@ -71,11 +72,12 @@ _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0,
 _SHORT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+_ORDER_ID = re.compile(r"(?<=/)\d+(?=/|$)")
+
+
 def url_template(path: str) -> str:
     """``path`` with its numeric segments (order ids) as ``{order_id}``: low cardinality."""
-    if not any(ch.isdigit() for ch in path):
-        return path
-    return "/".join("{order_id}" if part.isdigit() else part for part in path.split("/"))
+    return _ORDER_ID.sub("{order_id}", path)
 
 
 class _Operation:
@@ -126,14 +128,20 @@ class _Operation:
 
     def outcomes(self, outcomes: Iterable[CancelOutcome]) -> None:
         telemetry = self._telemetry
+        counts: Counter[str] = Counter()
         for outcome in outcomes:
             status = outcome.status.value
-            self.counts[status] += 1
-            telemetry.outcome(self._name, status, outcome)
+            counts[status] += 1
+            if status == "cancelled":
+                telemetry.confirmed(self._name, outcome.elapsed)
             if self._name == "cancel" and not outcome.ok:
                 # One order's cancel failed: the operation says so, whether or not it raises.
                 self._span.set_attribute("error.type", status)
                 self._span.set_status(Status(StatusCode.ERROR, status))
+        # One add per status, not per order: a batch of 500 costs a handful of adds.
+        for status, count in counts.items():
+            telemetry.cancel_outcomes.add(count, telemetry.outcome_attributes(self._name, status))
+        self.counts.update(counts)
 
 
 class Telemetry:
@@ -185,8 +193,12 @@ class Telemetry:
             description="Waits for a request slot or the rate limit.",
             explicit_bucket_boundaries_advisory=_SHORT_BUCKETS,
         )
-        #: Metric attribute sets, built once per (method, template, status, error).
+        #: Metric attribute sets, built once per (method, template, status, error), and the span
+        #: attributes with them for paths without an order id.
         self._attribute_sets: dict[tuple[str, str, int | None, str | None], dict[str, Any]] = {}
+        self._span_sets: dict[tuple[str, str, int | None, str | None], dict[str, Any]] = {}
+        self._templates: dict[str, str] = {}
+        self._outcome_sets: dict[tuple[str, str], dict[str, Any]] = {}
 
     # -- the hooks (``_instrument.Instrumentation``) ---------------------------------------------
 
@@ -206,7 +218,11 @@ class Telemetry:
         error: str | None,
         parent: object,
     ) -> None:
-        template = url_template(path)
+        template = self._templates.get(path)
+        if template is None:
+            template = url_template(path)
+            if template == path and len(self._templates) < 64:  # the fixed paths, not order ids
+                self._templates[path] = template
         key = (method, template, status, error)
         metric_attributes = self._attribute_sets.get(key)
         if metric_attributes is None:
@@ -222,9 +238,13 @@ class Telemetry:
         if status == 429:
             self.pauses.add(1, self._server)
         end = time.time_ns()
-        attributes = {**metric_attributes, "url.path": path, "url.full": self._origin + path}
+        attributes = self._span_sets.get(key) if template == path else None
+        if attributes is None:
+            attributes = {**metric_attributes, "url.path": path, "url.full": self._origin + path}
+            if template == path and len(self._span_sets) < 256:
+                self._span_sets[key] = attributes
         if attempt:
-            attributes["http.request.resend_count"] = attempt
+            attributes = {**attributes, "http.request.resend_count": attempt}
         span = self.tracer.start_span(
             f"{method} {template}",
             context=parent,  # type: ignore[arg-type]  # a Context from ``parent()``, or None: current
@@ -283,10 +303,15 @@ class Telemetry:
                 operation.set("batch_size", size)
                 operation.end(failure)
 
-    def outcome(self, operation: str, status: str, outcome: CancelOutcome) -> None:
-        self.cancel_outcomes.add(1, {"tanx.cancel.status": status, "tanx.operation": operation})
-        if status == "cancelled":
-            self.confirmation.record(outcome.elapsed, {"tanx.operation": operation})
+    def outcome_attributes(self, operation: str, status: str) -> dict[str, Any]:
+        key = (operation, status)
+        attributes = self._outcome_sets.get(key)
+        if attributes is None:
+            attributes = self._outcome_sets[key] = {"tanx.cancel.status": status, "tanx.operation": operation}
+        return attributes
+
+    def confirmed(self, operation: str, elapsed: float) -> None:
+        self.confirmation.record(elapsed, {"tanx.operation": operation})
 
 
 def instrument(

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from tanx_async import CancelStatus
+from tanx_async import CancelStatus, RateLimitError, StreamGap
 from tanx_async.telemetry import instrument, uninstrument, url_template
 from tests.sandbox import BATCH_TRANSPORTS, Sandbox, running_sandbox
 
@@ -234,3 +234,39 @@ def test_importing_the_library_imports_no_opentelemetry() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def counted(otel: Telemetry, name: str) -> dict[tuple[tuple[str, Any], ...], float]:
+    """A counter's values by attribute set."""
+    return {
+        tuple(sorted((p.attributes or {}).items())): p.value
+        for p in otel.points(name)
+        if isinstance(p, NumberDataPoint)
+    }
+
+
+async def test_stream_gaps_reconnects_429_pauses_and_confirmation_times_are_recorded(otel: Telemetry) -> None:
+    with running_sandbox(seed=37, cancel_delay=0.01) as sb:
+        ids = sb.exchange.seed_orders(sb.uid, 10)
+        async with sb.session(max_retries=0) as session:
+            instrument(session, tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider)
+            outcomes = await session.orders.cancel_many(ids, confirm=True, confirm_with="stream")
+            async with session.stream() as events:
+                assert sb.exchange.ws.drop_all("close", 1012) == 1
+                async for event in events:
+                    if isinstance(event, StreamGap):
+                        break
+            sb.exchange.faults.rate_limit_rate = 1.0
+            sb.exchange.faults.retry_after = 0.01
+            with pytest.raises(RateLimitError):
+                await session.orders.get(ids[0])
+    assert {o.status for o in outcomes} == {CancelStatus.CANCELLED}
+    confirmations = [
+        p for p in otel.points("tanx.cancel.confirmation.duration") if isinstance(p, HistogramDataPoint)
+    ]
+    assert sum(p.count for p in confirmations) == 10
+    assert counted(otel, "tanx.stream.gaps") == {(("tanx.stream.gap.reason", "reconnect"),): 1}
+    assert sum(counted(otel, "tanx.stream.reconnects").values()) == 1
+    assert sum(counted(otel, "tanx.rate_limit.pauses").values()) == 1
+    spans = otel.finished()
+    assert len([s for s in spans if s.name == "tanx.stream.connect"]) >= 3  # the batch's, ours, the reconnect

@@ -43,7 +43,7 @@ RESULTS = BENCH / "RESULTS.md"
 BEGIN, END = "<!-- instructions:begin -->", "<!-- instructions:end -->"
 CLIENTS = ("tanx-async", "tanx-async-tasks", "floor")
 #: Also accepted: ``cancel_many`` with OpenTelemetry recording (``telemetry_overhead.py``).
-EXTRA_CLIENTS = ("tanx-async-otel",)
+EXTRA_CLIENTS = ("tanx-async-otel", "tanx-async-otel-metrics")
 SMALL, LARGE = 500, 2500
 WARM = 300  # warm-up cancels before the counted ones (ids far from the counted range)
 STDLIB = os.path.dirname(os.__file__)
@@ -59,14 +59,14 @@ async def _cancel(url: str, n: int, client: str, on: list[bool]) -> None:
         return
     from tanx_async import AsyncTanxSession
 
-    instrumented = client == "tanx-async-otel"
+    instrumented = client.startswith("tanx-async-otel")
     if client == "tanx-async-tasks":
         from tanx_async._pipeline import Pipeline
 
         Pipeline.immediate_enabled = False
     async with AsyncTanxSession(base_url=url, access_token=make_access_token()) as session:
         if instrumented:
-            _instrument(session)
+            _instrument(session, spans=client == "tanx-async-otel")
         await session.orders.cancel_many(range(10**9, 10**9 + WARM), concurrency=64)
         on[0] = True
         outcomes = await session.orders.cancel_many(range(1, n + 1), concurrency=64)
@@ -75,10 +75,11 @@ async def _cancel(url: str, n: int, client: str, on: list[bool]) -> None:
             raise SystemExit(f"{client}: not every cancel was ok")
 
 
-def _instrument(session: Any) -> None:
+def _instrument(session: Any, spans: bool) -> None:
     """``tanx-async-otel``: OpenTelemetry's SDK behind ``tanx_async.telemetry``, spans batched
     to an exporter that drops them, metrics aggregated in memory (what a desk's process pays
-    before its exporter's own cost)."""
+    before its exporter's own cost); ``tanx-async-otel-metrics``: the same metrics, no spans
+    (OpenTelemetry's no-op tracer provider)."""
     from collections.abc import Sequence
 
     from opentelemetry.sdk.metrics import MeterProvider
@@ -92,10 +93,16 @@ def _instrument(session: Any) -> None:
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
+    from opentelemetry.trace import NoOpTracerProvider
+
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(BatchSpanProcessor(Drop()))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    instrument(session, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    instrument(
+        session,
+        tracer_provider=tracer_provider if spans else NoOpTracerProvider(),
+        meter_provider=meter_provider,
+    )
 
 
 def _child(url: str, n: int, client: str, trace: bool) -> None:

@@ -69,14 +69,19 @@ def main() -> None:
     parser.add_argument("--base", type=Path, default=None, help="another checkout, measured uninstrumented")
     parser.add_argument("--base-label", default="before the hooks", help="its name in the table")
     parser.add_argument("--write", action="store_true", help="replace the section in RESULTS.md")
+    parser.add_argument(
+        "--skip-plain", action="store_true", help="measure the instrumented runs only (no comparison)"
+    )
     args = parser.parse_args()
     instructions = shutil.which("valgrind") is not None
     unit = "instructions" if instructions else "bytecodes"
     runs: list[tuple[str, Path, str]] = []
     if args.base is not None:
         runs.append((f"`cancel_many`, {args.base_label}", args.base.resolve(), "tanx-async"))
-    runs.append(("`cancel_many`, not instrumented", REPO, "tanx-async"))
+    if not args.skip_plain:
+        runs.append(("`cancel_many`, not instrumented", REPO, "tanx-async"))
     runs.append(("`cancel_many`, `telemetry.instrument` (SDK)", REPO, "tanx-async-otel"))
+    runs.append(("`cancel_many`, metrics only (no-op tracer provider)", REPO, "tanx-async-otel-metrics"))
     rows: list[tuple[str, float]] = []
     with fake_server(0.0) as server:
         for label, tree, client in runs:
@@ -84,7 +89,7 @@ def main() -> None:
             per = (large - small) / (LARGE - SMALL)
             rows.append((label, per))
             print(f"  {label}: {per:,.0f} {unit} / cancel", flush=True)
-    plain = rows[-2][1]
+    plain = rows[-3][1] if not args.skip_plain else float("nan")
     lines = [
         BEGIN,
         "## What OpenTelemetry costs per cancel (`benchmarks/telemetry_overhead.py`)",

@@ -20,8 +20,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from tanx_async import CancelStatus, RateLimitError, StreamGap
+from tanx_async import AsyncTanxSession, CancelStatus, PrivateKeySigner, RateLimitError, StreamGap
 from tanx_async.telemetry import instrument, uninstrument, url_template
+from tanx_async.testing import SandboxExchange, SandboxServer
 from tests.sandbox import BATCH_TRANSPORTS, Sandbox, running_sandbox
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
@@ -270,3 +271,44 @@ async def test_stream_gaps_reconnects_429_pauses_and_confirmation_times_are_reco
     assert sum(counted(otel, "tanx.rate_limit.pauses").values()) == 1
     spans = otel.finished()
     assert len([s for s in spans if s.name == "tanx.stream.connect"]) >= 3  # the batch's, ours, the reconnect
+
+
+async def test_a_wallet_login_leaves_no_key_signature_or_token_in_any_attribute(otel: Telemetry) -> None:
+    pytest.importorskip("eth_account", reason="the login extra (eth-account) is not installed")
+    key = "0x" + "11" * 32
+    inner = PrivateKeySigner(key)
+    signatures: list[str] = []
+
+    class Recording:
+        """The wallet's signer, keeping every signature it made (to look for them)."""
+
+        address = inner.address
+
+        async def sign(self, message: str) -> str:
+            signature = await inner.sign(message)
+            signatures.append(signature)
+            return signature
+
+    exchange = SandboxExchange(seed=38)
+    uid = exchange.create_user(inner.address)
+    [oid] = exchange.seed_orders(uid, 1)
+    with SandboxServer(exchange) as server:
+        async with AsyncTanxSession(base_url=server.url, signer=Recording()) as session:
+            instrument(session, tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider)
+            await session.orders.cancel(oid)  # logs in first
+            tokens = session.tokens
+    assert tokens is not None and tokens.refresh is not None
+    assert len(signatures) == 1
+    spans = otel.finished()
+    [renewal] = [s for s in spans if s.name == "tanx.renewal"]
+    assert renewal.context is not None
+    login_paths = {
+        (s.attributes or {}).get("url.path")
+        for s in spans
+        if s.parent is not None and s.parent.span_id == renewal.context.span_id
+    }
+    assert len(login_paths) == 2  # the nonce and the login, both children of the renewal
+    address = inner.address
+    secrets = [tokens.access, tokens.refresh, key, key[2:], address, address.lower(), *signatures]
+    secrets += [signature.removeprefix("0x")[:40] for signature in signatures]
+    assert secrets_in(spans, otel, secrets) == []

@@ -42,6 +42,8 @@ from _harness import REPO, child_env, fake_server, last_json_line  # noqa: E402
 RESULTS = BENCH / "RESULTS.md"
 BEGIN, END = "<!-- instructions:begin -->", "<!-- instructions:end -->"
 CLIENTS = ("tanx-async", "tanx-async-tasks", "floor")
+#: Also accepted: ``cancel_many`` with OpenTelemetry recording (``telemetry_overhead.py``).
+EXTRA_CLIENTS = ("tanx-async-otel", "tanx-async-otel-metrics")
 SMALL, LARGE = 500, 2500
 WARM = 300  # warm-up cancels before the counted ones (ids far from the counted range)
 STDLIB = os.path.dirname(os.__file__)
@@ -57,17 +59,50 @@ async def _cancel(url: str, n: int, client: str, on: list[bool]) -> None:
         return
     from tanx_async import AsyncTanxSession
 
+    instrumented = client.startswith("tanx-async-otel")
     if client == "tanx-async-tasks":
         from tanx_async._pipeline import Pipeline
 
         Pipeline.immediate_enabled = False
     async with AsyncTanxSession(base_url=url, access_token=make_access_token()) as session:
+        if instrumented:
+            _instrument(session, spans=client == "tanx-async-otel")
         await session.orders.cancel_many(range(10**9, 10**9 + WARM), concurrency=64)
         on[0] = True
         outcomes = await session.orders.cancel_many(range(1, n + 1), concurrency=64)
         on[0] = False
         if sum(o.ok for o in outcomes) != n:
             raise SystemExit(f"{client}: not every cancel was ok")
+
+
+def _instrument(session: Any, spans: bool) -> None:
+    """``tanx-async-otel``: OpenTelemetry's SDK behind ``tanx_async.telemetry``, spans batched
+    to an exporter that drops them, metrics aggregated in memory (what a desk's process pays
+    before its exporter's own cost); ``tanx-async-otel-metrics``: the same metrics, no spans
+    (OpenTelemetry's no-op tracer provider)."""
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from tanx_async.telemetry import instrument
+
+    class Drop(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    from opentelemetry.trace import NoOpTracerProvider
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Drop()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    instrument(
+        session,
+        tracer_provider=tracer_provider if spans else NoOpTracerProvider(),
+        meter_provider=meter_provider,
+    )
 
 
 def _child(url: str, n: int, client: str, trace: bool) -> None:
@@ -207,7 +242,7 @@ def main() -> None:
         _child(args.child, args.n, args.client, args.trace)
         return
     clients = [c for c in args.clients.split(",") if c]
-    unknown = [c for c in clients if c not in CLIENTS]
+    unknown = [c for c in clients if c not in CLIENTS + EXTRA_CLIENTS]
     if unknown or not clients or args.top < 1:
         parser.error(f"unknown client {unknown[0]!r}" if unknown else "--clients and --top must not be empty")
     instructions = shutil.which("valgrind") is not None

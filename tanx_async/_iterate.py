@@ -24,11 +24,14 @@ import anyio
 from . import _constants as C
 from ._batch import Batch
 from ._errors import SessionClosedError
+from ._instrument import operation
 from ._log import logger
 from .models import CancelOutcome
 
 if TYPE_CHECKING:
-    from ._owned import Job, Owned
+    from ._instrument import Operation
+    from ._owned import Job
+    from ._pipeline import Pipeline
 
 __all__ = ["CancelIterator", "Told", "collect_all"]
 
@@ -43,11 +46,11 @@ class CancelIterator(AsyncIterator[CancelOutcome]):
     are logged, not yielded), and the caller's task is never cancelled by it. ``stop()`` does
     the same and returns an outcome for every id not yet yielded."""
 
-    def __init__(self, owned: Owned, batch: Batch, *, sized: bool) -> None:
-        self._owned = owned
+    def __init__(self, pipeline: Pipeline, batch: Batch, *, sized: bool) -> None:
+        self._owned = pipeline.owned
         #: What the batch's task and this iterator share (the task never holds the iterator:
         #: a ``break`` drops it, and dropping it stops the batch).
-        self._feed = _Feed(batch, None if sized else C.ITER_MAX_BUFFERED)
+        self._feed = _Feed(batch, None if sized else C.ITER_MAX_BUFFERED, pipeline)
         self._job: Job | None = None
 
     def __aiter__(self) -> CancelIterator:
@@ -85,8 +88,12 @@ class CancelIterator(AsyncIterator[CancelOutcome]):
 class _Feed:
     """The outcomes a batch hands over and its consumer has not read yet."""
 
-    def __init__(self, batch: Batch, cap: int | None) -> None:
+    def __init__(self, batch: Batch, cap: int | None, pipeline: Pipeline) -> None:
         self.batch = batch
+        self._pipeline = pipeline
+        #: The instrumentation's operation while the batch runs (``cancel_iter``), and its count.
+        self._operation: Operation | None = None
+        self._count = 0
         #: At most this many outcomes wait for the consumer (None: a sized input, one per id).
         self._cap = cap
         self.buffer: deque[CancelOutcome] = deque()
@@ -125,7 +132,11 @@ class _Feed:
 
     async def run(self) -> None:
         try:
-            await self.batch.run(self._hand, instant=self._hand_now)
+            # The operation is current in the batch's task only, never in the consumer's code.
+            with operation(self._pipeline, "cancel_iter") as self._operation:
+                await self.batch.run(self._hand, instant=self._hand_now)
+                if self._operation is not None:
+                    self._operation.set("batch_size", self._count)
             self._error = self.batch.invalid
         except Exception as exc:  # the batch refused to start (confirm_with="stream", no stream)
             self._error = exc
@@ -141,12 +152,15 @@ class _Feed:
     def _hand_now(self, outcome: CancelOutcome) -> bool:
         if self.closed:
             logger.info("order %d: %s (after the consumer left)", outcome.order_id, outcome.status.value)
-            return True
-        if self._cap is not None and len(self.buffer) >= self._cap:
+        elif self._cap is not None and len(self.buffer) >= self._cap:
             return False
-        self.buffer.append(outcome)
-        if self._readable is not None:
-            self._readable.set()
+        else:
+            self.buffer.append(outcome)
+            if self._readable is not None:
+                self._readable.set()
+        if self._operation is not None:
+            self._count += 1
+            self._operation.outcomes((outcome,))
         return True
 
     def _hand(self, outcome: CancelOutcome) -> Coroutine[Any, Any, None] | None:

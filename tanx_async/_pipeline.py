@@ -46,6 +46,7 @@ from ._errors import (
 )
 from ._flow import FlowControl, Limiter
 from ._httpx import httpx
+from ._instrument import Instrumentation, operation
 from ._json import dumps
 from ._log import logger
 from ._memory import CancelMemory
@@ -136,6 +137,7 @@ class Express:
         "_head",
         "_method",
         "_on_answer",
+        "_parent",
         "_path",
         "_pipeline",
         "_record",
@@ -163,6 +165,9 @@ class Express:
         self._url = pipeline.base_url + path
         self._timeout = timeout
         self._on_answer = on_answer
+        # The operation the answers belong to (they arrive in callbacks, outside its context).
+        instrumentation = pipeline.instrumentation
+        self._parent = None if instrumentation is None else instrumentation.parent()
         self._channel = sender.channel(self._url, self._answered)
         self._token: str | None = None
         self._head = b""
@@ -245,7 +250,9 @@ class Express:
         if not isinstance(result, APIConnectionError):
             method, path = self._method, self._path
             try:
-                pipeline._received(result, method, path, time.monotonic() - self._started, 0, deferred=True)
+                pipeline._received(
+                    result, method, path, time.monotonic() - self._started, 0, self._parent, deferred=True
+                )
                 self._told = True
                 if 200 <= result.status < 300:
                     body = decode_envelope(result, method=method, path=path)
@@ -343,6 +350,8 @@ class Pipeline:
         self.flow = flow
         self.auth = auth
         self.on_event = on_event
+        #: Spans and metrics (``tanx_async.telemetry``), or None (``_instrument``).
+        self.instrumentation: Instrumentation | None = None
         self.sender: Sender | None = None
         #: The sender again where it can send from callbacks (``express``), else None.
         self.immediate_sender: Immediate | None = None
@@ -444,13 +453,17 @@ class Pipeline:
         return self.closed
 
     def emit(self, kind: EventKind, method: str, path: str, **fields: Any) -> None:
-        """Tell ``on_event``; what it raises is logged, never the request's (a broken metrics
-        hook must not fail a cancel)."""
-        if self.on_event is not None:
-            try:
-                self.on_event(RequestEvent(kind=kind, method=method, path=path, **fields))
-            except Exception:
-                logger.exception("on_event raised (ignored) for a %s event", kind)
+        """Tell the instrumentation and ``on_event``; what ``on_event`` raises is logged, never
+        the request's (a broken metrics hook must not fail a cancel)."""
+        if self.on_event is not None or self.instrumentation is not None:
+            event = RequestEvent(kind=kind, method=method, path=path, **fields)
+            if self.instrumentation is not None:
+                self.instrumentation.event(event)
+            if self.on_event is not None:
+                try:
+                    self.on_event(event)
+                except Exception:
+                    logger.exception("on_event raised (ignored) for a %s event", kind)
 
     # -- the request loop -----------------------------------------------------------------
 
@@ -530,7 +543,12 @@ class Pipeline:
                         raise deadline.expired(method, path, sent=record.ambiguous, why=why)
                     attempt_timeout = deadline.cut(timeout, left)
                 if not ready:
-                    await flow.acquire()
+                    if self.instrumentation is None:
+                        await flow.acquire()
+                    else:
+                        waited = time.monotonic()
+                        await flow.acquire()
+                        self.instrumentation.waited("rate", time.monotonic() - waited)
                 record.count += 1
                 if record.first_sent is None:
                     record.first_sent = clock.best_guess()
@@ -539,7 +557,10 @@ class Pipeline:
                     if limited:
                         # The uncontended path costs no coroutine and no event-loop turn.
                         if not limiter.try_acquire():
+                            waited = time.monotonic()
                             await limiter.acquire()
+                            if self.instrumentation is not None:
+                                self.instrumentation.waited("concurrency", time.monotonic() - waited)
                         try:
                             record.sending = True
                             result = await sender.send(method, url, headers, content, attempt_timeout)
@@ -561,6 +582,10 @@ class Pipeline:
                     raise SessionClosedError("this AsyncTanxSession was closed during the request") from exc
                 exc.method, exc.path = method, path
                 error = exc
+                if self.instrumentation is not None:
+                    self.instrumentation.attempt(
+                        method, path, None, time.monotonic() - started, attempt, type(exc).__name__, None
+                    )
                 if debug:
                     # One line per attempt, answered or not.
                     logger.debug(
@@ -630,18 +655,23 @@ class Pipeline:
         path: str,
         elapsed: float,
         attempt: int,
+        parent: object = None,
         *,
         deferred: bool = False,
     ) -> None:
-        """What every answer tells before it is judged: the exchange's clock, the debug log line
-        and the ``response`` event. ``deferred``: called in a transport callback, where no
-        caller's code may run: the event goes to ``on_event`` from the loop's next turn."""
+        """What every answer tells before it is judged: the exchange's clock, the debug log line,
+        the ``response`` event and the instrumentation's attempt (``parent``: its operation, when
+        told from a callback). ``deferred``: called in a transport callback, where no caller's
+        code may run: the event goes to ``on_event`` from the loop's next turn."""
         self.auth.clock.observe(raw.headers, elapsed)
         if logger.isEnabledFor(logging.DEBUG):
             # One line per attempt, answered or not.
             logger.debug(
                 "%s %s -> %d in %.1f ms (attempt %d)", method, path, raw.status, elapsed * 1e3, attempt + 1
             )
+        if self.instrumentation is not None:
+            error = None if raw.status < 400 else str(raw.status)
+            self.instrumentation.attempt(method, path, raw.status, elapsed, attempt, error, parent)
         if self.on_event is not None:
             fields = {"status": raw.status, "elapsed": elapsed, "attempt": attempt}
             if deferred:
@@ -730,7 +760,7 @@ class Pipeline:
         flight = self._flight = _Flight()
         timeout = self.auth.timeout
         try:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), operation(self, "renewal", login=login):
                 try:
                     with anyio.fail_after(timeout):
                         if self.fleet is not None:

@@ -57,6 +57,7 @@ from ._config import env_proxy, is_loopback, ssl_context
 from ._convert import structure
 from ._duration import duration
 from ._errors import ResponseValidationError, StreamError, StreamRefusedError, TanxError, brief
+from ._instrument import operation
 from ._json import dumps, loads
 from ._log import logger
 from .models import OrderUpdate, StreamEvent, StreamGap, TradeUpdate
@@ -578,9 +579,13 @@ class OrderStream:
             made += 1
             try:
                 if until is None:
-                    sock = await self._subscribed()
+                    with operation(self._pipeline, "stream.connect", attempt=attempt):
+                        sock = await self._subscribed()
                 else:
-                    with anyio.move_on_after(until - anyio.current_time()) as scope:
+                    with (
+                        anyio.move_on_after(until - anyio.current_time()) as scope,
+                        operation(self._pipeline, "stream.connect", attempt=attempt),
+                    ):
                         sock = await self._subscribed()
                     if scope.cancelled_caught:
                         reason = "no subscription before the deadline"

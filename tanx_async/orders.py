@@ -30,6 +30,7 @@ from ._errors import (
     TanxError,
     brief,
 )
+from ._instrument import operation
 from ._iterate import CancelIterator, collect_all
 from ._log import logger
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side
@@ -89,11 +90,13 @@ class Orders:
         seconds = self._session._operation(deadline)
         if confirm and seconds is not None:  # as in a batch: the wait for the confirmation on top
             seconds += V.seconds("confirm_timeout", confirm_timeout)
-        with within(seconds):
+        with within(seconds), operation(self._session._pipeline, "cancel", order_id=oid) as op:
             if confirm:
                 result = await self._confirmed(oid, deadline, confirm_timeout, confirm_with)
             else:
                 result = await cancel_one(self._session, oid)
+            if op is not None:
+                op.outcomes((result,))
             if result.status in (CancelStatus.QUEUED, CancelStatus.CANCELLED) and result.ok:
                 if result.order is not None:
                     return result.order
@@ -144,7 +147,10 @@ class Orders:
         """``GET /sapi/v1/orders/{id}/``: the order with its ``trades``. ``deadline`` (seconds,
         default the session's) bounds it, retries included."""
         oid = V.order_id(order_id)
-        with within(self._session._operation(deadline)):
+        with (
+            within(self._session._operation(deadline)),
+            operation(self._session._pipeline, "get", order_id=oid),
+        ):
             return await fetch_order(self._session, oid)
 
     # -- finding orders -------------------------------------------------------------------
@@ -233,7 +239,7 @@ class Orders:
             page += 1
 
     async def _page(self, params: dict[str, Any], deadline: float | None) -> builtins.list[Order]:
-        with within(deadline):
+        with within(deadline), operation(self._session._pipeline, "list", page=params.get("page", 1)):
             response = await self._session._send("GET", C.ORDERS_PATH, params=params, idempotent=True)
         return structure(
             response.payload, builtins.list[Order], raw=response.content, method="GET", endpoint=C.ORDERS_PATH
@@ -298,7 +304,10 @@ class Orders:
         )
 
         try:
-            await collect_all(batch, results, on_outcome)
+            with operation(self._session._pipeline, "cancel_many", batch_size=len(ids)) as op:
+                await collect_all(batch, results, on_outcome)
+                if op is not None:
+                    op.outcomes(results.values())
             return [results[oid] for oid in ids]
         finally:
             # A cancelled worker's traceback may keep the batch, hence ``collect``, until the
@@ -359,7 +368,7 @@ class Orders:
             confirm_with=confirm_with,
             checked=checked,
         )
-        return CancelIterator(self._session._pipeline.owned, batch, sized=checked)
+        return CancelIterator(self._session._pipeline, batch, sized=checked)
 
     async def cancel_all(
         self,

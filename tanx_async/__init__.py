@@ -34,6 +34,7 @@ from ._errors import (
     StreamRefusedError,
     TanxError,
 )
+from ._iterate import CancelIterator
 from ._session import AsyncTanxSession
 from ._signer import PrivateKeySigner
 from ._stream import OrderStream
@@ -69,6 +70,7 @@ __all__ = [
     "BadRequestError",
     "BatchInterruptedError",
     "BatchTimeoutError",
+    "CancelIterator",
     "CancelNotConfirmedError",
     "CancelOutcome",
     "CancelOutcomeUnknownError",

@@ -109,27 +109,41 @@ def exchange_url(args: argparse.Namespace, out: Output, *, sends: bool = True) -
 
 async def _cancel_ids(
     session: AsyncTanxSession, ids: Sequence[int], args: argparse.Namespace, out: Output
-) -> list[CancelOutcome]:
+) -> int:
+    """Cancel ``ids``, print one row (or JSON line) per id, return the exit code. Interrupted
+    (Ctrl-C, SIGTERM: the main task is cancelled), it prints a row for every id all the same,
+    each outcome as known (``cancel_many``'s ``on_outcome`` is told every one before the
+    cancellation goes on: the unanswered ``unknown``, the unsent ``skipped``), then lets the
+    interruption end the command."""
+    results: dict[int, CancelOutcome] = {}
     progress = Progress(len(ids), "cancelling", stderr=out.stderr)
     waiting: Waiting | None = getattr(args, "waiting", None)
     if waiting is not None:
         waiting.doing = f"cancelling {len(ids)} order{'s' if len(ids) != 1 else ''}"
         waiting.enabled = waiting.enabled and not progress.enabled  # the bar shows progress itself
-    if not progress.enabled:
-        return await session.orders.cancel_many(
-            ids, concurrency=args.concurrency, confirm=args.confirm, confirm_with=args.confirm_with
-        )
-    results: dict[int, CancelOutcome] = {}
-    with progress:
-        # An async generator: closed at once if we stop early (Ctrl-C), winding up in-flight cancels.
-        batch = session.orders.cancel_iter(
-            ids, concurrency=args.concurrency, confirm=args.confirm, confirm_with=args.confirm_with
-        )
-        async with contextlib.aclosing(batch) as outcomes:
-            async for outcome in outcomes:
-                results[outcome.order_id] = outcome
-                progress.update(len(results))
-    return [results[oid] for oid in dict.fromkeys(ids)]
+
+    def told(outcome: CancelOutcome) -> None:
+        results[outcome.order_id] = outcome
+        progress.update(len(results))
+
+    def show() -> None:
+        print_outcomes(out, [results[oid] for oid in dict.fromkeys(ids) if oid in results])
+
+    try:
+        with progress:
+            await session.orders.cancel_many(
+                ids,
+                concurrency=args.concurrency,
+                confirm=args.confirm,
+                confirm_with=args.confirm_with,
+                on_outcome=told,
+            )
+    except BaseException:
+        if results:  # interrupted: no outcome already known goes unsaid
+            show()
+        raise
+    show()
+    return _exit_code(list(results.values()))
 
 
 _RENEWAL_PATHS = (C.REFRESH_PATH, C.NONCE_PATH, C.LOGIN_PATH)
@@ -148,9 +162,7 @@ def _exit_code(outcomes: Sequence[CancelOutcome]) -> int:
 
 
 async def cmd_cancel(session: AsyncTanxSession, args: argparse.Namespace, out: Output) -> int:
-    outcomes = await _cancel_ids(session, args.ids, args, out)
-    print_outcomes(out, outcomes)
-    return _exit_code(outcomes)
+    return await _cancel_ids(session, args.ids, args, out)
 
 
 async def cmd_cancel_all(session: AsyncTanxSession, args: argparse.Namespace, out: Output) -> int:
@@ -164,9 +176,7 @@ async def cmd_cancel_all(session: AsyncTanxSession, args: argparse.Namespace, ou
         if not out.json_mode:
             out.line(f"no open orders in {args.market}{f' ({args.side})' if args.side else ''}")
         return EXIT_OK
-    outcomes = await _cancel_ids(session, ids, args, out)
-    print_outcomes(out, outcomes)
-    return _exit_code(outcomes)
+    return await _cancel_ids(session, ids, args, out)
 
 
 async def cmd_orders(session: AsyncTanxSession, args: argparse.Namespace, out: Output) -> int:

@@ -10,6 +10,7 @@ in its marker, and its test is skipped with that reason.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import shlex
@@ -30,7 +31,9 @@ CONSOLE_MARKER = re.compile(r"^parse only \((.+)\)$")
 
 def test_every_block_is_of_a_kind_the_tests_know() -> None:
     assert len(PYTHON) >= 20 and len(CONSOLE) >= 4  # the extractor works
-    assert {b.lang for b in ALL} <= {"python", "console", "text"}, {b.id: b.lang for b in ALL}
+    assert {b.lang for b in ALL} <= {"python", "console", "text", "yaml", "promql"}, {
+        b.id: b.lang for b in ALL
+    }
     for b in PYTHON:
         assert b.marker is None or PYTHON_MARKERS.match(b.marker), (b.id, b.marker)
     for b in CONSOLE:  # never run: each says why
@@ -94,6 +97,10 @@ def test_console_block_parses(block: Block) -> None:
                 build_parser().parse_args(words[1:])  # a usage error exits 2: the test fails
         elif words[:3] == ["python", "-m", "tanx_async.testing"]:
             build_sandbox_parser().parse_args(words[3:])
+        elif words[:3] == ["python", "-m", "tanx_async.conformance"]:
+            from tanx_async.conformance.__main__ import build_parser as build_conformance_parser
+
+            build_conformance_parser().parse_args(words[3:])
         elif words[:2] == ["pip", "install"]:
             for package in words[2:]:
                 name, _, rest = package.partition("[")
@@ -103,3 +110,64 @@ def test_console_block_parses(block: Block) -> None:
             assert all(re.match(r"^TANX_[A-Z_]+=", w) for w in words[1:]), (block.id, words)
         elif words[0] != "jq":
             pytest.fail(f"{block.id}: no check for the command {words}")
+
+
+YAML = [b for b in ALL if b.lang == "yaml"]
+PROMQL = [b for b in ALL if b.lang == "promql"]
+
+
+@pytest.mark.parametrize("block", YAML, ids=lambda b: b.id)
+def test_yaml_block_parses(block: Block) -> None:
+    yaml = pytest.importorskip("yaml")
+    assert isinstance(yaml.safe_load(block.code), dict), block.id
+
+
+def exposed_metric_names() -> set[str]:
+    """The names OpenTelemetry's Prometheus exporter serves for tanx-async's instruments, each
+    recorded once (the exporter's own naming: dots to underscores, units and ``_total``)."""
+    pytest.importorskip("opentelemetry.exporter.prometheus")
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.registry import REGISTRY
+
+    from tanx_async.telemetry import Telemetry
+
+    reader = PrometheusMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        telemetry = Telemetry("https://api.tanx.fi", meter_provider=provider)
+        for name, instrument in vars(telemetry).items():
+            if hasattr(instrument, "record"):
+                instrument.record(0.01, {"docs": name})
+            elif hasattr(instrument, "add"):
+                instrument.add(1, {"docs": name})
+        registry = CollectorRegistry()
+        registry.register(reader._collector)
+        text = generate_latest(registry).decode()
+    finally:
+        provider.shutdown()
+        with contextlib.suppress(KeyError):
+            REGISTRY.unregister(reader._collector)
+    return {
+        line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")
+    }
+
+
+@pytest.mark.parametrize("block", PROMQL, ids=lambda b: b.id)
+def test_promql_block_names_what_the_exporter_serves(block: Block) -> None:
+    """Its metrics are names the exporter serves; its labels (in ``by (...)`` and selectors)
+    are attributes tanx_async.telemetry records, dots made underscores."""
+    labels = {
+        label
+        for group in re.findall(r"by \(([^)]*)\)|\{([^}]*)\}", block.code)
+        for part in group
+        for label in re.findall(r"\b([a-z_]+)(?:\s*=|\s*,|\s*$)", part)
+        if label != "le"
+    }
+    metrics = set(re.findall(r"\b(?:tanx|http_client)_[a-z_]+", block.code)) - labels
+    assert metrics, block.id
+    assert metrics <= exposed_metric_names(), (block.id, metrics - exposed_metric_names())
+    source = (ROOT / "tanx_async" / "telemetry.py").read_text(encoding="utf-8")
+    recorded = {key.replace(".", "_") for key in re.findall(r'"([a-z_]+(?:\.[a-z_]+)+)"', source)}
+    assert labels <= recorded, (block.id, labels - recorded)

@@ -8,7 +8,11 @@ cancels every open order of the account with confirmation (``cancel_many(confirm
 by ``--deadline``), lists the open orders again, prints a report, and exits
 
 - 0 when nothing is left open,
-- 1 when an order is still open, or what is open could not be checked: read the report and act.
+- 1 when an order is still open, or what is open could not be checked: read the report and act,
+- 130 or 143 when a second SIGINT or SIGTERM stopped the cancelling: the report still has a line
+  for every order, each as known (``queued``, ``unknown`` under way, ``skipped`` never sent).
+
+The report has one line per order, then the counts and what is still open.
 
 While it waits and while it cancels, a dead man's switch is armed
 (``session.orders.dead_man_switch``, ``--dead-man`` seconds, default 5; 0 turns it off): if this
@@ -108,22 +112,44 @@ async def wait_for_reason(
 
 
 async def flatten(
-    session: AsyncTanxSession, deadline: float
-) -> tuple[list[CancelOutcome], dict[int, str] | None]:
-    """Cancel every open order with confirmation; return the outcomes and what is still open
-    (None when that could not be checked: then nothing may be assumed).
+    session: AsyncTanxSession, deadline: float, signals: AsyncIterator[int]
+) -> tuple[list[CancelOutcome], dict[int, str] | None, str | None]:
+    """Cancel every open order with confirmation; return the outcomes, what is still open (None
+    when that could not be checked: then nothing may be assumed) and the signal that stopped
+    the firing, if one did.
 
-    ``deadline`` bounds the cancels; the listings before and after get as long again.
+    ``deadline`` bounds the cancels; the listings before and after get as long again. Every
+    order gets its outcome even when the firing is cut short (a second SIGINT or SIGTERM, the
+    deadline): ``on_outcome`` is told each one, the unanswered ``unknown``, the unsent ``skipped``.
     """
-    outcomes: list[CancelOutcome] = []
-    with anyio.move_on_after(deadline * 2):
-        try:
-            open_now = await open_order_ids(session)
-            outcomes = await session.orders.cancel_many(list(open_now), confirm=True, deadline=deadline)
-            return outcomes, await open_order_ids(session)
-        except TanxError as exc:
-            print(f"listing the open orders failed: {exc}", flush=True)
-    return outcomes, None
+    told: dict[int, CancelOutcome] = {}
+    left: dict[int, str] | None = None
+    stopped_by: str | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def on_signal() -> None:
+            nonlocal stopped_by
+            async for signum in signals:
+                stopped_by = signal.Signals(signum).name
+                tg.cancel_scope.cancel()
+                return
+
+        tg.start_soon(on_signal)
+        with anyio.move_on_after(deadline * 2):
+            try:
+                open_now = await open_order_ids(session)
+                print(f"cancelling {len(open_now)} open orders", flush=True)
+                await session.orders.cancel_many(
+                    list(open_now),
+                    confirm=True,
+                    deadline=deadline,
+                    on_outcome=lambda outcome: told.__setitem__(outcome.order_id, outcome),
+                )
+                left = await open_order_ids(session)
+            except TanxError as exc:
+                print(f"listing the open orders failed: {exc}", flush=True)
+        tg.cancel_scope.cancel()
+    return list(told.values()), left, stopped_by
 
 
 def dead_man_switch(
@@ -136,11 +162,12 @@ def dead_man_switch(
 
 
 def report(outcomes: list[CancelOutcome], left: dict[int, str] | None) -> int:
+    """One line per order, then the counts and what is still open."""
+    for outcome in outcomes:
+        error = f": {outcome.error}" if outcome.error is not None and not outcome.ok else ""
+        print(f"  order {outcome.order_id}: {outcome.status.value}{error}")
     counts = Counter(outcome.status.value for outcome in outcomes)
     print(f"cancelled: {len(outcomes)} orders: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    for outcome in outcomes:
-        if not outcome.ok:
-            print(f"  order {outcome.order_id}: {outcome.status.value}: {outcome.error}")
     if left is None:
         print("COULD NOT VERIFY what is still open: check the account by hand")
         return 1
@@ -158,8 +185,8 @@ async def main(argv: list[str]) -> int:
     if not access:
         print("set TANX_ACCESS_TOKEN (and TANX_REFRESH_TOKEN) in the environment", file=sys.stderr)
         return 2
-    # The receiver stays open until the end: a second Ctrl-C while cancelling is swallowed
-    # instead of stopping the kill switch halfway.
+    # The receiver stays open until the end: a signal while cancelling stops the firing, and
+    # every order is still reported, each as known (then the exit says which signal).
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             AsyncTanxSession(base_url=args.base_url, access_token=access, refresh_token=refresh) as session,
@@ -167,8 +194,12 @@ async def main(argv: list[str]) -> int:
         ):
             reason = "--now" if args.now else await wait_for_reason(session, args, signals)
             print(f"firing: {reason}", flush=True)
-            outcomes, left = await flatten(session, args.deadline)
-    return report(outcomes, left)
+            outcomes, left, stopped_by = await flatten(session, args.deadline, signals)
+    code = report(outcomes, left)
+    if stopped_by is not None:
+        print(f"interrupted by {stopped_by}", flush=True)
+        return 128 + signal.Signals[stopped_by].value
+    return code
 
 
 if __name__ == "__main__":

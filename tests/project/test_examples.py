@@ -141,6 +141,38 @@ def test_kill_switch_exits_non_zero_when_it_cannot_check(tanx_sandbox: TanxSandb
     assert states(tanx_sandbox) == {"wait"}
 
 
+@pytest.mark.tanx_sandbox(orders=600)
+def test_kill_switch_stopped_while_firing_still_reports_every_order(tanx_sandbox: TanxSandbox) -> None:
+    """A second signal while cancelling stops it (exit 130): one line per order, each true."""
+    tanx_sandbox.exchange.faults.latency = 0.05
+    ids = {o.id for o in tanx_sandbox.exchange.orders_of(tanx_sandbox.uid)}
+    proc = start(tanx_sandbox, "kill_switch.py", "--now", "--dead-man", "0")
+    read_until(proc, "cancelling 600 open orders")
+    deadline = time.monotonic() + WAIT
+    while (
+        not any(r.path == CANCEL_PATH for r in tanx_sandbox.exchange.requests) and time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    code, out = finish(proc)
+    assert code == 130, out
+    lines = [line.split() for line in out.splitlines() if line.startswith("  order ")]
+    assert {int(words[1].rstrip(":")) for words in lines} == ids and len(lines) == len(ids)
+    queued = {
+        r.order_id
+        for r in tanx_sandbox.exchange.requests
+        if r.path == CANCEL_PATH and r.result == "cancel_queued"
+    }
+    for words in lines:
+        oid, status = int(words[1].rstrip(":")), words[2].rstrip(":")
+        assert status in {"queued", "cancelled", "already_closed", "unknown", "skipped"}, words
+        if status == "skipped":
+            assert oid not in queued
+        elif status in {"queued", "cancelled"}:
+            assert oid in queued
+    assert "interrupted by SIGINT" in out and "COULD NOT VERIFY" in out
+
+
 def test_kill_switch_wants_a_token() -> None:
     code, out = finish(start(None, "kill_switch.py", "--now"))
     assert (code, out.strip()) == (2, "set TANX_ACCESS_TOKEN (and TANX_REFRESH_TOKEN) in the environment")

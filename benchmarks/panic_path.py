@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""The panic path whatever the caller does (issue 28): how long until every cancel is on the wire.
+
+Against the sandbox exchange (the only server here that applies cancels after a delay and speaks
+the private stream), served on a loopback socket from a thread of this process:
+
+- ``confirm``: 500 cancels, each applied 0.5 s after it is queued, with and without
+  ``confirm=True`` (by push, the default), in alternating paired rounds: the seconds from the
+  first cancel's arrival at the exchange to the last's (from its request log), and the ratio.
+- ``consumer``: ``cancel_iter`` of 1,000 ids with ``deadline=3`` read by a consumer that spends
+  5 ms per outcome: how many were ``skipped``, and the seconds until the last cancel arrived.
+
+``--write`` replaces this script's section of ``RESULTS.md``. Wall times on a shared machine
+drift; the rounds are paired so that both variants of a round see the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+from tanx_async import AsyncTanxSession, CancelStatus
+from tanx_async.testing import SandboxExchange, SandboxServer
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+CANCEL_PATH = "/sapi/v1/orders/cancel/"
+
+
+def on_the_wire(exchange: SandboxExchange) -> float:
+    """Seconds from the first cancel's arrival at the exchange to the last's (its request log)."""
+    times = [r.time for r in exchange.requests if r.path == CANCEL_PATH and r.result == "cancel_queued"]
+    return max(times) - min(times)
+
+
+async def confirm_round(confirm: bool, n: int) -> tuple[float, Counter[str]]:
+    exchange = SandboxExchange(seed=1, cancel_delay=0.5)
+    uid = exchange.create_user()
+    access, refresh = exchange.issue_tokens(uid)
+    ids = exchange.seed_orders(uid, n)
+    with SandboxServer(exchange) as server:
+        async with AsyncTanxSession(
+            base_url=server.url, access_token=access, refresh_token=refresh
+        ) as session:
+            await session.warm_up()
+            outcomes = await session.orders.cancel_many(ids, confirm=confirm, confirm_timeout=10)
+            wire = on_the_wire(exchange)
+    return wire, Counter(o.status.value for o in outcomes)
+
+
+async def consumer_round(n: int) -> tuple[float, Counter[str]]:
+    exchange = SandboxExchange(seed=2, cancel_delay=0.0)
+    uid = exchange.create_user()
+    access, refresh = exchange.issue_tokens(uid)
+    ids = exchange.seed_orders(uid, n)
+    got: Counter[str] = Counter()
+    with SandboxServer(exchange) as server:
+        async with AsyncTanxSession(
+            base_url=server.url, access_token=access, refresh_token=refresh
+        ) as session:
+            await session.warm_up()
+            async for outcome in session.orders.cancel_iter(ids, deadline=3):
+                got[outcome.status.value] += 1
+                await asyncio.sleep(0.005)
+            wire = on_the_wire(exchange)
+    assert sum(got.values()) == n, got  # one outcome per id
+    return wire, got
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    pairs: list[tuple[float, float]] = []
+    statuses: Counter[str] = Counter()
+    for r in range(args.rounds):
+        order = (False, True) if r % 2 == 0 else (True, False)
+        wire: dict[bool, float] = {}
+        for confirm in order:
+            wire[confirm], counts = asyncio.run(confirm_round(confirm, 500))
+            if confirm:
+                statuses += counts
+        pairs.append((wire[False], wire[True]))
+        print(f"round {r + 1}: without {wire[False]:.3f} s, with confirm {wire[True]:.3f} s", flush=True)
+    consumers = [asyncio.run(consumer_round(1000)) for _ in range(args.rounds)]
+    for wire_s, got in consumers:
+        print(f"consumer: cancels on the wire within {wire_s:.3f} s, outcomes {dict(got)}", flush=True)
+    ratios = [b / a for a, b in pairs]
+    date = time.strftime("%Y-%m-%d")
+    lines = [
+        "<!-- panic_path:begin -->",
+        "## The panic path whatever the caller does (`benchmarks/panic_path.py`, issue 28)",
+        "",
+        f"{date}, commit `{commit()}`, {args.rounds} paired rounds on the sandbox (loopback, served from",
+        "a thread of the benchmark's own process), on a 2-core machine shared with other work.",
+        "",
+        "500 cancels, each applied 0.5 s after it is queued: seconds from the first cancel's arrival",
+        "at the exchange to the last's (its request log).",
+        "",
+        "| round | without `confirm` | with `confirm=True` (push) | ratio |",
+        "|---|---|---|---|",
+        *[f"| {i + 1} | {a:.3f} | {b:.3f} | {b / a:.2f}x |" for i, (a, b) in enumerate(pairs)],
+        f"| **median** | {statistics.median(a for a, _ in pairs):.3f} | "
+        f"{statistics.median(b for _, b in pairs):.3f} | **{statistics.median(ratios):.2f}x** |",
+        "",
+        f"With confirmation every order ended: {dict(statuses)}.",
+        "",
+        "`cancel_iter` of 1,000 ids, `deadline=3`, a consumer spending 5 ms per outcome (5 s in all):",
+        "",
+        "| run | first to last cancel on the wire | outcomes |",
+        "|---|---|---|",
+        *[
+            f"| {i + 1} | {w:.3f} s | {', '.join(f'{n} {s}' for s, n in sorted(got.items()))} |"
+            for i, (w, got) in enumerate(consumers)
+        ],
+        "<!-- panic_path:end -->",
+    ]
+    section = "\n".join(lines) + "\n"
+    print(section)
+    if args.write:
+        text = RESULTS.read_text(encoding="utf-8")
+        begin, end = "<!-- panic_path:begin -->", "<!-- panic_path:end -->\n"
+        if begin in text:
+            text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
+        else:
+            text = text.rstrip("\n") + "\n\n" + section
+        RESULTS.write_text(text, encoding="utf-8")
+    assert all(got[CancelStatus.SKIPPED.value] == 0 for _, got in consumers)
+
+
+if __name__ == "__main__":
+    main()

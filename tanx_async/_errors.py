@@ -7,6 +7,7 @@
     ├── MissingDependencyError        an optional extra is needed (also an ImportError)
     ├── InvalidOrderIdError           an order id that cannot be sent (also a ValueError)
     ├── CancelNotConfirmedError       queued, but not seen "cancel" in time (confirm=True)
+    ├── BatchInterruptedError         the batch's caller was cancelled (or stopped it) first
     ├── BatchTimeoutError             the batch deadline struck before this order settled
     ├── StreamError                   the private order stream is lost for good (reconnects spent)
     │   └── StreamRefusedError            the server refused the token or the subscription

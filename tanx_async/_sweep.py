@@ -116,11 +116,18 @@ async def sweep(
 async def _cancel_market(
     session: AsyncTanxSession, market: str, deadline: float, result: Sweep, who: str
 ) -> None:
+    told: list[CancelOutcome] = []
     try:
-        outcomes = await session.orders.cancel_all(market, deadline=deadline, confirm=True)
+        # Each outcome is logged as it is decided (``on_outcome``): none is lost when a later
+        # listing fails or the sweep's deadline cuts the call short.
+        await session.orders.cancel_all(market, deadline=deadline, confirm=True, on_outcome=told.append)
     except TanxError as exc:
         log.warning("%s: cancel_all(%r) failed: %s", who, market, brief(exc))
-        return
+    finally:
+        _log_outcomes(told, market, result, who)
+
+
+def _log_outcomes(outcomes: list[CancelOutcome], market: str, result: Sweep, who: str) -> None:
     for outcome in outcomes:
         result.outcomes[outcome.order_id] = outcome
         result.markets.setdefault(outcome.order_id, market)

@@ -159,7 +159,7 @@ class PushConfirmer:
 def closed_before(updated_at: datetime | None, first_sent: float | None) -> bool:
     """The exchange last touched the order (``updated_at``) clearly before our first attempt
     left (``first_sent``, on the exchange's clock as far as it is known): closed by someone
-    else. A pushed update and a look-up are judged alike (``_batch._closed_before``)."""
+    else. A pushed update and a look-up are judged alike (``_cancel._closed_before``)."""
     if updated_at is None or first_sent is None:
         return False
     return updated_at.timestamp() < first_sent - C.CLOCK_SKEW_TOLERANCE

@@ -10,7 +10,7 @@ outcome, hands it over and sends the worker's next cancel: no task runs per canc
 "What one cancel costs, counted").
 
 What makes an outcome does not change: ``QUEUED`` only from a 2xx success envelope, decoded as
-``Pipeline.send`` decodes it, built by the function ``cancel_one`` uses (``_batch.queued``). The
+``Pipeline.send`` decodes it, built by the function ``cancel_one`` uses (``_cancel.queued``). The
 lane stops and hands the order in hand to its worker task, which goes on the ordinary way from
 exactly where the lane left it, when:
 
@@ -123,7 +123,7 @@ class Lane:
         #: Hand an outcome over: at once, never the caller's code (a dict, a buffer; the batch
         #: gives a lane only a hand-over that never waits).
         self._hand = hand
-        #: The ``QUEUED`` outcome of a success (``_batch.queued``).
+        #: The ``QUEUED`` outcome of a success (``_cancel.queued``).
         self._make = make
         self._loop = asyncio.get_running_loop()
         self._wake: asyncio.Future[Stop] | None = None

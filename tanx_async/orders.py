@@ -18,7 +18,8 @@ import attrs
 
 from . import _constants as C
 from . import _validate as V
-from ._batch import Batch, cancel_one, fetch_order
+from ._batch import Batch
+from ._cancel import cancel_one, fetch_order
 from ._confirm import CONFIRM_WITH, ConfirmWith, open_confirmer
 from ._convert import structure
 from ._deadline import within

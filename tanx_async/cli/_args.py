@@ -138,24 +138,40 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool, command:
     ``command`` uses (``_USED_BY``); the others are still parsed, so that ``check_options`` can
     say why they do not apply instead of argparse's "unrecognized arguments".
     """
+    o = _Shown(suppress=suppress, command=command)
+    _exchange_options(parser, o)
+    _run_options(parser, o)
+    _local_options(parser, o)
+    _refused_secrets(parser)
 
-    def default(value: Any) -> Any:
-        return argparse.SUPPRESS if suppress else value
 
-    def uses(dest: str) -> bool:
-        return command is None or command in _USED_BY[dest]
+@attrs.frozen
+class _Shown:
+    """How a global option appears on one parser: its default and whether its help is shown."""
 
-    def shown(dest: str, text: str) -> str:
-        return text if uses(dest) else argparse.SUPPRESS
+    suppress: bool
+    command: str | None
 
+    def default(self, value: Any) -> Any:
+        return argparse.SUPPRESS if self.suppress else value
+
+    def uses(self, dest: str) -> bool:
+        return self.command is None or self.command in _USED_BY[dest]
+
+    def shown(self, dest: str, text: str) -> str:
+        return text if self.uses(dest) else argparse.SUPPRESS
+
+
+def _exchange_options(parser: argparse.ArgumentParser, o: _Shown) -> None:
+    """``--network`` or ``--base-url``: which exchange."""
     # (Where neither is shown, no group: argparse cannot format the usage of a group whose
     # members are all hidden. ``check_options`` refuses them there anyway.)
-    net: Any = parser.add_mutually_exclusive_group() if uses("network") else parser
+    net: Any = parser.add_mutually_exclusive_group() if o.uses("network") else parser
     net.add_argument(
         "--network",
         choices=("mainnet", "testnet"),
-        default=default(None),
-        help=shown(
+        default=o.default(None),
+        help=o.shown(
             "network",
             f"the exchange; without it or --base-url: {ENV_BASE_URL} when set, else mainnet",
         ),
@@ -163,28 +179,32 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool, command:
     net.add_argument(
         "--base-url",
         metavar="URL",
-        default=default(None),
-        help=shown("base_url", f"the exchange's URL (instead of --network; wins over {ENV_BASE_URL})"),
+        default=o.default(None),
+        help=o.shown("base_url", f"the exchange's URL (instead of --network; wins over {ENV_BASE_URL})"),
     )
+
+
+def _run_options(parser: argparse.ArgumentParser, o: _Shown) -> None:
+    """``--json``, ``--concurrency``, ``--timeout``, ``--deadline``: the output and the bounds."""
     parser.add_argument(
         "--json",
         action="store_true",
-        default=default(False),
-        help=shown("json", "JSON lines on stdout, for scripts"),
+        default=o.default(False),
+        help=o.shown("json", "JSON lines on stdout, for scripts"),
     )
     parser.add_argument(
         "--concurrency",
         type=_positive_int,
         metavar="N",
-        default=default(None),
-        help=shown("concurrency", f"requests in flight (default {C.MAX_CONCURRENCY})"),
+        default=o.default(None),
+        help=o.shown("concurrency", f"requests in flight (default {C.MAX_CONCURRENCY})"),
     )
     parser.add_argument(
         "--timeout",
         type=_seconds,
         metavar="S",
-        default=default(None),
-        help=shown(
+        default=o.default(None),
+        help=o.shown(
             "timeout",
             f"per-request timeout in seconds (default: read {C.READ_TIMEOUT:g}, connect {C.CONNECT_TIMEOUT:g})",
         ),
@@ -193,14 +213,18 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool, command:
         "--deadline",
         type=_seconds,
         metavar="S",
-        default=default(None),
-        help=shown("deadline", _DEADLINE_HELP.get(command or "", _DEADLINE_HELP[""])),
+        default=o.default(None),
+        help=o.shown("deadline", _DEADLINE_HELP.get(o.command or "", _DEADLINE_HELP[""])),
     )
+
+
+def _local_options(parser: argparse.ArgumentParser, o: _Shown) -> None:
+    """``--allow-insecure-http``, ``--fleet``, ``--no-token-cache``, ``--verbose``."""
     parser.add_argument(
         "--allow-insecure-http",
         action="store_true",
-        default=default(False),
-        help=shown(
+        default=o.default(False),
+        help=o.shown(
             "allow_insecure_http",
             "allow a plain http:// --base-url to a remote host (tokens travel unencrypted)",
         ),
@@ -208,8 +232,8 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool, command:
     parser.add_argument(
         "--fleet",
         metavar="URL",
-        default=default(None),
-        help=shown(
+        default=o.default(None),
+        help=o.shown(
             "fleet",
             f"share tokens, rate budget and clock with the desk's other processes: file:///dir or "
             f"redis://host:port/db (default: ${ENV_FLEET}; see docs/fleet.md)",
@@ -218,16 +242,20 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool, command:
     parser.add_argument(
         "--no-token-cache",
         action="store_true",
-        default=default(False),
-        help=shown("no_token_cache", "neither read nor save the cached token pair (see `logout`)"),
+        default=o.default(False),
+        help=o.shown("no_token_cache", "neither read nor save the cached token pair (see `logout`)"),
     )
     parser.add_argument(
         "-v",
         "--verbose",
         action="store_true",
-        default=default(False),
-        help=shown("verbose", "debug logging on stderr"),
+        default=o.default(False),
+        help=o.shown("verbose", "debug logging on stderr"),
     )
+
+
+def _refused_secrets(parser: argparse.ArgumentParser) -> None:
+    """The credential options, refused with a clear message (``_RefusedSecret``)."""
     # Credentials are never taken as options (``ps`` and shell histories show them). Without
     # these, argparse took ``--access-token SECRET``'s value for the command name and printed
     # it back in "invalid choice: 'SECRET'".

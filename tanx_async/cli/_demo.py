@@ -192,25 +192,95 @@ async def run_demo(
 ) -> DemoReport:
     """Run the demo; ``on_progress(done, total)`` is called after every outcome."""
     options = options or DemoOptions()
-    # Imported here: the sandbox (and the session) are needed only when the demo runs.
-    from .._session import AsyncTanxSession
-    from ..testing import SandboxExchange, SandboxServer
+    # Imported here: the sandbox is needed only when the demo runs.
+    from ..testing import SandboxExchange
 
-    rng = random.Random(options.seed)
     exchange = SandboxExchange(seed=options.seed, cancel_delay=CANCEL_DELAY)
-    note = None
-    key: str | None
-    address: str | None
+    key, address, note = _wallet()
+    book = _seed(exchange, options, address)
+    _set_faults(exchange, options)
+    credentials = _credentials(exchange, book.uid, key, address)
+    run = await _cancel_all(exchange, options, book, credentials, on_progress)
+    # Let the cancels queued by the last outcomes take effect before reading the final state.
+    await anyio.sleep(CANCEL_DELAY * 2)
+    final = {o.id: o for o in exchange.orders_of(book.uid)}
+    outcomes = run.outcomes
+    mismatches = tuple(
+        m
+        for o in outcomes
+        if (m := check_outcome(o, book.before.get(o.order_id), final.get(o.order_id))) is not None
+    )
+    by_status = _by_status(outcomes)
+    elapsed = [o.elapsed for o in outcomes if o.elapsed > 0]
+    return DemoReport(
+        url=run.url,
+        wallet=address,
+        uid=run.uid,
+        note=note,
+        orders=len(book.ids),
+        open_orders=len(book.open_ids),
+        cancelled_before=book.cancelled,
+        filled_before=book.filled,
+        concurrency=run.concurrency,
+        latency=options.latency,
+        faults_on=options.faults,
+        by_status=by_status,
+        wall_time=run.wall_time,
+        p50=_percentile(elapsed, 0.50),
+        p99=_percentile(elapsed, 0.99),
+        logins=exchange.login_count,
+        refreshes=exchange.refresh_count,
+        faults=_injected(exchange, options.faults),
+        open_left=sum(1 for o in final.values() if o.state in _OPEN),
+        mismatches=mismatches,
+        lookups=_lookups(exchange),
+        stream_connects=exchange.ws.accepted,
+        poll_floor=by_status.get(CancelStatus.CANCELLED.value, 0),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class _Book:
+    """The orders seeded for the demo: ``ids`` (shuffled) to cancel, and each one's state before."""
+
+    uid: str
+    open_ids: list[int]
+    cancelled: int
+    filled: int
+    ids: list[int]
+    before: dict[int, str]
+
+
+@attrs.frozen(kw_only=True)
+class _Run:
+    """What the cancelling itself gave: the outcomes, and what the session saw."""
+
+    url: str
+    outcomes: list[CancelOutcome]
+    wall_time: float
+    concurrency: int
+    uid: str | None
+
+
+def _wallet() -> tuple[str | None, str | None, str | None]:
+    """A throwaway wallet (its key, its address), or none and a note why (no eth-account)."""
     try:
         from .._signer import random_wallet
 
         key, address = random_wallet()
     except MissingDependencyError:
-        key = address = None
-        note = (
+        return (
+            None,
+            None,
             "eth-account is not installed, so no wallet login: using tokens issued by the sandbox "
-            "(pip install 'tanx-async[login]' to exercise the login)"
+            "(pip install 'tanx-async[login]' to exercise the login)",
         )
+    return key, address, None
+
+
+def _seed(exchange: SandboxExchange, options: DemoOptions, address: str | None) -> _Book:
+    """A user with ``options.orders`` open orders and a few already cancelled or filled."""
+    rng = random.Random(options.seed)
     uid = exchange.create_user(address)
     n = options.orders
     open_ids = exchange.seed_orders(uid, n, markets=DEMO_MARKETS)
@@ -234,8 +304,18 @@ async def run_demo(
     ids = open_ids + cancelled_ids + filled_ids
     before = {o.id: o.state for o in exchange.orders_of(uid)}
     rng.shuffle(ids)
-    total = len(ids)
+    return _Book(
+        uid=uid,
+        open_ids=open_ids,
+        cancelled=len(cancelled_ids),
+        filled=len(filled_ids),
+        ids=ids,
+        before=before,
+    )
 
+
+def _set_faults(exchange: SandboxExchange, options: DemoOptions) -> None:
+    """Latency on the order endpoints, and (``options.faults``) 5xx answers and dropped connections."""
     faults = exchange.faults
     faults.only_paths = FAULT_PATHS
     faults.latency = options.latency
@@ -246,12 +326,29 @@ async def run_demo(
         faults.drop_after_rate = DROP_AFTER_RATE
         faults.retry_after = 1.0
 
-    if key is not None:
-        credentials: dict[str, Any] = {"private_key": key, "eth_address": address}
-    else:
-        access, refresh = exchange.issue_tokens(uid)
-        credentials = {"access_token": access, "refresh_token": refresh}
 
+def _credentials(exchange: SandboxExchange, uid: str, key: str | None, address: str | None) -> dict[str, Any]:
+    """The session's credentials: the wallet (a login by signature), else tokens the sandbox issues."""
+    if key is not None:
+        return {"private_key": key, "eth_address": address}
+    access, refresh = exchange.issue_tokens(uid)
+    return {"access_token": access, "refresh_token": refresh}
+
+
+async def _cancel_all(
+    exchange: SandboxExchange,
+    options: DemoOptions,
+    book: _Book,
+    credentials: dict[str, Any],
+    on_progress: Callable[[int, int], None] | None,
+) -> _Run:
+    """Serve the sandbox and cancel every id with ``cancel_iter(confirm=True)``, the faults struck
+    (a 429 burst, every access token expired, the stream dropped) as the outcomes come in."""
+    # Imported here: the sandbox (and the session) are needed only when the demo runs.
+    from .._session import AsyncTanxSession
+    from ..testing import SandboxServer
+
+    ids, total = book.ids, len(book.ids)
     outcomes: list[CancelOutcome] = []
     async with SandboxServer(exchange) as server:
         url = server.url
@@ -277,20 +374,21 @@ async def run_demo(
                         on_progress(done, total)
             wall_time = time.monotonic() - started
             concurrency = min(options.concurrency or session.max_concurrency, session.max_concurrency)
-            uid_seen = session.uid or uid
+            uid_seen = session.uid or book.uid
             tg.cancel_scope.cancel()  # the 429 burst task, if still running
+    return _Run(url=url, outcomes=outcomes, wall_time=wall_time, concurrency=concurrency, uid=uid_seen)
 
-    # Let the cancels queued by the last outcomes take effect before reading the final state.
-    await anyio.sleep(CANCEL_DELAY * 2)
-    final = {o.id: o for o in exchange.orders_of(uid)}
-    mismatches = tuple(
-        m
-        for o in outcomes
-        if (m := check_outcome(o, before.get(o.order_id), final.get(o.order_id))) is not None
-    )
+
+def _by_status(outcomes: list[CancelOutcome]) -> dict[str, int]:
+    """How many outcomes of each status, in ``CancelStatus`` order."""
     by_status: dict[str, int] = {}
     for outcome in sorted(outcomes, key=lambda o: list(CancelStatus).index(o.status)):
         by_status[outcome.status.value] = by_status.get(outcome.status.value, 0) + 1
+    return by_status
+
+
+def _injected(exchange: SandboxExchange, faults_on: bool) -> dict[str, int]:
+    """The faults the sandbox injected, by kind."""
     injected: dict[str, int] = {"5xx": 0, "429": 0, "dropped connections": 0}
     for record in list(exchange.requests):
         if record.fault == "5xx":
@@ -299,38 +397,17 @@ async def run_demo(
             injected["429"] += 1
         elif record.fault in ("drop_before", "drop_after"):
             injected["dropped connections"] += 1
-    injected["access-token expiries"] = 1 if options.faults else 0
-    injected["stream drops"] = 1 if options.faults else 0
-    lookups = sum(
+    injected["access-token expiries"] = 1 if faults_on else 0
+    injected["stream drops"] = 1 if faults_on else 0
+    return injected
+
+
+def _lookups(exchange: SandboxExchange) -> int:
+    """The GET look-ups of single orders the sandbox answered."""
+    return sum(
         1
         for r in list(exchange.requests)
         if r.method == "GET" and r.path.startswith("/sapi/v1/orders/") and r.path != "/sapi/v1/orders/"
-    )
-    elapsed = [o.elapsed for o in outcomes if o.elapsed > 0]
-    return DemoReport(
-        url=url,
-        wallet=address,
-        uid=uid_seen,
-        note=note,
-        orders=total,
-        open_orders=len(open_ids),
-        cancelled_before=len(cancelled_ids),
-        filled_before=len(filled_ids),
-        concurrency=concurrency,
-        latency=options.latency,
-        faults_on=options.faults,
-        by_status=by_status,
-        wall_time=wall_time,
-        p50=_percentile(elapsed, 0.50),
-        p99=_percentile(elapsed, 0.99),
-        logins=exchange.login_count,
-        refreshes=exchange.refresh_count,
-        faults=injected,
-        open_left=sum(1 for o in final.values() if o.state in _OPEN),
-        mismatches=mismatches,
-        lookups=lookups,
-        stream_connects=exchange.ws.accepted,
-        poll_floor=by_status.get(CancelStatus.CANCELLED.value, 0),
     )
 
 

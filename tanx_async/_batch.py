@@ -27,6 +27,7 @@ import attrs
 
 from . import _constants as C
 from . import _deadline
+from ._attempts import Attempt, Attempts
 from ._confirm import ConfirmWith, PushConfirmer, closed_before, open_confirmer
 from ._convert import CancelEcho, cancel_echo, decode_echo, structure_order
 from ._deadline import Deadline
@@ -50,7 +51,6 @@ from ._errors import (
 from ._lane import Lane
 from ._log import logger
 from ._memory import RecentIds
-from ._pipeline import Attempt, Attempts
 from ._validate import order_id as check_order_id
 from .models import CancelOutcome, CancelStatus, Order, OrderState, queued_outcome
 

@@ -1,17 +1,23 @@
 """The request pipeline: every HTTP request a session makes goes through ``Pipeline.send``.
 
-One loop in one place: flow control -> authenticate -> send -> classify -> refresh once on an
-expired access token -> maybe retry -> decode. The pipeline owns what a session and all its
-``with_options`` views share: the transport (built lazily on the running event loop), the
-concurrency limiter, the rate limit and 429 pause, and the tokens (``Auth``).
+One loop in one place, in three layers as httpx's client has them: ``send`` (the request loop:
+decode or judge each answer, back off and retry, never past the deadline) ->
+``_send_handling_auth`` (one attempt with the access token it needs, sent once more after a
+refresh when the exchange says it expired) -> ``_send_single_request`` (one attempt on the wire:
+deadline, flow control, concurrency slot, the transport, the answer told).
+
+The pipeline owns what a session and all its ``with_options`` views share: the transport (built
+lazily on the running event loop), the concurrency limiter, the rate limit and 429 pause, and the
+tokens (``Auth``).
 
 Authentication is driven from here: ``Auth`` holds the tokens and decides *what* a refresh or a
 login needs (``Auth.renewal`` yields the requests), the pipeline sends them, once for all the
 requests that noticed the expiry (single flight), shielded and bounded by its own timeout.
 
 ``send`` returns a ``Response``: the decoded envelope, the raw bytes and the ``Attempts`` record
-(how many attempts, when the first left, whether one may have been processed). A caller that
-must observe a request while it runs (the batch deadline) passes its own ``Attempts``.
+(how many attempts, when the first left, whether one may have been processed; ``_attempts``). A
+caller that must observe a request while it runs (the batch deadline) passes its own
+``Attempts``; one whose first attempt an ``Express`` made (``_express``) passes it as ``first``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""The records of one logical request: what it sends (``Request``), what its attempts leave
-behind (``Attempts``), the ``Response`` ``Pipeline.send`` returns, and the ``Attempt`` an
-``Express`` made for it first.
+"""What one logical request's attempts leave behind: the ``Attempts`` record, the ``Response``
+``Pipeline.send`` returns, and the ``Attempt`` an ``Express`` made for it first.
 
 Plain values, shared by the pipeline (``_pipeline``), its callback-driven first attempt
 (``_express``) and the batches that watch a request while it runs (``_batch``, ``_lane``).
@@ -12,11 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._errors import APIConnectionError
-    from ._flow import Limiter
-    from ._httpx import httpx
-    from ._transports import RawResponse, Sender
+    from ._transports import RawResponse
 
-__all__ = ["Attempt", "Attempts", "Request", "Response"]
+__all__ = ["Attempt", "Attempts", "Response"]
 
 
 class Attempts:
@@ -66,51 +63,3 @@ class Attempt:
         self.started = started
         #: Its answer was told (clock, log line, event: ``Pipeline._received``) already.
         self.told = told
-
-
-class Request:
-    """One logical request as ``Pipeline.send`` makes it: what every attempt sends, the
-    transport and limiter it was started with, and its ``Attempts`` record."""
-
-    __slots__ = (
-        "content",
-        "limited",
-        "limiter",
-        "method",
-        "path",
-        "private",
-        "record",
-        "renewed",
-        "sender",
-        "timeout",
-        "url",
-    )
-
-    def __init__(
-        self,
-        method: str,
-        path: str,
-        url: str,
-        content: bytes | None,
-        timeout: httpx.Timeout,
-        private: bool,
-        limited: bool,
-        sender: Sender | None,
-        limiter: Limiter | None,
-        record: Attempts | None,
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.url = url
-        self.content = content
-        #: Each attempt's transport timeouts (cut to a deadline's remainder per attempt).
-        self.timeout = timeout
-        #: Sent with an access token.
-        self.private = private
-        #: Takes a slot of the session's concurrency limiter.
-        self.limited = limited
-        self.sender = sender
-        self.limiter = limiter
-        self.record = record if record is not None else Attempts()
-        #: The access token was renewed for it already (once per request).
-        self.renewed = False

@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 import anyio
 
 from . import _constants as C
-from ._attempts import Attempt, Attempts, Request, Response
+from ._attempts import Attempt, Attempts, Response
 from ._auth import Auth, AuthRequest
 from ._deadline import Deadline
 from ._duration import duration
@@ -298,8 +298,9 @@ class Pipeline:
         """Send one logical request (with its retries); return the answer or raise its error.
 
         This is the request loop: each answer is decoded or judged, and an error is retried
-        (after its backoff, never past the deadline) or raised. One attempt, with the access
-        token it needs, is ``_send_handling_auth``'s.
+        (after its backoff, never past the deadline: ``_backoff``) or raised. One attempt, with
+        the access token it needs, is ``_send_handling_auth``'s. (The request's parts travel
+        down as arguments, not in an object: that would cost every cancel an allocation.)
 
         ``idempotent`` says whether a request that may have been processed can be sent again;
         ``limited=False`` skips the concurrency limiter (auth requests, which others wait on,
@@ -322,12 +323,15 @@ class Pipeline:
         if params:
             url += "?" + urlencode(params)
         content = dumps(json) if json is not None else None
-        request = Request(method, path, url, content, timeout, private, limited, sender, limiter, attempts)
-        record = request.record
+        record = attempts if attempts is not None else Attempts()
+        renewed = False
         attempt = 0
         while True:
             error: TanxError
-            result, expired = await self._send_handling_auth(request, attempt, deadline, first)
+            result, expired, renewed = await self._send_handling_auth(
+                method, path, url, content, timeout, private, limited, sender, limiter, record,
+                attempt, deadline, first, renewed,
+            )  # fmt: skip
             first = None
             if isinstance(result, APIConnectionError):
                 error = result
@@ -343,12 +347,16 @@ class Pipeline:
                         self.flow.pause(policy.delay(exc, attempt=attempt))
                         if self.fleet is not None:
                             await self.flow.share_pause()  # and the whole fleet, from now
-            await anyio.sleep(self._backoff(request, error, attempt, policy, idempotent, deadline))
+            await anyio.sleep(
+                self._backoff(method, path, record, error, attempt, policy, idempotent, deadline)
+            )
             attempt += 1
 
     def _backoff(
         self,
-        request: Request,
+        method: str,
+        path: str,
+        record: Attempts,
         error: TanxError,
         attempt: int,
         policy: RetryPolicy,
@@ -358,7 +366,6 @@ class Pipeline:
         """Whether a failed attempt is retried: the delay before the next one (said in a log
         line and a ``retry`` event), or ``error`` raised (the request's last word, or the
         deadline's when the delay would outlast it)."""
-        method, path, record = request.method, request.path, request.record
         if is_ambiguous(error):
             record.ambiguous = True
         status = getattr(error, "status_code", None)
@@ -389,65 +396,110 @@ class Pipeline:
         return delay
 
     async def _send_handling_auth(
-        self, request: Request, attempt: int, deadline: Deadline | None, first: Attempt | None
-    ) -> tuple[RawResponse | APIConnectionError, bool]:
-        """One attempt as the exchange will take it: with the access token it needs (obtained or
-        renewed first when missing or due, single flight: ``token``), and sent once more with a
-        fresh one when the exchange answers that it expired (once per request: ``renew``).
+        self,
+        method: str,
+        path: str,
+        url: str,
+        content: bytes | None,
+        timeout: httpx.Timeout,  # noqa: ASYNC109 - each attempt's transport timeouts
+        private: bool,
+        limited: bool,
+        sender: Sender | None,
+        limiter: Limiter | None,
+        record: Attempts,
+        attempt: int,
+        deadline: Deadline | None,
+        first: Attempt | None,
+        renewed: bool,
+    ) -> tuple[RawResponse | APIConnectionError, bool, bool]:
+        """One attempt as the exchange will take it: with the access token it needs (``private``;
+        obtained or renewed first when missing or due, single flight: ``token``), and sent once
+        more with a fresh one when the exchange answers that it expired, unless the request
+        ``renewed`` it already (once per request: ``renew``). ``first``: the attempt an
+        ``Express`` made, gone on from as if made here; the others are
+        ``_send_single_request``'s.
 
-        Returns the answer (or connection error), told, and whether it says the token expired
-        (left to ``send`` to judge when it cannot be renewed). ``first``: the attempt an
-        ``Express`` made, gone on from as if made here."""
-        record = request.record
+        Returns the answer (or connection error), told; whether it says the token expired (for
+        ``send`` to judge); whether the request has renewed its token now."""
         while True:
             token: str | None
+            result: RawResponse | APIConnectionError
             if first is not None:
                 # Its first attempt was made by an ``Express`` and answered in a callback.
                 token = first.token
                 record.sending = False
-                result = self._tell(request, first.result, first.started, attempt, first.told)
+                if isinstance(first.result, APIConnectionError):
+                    result = self._failed(method, path, record, first.result, first.started, attempt)
+                else:
+                    result = first.result
+                    if not first.told:
+                        self._received(result, method, path, time.monotonic() - first.started, attempt)
                 first = None
             else:
                 if self.closed:
                     raise SessionClosedError("this AsyncTanxSession was closed during the request")
                 token = None
-                if request.private:
+                if private:
                     token = self.auth.usable()
                     if token is None:
-                        with _renewing(record, request.method, request.path):
+                        with _renewing(record, method, path):
                             token = await self.token()
-                result = await self._send_single_request(request, token, attempt, deadline)
+                result = await self._send_single_request(
+                    method,
+                    path,
+                    url,
+                    content,
+                    token,
+                    timeout,
+                    limited,
+                    sender,
+                    limiter,
+                    record,
+                    attempt,
+                    deadline,
+                )
             if isinstance(result, APIConnectionError):
-                return result, False
+                return result, False, renewed
             expired = token is not None and result.status == 401 and is_access_token_error(result)
-            if expired and not request.renewed and self.auth.can_renew:
+            if expired and not renewed and self.auth.can_renew:
                 # One refresh and one resend per request; the refresh itself is single-flight.
-                request.renewed = True
-                with _renewing(record, request.method, request.path):
+                renewed = True
+                with _renewing(record, method, path):
                     await self.renew(token)
                 continue
-            return result, expired
+            return result, expired, renewed
 
     async def _send_single_request(
-        self, request: Request, token: str | None, attempt: int, deadline: Deadline | None
+        self,
+        method: str,
+        path: str,
+        url: str,
+        content: bytes | None,
+        token: str | None,
+        timeout: httpx.Timeout,  # noqa: ASYNC109 - the attempt's transport timeouts
+        limited: bool,
+        sender: Sender | None,
+        limiter: Limiter | None,
+        record: Attempts,
+        attempt: int,
+        deadline: Deadline | None,
     ) -> RawResponse | APIConnectionError:
         """One attempt on the wire: within the deadline (its transport timeouts cut to what is
-        left), after the rate limit or 429 pause and a concurrency slot, counted in the
-        request's ``Attempts``; the answer, or the connection error, told (``_tell``)."""
-        sender, limiter, record, flow = request.sender, request.limiter, request.record, self.flow
+        left), after the rate limit or 429 pause and a concurrency slot (``limited``), counted in
+        the request's ``Attempts``; the answer told (``_received``) or the connection error
+        (``_failed``)."""
+        flow = self.flow
         if sender is None or limiter is None:  # pragma: no cover - built for the first attempt
-            sender, limiter = request.sender, request.limiter = self.start(request.timeout)
-        method, url, content = request.method, request.url, request.content
+            sender, limiter = self.start(timeout)
         headers = self._headers(token, content is not None)
-        timeout = request.timeout
         ready = flow.ready()
         if deadline is not None:
             left = deadline.remaining()
             if left <= 0:
-                raise deadline.expired(method, request.path, sent=record.ambiguous)
+                raise deadline.expired(method, path, sent=record.ambiguous)
             if not ready and (paused := flow.paused_for) >= left:
                 why = f" (the exchange's 429 holds the session for {duration(paused)} more)"
-                raise deadline.expired(method, request.path, sent=record.ambiguous, why=why)
+                raise deadline.expired(method, path, sent=record.ambiguous, why=why)
             timeout = deadline.cut(timeout, left)
         if not ready:
             if self.instrumentation is None:
@@ -460,9 +512,8 @@ class Pipeline:
         if record.first_sent is None:
             record.first_sent = self.auth.clock.best_guess()
         started = time.monotonic()
-        result: RawResponse | APIConnectionError
         try:
-            if request.limited:
+            if limited:
                 # The uncontended path costs no coroutine and no event-loop turn.
                 if not limiter.try_acquire():
                     waited = time.monotonic()
@@ -471,43 +522,34 @@ class Pipeline:
                         self.instrumentation.waited("concurrency", time.monotonic() - waited)
                 try:
                     record.sending = True
-                    result = await sender.send(method, url, headers, content, timeout)
+                    raw = await sender.send(method, url, headers, content, timeout)
                 finally:
                     limiter.release()
             else:
                 record.sending = True
-                result = await sender.send(method, url, headers, content, timeout)
+                raw = await sender.send(method, url, headers, content, timeout)
         except APIConnectionError as failed:
-            result = failed
+            record.sending = False
+            return self._failed(method, path, record, failed, started, attempt)
         record.sending = False
-        return self._tell(request, result, started, attempt, False)
+        self._received(raw, method, path, time.monotonic() - started, attempt)
+        return raw
 
-    def _tell(
-        self,
-        request: Request,
-        result: RawResponse | APIConnectionError,
-        started: float,
-        attempt: int,
-        told: bool,
-    ) -> RawResponse | APIConnectionError:
-        """What an attempt's end tells before it is judged: an answer's clock, log line and event
-        (``_received``, unless ``told`` already); a connection error's log line and
-        instrumentation, with the request named on it, or ``SessionClosedError`` when the
-        session closed under it."""
-        method, path = request.method, request.path
-        if not isinstance(result, APIConnectionError):
-            if not told:
-                self._received(result, method, path, time.monotonic() - started, attempt)
-            return result
+    def _failed(
+        self, method: str, path: str, record: Attempts, exc: APIConnectionError, started: float, attempt: int
+    ) -> APIConnectionError:
+        """What an attempt that got no answer tells before it is judged: its log line and
+        instrumentation, with the request named on the error; ``SessionClosedError`` instead
+        when the session closed under it."""
         if self.is_closed():  # (a method: the check before the attempt was before an await)
-            if result.maybe_processed:
+            if exc.maybe_processed:
                 # Closed under a request already written: it may have been processed.
-                request.record.ambiguous = True
-            raise SessionClosedError("this AsyncTanxSession was closed during the request") from result
-        result.method, result.path = method, path
+                record.ambiguous = True
+            raise SessionClosedError("this AsyncTanxSession was closed during the request") from exc
+        exc.method, exc.path = method, path
         if self.instrumentation is not None:
             self.instrumentation.attempt(
-                method, path, None, time.monotonic() - started, attempt, type(result).__name__, None
+                method, path, None, time.monotonic() - started, attempt, type(exc).__name__, None
             )
         if logger.isEnabledFor(logging.DEBUG):
             # One line per attempt, answered or not.
@@ -515,11 +557,11 @@ class Pipeline:
                 "%s %s -> %s in %.1f ms (attempt %d)",
                 method,
                 path,
-                type(result).__name__,
+                type(exc).__name__,
                 (time.monotonic() - started) * 1e3,
                 attempt + 1,
             )
-        return result
+        return exc
 
     def _received(
         self,

@@ -23,11 +23,10 @@ caller that must observe a request while it runs (the batch deadline) passes its
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -59,6 +58,7 @@ from ._json import dumps
 from ._log import logger
 from ._memory import CancelMemory
 from ._owned import Owned
+from ._renewal import Flight, renewing
 from ._retry import RetryPolicy, is_ambiguous
 from ._transports import Headers, Immediate, RawResponse, Sender, TransportName, Warmable, make_sender
 from .events import EventCallback, EventKind, RequestEvent
@@ -89,35 +89,6 @@ def _loop_probe() -> tuple[Callable[[], object], object]:
         import trio
 
         return trio.lowlevel.current_trio_token, trio.lowlevel.current_trio_token()
-
-
-@contextlib.contextmanager
-def _renewing(record: Attempts, method: str, path: str) -> Iterator[None]:
-    """Around a token renewal a request waits on: when it fails to connect after an earlier
-    attempt of the request may have arrived, the request raises its own error, saying so. (The
-    renewal's error, shared by every request waiting on it, is never changed: the cause.)"""
-    try:
-        yield
-    except APIConnectionError as exc:
-        if not record.ambiguous or exc.maybe_processed:
-            raise
-        cls = APITimeoutError if isinstance(exc, APITimeoutError) else APIConnectionError
-        raise cls(
-            f"token renewal failed ({brief(exc)}); an earlier attempt may have been processed",
-            maybe_processed=True,
-            method=method,
-            path=path,
-        ) from exc
-
-
-class _Flight:
-    """One refresh or login in progress; other requests wait on it."""
-
-    __slots__ = ("error", "event")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.error: BaseException | None = None
 
 
 class Pipeline:
@@ -170,7 +141,7 @@ class Pipeline:
         self.limiter: Limiter | None = None
 
         self.closed = False
-        self._flight: _Flight | None = None
+        self._flight: Flight | None = None
         #: The event loop the transport and limiter were built on, and how to read the current one.
         self._loop: object = None
         self._current_loop: Callable[[], object] = asyncio.get_running_loop
@@ -442,7 +413,7 @@ class Pipeline:
                 if private:
                     token = self.auth.usable()
                     if token is None:
-                        with _renewing(record, method, path):
+                        with renewing(record, method, path):
                             token = await self.token()
                 result = await self._send_single_request(
                     method,
@@ -464,7 +435,7 @@ class Pipeline:
             if expired and not renewed and self.auth.can_renew:
                 # One refresh and one resend per request; the refresh itself is single-flight.
                 renewed = True
-                with _renewing(record, method, path):
+                with renewing(record, method, path):
                     await self.renew(token)
                 continue
             return result, expired, renewed
@@ -672,7 +643,7 @@ class Pipeline:
             if flight.error is not None:
                 raise flight.error
             return False
-        flight = self._flight = _Flight()
+        flight = self._flight = Flight()
         timeout = self.auth.timeout
         try:
             with anyio.CancelScope(shield=True), operation(self, "renewal", login=login):

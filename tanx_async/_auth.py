@@ -44,7 +44,7 @@ from .events import EventCallback, RequestEvent
 from .models import TokenPair
 
 if TYPE_CHECKING:
-    from ._pipeline import Response
+    from ._attempts import Response
 
 __all__ = ["Auth", "AuthPaths", "AuthRequest", "Signer", "TokensCallback", "jwt_expiry"]
 

@@ -25,6 +25,7 @@ import attrs
 
 from . import _constants as C
 from . import _deadline
+from ._attempts import Attempt, Attempts
 from ._cancel import cancel_one, confirm_cancel, queued, settle
 from ._confirm import ConfirmWith, PushConfirmer, open_confirmer
 from ._deadline import Deadline
@@ -39,7 +40,6 @@ from ._errors import (
 from ._lane import Lane
 from ._log import logger
 from ._memory import RecentIds
-from ._pipeline import Attempt, Attempts
 from ._validate import order_id as check_order_id
 from .models import CancelOutcome, CancelStatus
 

@@ -23,6 +23,7 @@ import anyio
 import attrs
 
 from . import _constants as C
+from ._attempts import Attempt, Attempts
 from ._confirm import PushConfirmer, closed_before
 from ._convert import CancelEcho, cancel_echo, decode_echo, structure_order
 from ._duration import duration
@@ -39,7 +40,6 @@ from ._errors import (
     TanxError,
     brief,
 )
-from ._pipeline import Attempt, Attempts
 from .models import CancelOutcome, CancelStatus, Order, OrderState, queued_outcome
 
 if TYPE_CHECKING:

@@ -37,10 +37,11 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _constants as C
+from ._attempts import Attempt, Attempts
 from ._deadline import Deadline
 from ._errors import APIConnectionError
 from ._httpx import httpx
-from ._pipeline import Attempt, Attempts, Pipeline
+from ._pipeline import Pipeline
 from ._transports import RawResponse
 from .models import CancelOutcome
 

@@ -1,33 +1,39 @@
 """The request pipeline: every HTTP request a session makes goes through ``Pipeline.send``.
 
-One loop in one place: flow control -> authenticate -> send -> classify -> refresh once on an
-expired access token -> maybe retry -> decode. The pipeline owns what a session and all its
-``with_options`` views share: the transport (built lazily on the running event loop), the
-concurrency limiter, the rate limit and 429 pause, and the tokens (``Auth``).
+One loop in one place, in three layers as httpx's client has them: ``send`` (the request loop:
+decode or judge each answer, back off and retry, never past the deadline) ->
+``_send_handling_auth`` (one attempt with the access token it needs, sent once more after a
+refresh when the exchange says it expired) -> ``_send_single_request`` (one attempt on the wire:
+deadline, flow control, concurrency slot, the transport, the answer told).
+
+The pipeline owns what a session and all its ``with_options`` views share: the transport (built
+lazily on the running event loop), the concurrency limiter, the rate limit and 429 pause, and the
+tokens (``Auth``).
 
 Authentication is driven from here: ``Auth`` holds the tokens and decides *what* a refresh or a
 login needs (``Auth.renewal`` yields the requests), the pipeline sends them, once for all the
 requests that noticed the expiry (single flight), shielded and bounded by its own timeout.
 
 ``send`` returns a ``Response``: the decoded envelope, the raw bytes and the ``Attempts`` record
-(how many attempts, when the first left, whether one may have been processed). A caller that
-must observe a request while it runs (the batch deadline) passes its own ``Attempts``.
+(how many attempts, when the first left, whether one may have been processed; ``_attempts``). A
+caller that must observe a request while it runs (the batch deadline) passes its own
+``Attempts``; one whose first attempt an ``Express`` made (``_express``) passes it as ``first``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import anyio
 
 from . import _constants as C
+from ._attempts import Attempt, Attempts, Response
 from ._auth import Auth, AuthRequest
 from ._deadline import Deadline
 from ._duration import duration
@@ -44,6 +50,7 @@ from ._errors import (
     TanxError,
     brief,
 )
+from ._express import Express
 from ._flow import FlowControl, Limiter
 from ._httpx import httpx
 from ._instrument import Instrumentation, operation
@@ -51,6 +58,7 @@ from ._json import dumps
 from ._log import logger
 from ._memory import CancelMemory
 from ._owned import Owned
+from ._renewal import Flight, renewing
 from ._retry import RetryPolicy, is_ambiguous
 from ._transports import Headers, Immediate, RawResponse, Sender, TransportName, Warmable, make_sender
 from .events import EventCallback, EventKind, RequestEvent
@@ -58,209 +66,13 @@ from .events import EventCallback, EventKind, RequestEvent
 if TYPE_CHECKING:
     from ._fleet import FleetLink
 
-__all__ = ["Attempt", "Attempts", "Express", "Pipeline", "Response"]
+__all__ = ["Pipeline"]
 
 _STATIC_HEADERS = {
     "Accept": "application/json",
     "Content-Type": "application/json",
     "User-Agent": C.USER_AGENT,
 }
-
-
-class Attempts:
-    """What happened across the attempts of one logical request."""
-
-    __slots__ = ("ambiguous", "count", "first_sent", "sending")
-
-    def __init__(self) -> None:
-        #: Attempts started so far.
-        self.count: int = 0
-        #: True while an attempt is with the transport (interrupted then, it may have arrived).
-        self.sending: bool = False
-        #: When the first attempt left, on the exchange's clock as far as it is known (to compare
-        #: with the exchange's ``updated_at``).
-        self.first_sent: float | None = None
-        #: True once an attempt failed in a way that may have left it processed.
-        self.ambiguous: bool = False
-
-
-class Response:
-    """One answered request: the decoded envelope, its raw bytes and the attempt history."""
-
-    __slots__ = ("attempts", "body", "content")
-
-    def __init__(self, body: dict[str, Any], content: bytes, attempts: Attempts) -> None:
-        self.body: dict[str, Any] = body
-        self.content: bytes = content
-        self.attempts: Attempts = attempts
-
-    @property
-    def payload(self) -> Any:
-        return self.body.get("payload")
-
-
-class Attempt:
-    """The first attempt of a request, made and answered outside ``send`` (by an ``Express``):
-    ``send(first=...)`` goes on from it."""
-
-    __slots__ = ("result", "started", "token", "told")
-
-    def __init__(
-        self, token: str | None, result: RawResponse | APIConnectionError, started: float, told: bool
-    ) -> None:
-        self.token = token
-        self.result = result
-        #: When it left (``time.monotonic``).
-        self.started = started
-        #: Its answer was told (clock, log line, event: ``Pipeline._received``) already.
-        self.told = told
-
-
-class Express:
-    """One caller's requests to one endpoint, each sent at once on a channel of the transport
-    and answered in a callback, with no task (``Pipeline.express``): the first attempt of a
-    request on the batch's fast path (``_lane``).
-
-    ``send`` makes the attempt only if nothing stands in its way, that is, nothing that would
-    make ``Pipeline.send`` wait or do more than send: no usable access token (missing or due for
-    renewal), a rate limit or 429 pause, a full concurrency limiter, a closed session, no warm
-    idle connection. It is counted in the request's ``Attempts`` as ``send`` counts it.
-
-    ``on_answer(body, result)`` is called when the attempt ends: ``body`` is the decoded
-    envelope of a success (what ``send`` would return), or None for anything else (an error
-    status, a body that does not decode, an expired token, a connection error), after which
-    ``send(first=express.first(), attempts=record)`` must go on from it: retries, renewal and
-    every error stay ``send``'s alone."""
-
-    __slots__ = (
-        "_channel",
-        "_head",
-        "_method",
-        "_on_answer",
-        "_parent",
-        "_path",
-        "_pipeline",
-        "_record",
-        "_result",
-        "_started",
-        "_timeout",
-        "_token",
-        "_told",
-        "_url",
-        "_waiting",
-    )
-
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        sender: Immediate,
-        method: str,
-        path: str,
-        timeout: httpx.Timeout,
-        on_answer: Callable[[dict[str, Any] | None, RawResponse | APIConnectionError], None],
-    ) -> None:
-        self._pipeline = pipeline
-        self._method = method
-        self._path = path
-        self._url = pipeline.base_url + path
-        self._timeout = timeout
-        self._on_answer = on_answer
-        # The operation the answers belong to (they arrive in callbacks, outside its context).
-        instrumentation = pipeline.instrumentation
-        self._parent = None if instrumentation is None else instrumentation.parent()
-        self._channel = sender.channel(self._url, self._answered)
-        self._token: str | None = None
-        self._head = b""
-        self._record = Attempts()
-        self._result: RawResponse | APIConnectionError | None = None
-        self._started = 0.0
-        self._told = False
-        #: An attempt is in flight (it holds a limiter slot).
-        self._waiting = False
-
-    def send(self, content: bytes, record: Attempts, started: float) -> bool:
-        """Make the request's first attempt now (``started``: ``time.monotonic()``); False,
-        with nothing sent, when something stands in its way."""
-        pipeline = self._pipeline
-        limiter = pipeline.limiter
-        if pipeline.closed or limiter is None:
-            return False
-        auth = pipeline.auth
-        token = auth.usable()
-        if token is None or not pipeline.flow.ready() or not limiter.try_acquire():
-            return False
-        first_sent = auth.clock.best_guess() if record.first_sent is None else None
-        try:
-            if token is not self._token:
-                # The head for this token, built (and its headers checked) once.
-                self._head = self._channel.head(self._method, self._url, pipeline._headers(token, True))
-                self._token = token
-            sent = self._channel.send(self._method, self._url, self._head, content, self._timeout)
-        except BaseException:
-            limiter.release()
-            raise
-        if not sent:
-            limiter.release()
-            return False
-        self._record, self._started, self._waiting = record, started, True
-        record.count += 1
-        if first_sent is not None:
-            record.first_sent = first_sent
-        record.sending = True
-        return True
-
-    def first(self) -> Attempt:
-        """The attempt just answered, for ``Pipeline.send(first=...)``."""
-        result = self._result
-        assert result is not None
-        return Attempt(self._token, result, self._started, self._told)
-
-    def release(self) -> None:
-        """Between requests: the connection held goes back to the pool."""
-        self._channel.release()
-
-    def abort(self) -> None:
-        """Give up on the attempt in flight (it may have been processed: its record still says
-        it was being sent); its connection is closed and ``on_answer`` never called for it."""
-        if self._waiting:
-            self._waiting = False
-            limiter = self._pipeline.limiter
-            if limiter is not None:
-                limiter.release()
-        self._channel.abort()
-
-    def close(self) -> None:
-        """Done for good (``Lane.close``): an attempt in flight is aborted, the connection goes
-        back, and the channel lets go of this express (they hold each other)."""
-        self.abort()
-        self._channel.close()
-
-    def _answered(self, result: RawResponse | APIConnectionError) -> None:
-        """The channel's callback: the attempt ended. Judged as ``send`` would judge it; only a
-        success leaves the record's ``sending`` (whoever takes over the rest, ``send``, says
-        what the attempt was). Never raises (it runs in the transport's callbacks)."""
-        pipeline = self._pipeline
-        self._waiting = False
-        limiter = pipeline.limiter
-        if limiter is not None:
-            limiter.release()
-        self._result = result
-        self._told = False
-        body = None
-        if not isinstance(result, APIConnectionError):
-            method, path = self._method, self._path
-            try:
-                pipeline._received(
-                    result, method, path, time.monotonic() - self._started, 0, self._parent, deferred=True
-                )
-                self._told = True
-                if 200 <= result.status < 300:
-                    body = decode_envelope(result, method=method, path=path)
-            except Exception:  # an error status: ``send`` meets it again
-                body = None
-        if body is not None:
-            self._record.sending = False
-        self._on_answer(body, result)
 
 
 _WRONG_LOOP = (
@@ -277,35 +89,6 @@ def _loop_probe() -> tuple[Callable[[], object], object]:
         import trio
 
         return trio.lowlevel.current_trio_token, trio.lowlevel.current_trio_token()
-
-
-@contextlib.contextmanager
-def _renewing(record: Attempts, method: str, path: str) -> Iterator[None]:
-    """Around a token renewal a request waits on: when it fails to connect after an earlier
-    attempt of the request may have arrived, the request raises its own error, saying so. (The
-    renewal's error, shared by every request waiting on it, is never changed: the cause.)"""
-    try:
-        yield
-    except APIConnectionError as exc:
-        if not record.ambiguous or exc.maybe_processed:
-            raise
-        cls = APITimeoutError if isinstance(exc, APITimeoutError) else APIConnectionError
-        raise cls(
-            f"token renewal failed ({brief(exc)}); an earlier attempt may have been processed",
-            maybe_processed=True,
-            method=method,
-            path=path,
-        ) from exc
-
-
-class _Flight:
-    """One refresh or login in progress; other requests wait on it."""
-
-    __slots__ = ("error", "event")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.error: BaseException | None = None
 
 
 class Pipeline:
@@ -358,7 +141,7 @@ class Pipeline:
         self.limiter: Limiter | None = None
 
         self.closed = False
-        self._flight: _Flight | None = None
+        self._flight: Flight | None = None
         #: The event loop the transport and limiter were built on, and how to read the current one.
         self._loop: object = None
         self._current_loop: Callable[[], object] = asyncio.get_running_loop
@@ -485,6 +268,11 @@ class Pipeline:
     ) -> Response:
         """Send one logical request (with its retries); return the answer or raise its error.
 
+        This is the request loop: each answer is decoded or judged, and an error is retried
+        (after its backoff, never past the deadline: ``_backoff``) or raised. One attempt, with
+        the access token it needs, is ``_send_handling_auth``'s. (The request's parts travel
+        down as arguments, not in an object: that would cost every cancel an allocation.)
+
         ``idempotent`` says whether a request that may have been processed can be sent again;
         ``limited=False`` skips the concurrency limiter (auth requests, which others wait on,
         must not queue behind them). ``deadline``: the operation's (``_deadline``), which no
@@ -502,113 +290,25 @@ class Pipeline:
             sender, limiter = self.start(timeout)  # builds them, or raises the right error
         if self.fleet is not None and not self.fleet.joined:
             await self.fleet.join()  # the fleet's tokens and clock before the first request
-        record = attempts if attempts is not None else Attempts()
         url = self.base_url + path
         if params:
             url += "?" + urlencode(params)
         content = dumps(json) if json is not None else None
-        auth, flow = self.auth, self.flow
-        clock = auth.clock
-        debug = logger.isEnabledFor(logging.DEBUG)
-        attempt = 0
+        record = attempts if attempts is not None else Attempts()
         renewed = False
-        attempt_timeout = timeout
+        attempt = 0
         while True:
-            result: RawResponse | APIConnectionError
-            if first is not None:
-                # Its first attempt was made by an ``Express`` and answered in a callback.
-                token, result, started, told = first.token, first.result, first.started, first.told
-                first = None
-                record.sending = False
-            else:
-                if self.closed:
-                    raise SessionClosedError("this AsyncTanxSession was closed during the request")
-                told = False
-                if sender is None or limiter is None:  # pragma: no cover - built for the first attempt
-                    sender, limiter = self.start(timeout)
-                token = None
-                if private:
-                    token = auth.usable()
-                    if token is None:
-                        with _renewing(record, method, path):
-                            token = await self.token()
-                headers = self._headers(token, content is not None)
-                ready = flow.ready()
-                if deadline is not None:
-                    left = deadline.remaining()
-                    if left <= 0:
-                        raise deadline.expired(method, path, sent=record.ambiguous)
-                    if not ready and (paused := flow.paused_for) >= left:
-                        why = f" (the exchange's 429 holds the session for {duration(paused)} more)"
-                        raise deadline.expired(method, path, sent=record.ambiguous, why=why)
-                    attempt_timeout = deadline.cut(timeout, left)
-                if not ready:
-                    if self.instrumentation is None:
-                        await flow.acquire()
-                    else:
-                        waited = time.monotonic()
-                        await flow.acquire()
-                        self.instrumentation.waited("rate", time.monotonic() - waited)
-                record.count += 1
-                if record.first_sent is None:
-                    record.first_sent = clock.best_guess()
-                started = time.monotonic()
-                try:
-                    if limited:
-                        # The uncontended path costs no coroutine and no event-loop turn.
-                        if not limiter.try_acquire():
-                            waited = time.monotonic()
-                            await limiter.acquire()
-                            if self.instrumentation is not None:
-                                self.instrumentation.waited("concurrency", time.monotonic() - waited)
-                        try:
-                            record.sending = True
-                            result = await sender.send(method, url, headers, content, attempt_timeout)
-                        finally:
-                            limiter.release()
-                    else:
-                        record.sending = True
-                        result = await sender.send(method, url, headers, content, attempt_timeout)
-                except APIConnectionError as failed:
-                    result = failed
-                record.sending = False
             error: TanxError
+            result, expired, renewed = await self._send_handling_auth(
+                method, path, url, content, timeout, private, limited, sender, limiter, record,
+                attempt, deadline, first, renewed,
+            )  # fmt: skip
+            first = None
             if isinstance(result, APIConnectionError):
-                exc = result
-                if self.is_closed():  # (a method: the check above was before an await)
-                    if exc.maybe_processed:
-                        # Closed under a request already written: it may have been processed.
-                        record.ambiguous = True
-                    raise SessionClosedError("this AsyncTanxSession was closed during the request") from exc
-                exc.method, exc.path = method, path
-                error = exc
-                if self.instrumentation is not None:
-                    self.instrumentation.attempt(
-                        method, path, None, time.monotonic() - started, attempt, type(exc).__name__, None
-                    )
-                if debug:
-                    # One line per attempt, answered or not.
-                    logger.debug(
-                        "%s %s -> %s in %.1f ms (attempt %d)",
-                        method,
-                        path,
-                        type(exc).__name__,
-                        (time.monotonic() - started) * 1e3,
-                        attempt + 1,
-                    )
+                error = result
             else:
-                raw = result
-                if not told:
-                    self._received(raw, method, path, time.monotonic() - started, attempt)
-                expired = token is not None and raw.status == 401 and is_access_token_error(raw)
-                if expired and not renewed and self.auth.can_renew:
-                    # One refresh and one resend per request; the refresh itself is single-flight.
-                    renewed = True
-                    with _renewing(record, method, path):
-                        await self.renew(token)
-                    continue
                 try:
-                    return Response(decode_envelope(raw, method=method, path=path), raw.content, record)
+                    return Response(decode_envelope(result, method=method, path=path), result.content, record)
                 except APIStatusError as exc:
                     error = exc
                     if expired and not self.auth.can_renew:
@@ -618,35 +318,221 @@ class Pipeline:
                         self.flow.pause(policy.delay(exc, attempt=attempt))
                         if self.fleet is not None:
                             await self.flow.share_pause()  # and the whole fleet, from now
-            if is_ambiguous(error):
+            await anyio.sleep(
+                self._backoff(method, path, record, error, attempt, policy, idempotent, deadline)
+            )
+            attempt += 1
+
+    def _backoff(
+        self,
+        method: str,
+        path: str,
+        record: Attempts,
+        error: TanxError,
+        attempt: int,
+        policy: RetryPolicy,
+        idempotent: bool,
+        deadline: Deadline | None,
+    ) -> float:
+        """Whether a failed attempt is retried: the delay before the next one (said in a log
+        line and a ``retry`` event), or ``error`` raised (the request's last word, or the
+        deadline's when the delay would outlast it)."""
+        if is_ambiguous(error):
+            record.ambiguous = True
+        status = getattr(error, "status_code", None)
+        if not policy.should_retry(error, attempt=attempt, idempotent=idempotent):
+            if isinstance(error, APIConnectionError) and record.ambiguous and not error.maybe_processed:
+                # The last attempt never left, but an earlier one may have been processed:
+                # the error speaks of the request (a caller resends only when it is False).
+                error.maybe_processed = True
+                error.message = f"{error.message} (an earlier attempt may have been processed)"
+            self.emit("error", method, path, status=status, attempt=attempt, error=type(error).__name__)
+            raise error
+        delay = policy.delay(error, attempt=attempt)
+        if deadline is not None and delay >= deadline.remaining():
+            # No time left for another attempt: say so now rather than sleep into it.
+            raise deadline.expired(method, path, sent=record.ambiguous) from error
+        logger.warning(
+            "%s %s failed (%s); retry %d/%d in %s",
+            method,
+            path,
+            brief(error),
+            attempt + 1,
+            policy.max_retries,
+            duration(delay),
+        )
+        self.emit(
+            "retry", method, path, status=status, attempt=attempt, delay=delay, error=type(error).__name__
+        )
+        return delay
+
+    async def _send_handling_auth(
+        self,
+        method: str,
+        path: str,
+        url: str,
+        content: bytes | None,
+        timeout: httpx.Timeout,  # noqa: ASYNC109 - each attempt's transport timeouts
+        private: bool,
+        limited: bool,
+        sender: Sender | None,
+        limiter: Limiter | None,
+        record: Attempts,
+        attempt: int,
+        deadline: Deadline | None,
+        first: Attempt | None,
+        renewed: bool,
+    ) -> tuple[RawResponse | APIConnectionError, bool, bool]:
+        """One attempt as the exchange will take it: with the access token it needs (``private``;
+        obtained or renewed first when missing or due, single flight: ``token``), and sent once
+        more with a fresh one when the exchange answers that it expired, unless the request
+        ``renewed`` it already (once per request: ``renew``). ``first``: the attempt an
+        ``Express`` made, gone on from as if made here; the others are
+        ``_send_single_request``'s.
+
+        Returns the answer (or connection error), told; whether it says the token expired (for
+        ``send`` to judge); whether the request has renewed its token now."""
+        while True:
+            token: str | None
+            result: RawResponse | APIConnectionError
+            if first is not None:
+                # Its first attempt was made by an ``Express`` and answered in a callback.
+                token = first.token
+                record.sending = False
+                if isinstance(first.result, APIConnectionError):
+                    result = self._failed(method, path, record, first.result, first.started, attempt)
+                else:
+                    result = first.result
+                    if not first.told:
+                        self._received(result, method, path, time.monotonic() - first.started, attempt)
+                first = None
+            else:
+                if self.closed:
+                    raise SessionClosedError("this AsyncTanxSession was closed during the request")
+                token = None
+                if private:
+                    token = self.auth.usable()
+                    if token is None:
+                        with renewing(record, method, path):
+                            token = await self.token()
+                result = await self._send_single_request(
+                    method,
+                    path,
+                    url,
+                    content,
+                    token,
+                    timeout,
+                    limited,
+                    sender,
+                    limiter,
+                    record,
+                    attempt,
+                    deadline,
+                )
+            if isinstance(result, APIConnectionError):
+                return result, False, renewed
+            expired = token is not None and result.status == 401 and is_access_token_error(result)
+            if expired and not renewed and self.auth.can_renew:
+                # One refresh and one resend per request; the refresh itself is single-flight.
+                renewed = True
+                with renewing(record, method, path):
+                    await self.renew(token)
+                continue
+            return result, expired, renewed
+
+    async def _send_single_request(
+        self,
+        method: str,
+        path: str,
+        url: str,
+        content: bytes | None,
+        token: str | None,
+        timeout: httpx.Timeout,  # noqa: ASYNC109 - the attempt's transport timeouts
+        limited: bool,
+        sender: Sender | None,
+        limiter: Limiter | None,
+        record: Attempts,
+        attempt: int,
+        deadline: Deadline | None,
+    ) -> RawResponse | APIConnectionError:
+        """One attempt on the wire: within the deadline (its transport timeouts cut to what is
+        left), after the rate limit or 429 pause and a concurrency slot (``limited``), counted in
+        the request's ``Attempts``; the answer told (``_received``) or the connection error
+        (``_failed``)."""
+        flow = self.flow
+        if sender is None or limiter is None:  # pragma: no cover - built for the first attempt
+            sender, limiter = self.start(timeout)
+        headers = self._headers(token, content is not None)
+        ready = flow.ready()
+        if deadline is not None:
+            left = deadline.remaining()
+            if left <= 0:
+                raise deadline.expired(method, path, sent=record.ambiguous)
+            if not ready and (paused := flow.paused_for) >= left:
+                why = f" (the exchange's 429 holds the session for {duration(paused)} more)"
+                raise deadline.expired(method, path, sent=record.ambiguous, why=why)
+            timeout = deadline.cut(timeout, left)
+        if not ready:
+            if self.instrumentation is None:
+                await flow.acquire()
+            else:
+                waited = time.monotonic()
+                await flow.acquire()
+                self.instrumentation.waited("rate", time.monotonic() - waited)
+        record.count += 1
+        if record.first_sent is None:
+            record.first_sent = self.auth.clock.best_guess()
+        started = time.monotonic()
+        try:
+            if limited:
+                # The uncontended path costs no coroutine and no event-loop turn.
+                if not limiter.try_acquire():
+                    waited = time.monotonic()
+                    await limiter.acquire()
+                    if self.instrumentation is not None:
+                        self.instrumentation.waited("concurrency", time.monotonic() - waited)
+                try:
+                    record.sending = True
+                    raw = await sender.send(method, url, headers, content, timeout)
+                finally:
+                    limiter.release()
+            else:
+                record.sending = True
+                raw = await sender.send(method, url, headers, content, timeout)
+        except APIConnectionError as failed:
+            record.sending = False
+            return self._failed(method, path, record, failed, started, attempt)
+        record.sending = False
+        self._received(raw, method, path, time.monotonic() - started, attempt)
+        return raw
+
+    def _failed(
+        self, method: str, path: str, record: Attempts, exc: APIConnectionError, started: float, attempt: int
+    ) -> APIConnectionError:
+        """What an attempt that got no answer tells before it is judged: its log line and
+        instrumentation, with the request named on the error; ``SessionClosedError`` instead
+        when the session closed under it."""
+        if self.is_closed():  # (a method: the check before the attempt was before an await)
+            if exc.maybe_processed:
+                # Closed under a request already written: it may have been processed.
                 record.ambiguous = True
-            status = getattr(error, "status_code", None)
-            if not policy.should_retry(error, attempt=attempt, idempotent=idempotent):
-                if isinstance(error, APIConnectionError) and record.ambiguous and not error.maybe_processed:
-                    # The last attempt never left, but an earlier one may have been processed:
-                    # the error speaks of the request (a caller resends only when it is False).
-                    error.maybe_processed = True
-                    error.message = f"{error.message} (an earlier attempt may have been processed)"
-                self.emit("error", method, path, status=status, attempt=attempt, error=type(error).__name__)
-                raise error
-            delay = policy.delay(error, attempt=attempt)
-            if deadline is not None and delay >= deadline.remaining():
-                # No time left for another attempt: say so now rather than sleep into it.
-                raise deadline.expired(method, path, sent=record.ambiguous) from error
-            logger.warning(
-                "%s %s failed (%s); retry %d/%d in %s",
+            raise SessionClosedError("this AsyncTanxSession was closed during the request") from exc
+        exc.method, exc.path = method, path
+        if self.instrumentation is not None:
+            self.instrumentation.attempt(
+                method, path, None, time.monotonic() - started, attempt, type(exc).__name__, None
+            )
+        if logger.isEnabledFor(logging.DEBUG):
+            # One line per attempt, answered or not.
+            logger.debug(
+                "%s %s -> %s in %.1f ms (attempt %d)",
                 method,
                 path,
-                brief(error),
+                type(exc).__name__,
+                (time.monotonic() - started) * 1e3,
                 attempt + 1,
-                policy.max_retries,
-                duration(delay),
             )
-            self.emit(
-                "retry", method, path, status=status, attempt=attempt, delay=delay, error=type(error).__name__
-            )
-            await anyio.sleep(delay)
-            attempt += 1
+        return exc
 
     def _received(
         self,
@@ -757,7 +643,7 @@ class Pipeline:
             if flight.error is not None:
                 raise flight.error
             return False
-        flight = self._flight = _Flight()
+        flight = self._flight = Flight()
         timeout = self.auth.timeout
         try:
             with anyio.CancelScope(shield=True), operation(self, "renewal", login=login):

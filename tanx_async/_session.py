@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import _constants as C
 from . import _deadline, _stream
 from . import _validate as V
+from ._attempts import Response
 from ._auth import Auth, AuthPaths, Signer, TokensCallback
 from ._config import concurrency_for, pool_limits, resolve_base_url
 from ._errors import APIStatusError, NotAuthenticatedError, ResponseValidationError, SessionClosedError
 from ._fleet import FleetFlow, FleetLink
 from ._flow import FlowControl
 from ._httpx import httpx
-from ._pipeline import Pipeline, Response
+from ._pipeline import Pipeline
 from ._retry import RetryPolicy
 from ._transports import TransportName, check_transport
 from ._types import NOT_GIVEN, NotGiven

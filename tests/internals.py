@@ -14,6 +14,7 @@ from tanx_async import AsyncTanxSession
 from tanx_async import _constants as C
 from tanx_async import _constants as constants
 from tanx_async import _flow as flow_module
+from tanx_async._attempts import Attempts, Response
 from tanx_async._auth import Auth, AuthPaths, AuthRequest, jwt_expiry
 from tanx_async._batch import Batch
 from tanx_async._clock import ExchangeClock
@@ -22,12 +23,13 @@ from tanx_async._convert import CancelEcho, structure, structure_order
 from tanx_async._deadline import Deadline
 from tanx_async._envelope import decode_envelope, is_access_token_error
 from tanx_async._errors import APIStatusError, status_error_class
+from tanx_async._express import Express
 from tanx_async._flow import FlowControl
 from tanx_async._httpx import httpx
 from tanx_async._lane import Lane
 from tanx_async._memory import CancelMemory, RecentIds
 from tanx_async._pace import Pacer
-from tanx_async._pipeline import Attempts, Express, Pipeline, Response
+from tanx_async._pipeline import Pipeline
 from tanx_async._retry import RetryPolicy, is_ambiguous, parse_retry_after
 from tanx_async._signer import PrivateKeySigner, random_wallet
 from tanx_async._stream import _Buffer, stream_url

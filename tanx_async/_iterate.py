@@ -232,10 +232,16 @@ async def collect_all(
         if told is None:
             await batch.run(collect, instant=collect_now)
             return
+        refused: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(told.run)
-            await batch.run(collect, instant=collect_now)
+            try:
+                await batch.run(collect, instant=collect_now)
+            except Exception as exc:  # (the batch refused to start: raised as it is, not in a group)
+                refused = exc
             told.finish()
+        if refused is not None:
+            raise refused
     except anyio.get_cancelled_exc_class():
         for outcome in batch.remaining(pull_lazy=False, interrupted=True):
             collect(outcome)

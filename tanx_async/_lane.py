@@ -204,7 +204,7 @@ class Lane:
             if wake is not None and wake.done():
                 # The worker was cancelled (the batch deadline, the consumer gone) and has not
                 # run since: nothing more is sent. A success's outcome is kept for the batch's
-                # expiry (``Batch._expire``); any other answer leaves the order "sent", hence
+                # deadline (``Batch.remaining``); any other answer leaves the order "sent", hence
                 # unknown.
                 express.release()
                 if body is not None:

@@ -28,6 +28,7 @@ from tanx_async import (
     CancelOutcome,
     CancelStatus,
     SessionClosedError,
+    StreamError,
 )
 from tanx_async._confirm import ConfirmWith
 from tests.conftest import until
@@ -345,3 +346,16 @@ async def test_the_early_exit_works_with_aclosing_too(sandbox: Sandbox) -> None:
         await until(lambda: in_use(session) == 0)
         # The session is still fully usable.
         assert (await session.orders.cancel_many(ids[-1:]))[0].order_id == ids[-1]
+
+
+async def test_a_batch_that_refuses_to_start_raises_its_error_as_it_is_with_on_outcome(
+    sandbox: Sandbox,
+) -> None:
+    """``confirm_with="stream"`` and no stream: ``StreamError`` before anything is sent, not
+    wrapped in an exception group by the task that tells ``on_outcome``."""
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 3)
+    told: list[CancelOutcome] = []
+    async with sandbox.session(stream_url="ws://127.0.0.1:9/private", allow_insecure_http=True) as session:
+        with pytest.raises(StreamError):
+            await session.orders.cancel_many(ids, confirm=True, confirm_with="stream", on_outcome=told.append)
+    assert told == [] and processed_cancels(sandbox.exchange) == set()

@@ -18,7 +18,6 @@ MAX_MODULE_LINES = 700
 MAX_FUNCTION_LINES = 100
 
 
-
 def _functions(tree: ast.AST, prefix: str = "") -> Iterator[tuple[str, int]]:
     """(qualified name, lines) of every function and method in ``tree``."""
     for node in ast.iter_child_nodes(tree):

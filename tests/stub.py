@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -26,23 +26,20 @@ def reply(status: int, body: Any, **headers: str) -> tuple[int, dict[str, str], 
     return status, {k.replace("_", "-"): v for k, v in headers.items()}, json.dumps(body).encode()
 
 
-class Stub:
-    def __init__(self, answer: Answer) -> None:
-        self.answer = answer
-        self.requests: list[tuple[str, str, Any]] = []
+_L = TypeVar("_L", bound="_Loopback")
+
+
+class _Loopback:
+    """A listener on a free 127.0.0.1 port, serving each connection with ``_serve`` inside the
+    test's own event loop (asyncio or trio) until the ``async with`` block is left."""
+
+    def __init__(self) -> None:
         self.connections = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
         self.port = 0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def paths(self, method: str | None = None) -> list[str]:
-        return [path for m, path, _ in self.requests if method is None or m == method]
-
-    async def __aenter__(self) -> Stub:
+    async def __aenter__(self: _L) -> _L:
         self._listener = listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
         self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
         self._tg = anyio.create_task_group()
@@ -60,6 +57,23 @@ class Stub:
         finally:
             if self._listener is not None:
                 await self._listener.aclose()
+
+    async def _serve(self, stream: anyio.abc.SocketStream) -> None:
+        raise NotImplementedError
+
+
+class Stub(_Loopback):
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.requests: list[tuple[str, str, Any]] = []
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def paths(self, method: str | None = None) -> list[str]:
+        return [path for m, path, _ in self.requests if method is None or m == method]
 
     async def _serve(self, stream: anyio.abc.SocketStream) -> None:
         self.connections += 1
@@ -122,40 +136,18 @@ class WsConnection:
 Script = Callable[[WsConnection], Any]
 
 
-class WsStub:
+class WsStub(_Loopback):
     """A loopback private stream (``/private``) on anyio and wsproto: it accepts every
     handshake, acks the subscription, then runs ``script(connection)`` (a coroutine function);
     when the script returns, the connection is closed. Counts ``connections`` (accepted)."""
 
     def __init__(self, script: Script) -> None:
         self.script = script
-        self.connections = 0
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
-        self.port = 0
+        super().__init__()
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/private"
-
-    async def __aenter__(self) -> WsStub:
-        self._listener = listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(listener.serve, self._serve)
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._tg is not None
-        self._tg.cancel_scope.cancel()
-        try:
-            await self._tg.__aexit__(None, None, None)
-        finally:
-            if self._listener is not None:
-                await self._listener.aclose()
 
     async def _serve(self, stream: anyio.abc.SocketStream) -> None:
         from wsproto import ConnectionType, WSConnection

@@ -162,11 +162,11 @@ class Batch:
             for outcome in self.remaining(pull_lazy=True):
                 await _give(sink, outcome)
 
-    def _take(self) -> int | None:
+    def _take(self, stopped_too: bool = False) -> int | None:
         """The next id to cancel, or None when the source is exhausted, hit an invalid id or
         raised (the error is kept in ``invalid``, raised once every id sent has its outcome),
-        or the batch was stopped."""
-        if self._exhausted or self._stopped:
+        or the batch was stopped (``stopped_too``: the next id all the same, to report it)."""
+        if self._exhausted or (self._stopped and not stopped_too):
             return None
         if self._checked:
             taken = next(self._source, None)
@@ -442,11 +442,10 @@ class Batch:
         self._confirming.clear()
         if not (self._checked or pull_lazy):
             return
-        self._stopped = False
-        while (left := self._take()) is not None:
+        self._stopped = True
+        while (left := self._take(stopped_too=True)) is not None:
             yield CancelOutcome(
                 order_id=left,
                 status=CancelStatus.SKIPPED,
                 error=error_class(f"order {left}: {why} before it was sent", order_id=left, sent=False),
             )
-        self._stopped = True

@@ -15,9 +15,11 @@ Bounds: ``concurrency`` workers; memory bounded by the workers, the dedupe windo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 import anyio
@@ -26,9 +28,8 @@ import attrs
 from . import _constants as C
 from . import _deadline
 from ._attempts import Attempt, Attempts
-from ._cancel import cancel_one, confirm_cancel, queued, settle
-from ._confirm import ConfirmWith, PushConfirmer, open_confirmer
-from ._deadline import Deadline
+from ._cancel import cancel_one, queued, settle
+from ._confirm import Confirmer, ConfirmWith, open_confirmer
 from ._duration import duration
 from ._errors import (
     BatchInterruptedError,
@@ -68,8 +69,12 @@ class Batch:
     the workers, the window, the held unknowns (at most ``SETTLE_MAX_HELD``) and the cancels
     waiting for confirmation (at most ``CONFIRM_MAX_PENDING``), whatever the number of ids.
 
-    With ``confirm``, a worker hands each queued cancel to a confirmation task of its own and
-    sends its next cancel at once: confirming never holds the sending back.
+    With ``confirm``, a worker hands each queued cancel to the batch's ``Confirmer`` and sends
+    its next cancel at once: confirming never holds the sending back.
+
+    The batch's state (the ids in flight, the outcomes being handed over, the held unknowns) is
+    its own: its workers and their fast paths (``_lane``) go through ``begin``, ``finished``
+    and ``keep``.
     """
 
     def __init__(
@@ -96,7 +101,11 @@ class Batch:
         self._confirm_timeout = confirm_timeout
         self._resolve = resolve
         self._confirm_with: ConfirmWith | None = confirm_with if confirm else None
-        self._push: PushConfirmer | None = None
+        self._confirmer: Confirmer | None = None
+        self._sink: Sink | None = None
+        #: Workers running, and whether more may still start (the confirmer is closed after both).
+        self._live = 0
+        self._starting = False
         self._exhausted = False
         #: ``stop()`` was called: no more ids are taken (those in flight finish).
         self._stopped = False
@@ -106,12 +115,7 @@ class Batch:
         self._unsent: dict[int, CancelOutcome] = {}
         #: ``UNKNOWN`` outcomes waiting for the settling pass.
         self._held: dict[int, CancelOutcome] = {}
-        #: ``QUEUED`` outcomes whose confirmation runs (``confirm=True``).
-        self._confirming: dict[int, CancelOutcome] = {}
-        self._confirm_slots = anyio.Semaphore(C.CONFIRM_MAX_PENDING)
-        self._tg: anyio.abc.TaskGroup | None = None
         self._recent = RecentIds(C.DEDUPE_WINDOW if dedupe else 0)
-        self._instant: Callable[[CancelOutcome], bool] | None = None
         #: An invalid id met in a lazy input, or the error the input raised; raised after every
         #: sent id has its outcome.
         self.invalid: Exception | None = None
@@ -119,36 +123,50 @@ class Batch:
     def stop(self) -> None:
         """Take no more ids: the cancels in flight finish and settle, the rest are not sent."""
         self._stopped = True
+        if self._confirmer is not None:
+            self._confirmer.wake()  # (its look-ups need not wait for the sending any more)
 
-    async def run(self, sink: Sink, *, instant: Callable[[CancelOutcome], bool] | None = None) -> None:
-        """Cancel everything, settle what is unknown, handing each outcome to ``sink``.
-
-        ``instant``: hands an outcome over at once, or says False when that would mean waiting
-        (then ``sink`` is used); given, the workers may take the fast path (``_lane``)."""
-        self._instant = instant
+    async def run(self, sink: Sink) -> None:
+        """Cancel everything, settle what is unknown, handing each outcome to ``sink``."""
+        self._sink = sink
         try:
             await self._run(sink)
         finally:
-            self._instant = None  # (it holds the consumer, which holds the batch: no cycle left)
+            self._sink = None  # (it holds the consumer, which holds the batch: no cycle left)
+
+    def _open_confirmer(self) -> AbstractAsyncContextManager[Confirmer | None]:
+        if self._confirm_with is None:
+            return contextlib.nullcontext()
+        return open_confirmer(
+            self._session,
+            self._confirm_with,
+            self._deadline,
+            confirm_timeout=self._confirm_timeout,
+            per_order=self._session.deadline,
+            deliver=self._confirmed,
+            lookups=self.workers,
+            may_look_up=self._sent_all,
+        )
 
     async def _run(self, sink: Sink) -> None:
         started = time.monotonic()
         with anyio.move_on_after(self._deadline) as deadline:
             # With confirm=True the stream is open before the first cancel leaves.
-            async with (
-                open_confirmer(self._session, self._confirm_with, self._deadline) as self._push,
-                anyio.create_task_group() as tg,
-            ):
-                self._tg = tg
+            async with self._open_confirmer() as self._confirmer, anyio.create_task_group() as tg:
+                if self._confirmer is not None:
+                    tg.start_soon(self._confirmer.run)
                 # Started a few per event-loop iteration: each worker's first step sends a
                 # request, and 64 of them in one iteration would hold the loop for milliseconds.
+                self._starting = True
                 for count in range(1, self.workers + 1):
-                    tg.start_soon(self._worker, sink)
+                    self._live += 1  # (counted as it is started: it may not run before the loop ends)
+                    tg.start_soon(self._worker)
                     if count % C.WORKERS_STARTED_PER_TURN == 0 and count < self.workers:
                         await anyio.lowlevel.checkpoint()
                         if self._exhausted:
                             break  # the workers running took every id: no more are needed
-            self._tg = None
+                self._starting = False
+                self._workers_done()
             if self._held:
                 if self._deadline is None:
                     # As long as one operation may take (the session's deadline), at most 5 s.
@@ -171,7 +189,7 @@ class Batch:
         if self._checked:
             taken = next(self._source, None)
             if taken is None:
-                self._exhausted = True
+                self._ran_out()
                 return None
             return taken  # type: ignore[return-value]  # checked up front
         try:
@@ -187,24 +205,84 @@ class Batch:
                 return oid
         except Exception as exc:  # the iterable itself failed: treated as an invalid id is
             self.invalid = exc
-        self._exhausted = True
+        self._ran_out()
         return None
 
-    async def _worker(self, sink: Sink) -> None:
+    def _ran_out(self) -> None:
+        self._exhausted = True
+        if self._confirmer is not None:
+            self._confirmer.wake()  # (its look-ups need not wait for the sending any more)
+
+    def _sent_all(self) -> bool:
+        """No id is left to send (the confirmer's look-ups yield to the cancels until then)."""
+        return self._exhausted or self._stopped
+
+    def begin(self) -> tuple[int, Attempts] | None:
+        """The next order to cancel, counted in flight with its new attempt record (and watched,
+        with ``confirm``, before its cancel leaves); None when the ids ran out, or while the
+        confirmer has no room for another order."""
+        confirmer = self._confirmer
+        if confirmer is not None and confirmer.full:
+            return None
+        oid = self._take()
+        if oid is None:
+            return None
+        record = self._in_flight[oid] = Attempts()
+        if confirmer is not None:
+            confirmer.watch(oid)
+        return oid, record
+
+    def finished(self, result: CancelOutcome, record: Attempts, started: float) -> Awaitable[None] | None:
+        """An order's cancel ended with ``result``: a queued cancel goes to the confirmer
+        (``confirm``), an unknown one is held for the settling pass (``resolve``), and the rest
+        is handed over (an awaitable, when the hand-over must wait; see ``_deliver``)."""
+        oid = result.order_id
+        confirmer = self._confirmer
+        if confirmer is not None:
+            if result.status is CancelStatus.QUEUED:
+                settled = confirmer.add(result, record, started)
+                if settled is None:
+                    return None  # (the confirmer delivers it: ``_confirmed``)
+                result = settled
+            else:
+                confirmer.unwatch(oid)
+        if result.status is CancelStatus.UNKNOWN and self._resolve and len(self._held) < C.SETTLE_MAX_HELD:
+            self._held[oid] = result
+            return None
+        assert self._sink is not None
+        return self._deliver(result, self._sink)
+
+    def keep(self, result: CancelOutcome) -> None:
+        """A cancel's outcome that arrived after its worker was stopped (the batch deadline, the
+        consumer gone): kept for ``remaining``."""
+        self._unsent[result.order_id] = result
+
+    def _confirmed(self, result: CancelOutcome) -> Awaitable[None] | None:
+        assert self._sink is not None
+        return self._deliver(result, self._sink)
+
+    def _workers_done(self) -> None:
+        if self._live == 0 and not self._starting and self._confirmer is not None:
+            self._confirmer.close()  # (no more orders to confirm: its poller ends once none waits)
+
+    async def _worker(self) -> None:
         per_order = self._session.deadline
         now = _deadline.clock()
-        push = self._push  # open (or None) before any worker starts
+        confirmer = self._confirmer  # open (or None) before any worker starts
         pipeline = self._session._pipeline
         lane: Lane | None = None
         lane_tried = False
         try:
-            oid = self._take()
-            while oid is not None:
+            while True:
+                if confirmer is not None and confirmer.full:
+                    await confirmer.room()
+                taken = self.begin()
+                if taken is None:
+                    return
+                oid, record = taken
                 if not lane_tried and pipeline.sender is not None:  # (built by the first request)
                     lane_tried = True
                     lane = self._lane(per_order)
-                record = Attempts()
-                self._in_flight[oid] = record
                 _deadline.begin(per_order, now=now)
                 started = time.monotonic()
                 first: Attempt | None = None
@@ -215,14 +293,14 @@ class Batch:
                         sent = False
                     if sent:
                         stop = await lane.stopped()
+                        if stop.handing is not None:
+                            await stop.handing
                         if stop.error is not None:
                             raise stop.error
                         if stop.oid is None or stop.record is None:
-                            return  # the ids ran out
+                            continue  # the lane took no next id (none left, or no room yet)
                         oid, record, started, first = stop.oid, stop.record, stop.started, stop.first
                         _deadline.enter(stop.deadline)
-                if push is not None:
-                    push.watch(oid)  # before the cancel leaves: no update can be missed
                 try:
                     result = await cancel_one(
                         self._session, oid, resolve=self._resolve, record=record, first=first, started=started
@@ -235,100 +313,29 @@ class Batch:
                         error=TanxError(f"unexpected {type(exc).__name__}: {exc}"),
                         attempts=record.count,
                     )
-                if self._confirm and result.status is CancelStatus.QUEUED:
-                    await self._start_confirming(result, record, started, sink)
-                else:
-                    if push is not None:
-                        push.unwatch(oid)
-                    if (
-                        result.status is CancelStatus.UNKNOWN
-                        and self._resolve
-                        and len(self._held) < C.SETTLE_MAX_HELD
-                    ):
-                        self._held[oid] = result
-                    elif (handing := self._deliver(result, sink)) is not None:
-                        await handing
-                oid = self._take()
+                if (handing := self.finished(result, record, started)) is not None:
+                    await handing
         finally:
             if lane is not None:
                 lane.close()  # (it and its express hold each other, and the batch)
-
-    async def _start_confirming(
-        self, queued: CancelOutcome, record: Attempts, started: float, sink: Sink
-    ) -> None:
-        """Confirm ``queued`` in a task of its own (the worker goes on sending): its deadline is
-        the order's, extended by ``confirm_timeout``. Waits only when ``CONFIRM_MAX_PENDING``
-        confirmations run already."""
-        slots = self._confirm_slots
-        try:
-            slots.acquire_nowait()
-        except anyio.WouldBlock:
-            await slots.acquire()
-        oid = queued.order_id
-        self._confirming[oid] = queued
-        per_order = self._session.deadline
-        deadline = None if per_order is None else Deadline.since(per_order + self._confirm_timeout, started)
-        assert self._tg is not None
-        self._tg.start_soon(self._confirmer, queued, record, started, deadline, sink)
-
-    async def _confirmer(
-        self, queued: CancelOutcome, record: Attempts, started: float, deadline: Deadline | None, sink: Sink
-    ) -> None:
-        oid = queued.order_id
-        push = self._push
-        _deadline.enter(deadline)
-        try:
-            try:
-                order = queued.order
-            except TanxError:  # an echo we cannot read: the look-ups say what is true
-                order = None
-            try:
-                result = await confirm_cancel(
-                    self._session,
-                    oid,
-                    order,
-                    record,
-                    started,
-                    confirm_timeout=self._confirm_timeout,
-                    push=push,
-                )
-            except Exception as exc:  # a bug must not lose the outcome: queued, not confirmed
-                logger.exception("order %d: unexpected error while confirming", oid)
-                result = attrs.evolve(
-                    queued,
-                    error=CancelNotConfirmedError(
-                        f"order {oid}: cancel queued; confirming failed (unexpected {type(exc).__name__})",
-                        order_id=oid,
-                        order=order,
-                    ),
-                )
-            self._confirming.pop(oid, None)
-            if (handing := self._deliver(result, sink)) is not None:
-                await handing
-        finally:
-            if push is not None:
-                push.unwatch(oid)
-            self._confirm_slots.release()
+            self._live -= 1
+            self._workers_done()
 
     def _lane(self, per_order: float | None) -> Lane | None:
-        """A fast path for one worker (``_lane``), where the batch can use one: outcomes handed
-        over at once (``instant``, which never waits for a sized input), ids that need no
+        """A fast path for one worker (``_lane``), where the batch can use one: ids that need no
         caller's code to take (a sized input, checked up front: a lazy one is the caller's
-        generator, which never runs inside a transport callback), no confirmation, and a
-        session that may send from callbacks."""
-        instant = self._instant
+        generator, which never runs inside a transport callback) and a session that may send
+        from callbacks. (A sized input's outcomes are handed over at once, never to the
+        caller's code: a dict, a buffer, ``Told``'s queue.)"""
         session = self._session
         pipeline = session._pipeline
-        if instant is None or self._confirm or not self._checked or pipeline.immediate_sender is None:
+        if not self._checked or pipeline.immediate_sender is None:
             return None
         lane = Lane(
             pipeline,
+            self,
             timeout=session._timeout,
             per_order=per_order,
-            take=self._take,
-            in_flight=self._in_flight,
-            unsent=self._unsent,
-            hand=instant,
             make=functools.partial(queued, session),
         )
         return lane if lane.usable else None
@@ -395,6 +402,14 @@ class Batch:
         for oid, record in list(self._in_flight.items()):
             finished = self._unsent.get(oid)
             if finished is not None:
+                if self._confirm and finished.status is CancelStatus.QUEUED and finished.error is None:
+                    # Answered 2xx after the batch stopped waiting: queued, never confirmed.
+                    error = CancelNotConfirmedError(
+                        f"order {oid}: cancel queued, not confirmed before the {why}",
+                        order_id=oid,
+                        order=None,
+                    )
+                    finished = attrs.evolve(finished, error=error)
                 yield finished
                 continue
             held = self._held.get(oid)
@@ -402,7 +417,7 @@ class Batch:
                 note = f"the {why} before the settling pass could settle it"
                 yield attrs.evolve(held, note=f"{held.note}; {note}" if held.note else note)
                 continue
-            queued = self._confirming.get(oid)
+            queued = None if self._confirmer is None else self._confirmer.queued(oid)
             age = self._session._pipeline.cancels.age(oid)
             if queued is not None or age is not None:
                 # The exchange answered this session's cancel 2xx (``confirm=True`` was waiting to
@@ -439,7 +454,6 @@ class Batch:
         self._in_flight.clear()
         self._unsent.clear()
         self._held.clear()
-        self._confirming.clear()
         if not (self._checked or pull_lazy):
             return
         self._stopped = True

@@ -7,9 +7,9 @@ cancel of the same order moments earlier (``QUEUED``, said in ``note``; see ``Ca
 The words of a refusal never decide an outcome: they may only annotate it (``note``). When the
 exchange refused or no answer came, the order is looked up (``resolve``).
 
-``confirm_cancel`` waits for a queued cancel to show (``confirm=True``), and ``settle`` is the
-settling pass for one ``UNKNOWN`` outcome: the order looked up again with backoff, within a
-deadline. The fan-out that runs these for many orders is ``_batch.Batch``.
+``settle`` is the settling pass for one ``UNKNOWN`` outcome: the order looked up again with
+backoff, within a deadline. The fan-out that runs these for many orders is ``_batch.Batch``; a queued cancel's
+confirmation (``confirm=True``) is ``_confirm.Confirmer``'s.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import attrs
 
 from . import _constants as C
 from ._attempts import Attempt, Attempts
-from ._confirm import PushConfirmer, closed_before
-from ._convert import CancelEcho, cancel_echo, decode_echo, structure_order
+from ._confirm import closed_before
+from ._convert import CancelEcho, cancel_echo, structure_order
 from ._duration import duration
 from ._errors import (
     APIConnectionError,
@@ -45,7 +45,7 @@ from .models import CancelOutcome, CancelStatus, Order, OrderState, queued_outco
 if TYPE_CHECKING:
     from ._session import AsyncTanxSession
 
-__all__ = ["cancel_one", "confirm_cancel", "fetch_order", "queued", "settle"]
+__all__ = ["cancel_one", "fetch_order", "queued", "settle"]
 
 #: Words in a refusal that *suggest* the order is off the book. They only annotate an outcome.
 _CLOSED_WORDS = re.compile(r"queued|pending|cancel+ed|filled|executed|closed|done", re.IGNORECASE)
@@ -99,10 +99,7 @@ async def cancel_one(
     oid: int,
     *,
     resolve: bool = True,
-    confirm: bool = False,
-    confirm_timeout: float = C.CONFIRM_TIMEOUT,
     record: Attempts | None = None,
-    push: PushConfirmer | None = None,
     first: Attempt | None = None,
     started: float | None = None,
 ) -> CancelOutcome:
@@ -116,9 +113,7 @@ async def cancel_one(
         response = await session._send(
             "POST", C.CANCEL_PATH, json={"order_id": oid}, idempotent=True, attempts=record, first=first
         )
-        if not confirm:
-            return queued(session, oid, record, started, response.body, response.content)
-        echo = cancel_echo(oid, response.payload, response.content)
+        return queued(session, oid, record, started, response.body, response.content)
     except NotFoundError as exc:
         return _Outcomes(oid, record, started)(CancelStatus.NOT_FOUND, error=exc)
     except APIStatusError as exc:
@@ -142,39 +137,6 @@ async def cancel_one(
         return _unsettled(session, outcome, exc)
     except TanxError as exc:
         return _unsettled(session, _Outcomes(oid, record, started), exc)
-
-    session._pipeline.cancels.accepted(oid)
-    # (Not for the bare ``{}`` acknowledgement.)
-    order = decode_echo(oid, response.payload, response.content) if echo else None
-    return await confirm_cancel(
-        session, oid, order, record, started, confirm_timeout=confirm_timeout, push=push
-    )
-
-
-async def confirm_cancel(
-    session: AsyncTanxSession,
-    oid: int,
-    order: Order | None,
-    record: Attempts,
-    started: float,
-    *,
-    confirm_timeout: float,
-    push: PushConfirmer | None,
-) -> CancelOutcome:
-    """Wait (up to ``confirm_timeout``) until the exchange shows the order closed, its cancel
-    queued (a 2xx; ``order``, the answer's echo if any): by the stream (``push``, polling as
-    its fallback) or by polling. ``QUEUED`` with ``CancelNotConfirmedError`` if it never does."""
-    outcome = _Outcomes(oid, record, started)
-    deadline = time.monotonic() + confirm_timeout
-    if push is not None:
-
-        async def poll(order: Order | None, deadline: float) -> CancelOutcome:
-            return await _confirm(session, oid, order, deadline, outcome)
-
-        return await push.confirm(
-            oid, order, deadline, outcome, poll, lambda o: fetch_order(session, o), record.first_sent
-        )
-    return await _confirm(session, oid, order, deadline, outcome)
 
 
 def queued(
@@ -260,36 +222,6 @@ def _unsettled(
 def _closed_before(order: Order, record: Attempts) -> bool:
     """The exchange last touched the order clearly before our first attempt left."""
     return closed_before(order.updated_at, record.first_sent)
-
-
-async def _confirm(
-    session: AsyncTanxSession, oid: int, order: Order | None, deadline: float, outcome: _Make
-) -> CancelOutcome:
-    """Poll the order (with backoff, until ``deadline``) until the exchange reports it closed."""
-    delay = C.CONFIRM_POLL_INITIAL
-    last_error: TanxError | None = None
-    while True:
-        if order is not None and order.state == OrderState.CANCEL:
-            return outcome(CancelStatus.CANCELLED, order, None)
-        if order is not None and order.state == OrderState.DONE:
-            # Filled before the queued cancel took effect.
-            return outcome(CancelStatus.ALREADY_CLOSED, order, None)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            note = f" (last look-up failed: {last_error})" if last_error else ""
-            return outcome(
-                CancelStatus.QUEUED,
-                order,
-                CancelNotConfirmedError(
-                    f"order {oid}: cancel queued but not confirmed in time{note}", order_id=oid, order=order
-                ),
-            )
-        await anyio.sleep(min(delay, remaining))
-        delay = min(delay * 2, C.CONFIRM_POLL_CAP)
-        try:
-            order = await fetch_order(session, oid)
-        except TanxError as exc:
-            last_error = exc
 
 
 async def settle(

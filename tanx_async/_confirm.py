@@ -1,24 +1,39 @@
-"""``confirm=True`` by push: a batch's cancels confirmed from the private order stream.
+"""``confirm=True``: queued cancels confirmed beside the sending, by one confirmer.
 
-The batch opens the stream (subscribed to ``order``) before its first cancel is sent, and each
-worker registers the order it is about to cancel (``watch``) before sending, so no update
-that matters can be missed. An order is confirmed when its ``cancel`` update arrives (``done``:
-filled first, ``ALREADY_CLOSED``), the same evidence rule as polling: ``CANCELLED`` only on a
-``cancel`` state seen, by push or by look-up.
+A ``Confirmer`` holds every queued cancel of a batch (or of one ``cancel(confirm=True)``) that
+waits to be seen closed, and resolves each by the rule everything else follows: ``CANCELLED``
+only on a ``cancel`` state seen, by push or by look-up (``done``: ``ALREADY_CLOSED``). There is no
+task and no event per order: adding one (``add``) is a dict entry and a heap entry for when it is
+next due, made synchronously, from a worker task or from the batch's fast path alike.
 
-No silent loss: after a ``StreamGap`` (a reconnect, or a buffer overflow) every order still
-waiting is looked up once. With ``confirm_with="auto"`` (the default) an order that no push
-confirmed within ``CONFIRM_PUSH_WINDOW`` seconds of its cancel being queued (or half its
-``confirm_timeout``, when that is shorter: ``CONFIRM_PUSH_SHARE``), and every order
-once the stream is lost for good (or could not be opened), falls back to polling;
-``confirm_with="stream"`` never polls (an unconfirmed order ends ``QUEUED`` with
-``CancelNotConfirmedError``) and refuses to start the batch when the stream cannot be opened.
+Two tasks do the waiting, however many orders wait:
+
+- the stream consumer (``consume``): the private order stream is open (subscribed to ``order``)
+  before the first cancel is sent, and each order is watched (``watch``) before its cancel
+  leaves, so an update that arrives before the cancel's answer is kept. A closing update
+  resolves its order at once. After a ``StreamGap`` (a reconnect, a buffer overflow) every
+  order waiting is looked up once.
+- the poller (``run``): the look-ups and the deadlines. With ``confirm_with="poll"`` every order
+  is looked up, with backoff (``CONFIRM_POLL_INITIAL`` doubling to ``CONFIRM_POLL_CAP``); with
+  ``"auto"`` an order that no push confirmed within its push window (``CONFIRM_PUSH_WINDOW``,
+  or ``CONFIRM_PUSH_SHARE`` of its ``confirm_timeout`` when that is shorter), and every order once
+  the stream is lost for good (or could not be opened); with ``"stream"`` none.
+
+Look-ups yield to the cancels: while the batch still has ids to send (``may_look_up`` says
+False) none starts, unless the batch waits for ``room`` here; at most ``lookups`` run at once.
+An order not confirmed within ``confirm_timeout`` of its cancel being queued (with
+``"stream"``: at once when the stream is lost) ends ``QUEUED`` with
+``CancelNotConfirmedError``. At most ``CONFIRM_MAX_PENDING`` orders wait (``full``: the batch
+takes no new id until there is ``room``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
@@ -27,133 +42,402 @@ import anyio
 import attrs
 
 from . import _constants as C
+from . import _deadline
+from ._attempts import Attempts
+from ._deadline import Deadline
 from ._errors import CancelNotConfirmedError, TanxError, brief
 from ._log import logger
-from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderUpdate, StreamGap
+from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderUpdate, StreamGap, may_show_closed
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from ._session import AsyncTanxSession
     from ._stream import OrderStream
 
-__all__ = ["CONFIRM_WITH", "ConfirmWith", "PushConfirmer", "closed_before", "open_confirmer"]
+__all__ = ["CONFIRM_WITH", "ConfirmWith", "Confirmer", "closed_before", "open_confirmer"]
 
 ConfirmWith = Literal["stream", "poll", "auto"]
 CONFIRM_WITH: tuple[ConfirmWith, ...] = ("stream", "poll", "auto")
-_Make = Callable[[CancelStatus, "Order | None", "TanxError | None"], CancelOutcome]
-Poll = Callable[[Order | None, float], Awaitable[CancelOutcome]]
-Lookup = Callable[[int], Awaitable[Order]]
+#: Where a resolved outcome goes: done at once, or an awaitable that completes the hand-over.
+Deliver = Callable[[CancelOutcome], Awaitable[None] | None]
 _CLOSED = (OrderState.CANCEL, OrderState.DONE)
 
 
-class _Watch:
-    __slots__ = ("gap", "update", "wake")
+class _Wait:
+    """One order whose cancel was queued, waiting to be seen closed."""
 
-    def __init__(self) -> None:
-        self.update: OrderUpdate | None = None
-        self.gap = False
-        self.wake = anyio.Event()
+    __slots__ = (
+        "deadline",
+        "delay",
+        "due",
+        "gap",
+        "last_error",
+        "looking",
+        "oid",
+        "polling",
+        "push_until",
+        "queued",
+        "record",
+        "started",
+        "update",
+    )
+
+    def __init__(
+        self, queued: CancelOutcome, record: Attempts, started: float, update: OrderUpdate | None, gap: bool
+    ) -> None:
+        self.oid = queued.order_id
+        #: The cancel's ``QUEUED`` outcome, its attempts, and when it began (``time.monotonic``).
+        self.queued = queued
+        self.record = record
+        self.started = started
+        #: The latest update the stream brought (a closed state is final).
+        self.update = update
+        #: Updates may have been missed (a stream gap): look it up once.
+        self.gap = gap
+        #: Looked up with backoff from now on (``delay``: the next wait), not waiting for a push.
+        self.polling = False
+        self.delay = C.CONFIRM_POLL_INITIAL
+        self.looking = False
+        self.last_error: TanxError | None = None
+        #: When the poller next looks at it, the end of its push window, and its deadline
+        #: (``time.monotonic``).
+        self.due = 0.0
+        self.push_until = 0.0
+        self.deadline = 0.0
+
+    def order(self) -> Order | None:
+        """The order as the cancel's answer echoed it, if it did and we can read it."""
+        try:
+            return self.queued.order
+        except TanxError:  # an echo we cannot read: the look-ups say what is true
+            return None
 
 
-class PushConfirmer:
-    """The orders a batch waits for, fed by one stream consumer task."""
+class Confirmer:
+    """The queued cancels waiting for confirmation (see the module's docstring)."""
 
-    def __init__(self, mode: ConfirmWith, window: float) -> None:
+    def __init__(
+        self,
+        session: AsyncTanxSession,
+        mode: ConfirmWith,
+        *,
+        confirm_timeout: float,
+        per_order: float | None,
+        deliver: Deliver,
+        lookups: int = 1,
+        may_look_up: Callable[[], bool] | None = None,
+    ) -> None:
+        self._session = session
         self.mode = mode
-        self.window = window
-        self._watches: dict[int, _Watch] = {}
-        #: The stream is gone for good (or never opened): waiters poll (auto) or give up.
-        self.lost = False
-        #: Confirmed by push / look-ups after a gap / orders handed to polling.
-        self.pushed = 0
-        self.reconciled = 0
-        self.polled = 0
+        self._confirm_timeout = confirm_timeout
+        #: Each order's look-ups are bounded by its deadline: ``per_order`` (the session's
+        #: deadline) plus ``confirm_timeout`` since its cancel began (None: the caller's).
+        self._per_order = per_order
+        self._deliver = deliver
+        self._lookups = lookups
+        self._may_look_up = may_look_up
+        #: The stream is gone for good (or never opened, or not asked for).
+        self.lost = mode == "poll"
+        #: Orders whose cancel is about to leave or under way: the latest update of each (a
+        #: closed state is final), and those a stream gap may have hidden updates of.
+        self._watched: dict[int, OrderUpdate | None] = {}
+        self._gapped: set[int] = set()
+        #: Orders whose cancel was queued, waiting.
+        self._waits: dict[int, _Wait] = {}
+        #: Orders queued and not resolved yet.
+        self.pending = 0
+        self._heap: list[tuple[float, int, _Wait]] = []
+        self._seq = itertools.count()
+        #: Look-ups due and not started (the batch still sends, or ``lookups`` run already).
+        self._ready: deque[_Wait] = deque()
+        self._looking = 0
+        self._closed = False
+        self._wake: anyio.Event | None = None
+        self._sleeping_until = 0.0
+        self._room: anyio.Event | None = None
+        self._room_waiters = 0
+
+    # -- what the batch calls ---------------------------------------------------------------
 
     def watch(self, oid: int) -> None:
-        """Record ``oid``'s updates from now on (before its cancel is sent), until ``unwatch``."""
-        self._watches[oid] = _Watch()
+        """Keep ``oid``'s updates from now on (before its cancel is sent), until it is resolved
+        or ``unwatch``."""
+        if not self.lost:
+            self._watched[oid] = None
 
     def unwatch(self, oid: int) -> None:
-        self._watches.pop(oid, None)
+        self._watched.pop(oid, None)
+        self._gapped.discard(oid)
+
+    @property
+    def full(self) -> bool:
+        return self.pending >= C.CONFIRM_MAX_PENDING
+
+    async def room(self) -> None:
+        """Wait until fewer than ``CONFIRM_MAX_PENDING`` orders wait (look-ups may run now)."""
+        while self.full:
+            self._room_waiters += 1
+            self.wake()
+            try:
+                if self._room is None or self._room.is_set():
+                    self._room = anyio.Event()
+                await self._room.wait()
+            finally:
+                self._room_waiters -= 1
+
+    def add(self, queued: CancelOutcome, record: Attempts, started: float) -> CancelOutcome | None:
+        """``queued``'s order waits for confirmation from now on; its outcome now if what is
+        known already settles it (an update that came before the answer, a closed echo)."""
+        oid = queued.order_id
+        gap = False
+        if self._gapped:
+            gap = oid in self._gapped
+            self._gapped.discard(oid)
+        wait = _Wait(queued, record, started, self._watched.pop(oid, None), gap)
+        now = time.monotonic()
+        wait.deadline = now + self._confirm_timeout
+        settled = self._settled_by_push(wait) or self._settled_by_echo(wait)
+        if settled is not None:
+            return settled
+        self._waits[oid] = wait
+        self.pending += 1
+        if self.mode == "auto":
+            wait.push_until = now + min(C.CONFIRM_PUSH_WINDOW, self._confirm_timeout * C.CONFIRM_PUSH_SHARE)
+        else:
+            wait.push_until = wait.deadline
+        if wait.gap:
+            self._due(wait, now)
+        elif self.mode == "stream" and self.lost:
+            self._due(wait, now)  # (expired at once: nothing more can confirm it)
+        elif self.lost:
+            wait.polling = True
+            self._due(wait, now + wait.delay)
+        else:
+            self._due(wait, wait.push_until)
+        return None
+
+    def queued(self, oid: int) -> CancelOutcome | None:
+        """``oid``'s queued outcome while it waits for confirmation, else None."""
+        wait = self._waits.get(oid)
+        return None if wait is None else wait.queued
+
+    def close(self) -> None:
+        """No more orders will be added: ``run`` returns once none waits."""
+        self._closed = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Something changed for the poller (look-ups may run now, say)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- the stream consumer ----------------------------------------------------------------
 
     async def consume(self, stream: OrderStream) -> None:
-        """Feed the watches until the stream ends; never raises a ``TanxError``."""
+        """Resolve the orders the stream shows closed until it ends; never raises a
+        ``TanxError``."""
         try:
             async for event in stream:
                 if isinstance(event, OrderUpdate):
-                    watch = self._watches.get(event.id)
-                    if watch is not None and not (watch.update is not None and watch.update.state in _CLOSED):
-                        # A closed state is final: a late (reordered or duplicated) "wait" never
-                        # reopens the order.
-                        watch.update = event
-                        watch.wake.set()
+                    oid = event.id
+                    if oid in self._watched:  # its cancel's answer has not come yet
+                        earlier = self._watched[oid]
+                        if earlier is None or earlier.state not in _CLOSED:
+                            self._watched[oid] = event
+                        continue
+                    wait = self._waits.get(oid)
+                    if wait is None or (wait.update is not None and wait.update.state in _CLOSED):
+                        # Not ours, or closed already: a late (reordered or duplicated) "wait"
+                        # never reopens an order.
+                        continue
+                    wait.update = event
+                    settled = self._settled_by_push(wait)
+                    if settled is not None and (handing := self._resolve(wait, settled)) is not None:
+                        await handing
                 elif isinstance(event, StreamGap):
-                    for watch in self._watches.values():
-                        watch.gap = True
-                        watch.wake.set()
+                    self._gap()
         except TanxError as exc:
             logger.warning("confirmation stream lost (%s): falling back to polling", brief(exc))
         self.give_up()
 
     def give_up(self) -> None:
+        """The stream is gone for good: orders waiting for a push are looked up now (``auto``)
+        or end not confirmed (``stream``)."""
         self.lost = True
-        for watch in self._watches.values():
-            watch.wake.set()
-
-    async def confirm(
-        self,
-        oid: int,
-        order: Order | None,
-        deadline: float,
-        outcome: _Make,
-        poll: Poll,
-        lookup: Lookup,
-        first_sent: float | None = None,
-    ) -> CancelOutcome:
-        """Wait for ``oid``'s closing update (its cancel was just queued; its first attempt
-        left at ``first_sent``, on the exchange's clock as far as known)."""
-        watch = self._watches.get(oid)
-        if watch is None:  # pragma: no cover - the batch always watches before sending
-            return await poll(order, deadline)
+        self._watched.clear()  # (their cancels' answers find them gone: polled)
+        self._gapped.clear()
         now = time.monotonic()
-        # At most ``window``, and at most a share of the time left: the poll gets the rest.
-        push_until = now + min(self.window, max(0.0, deadline - now) * C.CONFIRM_PUSH_SHARE)
-        while True:
-            if watch.update is not None and watch.update.state in _CLOSED:
-                self.pushed += 1
-                update = watch.update
-                if update.state == OrderState.CANCEL and closed_before(update.updated_at, first_sent):
-                    # Cancelled before our cancel left (as the look-up path decides): not ours.
-                    return outcome(CancelStatus.ALREADY_CLOSED, _merged(order, update), None)
-                return _settled(update.state, _merged(order, update), outcome)
-            if order is not None and order.state in _CLOSED:
-                return _settled(order.state, order, outcome)
-            if watch.gap:
-                # Updates may have been missed while this order waited: look it up once.
-                watch.gap = False
-                self.reconciled += 1
-                try:
-                    order = await lookup(oid)
-                except TanxError as exc:
-                    logger.info("order %d: look-up after a stream gap failed: %s", oid, brief(exc))
+        for wait in self._waits.values():
+            if not wait.polling and not wait.looking:
+                if self.mode == "auto":
+                    wait.polling = True
+                self._due(wait, now)
+
+    def _gap(self) -> None:
+        self._gapped.update(self._watched)
+        now = time.monotonic()
+        for wait in self._waits.values():
+            wait.gap = True
+            if not wait.looking:
+                self._due(wait, now)
+
+    # -- the poller -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Look orders up when due and end those past their deadline, until ``close`` was
+        called and no order waits."""
+        async with anyio.create_task_group() as tg:
+            while not (self._closed and self.pending == 0):
+                now = time.monotonic()
+                until = self._dispatch(now, tg)
+                if self._closed and self.pending == 0:
+                    break  # (the last ones just ended)
+                self._wake = anyio.Event()
+                self._sleeping_until = until
+                with anyio.move_on_after(until - now):
+                    await self._wake.wait()
+                self._wake = None
+            self._sleeping_until = 0.0
+
+    def _due(self, wait: _Wait, when: float) -> None:
+        wait.due = when
+        heapq.heappush(self._heap, (when, next(self._seq), wait))
+        if when < self._sleeping_until:
+            self.wake()
+
+    def _dispatch(self, now: float, tg: TaskGroup) -> float:
+        """Whatever is due now: deadlines, look-ups (as far as they may start). Returns when
+        something is due next."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            due, _, wait = heapq.heappop(heap)
+            if self._waits.get(wait.oid) is not wait or wait.due != due or wait.looking:
+                continue  # resolved, or due at another time now
+            if now >= wait.deadline or (self.mode == "stream" and self.lost and not wait.gap):
+                self._hand(tg, self._expire(wait))
                 continue
-            now = time.monotonic()
-            if self.mode == "auto" and (self.lost or now >= push_until):
-                self.polled += 1
-                return await poll(order, deadline)
-            if now >= deadline or (self.lost and self.mode == "stream"):
-                return outcome(
-                    CancelStatus.QUEUED,
-                    order,
-                    CancelNotConfirmedError(
-                        f"order {oid}: cancel queued but no confirmation arrived on the stream",
-                        order_id=oid,
-                        order=order,
-                    ),
-                )
-            watch.wake = anyio.Event()
-            limit = push_until if self.mode == "auto" else deadline
-            with anyio.move_on_after(max(0.0, limit - now)):
-                await watch.wake.wait()
+            # A look-up now: after a gap, polling, or past its push window (``auto``).
+            wait.polling = wait.polling or not wait.gap
+            self._ready.append(wait)
+            self._due(wait, wait.deadline)  # (ended then if it never gets its look-up)
+        ready = self._ready
+        allowed = self._room_waiters > 0 or self._may_look_up is None or self._may_look_up()
+        while ready and self._looking < self._lookups and allowed:
+            wait = ready.popleft()
+            if self._waits.get(wait.oid) is not wait or wait.looking:
+                continue
+            wait.looking, wait.gap = True, False
+            self._looking += 1
+            tg.start_soon(self._look_up, wait)
+        return heap[0][0] if heap else now + 3600.0  # (woken by whatever changes meanwhile)
+
+    @staticmethod
+    def _hand(tg: TaskGroup, handing: Awaitable[None] | None) -> None:
+        if handing is not None:
+            tg.start_soon(_completed, handing)
+
+    async def _look_up(self, wait: _Wait) -> None:
+        # (Imported here: ``_cancel`` builds on this module.)
+        from ._cancel import fetch_order
+
+        per_order = self._per_order
+        if per_order is not None:
+            _deadline.enter(Deadline.since(per_order + self._confirm_timeout, wait.started))
+        order: Order | None = None
+        try:
+            order = await fetch_order(self._session, wait.oid)
+        except TanxError as exc:
+            wait.last_error = exc
+            if not wait.polling:
+                logger.info("order %d: look-up after a stream gap failed: %s", wait.oid, brief(exc))
+        finally:
+            self._looking -= 1
+            wait.looking = False
+            self.wake()
+        if self._waits.get(wait.oid) is not wait:
+            return  # a push resolved it meanwhile
+        if order is not None and order.state in _CLOSED:
+            settled = self._settled_by_push(wait) or self._outcome(wait, _status(order.state), order)
+            if (handing := self._resolve(wait, settled)) is not None:
+                await handing
+            return
+        now = time.monotonic()
+        if now >= wait.deadline:
+            if (handing := self._expire(wait, order)) is not None:
+                await handing
+        elif wait.polling:
+            self._due(wait, min(now + wait.delay, wait.deadline))
+            wait.delay = min(wait.delay * 2, C.CONFIRM_POLL_CAP)
+        else:  # a look-up after a gap: back to waiting for a push
+            self._due(wait, wait.push_until)
+
+    # -- outcomes ---------------------------------------------------------------------------
+
+    def _settled_by_push(self, wait: _Wait) -> CancelOutcome | None:
+        update = wait.update
+        if update is None or update.state not in _CLOSED:
+            return None
+        order = _merged(wait.order(), update)
+        if update.state == OrderState.CANCEL and closed_before(update.updated_at, wait.record.first_sent):
+            # Cancelled before our cancel left (as the look-up path decides): not ours.
+            return self._outcome(wait, CancelStatus.ALREADY_CLOSED, order)
+        return self._outcome(wait, _status(update.state), order)
+
+    def _settled_by_echo(self, wait: _Wait) -> CancelOutcome | None:
+        """The cancel's answer echoed the order closed already (decoded only if it may have)."""
+        if not may_show_closed(wait.queued):
+            return None
+        order = wait.order()
+        if order is None or order.state not in _CLOSED:
+            return None
+        return self._outcome(wait, _status(order.state), order)
+
+    def _outcome(
+        self, wait: _Wait, status: CancelStatus, order: Order | None, error: TanxError | None = None
+    ) -> CancelOutcome:
+        return CancelOutcome(
+            order_id=wait.oid,
+            status=status,
+            order=order,
+            error=error,
+            attempts=wait.record.count,
+            elapsed=time.monotonic() - wait.started,
+        )
+
+    def _expire(self, wait: _Wait, order: Order | None = None) -> Awaitable[None] | None:
+        """``wait``'s deadline passed (or the stream it relied on is lost): queued, not
+        confirmed."""
+        if order is None and wait.update is not None:
+            order = _merged(wait.order(), wait.update)
+        elif order is None:
+            order = wait.order()
+        oid = wait.oid
+        if self.mode == "stream":
+            message = f"order {oid}: cancel queued but no confirmation arrived on the stream"
+        else:
+            note = f" (last look-up failed: {wait.last_error})" if wait.last_error else ""
+            message = f"order {oid}: cancel queued but not confirmed in time{note}"
+        error = CancelNotConfirmedError(message, order_id=oid, order=order)
+        return self._resolve(wait, self._outcome(wait, CancelStatus.QUEUED, order, error))
+
+    def _resolve(self, wait: _Wait, outcome: CancelOutcome) -> Awaitable[None] | None:
+        del self._waits[wait.oid]
+        self.pending -= 1
+        if self._room is not None and not self.full:
+            self._room.set()
+        if self.pending == 0 and self._closed:
+            self.wake()
+        return self._deliver(outcome)
+
+
+async def _completed(handing: Awaitable[None]) -> None:
+    await handing
+
+
+def _status(state: OrderState) -> CancelStatus:
+    # ``done``: filled before the queued cancel took effect.
+    return CancelStatus.CANCELLED if state == OrderState.CANCEL else CancelStatus.ALREADY_CLOSED
 
 
 def closed_before(updated_at: datetime | None, first_sent: float | None) -> bool:
@@ -163,12 +447,6 @@ def closed_before(updated_at: datetime | None, first_sent: float | None) -> bool
     if updated_at is None or first_sent is None:
         return False
     return updated_at.timestamp() < first_sent - C.CLOCK_SKEW_TOLERANCE
-
-
-def _settled(state: OrderState, order: Order | None, outcome: _Make) -> CancelOutcome:
-    if state == OrderState.CANCEL:
-        return outcome(CancelStatus.CANCELLED, order, None)
-    return outcome(CancelStatus.ALREADY_CLOSED, order, None)  # filled before the cancel took effect
 
 
 _PUSHED_FIELDS = (
@@ -201,18 +479,35 @@ def _merged(order: Order | None, update: OrderUpdate) -> Order | None:
 
 @contextlib.asynccontextmanager
 async def open_confirmer(
-    session: AsyncTanxSession, mode: ConfirmWith | None, deadline: float | None
-) -> AsyncIterator[PushConfirmer | None]:
-    """The confirmer for a batch (None when polling), its stream open and consumed.
+    session: AsyncTanxSession,
+    mode: ConfirmWith,
+    deadline: float | None,
+    *,
+    confirm_timeout: float,
+    per_order: float | None,
+    deliver: Deliver,
+    lookups: int = 1,
+    may_look_up: Callable[[], bool] | None = None,
+) -> AsyncIterator[Confirmer]:
+    """A ``Confirmer`` with its stream (unless ``mode`` is ``"poll"``) open and consumed; the
+    caller runs its poller (``run``).
 
     No cancel leaves before the stream is open, so with ``"auto"`` its opening is cut short
     (``CONFIRM_STREAM_OPEN_WITHIN``, and a share of the batch's ``deadline``): a stream that
     is slow to open costs the batch its pushes, never its cancels. With ``"stream"`` it may take
     the session's deadline (the batch's deadline cuts it, as it cuts everything)."""
-    if mode is None or mode == "poll":
-        yield None
+    confirmer = Confirmer(
+        session,
+        mode,
+        confirm_timeout=confirm_timeout,
+        per_order=per_order,
+        deliver=deliver,
+        lookups=lookups,
+        may_look_up=may_look_up,
+    )
+    if mode == "poll":
+        yield confirmer
         return
-    confirmer = PushConfirmer(mode, C.CONFIRM_PUSH_WINDOW)
     within = None
     if mode == "auto":
         within = C.CONFIRM_STREAM_OPEN_WITHIN

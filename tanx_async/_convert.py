@@ -259,6 +259,12 @@ class CancelEcho(PendingOrder):
     def decode(self, order_id: int) -> Order | None:
         return decode_echo_in(order_id, self.content)
 
+    def may_show_closed(self) -> bool:
+        # A closed state is the JSON string "cancel" or "done": bytes without either cannot
+        # decode to one (one with them is decoded, and its ``state`` decides).
+        content = self.content
+        return b'"cancel"' in content or b'"done"' in content
+
 
 def cancel_echo(order_id: int, value: Any, raw: bytes) -> bool:
     """Whether a 2xx cancel answer's ``payload`` echoes the order (True) or is the bare ``{}``

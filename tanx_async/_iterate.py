@@ -134,7 +134,7 @@ class _Feed:
         try:
             # The operation is current in the batch's task only, never in the consumer's code.
             with operation(self._pipeline, "cancel_iter") as self._operation:
-                await self.batch.run(self._hand, instant=self._hand_now)
+                await self.batch.run(self._hand)
                 if self._operation is not None:
                     self._operation.set("batch_size", self._count)
             self._error = self.batch.invalid
@@ -224,19 +224,15 @@ async def collect_all(
         if told is not None:
             told.add(outcome)
 
-    def collect_now(outcome: CancelOutcome) -> bool:
-        collect(outcome)
-        return True
-
     try:
         if told is None:
-            await batch.run(collect, instant=collect_now)
+            await batch.run(collect)
             return
         refused: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(told.run)
             try:
-                await batch.run(collect, instant=collect_now)
+                await batch.run(collect)
             except Exception as exc:  # (the batch refused to start: raised as it is, not in a group)
                 refused = exc
             told.finish()

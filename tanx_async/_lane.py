@@ -10,9 +10,11 @@ outcome, hands it over and sends the worker's next cancel: no task runs per canc
 "What one cancel costs, counted").
 
 What makes an outcome does not change: ``QUEUED`` only from a 2xx success envelope, decoded as
-``Pipeline.send`` decodes it, built by the function ``cancel_one`` uses (``_cancel.queued``). The
-lane stops and hands the order in hand to its worker task, which goes on the ordinary way from
-exactly where the lane left it, when:
+``Pipeline.send`` decodes it, built by the function ``cancel_one`` uses (``_cancel.queued``), and
+handed to the batch as the worker hands its own (``Batch.finished``: confirmation, hand-over).
+The batch's state is the batch's: the lane takes its next order with ``Batch.begin`` and keeps
+a late answer with ``Batch.keep``. The lane stops and hands the order in hand to its worker
+task, which goes on the ordinary way from exactly where the lane left it, when:
 
 - the answer is anything but a success (an error status, a body that does not decode, an
   expired token, a connection error, a read timeout): ``cancel_one(first=...)`` continues from
@@ -20,7 +22,8 @@ exactly where the lane left it, when:
   made twice;
 - the next cancel cannot be sent at once (``Express.send`` says False: a closed session, no usable
   token, a rate limit or 429 pause, a full limiter, no warm idle connection): the worker sends it;
-- the ids run out, or taking the next one raised (a lazy source's error: raised by the worker).
+- the ids run out, or the confirmer has no room for another order (the worker waits for it);
+- handing an outcome over must wait (the worker waits).
 
 The lane belongs to its worker: when the worker is cancelled (the batch deadline, the consumer
 stopped) the attempt in flight is aborted (its connection closed) and stays in the batch's
@@ -33,8 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from . import _constants as C
 from ._attempts import Attempt, Attempts
@@ -45,21 +48,32 @@ from ._pipeline import Pipeline
 from ._transports import RawResponse
 from .models import CancelOutcome
 
-__all__ = ["Lane", "Stop"]
+__all__ = ["Lane", "Owner", "Stop"]
 
 #: A cancel's request body (``%d``: the order id, checked to be an int).
 _CANCEL_BODY = b'{"order_id":%d}'
 
 
+class Owner(Protocol):
+    """What a lane asks of its batch (``_batch.Batch``)."""
+
+    def begin(self) -> tuple[int, Attempts] | None: ...
+
+    def finished(self, result: CancelOutcome, record: Attempts, started: float) -> Awaitable[None] | None: ...
+
+    def keep(self, result: CancelOutcome) -> None: ...
+
+
 class Stop:
     """Why a lane stopped, and what its worker task takes over.
 
-    ``oid`` is None when the ids ran out (and nothing else is set). Otherwise the order
-    ``oid`` (taken, counted in flight, its ``record`` and ``deadline`` begun at ``started``) is
-    the worker's to cancel, going on from ``first`` when an attempt was made. ``error``: a bug
-    met in the lane (the worker raises it)."""
+    ``oid`` is None when the lane took no next order (the ids ran out, or the confirmer has no
+    room). Otherwise the order ``oid`` (begun by the batch, its ``record`` and ``deadline``
+    begun at ``started``) is the worker's to cancel, going on from ``first`` when an attempt
+    was made. ``handing``: a hand-over the worker must wait for first. ``error``: a bug met in
+    the lane (the worker raises it)."""
 
-    __slots__ = ("deadline", "error", "first", "oid", "record", "started")
+    __slots__ = ("deadline", "error", "first", "handing", "oid", "record", "started")
 
     def __init__(
         self,
@@ -69,8 +83,10 @@ class Stop:
         deadline: Deadline | None = None,
         started: float = 0.0,
         first: Attempt | None = None,
+        handing: Awaitable[None] | None = None,
         error: Exception | None = None,
     ) -> None:
+        self.handing = handing
         self.oid = oid
         self.record = record
         self.deadline = deadline
@@ -83,9 +99,8 @@ class Lane:
     """One batch worker's run of callback-driven cancels (see the module's docstring)."""
 
     __slots__ = (
+        "_batch",
         "_express",
-        "_hand",
-        "_in_flight",
         "_loop",
         "_make",
         "_oid",
@@ -93,21 +108,16 @@ class Lane:
         "_record",
         "_started",
         "_stop",
-        "_take",
-        "_unsent",
         "_wake",
     )
 
     def __init__(
         self,
         pipeline: Pipeline,
+        batch: Owner,
         *,
         timeout: httpx.Timeout,
         per_order: float | None,
-        take: Callable[[], int | None],
-        in_flight: dict[int, Attempts],
-        unsent: dict[int, CancelOutcome],
-        hand: Callable[[CancelOutcome], object],
         make: Callable[[int, Attempts, float, dict[str, Any], bytes], CancelOutcome],
     ) -> None:
         #: Seconds each order's cancel may take in all (the session's ``deadline``), or None.
@@ -116,14 +126,8 @@ class Lane:
             # Every attempt the lane makes is an order's first, made as the order begins.
             timeout = Deadline.cut(timeout, per_order)
         self._express = pipeline.express("POST", C.CANCEL_PATH, timeout, self._answered)
-        #: The next id (None: no more ids), and the batch's records of the ids in flight.
-        self._take = take
-        self._in_flight = in_flight
-        #: The batch's outcomes not yet handed over (delivered by its expiry if need be).
-        self._unsent = unsent
-        #: Hand an outcome over: at once, never the caller's code (a dict, a buffer; the batch
-        #: gives a lane only a hand-over that never waits).
-        self._hand = hand
+        #: The batch: the next order, and where its outcome goes.
+        self._batch = batch
         #: The ``QUEUED`` outcome of a success (``_cancel.queued``).
         self._make = make
         self._loop = asyncio.get_running_loop()
@@ -209,7 +213,7 @@ class Lane:
                 express.release()
                 if body is not None:
                     try:
-                        self._unsent[oid] = self._make(oid, record, started, body, result.content)  # type: ignore[union-attr]
+                        self._batch.keep(self._make(oid, record, started, body, result.content))  # type: ignore[union-attr]
                     except Exception:  # a 2xx we cannot read: may have been processed
                         record.sending = True
                 return
@@ -223,17 +227,18 @@ class Lane:
                 record.sending = True  # (not handed over: still the worker's, as sent)
                 self._hand_back(oid, record, started, express.first())
                 return
-            in_flight = self._in_flight
-            self._hand(outcome)
-            in_flight.pop(oid, None)
-            taken = self._take()  # (a sized input's next id: no caller's code runs)
+            batch = self._batch
+            handing = batch.finished(outcome, record, started)
+            if handing is not None:
+                self._halt(Stop(handing=handing))  # the worker waits for it
+                return
+            taken = batch.begin()  # (a sized input's next id: no caller's code runs)
             if taken is None:
-                self._halt(Stop())  # no more ids
+                self._halt(Stop())  # no more ids, or no room to confirm another yet
                 return
             # The next cancel, as ``send`` sends it (inlined: this is the path every cancel of a
             # burst takes).
-            oid = taken
-            record = in_flight[oid] = Attempts()
+            oid, record = taken
             started = time.monotonic()
             try:
                 sent = express.send(_CANCEL_BODY % oid, record, started)

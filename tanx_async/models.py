@@ -270,6 +270,10 @@ class PendingOrder:
     def decode(self, order_id: int) -> Order | None:
         raise NotImplementedError
 
+    def may_show_closed(self) -> bool:
+        """Whether the decoded order could be closed (False only when it cannot be)."""
+        return True
+
 
 class _OrderSlot:
     """``CancelOutcome.order``: its slot, read through ``PendingOrder.decode`` once."""
@@ -306,6 +310,15 @@ _set_elapsed = _slots["elapsed"].__set__
 _set_note = _slots["note"].__set__
 del _slots
 _new = object.__new__
+
+
+def may_show_closed(outcome: CancelOutcome) -> bool:
+    """Whether ``outcome.order`` could show the order closed, decoding nothing that cannot (a
+    queued cancel's confirmation asks this of every order, and most echoes show it open)."""
+    value = _order_slot.get(outcome)
+    if isinstance(value, PendingOrder):
+        return value.may_show_closed()
+    return value is not None
 
 
 def queued_outcome(order_id: int, attempts: int, elapsed: float, echo: PendingOrder | None) -> CancelOutcome:

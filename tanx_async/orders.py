@@ -18,6 +18,7 @@ import attrs
 
 from . import _constants as C
 from . import _validate as V
+from ._attempts import Attempts
 from ._batch import Batch
 from ._cancel import cancel_one, fetch_order
 from ._confirm import CONFIRM_WITH, ConfirmWith, open_confirmer
@@ -125,17 +126,27 @@ class Orders:
         session = self._session
         if session.closed:
             raise SessionClosedError("this AsyncTanxSession is closed")
-        async with open_confirmer(session, confirm_with, session._operation(deadline)) as push:
-            if push is None:
-                result = await cancel_one(session, oid, confirm=True, confirm_timeout=confirm_timeout)
+        settled: list[CancelOutcome] = []
+        async with open_confirmer(
+            session,
+            confirm_with,
+            session._operation(deadline),
+            confirm_timeout=confirm_timeout,
+            per_order=None,  # (the whole call's deadline, ``within``, bounds the look-ups)
+            deliver=settled.append,
+        ) as confirmer:
+            confirmer.watch(oid)  # before the cancel leaves: no update can be missed
+            record, started = Attempts(), time.monotonic()
+            result = await cancel_one(session, oid, record=record, started=started)
+            if result.status is CancelStatus.QUEUED:
+                now = confirmer.add(result, record, started)
+                confirmer.close()
+                if now is None:
+                    await confirmer.run()
+                    now = settled[0]
+                result = now
             else:
-                push.watch(oid)  # before the cancel leaves: no update can be missed
-                try:
-                    result = await cancel_one(
-                        session, oid, confirm=True, confirm_timeout=confirm_timeout, push=push
-                    )
-                finally:
-                    push.unwatch(oid)
+                confirmer.unwatch(oid)
         if result.status is CancelStatus.CANCELLED or result.error is not None:
             return result
         # Off the book (filled first) or queued (this session's own earlier 2xx), never seen "cancel".

@@ -395,24 +395,29 @@ async def _answered_after_the_worker_was_cancelled(
     from tests.internals import Attempts, httpx
 
     pipeline = _StubPipeline()
-    in_flight: dict[int, Any] = {}
     unsent: dict[int, CancelOutcome] = {}
 
-    def take() -> int | None:
-        taken.append(1)
-        return 2
+    class Owner:
+        """The batch, as a lane sees it: only ``keep`` may be called in this race."""
+
+        def begin(self) -> tuple[int, Any] | None:
+            taken.append(1)
+            return 2, Attempts()
+
+        def finished(self, result: CancelOutcome, record: Any, started: float) -> None:
+            raise AssertionError("nothing is handed over after the worker was cancelled")
+
+        def keep(self, result: CancelOutcome) -> None:
+            unsent[result.order_id] = result
 
     lane = Lane(
         pipeline,  # type: ignore[arg-type]
+        Owner(),
         timeout=httpx.Timeout(5.0),
         per_order=None,
-        take=take,
-        in_flight=in_flight,
-        unsent=unsent,
-        hand=lambda outcome: True,
         make=make,
     )
-    record = in_flight[1] = Attempts()
+    record = Attempts()
     assert lane.send(1, record, 0.0)
     waiting = asyncio.get_running_loop().create_task(lane.stopped())
     await asyncio.sleep(0)  # the worker waits for its lane

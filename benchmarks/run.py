@@ -1,10 +1,13 @@
-"""Benchmark orchestrator for tanx-async: cancel throughput, CPU, memory and import time.
+"""The benchmark suite of tanx-async: every measurement is a scenario of this script.
 
-Starts the fake exchange (``fakeserver.py``, pinned to core 0) per scenario, runs every client
-driver as its own process (pinned to core 1), R times interleaved (so every client sees the same
-noise), checks every cancel succeeded (driver count *and* server-side counter), and writes
-``benchmarks/RESULTS.md``. See ``benchmarks/README.md`` for what each number means.
-"""
+``--scenarios`` picks them (``python benchmarks/run.py --help`` lists them all; a run with no
+``--scenarios`` runs the default set). The suite, scenarios a-tls, b-tls, a, b, c and d: the fake
+exchange (``_fakeserver.py``, pinned to core 0) per scenario, every client driver as its own
+process (``_driver.py``, pinned to core 1), R times interleaved (so every client sees the same
+noise), every cancel checked (driver count *and* server-side counter). The other scenarios live in
+``scenarios/``, one module each. Each scenario writes its own section of ``benchmarks/RESULTS.md``
+(between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``); the sections of scenarios that did not
+run are kept as they are. See ``benchmarks/README.md`` for what each number means."""
 
 from __future__ import annotations
 
@@ -514,7 +517,7 @@ def render_header(args: argparse.Namespace, started: float) -> list[str]:
         "## Server",
         "",
         (
-            "`benchmarks/fakeserver.py`: raw `asyncio.Protocol` HTTP/1.1 loopback server (keep-alive, "
+            "`benchmarks/_fakeserver.py`: raw `asyncio.Protocol` HTTP/1.1 loopback server (keep-alive, "
             "pipelining), answers `POST /sapi/v1/orders/cancel/` with the documented success envelope "
             "(≈560-byte body) echoing `order_id`; latency injected with `loop.call_later`. One process, "
             "one core."

@@ -9,7 +9,7 @@ from typing import Any
 
 from _harness import child_command, fake_server, run_child
 
-from scenarios._base import Context, Measured, fmt, median, section, valid
+from scenarios._base import Context, Measured, fmt, median, section, stamp, valid
 
 BURST_N = 500
 BURST_MODES = ("hot", "cold", "warm_up", "idle-keep-warm", "idle")
@@ -62,6 +62,7 @@ def render_burst(data: dict[str, Any]) -> list[str]:
     lines = [
         "## The panic burst from a cold, warmed or idle pool (TLS)",
         "",
+        f"{stamp()}. "
         f"{data['n']} cancels at concurrency 64 over loopback TLS (latency 0), one process per run. The "
         f"server closes connections idle for {data['keep_alive']:g} s and says so (`Keep-Alive: "
         f"timeout={data['keep_alive']:g}`); the idle runs wait {data['idle']:g} s before the burst. "

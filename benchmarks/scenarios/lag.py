@@ -9,7 +9,7 @@ from typing import Any
 
 from _harness import child_command, fake_server, run_child
 
-from scenarios._base import Context, Measured, fmt, median, section, valid
+from scenarios._base import Context, Measured, fmt, median, section, stamp, valid
 from scenarios.burst import invalid_runs
 
 #: Row label -> the driver's client and extra flags.
@@ -59,6 +59,7 @@ def render_lag(data: dict[str, Any]) -> list[str]:
     lines = [
         "## Event-loop lag beside a burst",
         "",
+        f"{stamp()}. "
         f"A task asking to wake every 1 ms (`asyncio.sleep(0.001)`) runs on the same loop as a "
         f"{data['n']:,}-cancel burst at concurrency 64, {data['latency'] * 1e3:g} ms server latency, "
         "plain HTTP; *lag* = how late each wake-up came (wall clock, which on a shared machine includes "

@@ -46,12 +46,12 @@ def child_env() -> dict[str, str]:
 
 
 #: ``python -c BOOT BENCH MODULE ARGS...``: imports ``MODULE`` from ``BENCH`` and runs its ``main()``
-#: with ``sys.argv[1:]`` = ``ARGS``. The modules a child process runs (``_driver``, ``_fakeserver``,
+#: with ``sys.argv`` = ``[MODULE, *ARGS]``. The modules a child process runs (``_driver``, ``_fakeserver``,
 #: ...) are modules with a ``main()``, not scripts: the only scripts here are ``run.py``,
 #: ``profile_tanx.py`` and ``ab.py``.
 _BOOT = (
-    "import importlib, sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "raise SystemExit(importlib.import_module(sys.argv.pop(1)).main())"
+    "import importlib, sys; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = sys.argv.pop(1); "
+    "raise SystemExit(importlib.import_module(sys.argv[0]).main())"
 )
 
 

@@ -62,8 +62,7 @@ def render_burst(data: dict[str, Any]) -> list[str]:
     lines = [
         "## The panic burst from a cold, warmed or idle pool (TLS)",
         "",
-        f"{stamp()}. "
-        f"{data['n']} cancels at concurrency 64 over loopback TLS (latency 0), one process per run. The "
+        f"{stamp()}. {data['n']} cancels at concurrency 64 over loopback TLS (latency 0), one process per run. The "
         f"server closes connections idle for {data['keep_alive']:g} s and says so (`Keep-Alive: "
         f"timeout={data['keep_alive']:g}`); the idle runs wait {data['idle']:g} s before the burst. "
         "*connections opened* = handshakes during the measured burst (server counter). *vs hot* = "

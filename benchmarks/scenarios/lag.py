@@ -59,8 +59,7 @@ def render_lag(data: dict[str, Any]) -> list[str]:
     lines = [
         "## Event-loop lag beside a burst",
         "",
-        f"{stamp()}. "
-        f"A task asking to wake every 1 ms (`asyncio.sleep(0.001)`) runs on the same loop as a "
+        f"{stamp()}. A task asking to wake every 1 ms (`asyncio.sleep(0.001)`) runs on the same loop as a "
         f"{data['n']:,}-cancel burst at concurrency 64, {data['latency'] * 1e3:g} ms server latency, "
         "plain HTTP; *lag* = how late each wake-up came (wall clock, which on a shared machine includes "
         "time the OS kept the process off the CPU). *iteration CPU* = the CPU time of each event-loop "

@@ -11,7 +11,6 @@ import resource
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
@@ -234,15 +233,3 @@ def loopback_only(url: str) -> None:
     if host not in ("127.0.0.1", "localhost", "::1"):
         die(f"refusing non-loopback URL {url!r}")
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost,::1")
-
-
-def write_section(results: Path, section: str, begin: str, end: str) -> None:
-    """Put ``section`` (which starts with ``begin`` and ends with ``end``) into ``results`` in
-    place of the one between those markers, or at the end when there is none yet."""
-    text = results.read_text()
-    if begin in text:
-        head, _, rest = text.partition(begin)
-        text = head + section + rest.partition(end)[2]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    results.write_text(text)

@@ -45,6 +45,22 @@ def child_env() -> dict[str, str]:
     return env
 
 
+#: ``python -c BOOT BENCH MODULE ARGS...``: imports ``MODULE`` from ``BENCH`` and runs its ``main()``
+#: with ``sys.argv`` = ``[MODULE, *ARGS]``. The modules a child process runs (``_driver``, ``_fakeserver``,
+#: ...) are modules with a ``main()``, not scripts: the only scripts here are ``run.py``,
+#: ``profile_tanx.py`` and ``ab.py``.
+_BOOT = (
+    "import importlib, sys; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = sys.argv.pop(1); "
+    "raise SystemExit(importlib.import_module(sys.argv[0]).main())"
+)
+
+
+def child_command(module: str, *args: str, python: str | Path = sys.executable) -> list[str]:
+    """The command that runs ``benchmarks/<module>.py``'s ``main()`` in a process of its own
+    (``python``: the official connector's venv runs ``_driver_official`` this way too)."""
+    return [str(python), "-c", _BOOT, str(BENCH), module, *args]
+
+
 def can_pin() -> bool:
     """taskset exists and both cores used by the harness are available to us."""
     if shutil.which("taskset") is None:
@@ -156,14 +172,9 @@ class FakeServer:
         return ["--cafile", str(self.tls.ca)] if self.tls else []
 
     def start(self, ready_timeout: float = 15.0) -> None:
-        cmd = [
-            sys.executable,
-            str(BENCH / "fakeserver.py"),
-            "--latency",
-            str(self.latency),
-            "--max-seconds",
-            str(self.max_seconds),
-        ]
+        cmd = child_command(
+            "_fakeserver", "--latency", str(self.latency), "--max-seconds", str(self.max_seconds)
+        )
         if self.tls:
             cmd += ["--tls", str(self.tls.cert), str(self.tls.key)]
         if self.keep_alive:

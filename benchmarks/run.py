@@ -1,10 +1,13 @@
-"""Benchmark orchestrator for tanx-async: cancel throughput, CPU, memory and import time.
+"""The benchmark suite of tanx-async: every measurement is a scenario of this script.
 
-Starts the fake exchange (``fakeserver.py``, pinned to core 0) per scenario, runs every client
-driver as its own process (pinned to core 1), R times interleaved (so every client sees the same
-noise), checks every cancel succeeded (driver count *and* server-side counter), and writes
-``benchmarks/RESULTS.md``. See ``benchmarks/README.md`` for what each number means.
-"""
+``--scenarios`` picks them (``python benchmarks/run.py --help`` lists them all; a run with no
+``--scenarios`` runs the default set). The suite, scenarios a-tls, b-tls, a, b, c and d: the fake
+exchange (``_fakeserver.py``, pinned to core 0) per scenario, every client driver as its own
+process (``_driver.py``, pinned to core 1), R times interleaved (so every client sees the same
+noise), every cancel checked (driver count *and* server-side counter). The other scenarios live in
+``scenarios/``, one module each. Each scenario writes its own section of ``benchmarks/RESULTS.md``
+(between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``); the sections of scenarios that did not
+run are kept as they are. See ``benchmarks/README.md`` for what each number means."""
 
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import scenarios as extra_scenarios
+from _charts import CPU_CHART, LATENCY_CHART, write_charts
+from _charts import main as chart_main
 from _harness import (
     BENCH,
     CLIENT_CORE,
@@ -33,6 +37,7 @@ from _harness import (
     REPO,
     SERVER_CORE,
     can_pin,
+    child_command,
     child_env,
     ensure_official_venv,
     fake_server,
@@ -41,7 +46,9 @@ from _harness import (
     run_child,
     wait_quiet,
 )
-from charts import CPU_CHART, LATENCY_CHART, write_charts
+from scenarios import SCENARIOS, Context
+from scenarios._base import commit, markers
+from scenarios._ratios import render_ratios
 
 
 def _dedupe_window() -> int:
@@ -57,7 +64,12 @@ def _dedupe_window() -> int:
 
 DEDUPE_WINDOW = _dedupe_window()
 
-DEFAULT_SCENARIOS = ("a-tls", "b-tls", "a", "b", "c", "d", "burst", "lag", "repeated")
+#: The suite: every client in scenarios (a) and (b), over TLS and not; (c) memory; (d) import.
+#: Written together as RESULTS.md's ``suite`` section. The other scenarios: ``scenarios/``.
+SUITE = ("a-tls", "b-tls", "a", "b", "c", "d")
+DEFAULT_SCENARIOS = SUITE + tuple(e.name for e in SCENARIOS if e.default)
+ALL_SCENARIOS = SUITE + tuple(e.name for e in SCENARIOS)
+TITLE = "# tanx-async benchmark results\n"
 WARMUP = 300
 CONCURRENCY = 64
 OFFICIAL_THREADS = 16
@@ -155,24 +167,15 @@ def log(msg: str) -> None:
 def client_cmd(spec: ClientSpec, url: str, n: int, extra: list[str] | None = None) -> list[str]:
     common = ["--url", url, "-n", str(n), "--warmup", str(WARMUP)]
     if spec.official:
-        return [
-            str(official_python()),
-            str(BENCH / "driver_official.py"),
+        return child_command(
+            "_driver_official",
             *common,
             "--threads",
             str(spec.threads),
             *(extra or []),
-        ]
-    return [
-        sys.executable,
-        str(BENCH / "driver.py"),
-        "--client",
-        spec.name,
-        *common,
-        "-c",
-        str(CONCURRENCY),
-        *(extra or []),
-    ]
+            python=official_python(),
+        )
+    return child_command("_driver", "--client", spec.name, *common, "-c", str(CONCURRENCY), *(extra or []))
 
 
 def child_timeout(n: int, latency: float, conc: int) -> float:
@@ -379,21 +382,8 @@ def measure_capacity(seconds: float) -> list[dict[str, Any]]:
     out = []
     with fake_server(0.0) as server:
         for depth in (16, 1):
-            res = run_child(
-                [
-                    sys.executable,
-                    str(BENCH / "loadgen.py"),
-                    "--url",
-                    server.url,
-                    "--connections",
-                    "64",
-                    "--depth",
-                    str(depth),
-                    "--seconds",
-                    str(seconds),
-                ],
-                timeout=seconds + 60,
-            )
+            cmd = child_command("_loadgen", "--url", server.url, "--connections", "64", "--depth", str(depth))
+            res = run_child([*cmd, "--seconds", str(seconds)], timeout=seconds + 60)
             log(f"server capacity depth={depth}: {res}")
             out.append(res)
     return out
@@ -423,18 +413,6 @@ def run_profile(n: int, mode: str = "many") -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def run_repeated(quick: bool, write: bool) -> None:
-    """Many bursts on one session (``repeated.py``); ``write``: its section of RESULTS.md replaced
-    (then kept below like the other scripts' sections). A partial run only prints its table."""
-    log("repeated: many bursts on one session")
-    size = ["--bursts", "10", "--n", "1000", "--repeats", "1"] if quick else []
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "repeated.py"), *size, *(["--write"] if write else [])]
-    )
-    if done.returncode != 0:
-        log(f"repeated.py exited {done.returncode}")
 
 
 def fmt(v: float | None, spec: str, dash: str = "—") -> str:
@@ -522,27 +500,13 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def code_version() -> str:
-    """The commit measured (short hash), and whether tanx_async/ differed from it."""
-
-    def git(*cmd: str) -> str:
-        done = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", "tanx_async")
-    return f"{commit} with uncommitted changes to tanx_async/" if dirty else commit
-
-
 def render_header(args: argparse.Namespace, started: float) -> list[str]:
     cmd = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/run.py", *sys.argv[1:]])
     how = "QUICK run: small N, 1 repeat" if args.quick else f"{args.repeats} repeats, medians"
     return [
-        "# tanx-async benchmark results",
-        "",
         (
             f"Generated {dt.datetime.now().astimezone().isoformat(timespec='seconds')} by `{cmd}` "
-            f"at commit {code_version()} ({how}; took {time.time() - started:.0f} s). "
+            f"at commit {commit()} ({how}; took {time.time() - started:.0f} s). "
             "Regenerate with `python3 scripts/bench.py` (or `python benchmarks/run.py` from the project venv)."
         ),
         "",
@@ -553,7 +517,7 @@ def render_header(args: argparse.Namespace, started: float) -> list[str]:
         "## Server",
         "",
         (
-            "`benchmarks/fakeserver.py`: raw `asyncio.Protocol` HTTP/1.1 loopback server (keep-alive, "
+            "`benchmarks/_fakeserver.py`: raw `asyncio.Protocol` HTTP/1.1 loopback server (keep-alive, "
             "pipelining), answers `POST /sapi/v1/orders/cancel/` with the documented success envelope "
             "(≈560-byte body) echoing `order_id`; latency injected with `loop.call_later`. One process, "
             "one core."
@@ -895,9 +859,20 @@ def memory_verdict(memory: list[Any]) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog="scenarios: "
+        + "; ".join(
+            [
+                "a-tls, b-tls, a, b (CPU and wall per cancel, every client), c (memory), d (import)",
+                *(f"{e.name} ({e.about}{'' if e.default else ', opt-in'})" for e in SCENARIOS),
+            ]
+        ),
+    )
     p.add_argument("--quick", action="store_true", help="small N, 1 repeat")
-    p.add_argument("--repeats", "-r", type=int, default=None, help="repeats per measurement (3)")
+    p.add_argument(
+        "--repeats", "-r", type=int, default=None, help="repeats per measurement (3; each scenario's own)"
+    )
     p.add_argument(
         "--only",
         action="append",
@@ -907,48 +882,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--scenarios",
         default=",".join(DEFAULT_SCENARIOS),
-        help="subset of " + ",".join(DEFAULT_SCENARIOS) + " (a-tls/b-tls: a/b over TLS)",
+        help=f"comma-separated, of {','.join(ALL_SCENARIOS)}, or all (default: {','.join(DEFAULT_SCENARIOS)})",
     )
     p.add_argument("--no-profile", action="store_true", help="skip the tanx-async cProfile")
     p.add_argument("--no-official", action="store_true", help="skip tanx-connector (no venv)")
     p.add_argument("--tracemalloc", action="store_true", help="scenario c: also tracemalloc peak")
     p.add_argument("--output", type=Path, default=None, help="default benchmarks/RESULTS.md")
+    p.add_argument(
+        "--charts-only", action="store_true", help="redraw the charts from out/results.json, measure nothing"
+    )
     args = p.parse_args(argv)
+    args.scenario_repeats = args.repeats  # None: each extra scenario's own default
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.import_repeats = 3 if args.quick else 5
     args.wanted = {w for item in (args.only or []) for w in item.split(",") if w}
     unknown = args.wanted - {s.name for s in CLIENTS}
     if unknown:
         p.error(f"unknown client(s) {sorted(unknown)}")
+    names = [x for x in args.scenarios.split(",") if x]
+    args.scenario_set = set(ALL_SCENARIOS if names == ["all"] else names)
+    if not args.scenario_set or args.scenario_set - set(ALL_SCENARIOS):
+        p.error(
+            f"unknown scenario(s) {sorted(args.scenario_set - set(ALL_SCENARIOS))}; known: {', '.join(ALL_SCENARIOS)}"
+        )
     return args
 
 
-def keep_sections(text: str, old: str) -> str:
-    """``text`` with the sections other scripts wrote into the previous file kept.
-
-    They sit between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` markers (stream_confirm.py,
-    floor_pairs.py, ...). The hand-written ``summary`` goes right after the first paragraph, the
-    others at the end, in their old order."""
-    head, sep, rest = text.partition("\n\n## ")
-    for kept in re.finditer(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", old, flags=re.S):
-        if kept.group(1) == "summary":
-            head = head.rstrip("\n") + "\n\n" + kept.group(0)
-        else:
-            rest = rest.rstrip("\n") + "\n\n" + kept.group(0) + "\n"
-    return head + sep + rest
+def put_section(text: str, name: str, block: str) -> str:
+    """``text`` with ``block`` (which starts and ends with ``name``'s markers) in place of the old
+    one, or appended when there was none: a section is replaced only by a run of its scenario."""
+    begin, end = markers(name)
+    if begin in text and end in text:
+        head, _, rest = text.partition(begin)
+        return head + block + rest.partition(end)[2]
+    return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    repeats, wanted = args.repeats, args.wanted
-    specs = [s for s in CLIENTS if not wanted or s.name in wanted]
-    scenarios = set(args.scenarios.split(","))
-    output: Path = args.output or (OUT / "RESULTS-quick.md" if args.quick or wanted else BENCH / "RESULTS.md")
-    started = time.time()
-    notes: list[str] = []
-    if not can_pin():
-        notes.append("taskset unavailable: server and clients were not pinned to separate cores")
-
+def run_suite(args: argparse.Namespace, scenarios: set[str], notes: list[str]) -> dict[str, Any]:
+    """Scenarios a-tls, b-tls, a, b, c, d (those asked for), the server's capacity and the profile."""
+    specs = [s for s in CLIENTS if not args.wanted or s.name in args.wanted]
     if args.no_official:
         specs = [s for s in specs if not s.official]
     elif any(s.official for s in specs):
@@ -957,66 +929,143 @@ def main(argv: list[str] | None = None) -> int:
             log(f"official connector unavailable: {why}")
             notes.append(f"tanx-connector skipped: {why}")
             specs = [s for s in specs if not s.official]
-
-    n = 1000 if args.quick else 5000
-    tanx_wanted = not wanted or "tanx-async" in wanted
-    cells: list[Cell] = []
-    memory: list[Cell] = []
-    imports: dict[str, Any] | None = None
-    profile: dict[str, Any] | None = None
-    profile_iter: dict[str, Any] | None = None
-    OUT.mkdir(exist_ok=True)
-    capacity = measure_capacity(1.0 if args.quick else 3.0)
+    n, repeats = (1000 if args.quick else 5000), args.repeats
+    tanx_wanted = not args.wanted or "tanx-async" in args.wanted
+    got: dict[str, Any] = {"cells": [], "memory": [], "imports": None, "profile": None, "profile_iter": None}
+    got["capacity"] = measure_capacity(1.0 if args.quick else 3.0)
     seq_n = 200 if args.quick else 500
-    if "a-tls" in scenarios:
-        cells += run_scenario(Scenario("a-tls", "cpu", 0.0, n, n, tls=True), specs, repeats)
-    if "a" in scenarios:
-        cells += run_scenario(Scenario("a", "cpu", 0.0, n, n), specs, repeats)
-    if "b-tls" in scenarios:
-        cells += run_scenario(Scenario("b-tls", "wall", 0.005, n, seq_n, tls=True), specs, repeats)
-    if "b" in scenarios:
-        cells += run_scenario(Scenario("b", "wall", 0.005, n, seq_n), specs, repeats)
-    extra = extra_scenarios.run(scenarios, repeats, args.quick, tanx_wanted, log)
+    for key, title, latency, tls in (
+        ("a-tls", "cpu", 0.0, True),
+        ("a", "cpu", 0.0, False),
+        ("b-tls", "wall", 0.005, True),
+        ("b", "wall", 0.005, False),
+    ):
+        if key in scenarios:
+            official_n = n if latency == 0 else seq_n
+            got["cells"] += run_scenario(
+                Scenario(key, title, latency, n, official_n, tls=tls), specs, repeats
+            )
     if "c" in scenarios and tanx_wanted:
         # The last two full-run sizes are past cancel_iter's deduplication window (50,000 ids).
         mem_ns = [2_000, 20_000] if args.quick else [10_000, 100_000, 300_000]
-        memory = run_memory(mem_ns, 1, args.tracemalloc)
+        got["memory"] = run_memory(mem_ns, 1, args.tracemalloc)
         notes.append("scenario (c) runs once per N (peak RSS is a high-water mark, not noisy)")
     if "d" in scenarios and tanx_wanted:
-        imports = run_import(args.import_repeats)
-        log(f"import: {imports.get('import_us') or imports.get('error')}")
+        got["imports"] = run_import(args.import_repeats)
+        log(f"import: {got['imports'].get('import_us') or got['imports'].get('error')}")
     if not args.no_profile and tanx_wanted and "a" in scenarios:
-        profile = run_profile(n)
-        log("profile: " + ("ok" if "rows" in profile else str(profile)))
-        if "rows" in profile and ("c" in scenarios):
-            profile_iter = run_profile(n, "iter")
-            log("profile (cancel_iter): " + ("ok" if "rows" in profile_iter else str(profile_iter)))
-    if "repeated" in scenarios and tanx_wanted:
-        run_repeated(args.quick, write=output == BENCH / "RESULTS.md")
-    raw_cells: list[dict[str, Any]] = [
-        {"scenario": c.scenario.key, "client": c.spec.name, "n": c.n, "runs": c.runs} for c in cells + memory
-    ]
-    raw = {
-        "cells": raw_cells,
-        "capacity": capacity,
-        "imports": imports,
-        "profile": profile,
-        "profile_iter": profile_iter,
-        "extra_scenarios": extra,
-    }
-    (OUT / "results.json").write_text(json.dumps(raw, indent=1, default=str))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    text = render(args, cells, capacity, memory, imports, profile, profile_iter, notes, started)
-    text += extra_scenarios.render(cells, extra)
-    text = keep_sections(text, output.read_text() if output.exists() else "")
-    what = "QUICK run, 1 repeat" if args.quick else f"median of {repeats} runs" if repeats > 1 else "1 run"
+        got["profile"] = run_profile(n)
+        log("profile: " + ("ok" if "rows" in got["profile"] else str(got["profile"])))
+        if "rows" in got["profile"] and ("c" in scenarios):
+            got["profile_iter"] = run_profile(n, "iter")
+            log(
+                "profile (cancel_iter): "
+                + ("ok" if "rows" in got["profile_iter"] else str(got["profile_iter"]))
+            )
+    return got
+
+
+def suite_section(
+    args: argparse.Namespace, got: dict[str, Any], notes: list[str], output: Path, started: float
+) -> str:
+    """The ``suite`` section of RESULTS.md, with the charts (written beside ``output``)."""
+    cells, memory = got["cells"], got["memory"]
+    text = render(
+        args,
+        cells,
+        got["capacity"],
+        memory,
+        got["imports"],
+        got["profile"],
+        got["profile_iter"],
+        notes,
+        started,
+    )
+    text += "\n".join(render_ratios(cells))
+    what = (
+        "QUICK run, 1 repeat"
+        if args.quick
+        else f"median of {args.repeats} runs"
+        if args.repeats > 1
+        else "1 run"
+    )
+    raw_cells = raw_suite_cells(got)
     charts = write_charts(raw_cells, output.parent / "charts", f"{what}, {dt.date.today().isoformat()}")
-    output.write_text(with_charts(text, charts, output.parent))
     for chart in charts:
         log(f"wrote {chart.relative_to(REPO) if chart.is_relative_to(REPO) else chart}")
-    log(f"wrote {output.relative_to(REPO) if output.is_relative_to(REPO) else output}")
-    bad = any(c.problems for c in cells + memory) or extra_scenarios.invalid(extra)
-    return 1 if bad else 0
+    begin, end = markers("suite")
+    return begin + "\n" + with_charts(text, charts, output.parent).strip("\n") + "\n" + end
+
+
+def raw_suite_cells(got: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"scenario": c.scenario.key, "client": c.spec.name, "n": c.n, "runs": c.runs}
+        for c in got["cells"] + got["memory"]
+    ]
+
+
+def run_extra(args: argparse.Namespace, scenarios: set[str]) -> tuple[dict[str, str], dict[str, Any], bool]:
+    """The scenarios of ``scenarios/`` asked for: their sections, raw data, and whether any was invalid."""
+    ctx = Context(quick=args.quick, repeats=args.scenario_repeats, log=log)
+    tanx_wanted = not args.wanted or "tanx-async" in args.wanted
+    sections: dict[str, str] = {}
+    raw: dict[str, Any] = {}
+    bad = False
+    for entry in SCENARIOS:
+        if entry.name not in scenarios or (entry.needs_tanx and not tanx_wanted):
+            continue
+        log(f"scenario {entry.name}: {entry.about}")
+        try:
+            measured = entry.measure(ctx)
+        except Exception as exc:  # one scenario's failure is reported, the others still run
+            log(f"scenario {entry.name} FAILED (its section is kept as it was): {type(exc).__name__}: {exc}")
+            bad = True
+            continue
+        sections[entry.name] = measured.section
+        raw[entry.name] = measured.raw
+        bad = bad or measured.invalid
+        if measured.invalid:
+            log(f"scenario {entry.name}: some runs were invalid (see its section)")
+    return sections, raw, bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.charts_only:
+        return chart_main([])
+    scenarios: set[str] = args.scenario_set
+    output: Path = args.output or (
+        OUT / "RESULTS-quick.md" if args.quick or args.wanted else BENCH / "RESULTS.md"
+    )
+    started = time.time()
+    notes: list[str] = []
+    if not can_pin():
+        notes.append("taskset unavailable: server and clients were not pinned to separate cores")
+    OUT.mkdir(exist_ok=True)
+    sections: dict[str, str] = {}
+    bad = False
+    raw: dict[str, Any] = {}
+    if scenarios & set(SUITE):
+        got = run_suite(args, scenarios, notes)
+        raw = {k: v for k, v in got.items() if k not in ("cells", "memory")}
+        raw["cells"] = raw_suite_cells(got)
+        sections["suite"] = suite_section(args, got, notes, output, started)
+        bad = any(c.problems for c in got["cells"] + got["memory"])
+    extra, raw["scenarios"], extra_bad = run_extra(args, scenarios)
+    sections.update(extra)
+    if "cells" in raw:  # the charts' source: written only by a run of the suite
+        (OUT / "results.json").write_text(json.dumps(raw, indent=1, default=str))
+    text = output.read_text() if output.exists() else TITLE
+    for name, block in sections.items():
+        text = put_section(text, name, block)
+        if name != "suite":
+            print(block)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    log(
+        f"wrote {', '.join(sections) or 'nothing'} into {output.relative_to(REPO) if output.is_relative_to(REPO) else output}"
+    )
+    return 1 if bad or extra_bad else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Run the benchmarks (``benchmarks/run.py``) in ``.venv`` with the ``bench`` extra installed.
 
-``python3 scripts/bench.py [benchmarks/run.py options]``; writes ``benchmarks/RESULTS.md``.
+``python3 scripts/bench.py [benchmarks/run.py options]``: the default scenarios, or those of
+``--scenarios`` (``benchmarks/README.md``); each writes its own section of ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A bot that arms the dead man's switch, then meets its end as the test asks (run as a process
-by test_dead_man_switch.py and benchmarks/deadman.py).
+by test_dead_man_switch.py and benchmarks' scenario deadman, benchmarks/scenarios/deadman.py).
 
     TANX_ACCESS_TOKEN=... TANX_REFRESH_TOKEN=... python tests/deadman/bot.py URL MODE LOG [options]
 

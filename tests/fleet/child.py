@@ -1,4 +1,4 @@
-"""One member of a fleet, run as its own process by tests/fleet/ and benchmarks/fleet.py.
+"""One member of a fleet, run as its own process by tests/fleet/ and benchmarks/scenarios/fleet.py.
 
 ``python tests/fleet/child.py '<json>'`` with ``url`` (the sandbox), ``access``/``refresh``
 (the pair every member starts from), ``fleet`` (a fleet URL, or null: no fleet), ``rounds`` of

@@ -1,4 +1,4 @@
-"""benchmarks/charts.py on synthetic runs (no benchmark is run): both PNGs are written, the
+"""benchmarks/_charts.py on synthetic runs (no benchmark is run): both PNGs are written, the
 figures chosen are the right ones, and RESULTS.md's table parses."""
 
 from __future__ import annotations
@@ -20,17 +20,18 @@ pytest.importorskip("matplotlib")
 def load(name: str) -> ModuleType:
     sys.path.insert(0, str(BENCH))  # run.py imports its siblings by name
     try:
-        spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCH / f"{name}.py")
+        module_name = "benchmarks_" + name.replace("/", "_")
+        spec = importlib.util.spec_from_file_location(module_name, BENCH / f"{name}.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        sys.modules[f"benchmarks_{name}"] = module  # dataclasses look their module up there
+        sys.modules[module_name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)
         return module
     finally:
         sys.path.remove(str(BENCH))
 
 
-charts = load("charts")
+charts = load("_charts")
 
 
 def run(cpu_us: float, wall: float, p50: float, valid: bool = True, n: int = 5000) -> dict[str, Any]:
@@ -118,9 +119,9 @@ def test_latency_percentiles_are_nearest_rank() -> None:
 
 
 def test_floor_pairs_reports_the_median_of_per_round_ratios_and_their_spread() -> None:
-    """benchmarks/floor_pairs.py: one ratio per round (never a ratio of medians), the median of
+    """Scenario floor-pairs: one ratio per round (never a ratio of medians), the median of
     them is the figure, and a failed run is counted, not hidden."""
-    pairs = load("floor_pairs")
+    pairs = load("scenarios/floor_pairs")
     assert pairs.cpu_per_cancel({"user_s": 0.3, "sys_s": 0.2, "ok": 5000}, 5000) == pytest.approx(100.0)
     assert pairs.cpu_per_cancel({"user_s": 0.3, "sys_s": 0.2, "ok": 4999}, 5000) is None
     assert pairs.cpu_per_cancel({"error": "timeout"}, 5000) is None
@@ -133,7 +134,7 @@ def test_floor_pairs_reports_the_median_of_per_round_ratios_and_their_spread() -
         "b": {"cpu": {"tanx-async": [], "floor": []}, "ratios": [], "failed": 4},
     }
     section = pairs.render(results, rounds=4, n=5000)
-    assert section.startswith(pairs.BEGIN) and section.endswith(pairs.END)
+    assert section.startswith("<!-- floor-pairs:begin -->") and section.endswith("<!-- floor-pairs:end -->")
     assert "| a | 120 | 45 | **3.00x** | 2.50-3.00x | 2.00-3.00x | 1/3 | 3/4 |" in section
     assert "| b | — | — | — | — | — | — | 0/4 |" in section
 
@@ -169,19 +170,21 @@ def test_render_of_a_run_with_nothing_measured_names_every_section() -> None:
         "## Notes",
     ]
     assert text.count("not run") == 3 and "- a note" in text
-    assert " at commit " in text.splitlines()[2]  # the figures' provenance
+    assert " at commit " in text.splitlines()[0]  # the figures' provenance
 
 
-def test_sections_other_scripts_wrote_are_kept_and_the_summary_leads() -> None:
+def test_a_scenario_replaces_only_its_own_section() -> None:
+    """run.py --scenarios panic rewrites the panic section in place and keeps every other one (the
+    summary, the suite's, hand-written notes); a section seen for the first time is appended."""
     run_py = load("run")
-    new = "# results\n\nGenerated now.\n\n## Machine\n\nthis one\n"
     old = (
-        "# results\n\nGenerated before.\n\n<!-- summary:begin -->\nS\n<!-- summary:end -->\n\n"
-        "## Machine\n\nthat one\n\n<!-- floor-pairs:begin -->\nF\n<!-- floor-pairs:end -->\n"
-        "\n<!-- repeated:begin -->\nR\n<!-- repeated:end -->\n"
+        "# results\n\n<!-- summary:begin -->\nS\n<!-- summary:end -->\n\n"
+        "<!-- suite:begin -->\nsuite before\n<!-- suite:end -->\n\n"
+        "<!-- panic:begin -->\npanic before\n<!-- panic:end -->\n\n"
+        "<!-- note-x:begin -->\nN\n<!-- note-x:end -->\n"
     )
-    text = run_py.keep_sections(new, old)
-    assert "Generated before" not in text and "that one" not in text
-    assert text.index("Generated now") < text.index("S\n") < text.index("## Machine")
-    assert text.index("this one") < text.index("F\n") < text.index("R\n")
-    assert run_py.keep_sections(new, "") == new
+    text = run_py.put_section(old, "panic", "<!-- panic:begin -->\npanic now\n<!-- panic:end -->")
+    assert text == old.replace("panic before", "panic now")
+    text = run_py.put_section(text, "fleet", "<!-- fleet:begin -->\nF\n<!-- fleet:end -->")
+    assert text.startswith(old.replace("panic before", "panic now").rstrip("\n"))
+    assert text.endswith("\n\n<!-- fleet:begin -->\nF\n<!-- fleet:end -->\n")

@@ -10,11 +10,11 @@ Clients (``--client``):
 - ``tanx-async-iter``: ``AsyncTanxSession.orders.cancel_iter(<generator of ids>, concurrency=C)``;
   the memory scenario (outcomes are counted and dropped, never kept).
 - ``tanx-async-trio``: ``cancel_many`` under ``trio.run`` (the default transport there).
-- ``floor``: the Python floor (``floor.py``): a minimal ``asyncio.Protocol`` client, pre-built
+- ``floor``: the Python floor (``_floor.py``): a minimal ``asyncio.Protocol`` client, pre-built
   request bytes, Content-Length framing only, orjson; what no general library can beat.
 
 ``--cafile`` (https URLs) makes every client trust that CA, verification on. ``--ticker`` runs a
-1 ms ticker task beside the measured burst and reports its lag (``lag.py``; asyncio clients).
+1 ms ticker task beside the measured burst and reports its lag (``_lag.py``; asyncio clients).
 
 The three raw clients share one shape: a fixed pool of C worker tasks pulling ids from one
 shared iterator, identical request bytes and identical decoding/validation (``json.loads`` +
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     token = args.token or make_access_token()
     t0 = time.perf_counter()
     if args.ticker:
-        from lag import Ticker
+        from _lag import Ticker
 
         Meter.companion = Ticker()
     Meter.freeze_gc = args.gc_freeze
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             args.cafile,
         )
     elif args.client == "floor":
-        from floor import bench_floor
+        from _floor import bench_floor
 
         coro = bench_floor(args.url, args.n, args.concurrency, args.warmup, token, args.cafile)
     else:
@@ -267,7 +267,3 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(coro)
     print(f"driver {args.client}: total {time.perf_counter() - t0:.2f}s", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

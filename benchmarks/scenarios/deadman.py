@@ -1,4 +1,4 @@
-"""The dead man's switch: seconds from the event to the last order cancelled.
+"""Scenario ``deadman``: the dead man's switch, seconds from the event to the last order cancelled.
 
 A bot process (``tests/deadman/bot.py``) arms ``orders.dead_man_switch(timeout=2.0)`` over N
 orders in three markets of a loopback sandbox exchange (served from a thread of this process),
@@ -8,15 +8,11 @@ close), blocks its loop with ``time.sleep(9)`` (``stall``: the watchdog waits ou
 event is taken just before the ``os.kill`` (``kill``) or printed by the bot just before it stalls
 or raises (``time.monotonic()``, one clock for every process of the machine); the last order
 cancelled is the end of the last cancel the sandbox queued (its request log). Short and bounded:
-R runs of each, one at a time.
-
-    .venv/bin/python benchmarks/deadman.py              # N=60, 3 runs each, ~1 minute
-    .venv/bin/python benchmarks/deadman.py --write      # ... and update RESULTS.md's section
+R runs of each (3, or ``-r``), one at a time.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import select
 import signal
@@ -25,17 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from _common import write_section
-
+from scenarios._base import Context, Measured, section, stamp
 from tanx_async.testing import SandboxExchange, SandboxServer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BOT = ROOT / "tests" / "deadman" / "bot.py"
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- deadman:begin -->", "<!-- deadman:end -->"
+N_ORDERS = 60
 BOUND = 60.0
 MODES = ("kill", "stall", "raise")
 
@@ -109,16 +102,12 @@ def one_run(mode: str, n: int, seed: int) -> float:
     return last - event
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", type=int, default=60, help="orders (three markets)")
-    parser.add_argument("-r", "--runs", type=int, default=3, help="runs of each end")
-    parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
-    args = parser.parse_args()
+def measure(ctx: Context) -> Measured:
+    n, runs = (30 if ctx.quick else N_ORDERS), ctx.rounds(3)
     figures: dict[str, list[float]] = {}
     for mode in MODES:
-        figures[mode] = [one_run(mode, args.n, seed) for seed in range(args.runs)]
-        print(mode, " ".join(f"{x:.3f}" for x in figures[mode]), flush=True)
+        figures[mode] = [one_run(mode, n, seed) for seed in range(runs)]
+        ctx.log(f"  deadman {mode}: " + " ".join(f"{x:.3f}" for x in figures[mode]))
     what = {
         "kill": "SIGKILL: the watchdog sees its pipe close",
         "stall": "`time.sleep(9)` in the loop: the watchdog waits out `timeout`",
@@ -128,33 +117,20 @@ def main() -> None:
         f"| {mode} | {what[mode]} | {statistics.median(xs):.2f} | {min(xs):.2f} | {max(xs):.2f} |"
         for mode, xs in figures.items()
     ]
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    section = "\n".join(
-        [
-            BEGIN,
-            "## The dead man's switch: from the event to the last order cancelled (`benchmarks/deadman.py`)",
-            "",
-            f"Generated {now} by `python benchmarks/deadman.py -n {args.n} -r {args.runs}` "
-            f"({args.runs} runs of each end, one at a time; load average {load}: this machine is shared, "
-            "the figures are noisy). A bot process arms `orders.dead_man_switch(timeout=2.0)` over "
-            f"{args.n} orders in three markets of the sandbox exchange on loopback (served from a thread "
-            "of the measuring process), then meets its end; seconds from the event to the end of the last "
-            "cancel the sandbox queued.",
-            "",
-            "| end | what notices | median (s) | min (s) | max (s) |",
-            "|---|---|---|---|---|",
-            *rows,
-            "",
-            "A stalled loop costs the whole `timeout` before the watchdog may fire (it cannot tell a "
-            "stall from a slow turn sooner); a killed process is noticed at once, by its pipe closing.",
-            END,
-        ]
-    )
-    print(section)
-    if args.write:
-        write_section(RESULTS, section, BEGIN, END)
-
-
-if __name__ == "__main__":
-    main()
+    lines = [
+        "## The dead man's switch: from the event to the last order cancelled (`run.py --scenarios deadman`)",
+        "",
+        f"{stamp()}; {runs} runs of each end, one at a time (this machine is shared, "
+        "the figures are noisy). A bot process arms `orders.dead_man_switch(timeout=2.0)` over "
+        f"{n} orders in three markets of the sandbox exchange on loopback (served from a thread "
+        "of the measuring process), then meets its end; seconds from the event to the end of the last "
+        "cancel the sandbox queued.",
+        "",
+        "| end | what notices | median (s) | min (s) | max (s) |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        "A stalled loop costs the whole `timeout` before the watchdog may fire (it cannot tell a "
+        "stall from a slow turn sooner); a killed process is noticed at once, by its pipe closing.",
+    ]
+    return Measured(section("deadman", lines), raw=figures)

@@ -1,7 +1,7 @@
 """The event-loop lag a strategy sharing the loop with a cancel burst sees.
 
 ``Ticker`` is a task that asks to wake every 1 ms (``asyncio.sleep(0.001)``) and records by how
-much each wake-up came late; ``driver.py --ticker`` runs it beside the measured burst of any
+much each wake-up came late; ``_driver.py --ticker`` runs it beside the measured burst of any
 asyncio client (the harness's scenario ``lag``). The lag of one wake-up is the time the loop
 spent on other callbacks past the moment the ticker was due: with a burst that does 5 ms of work
 in one loop iteration, the ticker is up to 5 ms late. Samples are bounded (``MAX_SAMPLES``).
@@ -125,7 +125,9 @@ async def idle_baseline(seconds: float = 0.5) -> dict[str, Any]:
     return ticker.result()
 
 
-if __name__ == "__main__":
+def main() -> int:
+    """The idle baseline as one JSON line (a child process of scenario ``lag``)."""
     import json
 
     print(json.dumps({"client": "idle loop", **asyncio.run(idle_baseline())}))
+    return 0

@@ -109,7 +109,3 @@ def main(argv: list[str] | None = None) -> int:
     result.extra["tanx_connector"] = getattr(tanxconnector, "__version__", "?")
     print(json.dumps(result.__dict__), flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

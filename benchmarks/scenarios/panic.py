@@ -1,33 +1,32 @@
-#!/usr/bin/env python3
-"""The panic path whatever the caller does (issue 28): how long until every cancel is on the wire.
+"""Scenario ``panic``: the panic path whatever the caller does (issue 28), how long until every
+cancel is on the wire.
 
 Against the sandbox exchange (the only server here that applies cancels after a delay and speaks
-the private stream), served on a loopback socket from a thread of this process:
+the private stream), served on a loopback socket from a thread of ``run.py``'s process:
 
 - ``confirm``: 500 cancels, each applied 0.5 s after it is queued, with and without
-  ``confirm=True`` (by push, the default), in alternating paired rounds: the seconds from the
-  first cancel's arrival at the exchange to the last's (from its request log), and the ratio.
+  ``confirm=True`` (by push, the default), in alternating paired rounds (5, or ``-r``): the
+  seconds from the first cancel's arrival at the exchange to the last's (from its request log),
+  and the ratio.
 - ``consumer``: ``cancel_iter`` of 1,000 ids with ``deadline=3`` read by a consumer that spends
-  5 ms per outcome: how many were ``skipped``, and the seconds until the last cancel arrived.
+  5 ms per outcome: how many were ``skipped`` (must be none: the run is invalid otherwise), and
+  the seconds until the last cancel arrived.
 
-``--write`` replaces this script's section of ``RESULTS.md``. Wall times on a shared machine
-drift; the rounds are paired so that both variants of a round see the same machine.
+Wall times on a shared machine drift; the rounds are paired so that both variants of a round
+see the same machine.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import datetime as dt
 import statistics
-import subprocess
-import time
 from collections import Counter
-from pathlib import Path
 
+from scenarios._base import Context, Measured, commit, section
 from tanx_async import AsyncTanxSession, CancelStatus
 from tanx_async.testing import SandboxExchange, SandboxServer
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 CANCEL_PATH = "/sapi/v1/orders/cancel/"
 
 
@@ -71,19 +70,11 @@ async def consumer_round(n: int) -> tuple[float, Counter[str]]:
     return wire, got
 
 
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-    return out.stdout.strip() or "?"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--write", action="store_true")
-    args = parser.parse_args()
+def measure(ctx: Context) -> Measured:
+    rounds = ctx.rounds(5)
     pairs: list[tuple[float, float]] = []
     statuses: Counter[str] = Counter()
-    for r in range(args.rounds):
+    for r in range(rounds):
         order = (False, True) if r % 2 == 0 else (True, False)
         wire: dict[bool, float] = {}
         for confirm in order:
@@ -91,17 +82,16 @@ def main() -> None:
             if confirm:
                 statuses += counts
         pairs.append((wire[False], wire[True]))
-        print(f"round {r + 1}: without {wire[False]:.3f} s, with confirm {wire[True]:.3f} s", flush=True)
-    consumers = [asyncio.run(consumer_round(1000)) for _ in range(args.rounds)]
+        ctx.log(f"  panic round {r + 1}: without {wire[False]:.3f} s, with confirm {wire[True]:.3f} s")
+    consumers = [asyncio.run(consumer_round(1000)) for _ in range(rounds)]
     for wire_s, got in consumers:
-        print(f"consumer: cancels on the wire within {wire_s:.3f} s, outcomes {dict(got)}", flush=True)
+        ctx.log(f"  panic consumer: cancels on the wire within {wire_s:.3f} s, outcomes {dict(got)}")
     ratios = [b / a for a, b in pairs]
-    date = time.strftime("%Y-%m-%d")
+    date = dt.date.today().isoformat()
     lines = [
-        "<!-- panic_path:begin -->",
-        "## The panic path whatever the caller does (`benchmarks/panic_path.py`, issue 28)",
+        "## The panic path whatever the caller does (`run.py --scenarios panic`, issue 28)",
         "",
-        f"{date}, commit `{commit()}`, {args.rounds} paired rounds on the sandbox (loopback, served from",
+        f"{date}, commit `{commit()}`, {rounds} paired rounds on the sandbox (loopback, served from",
         "a thread of the benchmark's own process), on a 2-core machine shared with other work.",
         "",
         "500 cancels, each applied 0.5 s after it is queued: seconds from the first cancel's arrival",
@@ -123,20 +113,6 @@ def main() -> None:
             f"| {i + 1} | {w:.3f} s | {', '.join(f'{n} {s}' for s, n in sorted(got.items()))} |"
             for i, (w, got) in enumerate(consumers)
         ],
-        "<!-- panic_path:end -->",
     ]
-    section = "\n".join(lines) + "\n"
-    print(section)
-    if args.write:
-        text = RESULTS.read_text(encoding="utf-8")
-        begin, end = "<!-- panic_path:begin -->", "<!-- panic_path:end -->\n"
-        if begin in text:
-            text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-        RESULTS.write_text(text, encoding="utf-8")
-    assert all(got[CancelStatus.SKIPPED.value] == 0 for _, got in consumers)
-
-
-if __name__ == "__main__":
-    main()
+    skipped = any(got[CancelStatus.SKIPPED.value] for _, got in consumers)
+    return Measured(section("panic", lines), invalid=skipped, raw={"pairs": pairs, "consumers": consumers})

@@ -17,13 +17,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import sys
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     WARMUP_ID_BASE,
@@ -133,7 +129,3 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -105,7 +105,3 @@ def main(argv: list[str] | None = None) -> int:
     result.update(connections=args.connections, depth=args.depth)
     print(json.dumps(result), flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

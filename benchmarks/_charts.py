@@ -6,9 +6,10 @@
   scenario (b) (5 ms exchange latency), one row per client: box p25-p75, whiskers p1-p99, the
   median marked, p99.9 no (only percentiles 0..100 are kept), on a log axis with the 5 ms floor.
 
-``benchmarks/run.py`` calls ``write_charts()`` after every run. Standalone,
-``python benchmarks/charts.py`` re-renders from ``benchmarks/out/results.json`` (the last run's raw
-data) and, with ``--cpu-from-results FILE``, the CPU chart from a RESULTS.md table instead.
+``benchmarks/run.py`` calls ``write_charts()`` after every run of the suite; ``run.py
+--charts-only`` calls ``main([])``, which re-renders from ``benchmarks/out/results.json`` (the
+last run's raw data). ``main(["--cpu-from-results", FILE])`` draws the CPU chart from a
+RESULTS.md table instead.
 """
 
 from __future__ import annotations
@@ -192,7 +193,3 @@ def main(argv: list[str] | None = None) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0 if written else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

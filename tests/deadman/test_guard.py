@@ -155,7 +155,7 @@ def redis_dump(redis: RedisServer) -> str:
         for key in client.scan_iter(match="tanx:fleet:deadman:*"):
             kind = client.type(key)
             value = client.hgetall(key) if kind == "hash" else client.get(key)
-            parts.append(f"{key} {value}")
+            parts.append(f"{key!s} {value!r}")
         return "\n".join(parts)
     finally:
         client.close()

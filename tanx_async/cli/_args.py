@@ -336,6 +336,21 @@ def _confirm_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _guard_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--market",
+        action="append",
+        type=_market,
+        metavar="M",
+        help="take only the switches armed over markets among these (repeatable; default: every switch)",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="exit after the first sweep: 0 when it left nothing open, else 1",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tanx-async",
@@ -399,18 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         "watch a redis:// fleet's dead man's switches; cancel for each whose heartbeat expired "
         "(run it on another machine than the bots)",
     )
-    p.add_argument(
-        "--market",
-        action="append",
-        type=_market,
-        metavar="M",
-        help="take only the switches armed over markets among these (repeatable; default: every switch)",
-    )
-    p.add_argument(
-        "--once",
-        action="store_true",
-        help="exit after the first sweep: 0 when it left nothing open, else 1",
-    )
+    _guard_options(p)
 
     p = command("login", f"log in with the wallet in {ENV_KEY}; prints the uid and token expiry")
     p.add_argument("--show-tokens", action="store_true", help="also print the tokens (they are secrets)")

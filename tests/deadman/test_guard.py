@@ -342,3 +342,23 @@ def test_a_guard_over_some_markets_leaves_a_whole_account_switch(
         assert g.stop() == 0
     assert {sb.exchange.order(i).state for i in ids if i not in covered} == {"wait"}
     assert len(g.events("fired")) == 1
+
+
+def test_an_exception_in_the_block_cancels_from_the_bot_and_disarms(
+    sandbox: tuple[Sandbox, list[int]], redis: RedisServer, tmp_path: Path
+) -> None:
+    """Leaving the block by an exception: the bot cancels from its own session (as without a
+    fleet); nothing is left open, so the switch is disarmed in the fleet and the guard does
+    nothing."""
+    sb, ids = sandbox
+    with guard(redis, tmp_path) as g, bot(sb, redis, "raise", tmp_path, "--no-local") as (running, switch):
+        event = float(running.read_until("raising ").split()[1])
+        all_cancelled_within(sb, ids, event)
+        assert running.finish() == 1  # the exception went on
+        until(lambda: False, by=time.monotonic() + 3.0)  # past the timeout
+        assert switch not in redis_dump(redis)
+        assert g.stop() == 0
+    err = running.err.read_text()
+    assert "session: nothing the switch covers is open" in err
+    assert f"dead man's switch {switch} disarmed in the fleet" in err
+    assert g.events("fired") == []

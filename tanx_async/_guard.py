@@ -14,6 +14,10 @@ Sweeps run beside the watch (several switches may expire at once). ``stop`` ends
 waits for the sweeps in progress, each bounded by its switch's deadline plus ``DEADMAN_VERIFY``
 and ``DEADMAN_GRACE``; ``abandon()`` cuts them short.
 
+An expiry more than ``GUARD_STALE`` seconds old when a guard first sees it (no guard ran then)
+is claimed but not swept: the switch's markets may hold orders of processes armed since (a bot
+restarted after its host died, say); the guard says so loudly, and a person decides.
+
 A guard given ``markets`` takes only the switches armed over some of those markets (a switch over
 every market needs a guard without ``markets``): it never sweeps less, or more, than a switch
 guards. The others it leaves to another guard, and says so once.
@@ -50,7 +54,8 @@ def takes(markets: Collection[str] | None, armed: Armed) -> bool:
 
 class Guard:
     """Watches one fleet's switches (see the module docstring); ``report`` is told every event
-    (a dict with ``event``: ``watching``, ``fired``, ``outcome``, ``swept``, ``stopped``)."""
+    (a dict with ``event``: ``watching``, ``fired``, ``outcome``, ``swept``, ``stale``,
+    ``stopped``)."""
 
     def __init__(
         self,
@@ -151,9 +156,12 @@ class Guard:
             log.warning("%s: the fleet %s answers again", self.id, self.fleet.where)
         records = {sid: self._read(sid, text) for sid, text in armed.items()}
         self._follow({sid: a for sid, a in records.items() if a is not None})
-        for sid, text in expired.items():
+        for sid, (text, since) in expired.items():
             record = self._read(sid, text)
             if record is None or not takes(self.markets, record):
+                continue
+            if since is not None and since - record.timeout > C.GUARD_STALE:
+                await self._stale(keys, record, since - record.timeout)
                 continue
             claimed = await self._claim(keys, record)
             if claimed is None:
@@ -239,6 +247,38 @@ class Guard:
                 record.id,
             )
             return None
+
+    async def _stale(self, keys: SwitchKeys, record: Armed, ago: float) -> None:
+        """An expiry no guard saw in time: claimed (no guard acts on it later) but not swept, since
+        its markets may hold orders of processes armed since; said loudly."""
+        try:
+            with anyio.fail_after(self.fleet.timeout):
+                claimed = await keys.claim(record.id, self.id, swept=False)
+        except Exception as exc:
+            log.warning(
+                "%s: claiming switch %s failed (%s): trying again", self.id, record.id, type(exc).__name__
+            )
+            return
+        if claimed is None:
+            return
+        self._watching.pop(record.id, None)
+        log.error(
+            "%s: switch %s (%s) expired %.0f s ago, when no guard watched: NOT swept (its markets, %s, may "
+            "hold orders placed since); CHECK THE ACCOUNT",
+            self.id,
+            record.id,
+            record.where,
+            ago,
+            record.covers,
+        )
+        self._tell(
+            "stale",
+            switch=record.id,
+            host=record.host,
+            pid=record.pid,
+            markets=_list(record.markets),
+            ago=round(ago, 1),
+        )
 
     # -- firing -----------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ scripts name keys they compute):
 - ``beat:<switch id>``: the heartbeat, ``SET ... PX timeout``, refreshed from the session's event
   loop every ``timeout / DEADMAN_BEATS_PER_TIMEOUT`` (``_deadman.py``): a killed process, a
   stalled loop, a dead host or a cut link to Redis let it expire.
+- ``beats``, a hash: switch id -> when its last heartbeat came (milliseconds, the Redis server's
+  clock): a guard that finds an expiry older than ``GUARD_STALE`` does not sweep for it.
 - ``fired:<switch id>``: which guard claimed the switch, and when (kept a day).
 - ``guard:<guard id>``: a running guard (what it covers), a key with a TTL it refreshes; read
   when a switch is armed, to say so when no guard watches.
@@ -49,51 +51,73 @@ log = logging.getLogger("tanx_async.deadman")
 
 NS = PREFIX + "deadman:"
 ARMED = NS + "armed"
+BEATS = NS + "beats"
 BEAT = NS + "beat:"
 FIRED = NS + "fired:"
 GUARD = NS + "guard:"
 #: How long a claim is remembered (for whoever looks at the fleet afterwards).
 FIRED_TTL_S = 86400
 
-#: KEYS: armed, beat. ARGV: id, record, ttl ms.
-_ARM = """
+#: The Redis server's clock in milliseconds (one clock for every machine).
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+#: KEYS: armed, beat, beats. ARGV: id, record, ttl ms.
+_ARM = (
+    _NOW
+    + """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], string.format('%.0f', now))
 return 1
 """
-#: KEYS: armed, beat. ARGV: id, ttl ms. 1: refreshed; 0: no longer armed (a guard claimed it).
-_BEAT = """
+)
+#: KEYS: armed, beat, beats. ARGV: id, ttl ms. 1: refreshed; 0: no longer armed (claimed).
+_BEAT = (
+    _NOW
+    + """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+  redis.call('HSET', KEYS[3], ARGV[1], string.format('%.0f', now))
   return 1
 end
 return 0
 """
-#: KEYS: armed, beat, fired. ARGV: id. 1: disarmed; 0: it was not armed any more (claimed).
+)
+#: KEYS: armed, beat, beats. ARGV: id. 1: disarmed; 0: it was not armed any more (claimed).
 _DISARM = """
 local n = redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
+redis.call('HDEL', KEYS[3], ARGV[1])
 return n
 """
-#: KEYS: armed. ARGV: beat prefix. The armed switches whose heartbeat is gone: id, record, ...
-_EXPIRED = """
+#: KEYS: armed, beats. ARGV: beat prefix. The armed switches whose heartbeat is gone: id,
+#: record, milliseconds since its last heartbeat (-1: unknown), ...
+_EXPIRED = (
+    _NOW
+    + """
 local found = {}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   if redis.call('EXISTS', ARGV[1] .. all[i]) == 0 then
+    local last = tonumber(redis.call('HGET', KEYS[2], all[i]) or '')
     found[#found + 1] = all[i]
     found[#found + 1] = all[i + 1]
+    found[#found + 1] = last and string.format('%.0f', now - last) or '-1'
   end
 end
 return found
 """
-#: KEYS: armed, beat, fired. ARGV: id, claim, ttl s. The record when this caller claimed the
-#: expired switch; false when its heartbeat is back or another claimed it (or it was disarmed).
+)
+#: KEYS: armed, beat, fired, beats. ARGV: id, claim, ttl s. The record when this caller claimed
+#: the expired switch; false when its heartbeat is back or another claimed it (or disarmed).
 _CLAIM = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
 local record = redis.call('HGET', KEYS[1], ARGV[1])
 if not record then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
 return record
 """
@@ -204,32 +228,40 @@ class SwitchKeys:
 
     async def arm(self, armed: Armed) -> None:
         await self._scripts["arm"](
-            keys=[ARMED, BEAT + armed.id], args=[armed.id, armed.to_json(), _ms(armed.timeout)]
+            keys=[ARMED, BEAT + armed.id, BEATS], args=[armed.id, armed.to_json(), _ms(armed.timeout)]
         )
 
     async def beat(self, switch_id: str, ttl: float) -> bool:
         """Refresh the heartbeat; False when the switch is no longer armed (a guard claimed it)."""
-        return bool(await self._scripts["beat"](keys=[ARMED, BEAT + switch_id], args=[switch_id, _ms(ttl)]))
+        return bool(
+            await self._scripts["beat"](keys=[ARMED, BEAT + switch_id, BEATS], args=[switch_id, _ms(ttl)])
+        )
 
     async def disarm(self, switch_id: str) -> bool:
         """Remove the switch; False when it was not armed any more (a guard claimed it)."""
-        return bool(await self._scripts["disarm"](keys=[ARMED, BEAT + switch_id], args=[switch_id]))
+        return bool(await self._scripts["disarm"](keys=[ARMED, BEAT + switch_id, BEATS], args=[switch_id]))
 
-    async def expired(self) -> dict[str, str]:
-        """The armed switches whose heartbeat is gone: id -> record (JSON, unchecked)."""
-        flat = await self._scripts["expired"](keys=[ARMED], args=[BEAT])
-        return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+    async def expired(self) -> dict[str, tuple[str, float | None]]:
+        """The armed switches whose heartbeat is gone: id -> (record as JSON, unchecked; seconds
+        since its last heartbeat, on the Redis server's clock, or None when unknown)."""
+        flat = await self._scripts["expired"](keys=[ARMED, BEATS], args=[BEAT])
+        found: dict[str, tuple[str, float | None]] = {}
+        for i in range(0, len(flat) - 2, 3):
+            since = int(flat[i + 2])
+            found[str(flat[i])] = (str(flat[i + 1]), None if since < 0 else since / 1000)
+        return found
 
     async def armed(self) -> dict[str, str]:
         """Every armed switch: id -> record (JSON, unchecked)."""
         found: dict[str, str] = await self._redis.hgetall(ARMED)
         return found
 
-    async def claim(self, switch_id: str, guard: str) -> str | None:
-        """The record when this guard claimed the expired switch (exactly one guard does), else None."""
-        claim = json.dumps({"guard": guard, "at": time.time()}, separators=(",", ":"))
+    async def claim(self, switch_id: str, guard: str, *, swept: bool = True) -> str | None:
+        """The record when this guard claimed the expired switch (exactly one guard does), else
+        None. ``swept=False``: claimed to be left alone (an expiry too old to act on)."""
+        claim = json.dumps({"guard": guard, "at": time.time(), "swept": swept}, separators=(",", ":"))
         record = await self._scripts["claim"](
-            keys=[ARMED, BEAT + switch_id, FIRED + switch_id], args=[switch_id, claim, FIRED_TTL_S]
+            keys=[ARMED, BEAT + switch_id, FIRED + switch_id, BEATS], args=[switch_id, claim, FIRED_TTL_S]
         )
         return None if record is None else str(record)
 
@@ -284,6 +316,8 @@ class RemoteSwitch:
         #: The heartbeat did not reach the fleet last time.
         self.failing = False
         self.guarded = False  # arm() stored it in the fleet
+        #: Disarmed or closed: a heartbeat in flight says nothing any more.
+        self.done = False
 
     def __repr__(self) -> str:
         return f"<RemoteSwitch {self.armed.id} {self.fleet.where}>"
@@ -310,12 +344,14 @@ class RemoteSwitch:
 
     async def beat(self) -> None:
         keys = self.keys
-        if keys is None or self.claimed or not self.guarded:
+        if keys is None or self.claimed or not self.guarded or self.done:
             return
         try:
             with anyio.fail_after(self.fleet.timeout):
                 armed = await keys.beat(self.armed.id, self.armed.timeout)
         except Exception as exc:
+            if self.done:
+                return
             if not self.failing:
                 self.failing = True
                 log.warning(
@@ -326,6 +362,8 @@ class RemoteSwitch:
                     self.armed.timeout,
                 )
             return
+        if self.done:
+            return  # (disarmed meanwhile, by us: not a guard's claim)
         if self.failing:
             self.failing = False
             log.info("the dead man's switch's heartbeat reaches the fleet %s again", self.fleet.where)
@@ -349,8 +387,9 @@ class RemoteSwitch:
     async def disarm(self) -> None:
         """A clean leave: the switch is removed (no guard fires after this)."""
         keys = self.keys
-        if keys is None or not self.guarded or self.claimed:
+        if keys is None or not self.guarded or self.claimed or self.done:
             return
+        self.done = True
         try:
             with anyio.fail_after(self.fleet.timeout):
                 disarmed = await keys.disarm(self.armed.id)
@@ -370,6 +409,7 @@ class RemoteSwitch:
             await self._claimed("before the disarm")
 
     async def aclose(self) -> None:
+        self.done = True
         keys, self.keys = self.keys, None
         if keys is not None:
             with (

@@ -3,9 +3,9 @@
 Runs the dead man's switch's guard (``tanx_async._guard``), meant for another machine than the
 bots it guards, until stopped. Its log (every firing, every order's outcome, the fleet going away
 and coming back) goes to stderr; stdout gets one line per event (``watching``, ``fired``,
-``swept``, ``stopped``), or with ``--json`` one JSON object per line, each order's ``outcome``
-included. The first SIGTERM or SIGINT stops the watch and lets a sweep in progress finish (it is
-bounded); a second one stops at once. Exit codes: 0 stopped (or, ``--once``, its sweep left
+``swept``, ``stale``: an expiry too old to act on, ``stopped``), or with ``--json`` one JSON
+object per line, each order's ``outcome`` included. The first SIGTERM or SIGINT stops the watch
+and lets a sweep in progress finish (it is bounded); a second one stops at once. Exit codes: 0 stopped (or, ``--once``, its sweep left
 nothing open), 1 ``--once`` and the sweep did not leave the account clear, 2 usage.
 """
 
@@ -50,6 +50,11 @@ def _human(event: dict[str, Any]) -> str | None:
         else:
             found = f"STILL OPEN: {event['open']} orders: CHECK THE ACCOUNT"
         return f"{stamp} switch {event['switch']}: {counts}; {found}"
+    if kind == "stale":
+        return (
+            f"{stamp} NOT SWEPT switch {event['switch']} ({event['host']} pid {event['pid']}, {covers}): "
+            f"it expired {event['ago']:g} s ago, when no guard watched: CHECK THE ACCOUNT"
+        )
     if kind == "stopped":
         return f"{stamp} guard stopped ({event['fired']} switch(es) fired)"
     return None  # (each outcome: in the log, and in --json)

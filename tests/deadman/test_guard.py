@@ -362,3 +362,49 @@ def test_an_exception_in_the_block_cancels_from_the_bot_and_disarms(
     assert "session: nothing the switch covers is open" in err
     assert f"dead man's switch {switch} disarmed in the fleet" in err
     assert g.events("fired") == []
+
+
+def test_an_expiry_no_guard_saw_in_time_is_not_swept(
+    sandbox: tuple[Sandbox, list[int]], redis: RedisServer, tmp_path: Path
+) -> None:
+    """A switch whose heartbeat stopped long before any guard ran (its bot's host died at night,
+    say): its markets may hold orders of processes armed since, so the guard claims it without
+    sweeping and says so; a person decides."""
+    import redis as redis_py
+
+    from tanx_async._remote_switch import ARMED, BEATS, FIRED, Armed
+
+    sb, ids = sandbox
+    old = Armed(
+        id="deadhost-77-00000000",
+        base_url=sb.server.url,
+        identity=f"{sb.server.url} refresh:0123456789abcdef",
+        markets=None,
+        timeout=2.0,
+        deadline=30.0,
+        host="deadhost",
+        pid=77,
+        armed_at=time.time() - 600,
+        local=True,
+        allow_insecure_http=True,
+    )
+    client = redis_py.Redis(host="127.0.0.1", port=redis.port, decode_responses=True)
+    try:
+        seconds, micros = client.time()
+        client.hset(ARMED, old.id, old.to_json())
+        client.hset(BEATS, old.id, str(seconds * 1000 + micros // 1000 - 300_000))  # 5 minutes ago
+        with guard(redis, tmp_path) as g:
+            assert until(lambda: bool(g.events("stale")), time.monotonic() + BOUND)
+            until(lambda: False, by=time.monotonic() + 1.0)
+            assert g.stop() == 0
+        claim = json.loads(client.get(FIRED + old.id) or "{}")
+        assert claim["swept"] is False
+        assert client.hget(ARMED, old.id) is None
+    finally:
+        client.close()
+    assert states(sb, ids) == {"wait": ORDERS}
+    assert g.events("fired") == []
+    (stale,) = g.events("stale")
+    assert stale["switch"] == old.id and 290 < stale["ago"] < 400
+    assert f"switch {old.id} (deadhost pid 77) expired" in g.log()
+    assert "when no guard watched: NOT swept" in g.log()

@@ -350,7 +350,7 @@ class RemoteSwitch:
             with anyio.fail_after(self.fleet.timeout):
                 armed = await keys.beat(self.armed.id, self.armed.timeout)
         except Exception as exc:
-            if self.done:
+            if self._ended():
                 return
             if not self.failing:
                 self.failing = True
@@ -362,13 +362,17 @@ class RemoteSwitch:
                     self.armed.timeout,
                 )
             return
-        if self.done:
+        if self._ended():
             return  # (disarmed meanwhile, by us: not a guard's claim)
         if self.failing:
             self.failing = False
             log.info("the dead man's switch's heartbeat reaches the fleet %s again", self.fleet.where)
         if not armed:
             await self._claimed("its heartbeat had expired")
+
+    def _ended(self) -> bool:
+        """Disarmed or closed (looked at again after an await: the disarm may have come meanwhile)."""
+        return self.done
 
     async def _claimed(self, when: str) -> None:
         self.claimed = True

@@ -108,7 +108,9 @@ async def test_offer_stores_the_sessions_pair_only_where_the_fleet_holds_none_or
     async with session(exchange, fleet, older, "refresh-old") as b:
         link = b._pipeline.fleet
         assert link is not None
-        link.key = a._pipeline.fleet.key  # (same identity as A's)
+        first = a._pipeline.fleet
+        assert first is not None
+        link.key = first.key  # (same identity as A's)
         assert await link.offer()
         assert stored() == (exchange.live, 1)
         assert b.tokens is not None and b.tokens.access == exchange.live

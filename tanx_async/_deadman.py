@@ -19,6 +19,14 @@ Leaving the block by an exception (cancellation included) sweeps from the sessio
 hands over to it (its pipe is closed: it sweeps too). Leaving normally disarms it (``DISARM``),
 and it exits without cancelling. One switch per session at a time.
 
+With a ``redis://`` fleet, arming also stores the switch and a heartbeat key with a TTL of
+``timeout`` in the fleet's Redis (``_remote_switch``), refreshed by a second thread the same way
+(the refresh runs on the loop), for ``tanx-async guard`` on another machine (``_guard``): the one
+way to cover a dead host, a frozen VM or a cut link. The session's pair is offered to the fleet
+first (``FleetLink.offer``): the guard cancels with the fleet's pair. A clean leave removes the
+switch from the fleet; an exception that leaves something open lets the key expire (the guard
+sweeps what is left). ``local=False`` arms the fleet side alone, without a watchdog process.
+
 Protocol (one JSON object per line, parent to watchdog): ``ARM`` (first: the configuration and
 the tokens), ``HEARTBEAT``, ``TOKENS``, ``DISARM``. The watchdog answers on its stdout with plain
 lines: ``ready``, ``fired <reason>``, ``disarmed``.

@@ -408,3 +408,27 @@ def test_an_expiry_no_guard_saw_in_time_is_not_swept(
     assert stale["switch"] == old.id and 290 < stale["ago"] < 400
     assert f"switch {old.id} (deadhost pid 77) expired" in g.log()
     assert "when no guard watched: NOT swept" in g.log()
+
+
+def test_an_exception_that_leaves_orders_open_hands_over_to_the_guard(
+    sandbox: tuple[Sandbox, list[int]], redis: RedisServer, tmp_path: Path
+) -> None:
+    """The bot's own cancels vanish (a black hole) when it leaves by an exception: its sweep
+    ends not clear, so the switch is not disarmed: its heartbeat key is left to expire, and the
+    guard (the exchange answering again by then) takes every order off."""
+    sb, ids = sandbox
+    options = ("--no-local", "--deadline", "2")
+    with guard(redis, tmp_path) as g, bot(sb, redis, "raise", tmp_path, *options) as (running, switch):
+        faults = sb.exchange.faults
+        faults.black_hole, faults.only_paths = True, ("/sapi/v1/orders/cancel/",)
+        running.read_until("raising ")
+        assert running.finish() == 1
+        assert states(sb, ids) == {"wait": ORDERS}  # nothing the bot sent got through
+        faults.black_hole = False
+        assert until(lambda: states(sb, ids) == {"cancel": ORDERS}, time.monotonic() + BOUND)
+        assert until(lambda: bool(g.events("swept")), time.monotonic() + BOUND)
+        assert g.stop() == 0
+    err = running.err.read_text()
+    assert "the session's own cancelling did not leave the account clear" in err
+    assert f"its heartbeat key {switch} is left to expire" in err
+    assert [e["switch"] for e in g.events("fired")] == [switch]

@@ -253,7 +253,7 @@ class DeadManSwitch:
         if link.key is None:
             why = "the session has no refresh token or signer, so the fleet keeps no token pair for a guard"
         elif not await link.offer():
-            why = f"the fleet {fleet.where} holds no token pair for it (it did not answer in time?)"
+            why = f"the fleet {fleet.where} neither holds nor took a token pair for it (it did not answer?)"
         else:
             armed = Armed(
                 id=new_switch_id(),

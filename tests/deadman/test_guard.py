@@ -432,3 +432,24 @@ def test_an_exception_that_leaves_orders_open_hands_over_to_the_guard(
     assert "the session's own cancelling did not leave the account clear" in err
     assert f"its heartbeat key {switch} is left to expire" in err
     assert [e["switch"] for e in g.events("fired")] == [switch]
+
+
+def test_a_second_sigterm_stops_the_guard_at_once(
+    sandbox: tuple[Sandbox, list[int]], redis: RedisServer, tmp_path: Path
+) -> None:
+    """An exchange that answers nothing: the first SIGTERM waits for the sweep (bounded by its
+    deadline), a second one stops the guard at once, and it says the sweep was cut short."""
+    sb, _ = sandbox
+    with guard(redis, tmp_path) as g, bot(sb, redis, "kill", tmp_path, "--no-local") as (running, _):
+        sb.exchange.faults.black_hole = True  # every request, listings included
+        os.kill(running.proc.pid, signal.SIGKILL)
+        assert until(lambda: bool(g.events("fired")), time.monotonic() + BOUND)
+        g.proc.send_signal(signal.SIGTERM)
+        assert until(
+            lambda: "stopping once the sweeps in progress finish" in g.log(), time.monotonic() + BOUND
+        )
+        assert g.proc.poll() is None  # still sweeping (its deadline is 30 s)
+        assert g.stop() == 0  # the second SIGTERM
+    log = g.log()
+    assert "SIGTERM again: stopping at once" in log
+    assert "a sweep in progress was cut short; CHECK THE ACCOUNT" in log

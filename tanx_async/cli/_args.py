@@ -347,7 +347,7 @@ def _guard_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--once",
         action="store_true",
-        help="exit after the first sweep: 0 when it left nothing open, else 1",
+        help="exit after the first sweep (exit code 0 when it left nothing open, else 1)",
     )
 
 

@@ -5,8 +5,10 @@ bots it guards, until stopped. Its log (every firing, every order's outcome, the
 and coming back) goes to stderr; stdout gets one line per event (``watching``, ``fired``,
 ``swept``, ``stale``: an expiry too old to act on, ``stopped``), or with ``--json`` one JSON
 object per line, each order's ``outcome`` included. The first SIGTERM or SIGINT stops the watch
-and lets a sweep in progress finish (it is bounded); a second one stops at once. Exit codes: 0 stopped (or, ``--once``, its sweep left
-nothing open), 1 ``--once`` and the sweep did not leave the account clear, 2 usage.
+and lets a sweep in progress finish (it is bounded); a second one stops at once. Exit codes: 0
+when every sweep it made left nothing open (none made included: a supervisor's stop is its
+normal end), 1 when one did not, or was cut short, 2 usage. ``--once``: it exits after its first
+sweep.
 """
 
 from __future__ import annotations
@@ -120,6 +122,4 @@ async def cmd_guard(args: argparse.Namespace, out: Output) -> int:
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
-    if args.once and not clear:
-        return EXIT_NOT_OK
-    return EXIT_OK
+    return EXIT_OK if clear else EXIT_NOT_OK

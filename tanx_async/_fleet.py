@@ -198,8 +198,8 @@ class FleetLink:
         auth.adopt(pair.access, pair.refresh)
         self.seq = pair.seq
         tokens = auth.tokens
-        for listener in tuple(auth.listeners):  # new to them (a dead man's switch's watchdog)
-            if tokens is not None:
+        if tokens is not None:
+            for listener in tuple(auth.listeners):  # new to them (a dead man's switch's watchdog)
                 listener(tokens)
         return True
 

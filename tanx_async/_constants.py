@@ -168,6 +168,15 @@ DEADMAN_ROUNDS: Final = 5
 DEADMAN_PAUSE: Final = 0.2
 DEADMAN_VERIFY: Final = 5.0
 DEADMAN_GRACE: Final = 15.0
+# The guard (``tanx-async guard``, a switch's heartbeat key in a redis:// fleet): it looks at the
+# fleet every quarter of the shortest armed timeout, within [POLL_MIN, POLL_MAX] seconds, and says
+# it runs with a key that lapses PRESENCE seconds after it stopped refreshing it. An expiry more
+# than STALE seconds old (no guard ran then) is claimed but not swept: the switch's markets may
+# hold orders of processes armed since; the guard says so loudly instead.
+GUARD_POLL_MIN: Final = 0.05
+GUARD_POLL_MAX: Final = 0.5
+GUARD_PRESENCE: Final = 5.0
+GUARD_STALE: Final = 60.0
 
 # Endpoints.
 CANCEL_PATH: Final = "/sapi/v1/orders/cancel/"

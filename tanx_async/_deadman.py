@@ -19,6 +19,14 @@ Leaving the block by an exception (cancellation included) sweeps from the sessio
 hands over to it (its pipe is closed: it sweeps too). Leaving normally disarms it (``DISARM``),
 and it exits without cancelling. One switch per session at a time.
 
+With a ``redis://`` fleet, arming also stores the switch and a heartbeat key with a TTL of
+``timeout`` in the fleet's Redis (``_remote_switch``), refreshed by a second thread the same way
+(the refresh runs on the loop), for ``tanx-async guard`` on another machine (``_guard``): the one
+way to cover a dead host, a frozen VM or a cut link. The session's pair is offered to the fleet
+first (``FleetLink.offer``): the guard cancels with the fleet's pair. A clean leave removes the
+switch from the fleet; an exception that leaves something open lets the key expire (the guard
+sweeps what is left). ``local=False`` arms the fleet side alone, without a watchdog process.
+
 Protocol (one JSON object per line, parent to watchdog): ``ARM`` (first: the configuration and
 the tokens), ``HEARTBEAT``, ``TOKENS``, ``DISARM``. The watchdog answers on its stdout with plain
 lines: ``ready``, ``fired <reason>``, ``disarmed``.
@@ -31,6 +39,7 @@ import json
 import logging
 import os
 import site
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -48,12 +57,14 @@ import anyio.to_thread
 from . import _constants as C
 from . import _validate as V
 from ._errors import NotAuthenticatedError, SessionClosedError, TanxError
+from ._remote_switch import Armed, RemoteSwitch, new_switch_id
 from ._sweep import sweep
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from ._session import AsyncTanxSession
+    from .fleet import Fleet
     from .models import TokenPair
 
 __all__ = ["DeadManSwitch", "message"]
@@ -98,6 +109,7 @@ class DeadManSwitch:
         markets: Iterable[str] | None,
         deadline: float,
         log_file: str | os.PathLike[str] | None,
+        local: bool = True,
     ) -> None:
         self._session = session
         self._timeout = V.seconds("timeout", timeout)
@@ -118,10 +130,24 @@ class DeadManSwitch:
         self._used = False
         self._stop = threading.Event()
         self._key = id(session._pipeline)
+        if not isinstance(local, bool):
+            raise TypeError(f"local must be True or False, got {type(local).__name__}")
+        self._local = local
+        link = session._pipeline.fleet
+        #: The fleet whose Redis carries the heartbeat key a guard watches (``_remote_switch``).
+        self._fleet = link.fleet if link is not None and link.fleet.scheme != "file" else None
+        if not local and self._fleet is None:
+            raise ValueError(
+                "local=False leaves the switch to a guard on another machine: the session needs a "
+                "redis:// fleet (AsyncTanxSession(..., fleet=Fleet('redis://host:port/db')))"
+            )
+        self._remote: RemoteSwitch | None = None
 
     def __repr__(self) -> str:
         covers = "every market" if self._markets is None else ",".join(sorted(self._markets))
         state = f"armed, watchdog pid {self.pid}" if self._to is not None else "not armed"
+        if self._remote is not None and self._remote.guarded:
+            state += f", heartbeat in {self._remote.fleet.where} as {self._remote.armed.id}"
         return f"<DeadManSwitch timeout={self._timeout:g}s {covers} {state}>"
 
     @property
@@ -130,10 +156,16 @@ class DeadManSwitch:
         return None if self._process is None else self._process.pid
 
     @property
+    def switch_id(self) -> str | None:
+        """The switch's id in the fleet's Redis (None: no heartbeat key, no redis:// fleet)."""
+        return None if self._remote is None or not self._remote.guarded else self._remote.armed.id
+
+    @property
     def fired(self) -> bool:
-        """The watchdog said it fired: it cancels every order the switch covers, then exits."""
+        """The watchdog said it fired, or a guard claimed the switch (learnt from its next
+        heartbeat): it cancels every order the switch covers."""
         self._listen()
-        return self._fired is not None
+        return self._fired is not None or (self._remote is not None and self._remote.claimed)
 
     # -- arming -----------------------------------------------------------------------------
 
@@ -158,11 +190,44 @@ class DeadManSwitch:
             await self._start()
         except BaseException:
             self._close(kill=True)
+            if self._remote is not None:
+                await self._remote.aclose()
             _ARMED.discard(self._key)
             raise
         return self
 
     async def _start(self) -> None:
+        if self._local:
+            await self._start_local()
+        if self._fleet is not None:
+            await self._start_remote(self._fleet)
+        token = anyio.lowlevel.current_token()
+        if self._local:
+            threading.Thread(
+                target=self._beat_loop, args=(token,), name=f"tanx-deadman-{self.pid}", daemon=True
+            ).start()
+        if self._remote is not None and self._remote.guarded:
+            threading.Thread(
+                target=self._remote_loop, args=(self._remote, token), name="tanx-deadman-remote", daemon=True
+            ).start()
+        covers = "every market" if self._markets is None else ", ".join(sorted(self._markets))
+        log.info(
+            "dead man's switch armed: %s, timeout %g s, covering %s",
+            " and ".join(
+                what
+                for what in (
+                    f"watchdog pid {self.pid}" if self._local else "",
+                    f"heartbeat key {self.switch_id} in the fleet {self._fleet.where}"
+                    if self._fleet is not None and self.switch_id is not None
+                    else "",
+                )
+                if what
+            ),
+            self._timeout,
+            covers,
+        )
+
+    async def _start_local(self) -> None:
         self._process, self._to, self._from = await anyio.to_thread.run_sync(self._spawn)
         # From reading the tokens to listening for new ones, no await: no rotation slips between.
         tokens = self._session.tokens
@@ -176,17 +241,53 @@ class DeadManSwitch:
         except BaseException:
             auth.listeners.remove(self._on_tokens)
             raise
-        token = anyio.lowlevel.current_token()
-        threading.Thread(
-            target=self._beat_loop, args=(token,), name=f"tanx-deadman-{self.pid}", daemon=True
-        ).start()
-        covers = "every market" if self._markets is None else ", ".join(sorted(self._markets))
-        log.info(
-            "dead man's switch armed: watchdog pid %s, timeout %g s, covering %s",
-            self.pid,
-            self._timeout,
-            covers,
-        )
+
+    async def _start_remote(self, fleet: Fleet) -> None:
+        """The heartbeat key in the fleet's Redis, for a guard on another machine. It cancels with
+        the fleet's token pair for this identity: the session's is offered first (``offer``).
+        Without a pair there, or without an answer: ``local=False`` raises (nothing would guard);
+        otherwise an ERROR says the switch is local only."""
+        link = self._session._pipeline.fleet
+        assert link is not None
+        why = None
+        if link.key is None:
+            why = "the session has no refresh token or signer, so the fleet keeps no token pair for a guard"
+        elif not await link.offer():
+            why = f"the fleet {fleet.where} neither holds nor took a token pair for it (it did not answer?)"
+        else:
+            armed = Armed(
+                id=new_switch_id(),
+                base_url=self._session.base_url,
+                identity=link.key,
+                markets=None if self._markets is None else tuple(sorted(self._markets)),
+                timeout=self._timeout,
+                deadline=self._deadline,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                armed_at=time.time(),
+                local=self._local,
+                allow_insecure_http=self._session.base_url.startswith("http://"),
+            )
+            self._remote = RemoteSwitch(fleet, armed)
+            try:
+                await self._remote.arm()
+            except Exception as exc:
+                why = f"the fleet {fleet.where} did not store its heartbeat ({type(exc).__name__})"
+        if why is None:
+            return
+        if not self._local:
+            raise TanxError(f"the dead man's switch could not be armed for a guard: {why}")
+        log.error("the dead man's switch is NOT covered by a guard on another machine: %s", why)
+
+    def _remote_loop(self, remote: RemoteSwitch, token: anyio.lowlevel.EventLoopToken) -> None:
+        """A thread: every interval, the loop itself refreshes the heartbeat key (a stalled loop,
+        a dead host or a cut link lets it expire). One call at a time, each bounded."""
+        interval = self._timeout / C.DEADMAN_BEATS_PER_TIMEOUT
+        while not self._stop.wait(interval):
+            try:
+                anyio.from_thread.run(remote.beat, token=token)
+            except Exception:  # the loop is closed or gone: nothing beats any more
+                return
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], int, int]:
         env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
@@ -352,6 +453,8 @@ class DeadManSwitch:
         finally:
             with contextlib.suppress(ValueError):
                 self._session._pipeline.auth.listeners.remove(self._on_tokens)
+            if self._remote is not None:
+                await self._remote.aclose()
             _ARMED.discard(self._key)
         # The exception (if any) goes on: never swallowed.
 
@@ -370,21 +473,34 @@ class DeadManSwitch:
         if result is not None and result.clear and not self.fired:
             await self._disarm()
             return
+        if result is not None and result.clear:
+            log.warning("nothing the switch covers is open, but it had fired: it finishes on its own")
+        else:
+            log.error("the session's own cancelling did not leave the account clear")
+        remote = self._remote
+        guard = remote is not None and remote.guarded and not remote.claimed
+        if guard and remote is not None:
+            log.error(
+                "its heartbeat key %s is left to expire: a guard of the fleet %s cancels what is left "
+                "(%g s from the last heartbeat)",
+                remote.armed.id,
+                remote.fleet.where,
+                self._timeout,
+            )
         process = self._process
         if process is not None and process.poll() is None:
+            log.error("its watchdog (pid %s) cancels what is left, then exits", process.pid)
+        elif remote is not None and remote.claimed:
             log.error(
-                "the session's own cancelling did not leave the account clear: its watchdog (pid %s) "
-                "cancels what is left, then exits",
-                process.pid,
+                "a guard of the fleet %s claimed the switch: it cancels what is left", remote.fleet.where
             )
-        else:
-            log.error(
-                "the session's own cancelling did not leave the account clear, and its watchdog is gone: "
-                "CHECK THE ACCOUNT"
-            )
+        elif not guard:
+            log.error("its watchdog is gone: CHECK THE ACCOUNT")
         self._hand_over()
 
     async def _disarm(self) -> None:
+        if self._remote is not None:
+            await self._remote.disarm()
         process = self._process
         if process is None:
             return

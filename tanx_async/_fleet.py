@@ -197,6 +197,10 @@ class FleetLink:
             return False  # the constructor's pair is newer than the fleet's
         auth.adopt(pair.access, pair.refresh)
         self.seq = pair.seq
+        tokens = auth.tokens
+        if tokens is not None:
+            for listener in tuple(auth.listeners):  # new to them (a dead man's switch's watchdog)
+                listener(tokens)
         return True
 
     async def _publish(self) -> None:
@@ -284,6 +288,31 @@ class FleetLink:
             if error is not None:
                 raise error
             await self._publish()
+        finally:
+            await self._unlock(handle)
+
+    async def offer(self) -> bool:
+        """Make sure the fleet holds this identity's pair, at least as new as the session's (the
+        dead man's switch's guard, on another machine, cancels with it). Under the renewal lock
+        the fleet's pair is read again, and the session's is stored only where ``join`` would
+        have preferred it: the fleet holds none, or the session holds its constructor's pair
+        (``seq`` 0) and its access token expires later than the fleet's. A pair the fleet holds
+        is otherwise replaced only by a renewal, as always. True when the fleet holds a pair
+        for this identity now (False: no identity, no tokens, or the backend did not answer)."""
+        if not self.joined:
+            await self.join()
+        if self.key is None or self.auth.tokens is None:
+            return False
+        handle: object | None = None
+        with anyio.move_on_after(self.fleet.lease + self.fleet.timeout):
+            handle = await self._lock()
+        if handle is None or isinstance(handle, _Down):
+            return False
+        try:
+            await self._adopt()
+            if self.seq == 0:  # nothing adopted or matched: the fleet holds none, or an older one
+                await self._publish()
+            return self.seq > 0
         finally:
             await self._unlock(handle)
 

@@ -459,6 +459,7 @@ class Orders:
         markets: Iterable[str] | None = None,
         deadline: float = C.DEADMAN_DEADLINE,
         log_file: str | os.PathLike[str] | None = None,
+        local: bool = True,
     ) -> DeadManSwitch:
         """A client-side dead man's switch: ``async with session.orders.dead_man_switch(2.0):``.
 
@@ -475,11 +476,16 @@ class Orders:
         The watchdog logs to ``log_file`` (appended), else to this process's stderr; no token is
         ever logged or passed in its arguments or environment. It runs on the same machine: it
         cannot cover a dead host or a dead network link (see the docs).
+
+        With a ``redis://`` fleet, the switch also keeps a heartbeat key in the fleet's Redis (a
+        TTL of ``timeout``), which ``tanx-async guard`` on another machine watches: that covers a
+        dead host, a frozen VM and a cut network link. ``local=False`` (a redis:// fleet needed)
+        leaves the switch to the guard alone, without the same-machine watchdog.
         """
         from ._deadman import DeadManSwitch
 
         return DeadManSwitch(
-            self._session, timeout=timeout, markets=markets, deadline=deadline, log_file=log_file
+            self._session, timeout=timeout, markets=markets, deadline=deadline, log_file=log_file, local=local
         )
 
     async def _open_ids(self, market: str, side: Side | Literal["buy", "sell"] | None) -> builtins.list[int]:

@@ -1,4 +1,4 @@
-"""The ``tanx-async`` command line: cancel orders, list them, log in, run the demo.
+"""The ``tanx-async`` command line: cancel orders, list them, log in, run the demo, guard a fleet.
 
 Credentials come from the environment only (a key or token in argv shows up in ``ps``):
 ``TANX_ACCESS_TOKEN`` (+ ``TANX_REFRESH_TOKEN``), or ``TANX_PRIVATE_KEY`` + ``TANX_ETH_ADDRESS``.
@@ -11,8 +11,8 @@ credentials, 3 an API error (a refused token included, whatever the command), 13
 Modules, each importing only those below it: ``_args`` (parsing, credentials, exit codes),
 ``_output`` (tables, JSON lines, progress), ``_tokens`` (the token cache), ``_waiting`` (the
 "waiting for the exchange" line on a terminal), ``_commands`` (the exchange commands and
-``logout``), ``_demo`` (``tanx-async demo``), and this one (``main``: parse, dispatch, map errors
-to exit codes).
+``logout``), ``_demo`` (``tanx-async demo``), ``_guard`` (``tanx-async guard``), and this one
+(``main``: parse, dispatch, map errors to exit codes).
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ async def _run(args: argparse.Namespace, out: Output, env: Mapping[str, str]) ->
         from ._demo import run_from_cli
 
         return await run_from_cli(args, out)
+    if args.command == "guard":
+        from ._guard import cmd_guard  # (the guard's modules: only this command needs them)
+
+        return await cmd_guard(args, out)
     return await run_command(args, out, env)
 
 

@@ -55,7 +55,9 @@ token cache: the current token pair is kept between runs (the exchange rotates t
   deletes it, --no-token-cache skips it
 
 fleet: --fleet URL (or {ENV_FLEET}): runs and programs of one desk share one token pair, one
-  rate budget and the exchange's clock, in a folder (file:///dir) or Redis (redis://host/0)
+  rate budget and the exchange's clock, in a folder (file:///dir) or Redis (redis://host/0);
+  `tanx-async guard --fleet redis://...` on another machine cancels for a bot whose dead
+  man's switch stops beating (a dead host or network link included)
 
 exit codes: 0 ok, 1 a cancel outcome is not ok, 2 usage or credential error,
             3 API error (refused credentials included), 130 interrupted (Ctrl-C),
@@ -334,6 +336,21 @@ def _confirm_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _guard_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--market",
+        action="append",
+        type=_market,
+        metavar="M",
+        help="take only the switches armed over markets among these (repeatable; default: every switch)",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="exit after the first sweep (exit code 0 when it left nothing open, else 1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tanx-async",
@@ -392,6 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("order", "show one order and its trades")
     p.add_argument("id", type=_order_id, metavar="ID")
 
+    p = command(
+        "guard",
+        "watch a redis:// fleet's dead man's switches; cancel for each whose heartbeat expired "
+        "(run it on another machine than the bots)",
+    )
+    _guard_options(p)
+
     p = command("login", f"log in with the wallet in {ENV_KEY}; prints the uid and token expiry")
     p.add_argument("--show-tokens", action="store_true", help="also print the tokens (they are secrets)")
 
@@ -427,14 +451,14 @@ _EXCHANGE = frozenset({"cancel", "cancel-all", "orders", "order", "login", "watc
 _USED_BY: dict[str, frozenset[str]] = {
     "network": _EXCHANGE | {"logout"},
     "base_url": _EXCHANGE | {"logout"},
-    "json": _EXCHANGE | {"logout", "demo"},
+    "json": _EXCHANGE | {"logout", "demo", "guard"},
     "concurrency": _EXCHANGE - {"login", "watch", "order", "orders"} | {"demo"},
     "timeout": _EXCHANGE,
     "deadline": _EXCHANGE - {"login"},
     "allow_insecure_http": _EXCHANGE,
     "no_token_cache": _EXCHANGE,
-    "fleet": _EXCHANGE,
-    "verbose": _EXCHANGE | {"logout", "demo"},
+    "fleet": _EXCHANGE | {"guard"},
+    "verbose": _EXCHANGE | {"logout", "demo", "guard"},
 }
 #: Why a command does not use an option, where the command's own reason (``_WHY``) is not it.
 _WHY_OPTION = {
@@ -445,6 +469,7 @@ _WHY_OPTION = {
 }
 _WHY = {
     "demo": "the demo runs its own sandbox exchange on 127.0.0.1",
+    "guard": "the guard takes the exchange, the tokens and the bounds from each switch it watches",
     "logout": "logout only deletes the cached token pair; it sends nothing",
     "login": "login sends one request at a time",
     "order": "order sends one request",

@@ -3,12 +3,15 @@ by test_dead_man_switch.py and benchmarks' scenario deadman, benchmarks/scenario
 
     TANX_ACCESS_TOKEN=... TANX_REFRESH_TOKEN=... python tests/deadman/bot.py URL MODE LOG [options]
 
-It prints ``armed <watchdog pid>`` once armed, then per MODE: ``kill`` waits to be killed;
+It prints ``armed <watchdog pid or 0> <switch id in the fleet or None>`` once armed, then per MODE: ``kill`` waits to be killed;
 ``stall`` prints ``stalling <time.monotonic()>`` and blocks its loop with ``time.sleep(9)``; ``raise``
 prints ``raising <time.monotonic()>`` and raises inside the block; ``normal`` leaves the block, prints
 ``left`` and exits; ``refresh`` refreshes the session's tokens inside the block, prints
 ``refreshed`` and waits to be killed; ``kill-forked`` forks a child that keeps the watchdog's
-pipe open for 30 s, prints ``forked <pid>`` and waits to be killed. Its own log (the library's, with the parent's side of the
+pipe open for 30 s, prints ``forked <pid>`` and waits to be killed; ``frozen`` prints ``waiting``,
+waits (60 s at most) until the switch says it fired (a guard claimed it while the bot was
+SIGSTOPped) and prints ``fired=<switch.fired>``. ``--fleet URL`` gives the session a fleet, ``--no-local``
+arms with ``local=False``. Its own log (the library's, with the parent's side of the
 switch) goes to stderr.
 """
 
@@ -22,7 +25,7 @@ import time
 
 import anyio
 
-from tanx_async import AsyncTanxSession
+from tanx_async import AsyncTanxSession, Fleet
 
 
 class Boom(RuntimeError):
@@ -34,14 +37,15 @@ async def main(args: argparse.Namespace) -> int:
         base_url=args.url,
         access_token=os.environ["TANX_ACCESS_TOKEN"],
         refresh_token=os.environ["TANX_REFRESH_TOKEN"],
+        fleet=Fleet(args.fleet) if args.fleet else None,
     )
     markets = args.markets.split(",") if args.markets else None
     async with session:
         switch = session.orders.dead_man_switch(
-            args.timeout, markets=markets, deadline=args.deadline, log_file=args.log
+            args.timeout, markets=markets, deadline=args.deadline, log_file=args.log, local=not args.no_local
         )
         async with switch:
-            print(f"armed {switch.pid}", flush=True)
+            print(f"armed {switch.pid or 0} {switch.switch_id}", flush=True)
             if args.mode == "stall":
                 print(f"stalling {time.monotonic():.6f}", flush=True)
                 time.sleep(9)  # noqa: ASYNC251 - the point: the loop is blocked, no heartbeat leaves
@@ -52,6 +56,13 @@ async def main(args: argparse.Namespace) -> int:
                 raise Boom("the strategy failed")
             elif args.mode == "normal":
                 await anyio.sleep(1.0)
+            elif args.mode == "frozen":
+                print("waiting", flush=True)
+                for _ in range(600):  # 60 s at most
+                    if switch.fired:  # (SIGSTOPped, then SIGCONTed: the next heartbeat tells it)
+                        break
+                    await anyio.sleep(0.1)
+                print(f"fired={switch.fired}", flush=True)
             elif args.mode == "kill-forked":
                 child = os.fork()  # holds our end of the watchdog's pipe: no EOF when we die
                 if child == 0:
@@ -75,11 +86,15 @@ async def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
-    parser.add_argument("mode", choices=["kill", "kill-forked", "stall", "raise", "normal", "refresh"])
+    parser.add_argument(
+        "mode", choices=["kill", "kill-forked", "stall", "raise", "normal", "refresh", "frozen"]
+    )
     parser.add_argument("log")
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--deadline", type=float, default=30.0)
     parser.add_argument("--markets", default="")
+    parser.add_argument("--fleet", default="", help="a fleet URL (a redis:// one keeps a heartbeat key)")
+    parser.add_argument("--no-local", action="store_true", help="local=False: no same-machine watchdog")
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s bot %(levelname)s %(message)s"
     )

@@ -189,17 +189,25 @@ class RedisServer:
                 process.wait()
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+@contextlib.contextmanager
+def running_redis(folder: Path) -> Iterator[RedisServer]:
     """A redis-server from Debian's package on a free 127.0.0.1 port, stopped at the end
-    (``scripts/test.py`` installs it as root with apt-get; skipped, saying why, without it)."""
+    (``scripts/test.py`` installs it as root with apt-get; the test is skipped, saying why,
+    without it or without redis-py)."""
     pytest.importorskip("redis", reason="redis-py is not installed (the `redis` extra)")
     binary = redis_binary()
     if binary is None:
         pytest.skip("redis-server is not installed (scripts/test.py installs Debian's redis-server as root)")
-    server = RedisServer(binary, free_port(), tmp_path)
+    server = RedisServer(binary, free_port(), folder)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """``running_redis`` for the test."""
+    with running_redis(tmp_path) as server:
+        yield server

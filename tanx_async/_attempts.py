@@ -17,7 +17,13 @@ __all__ = ["Attempt", "Attempts", "Response"]
 
 
 class Attempts:
-    """What happened across the attempts of one logical request."""
+    """What happened across the attempts of one logical request.
+
+    Written by the pipeline as attempts leave and end (``Pipeline.counted``, ``sending`` around
+    the transport, in ``send`` and in an ``Express``), and ``ambiguous`` by whoever meets an
+    answer that may hide a processed request (the pipeline for a lost answer, the cancel engine
+    for a 2xx it cannot read). A batch only reads it (``Batch.remaining``: ``sending`` or
+    ``ambiguous`` make an interrupted cancel ``UNKNOWN``, never ``FAILED``)."""
 
     __slots__ = ("ambiguous", "count", "first_sent", "sending")
 

@@ -28,7 +28,7 @@ import attrs
 from . import _constants as C
 from . import _deadline
 from ._attempts import Attempt, Attempts
-from ._cancel import cancel_one, queued, settle
+from ._cancel import cancel_one, fetch_order, queued, settle
 from ._confirm import Confirmer, ConfirmWith, open_confirmer
 from ._duration import duration
 from ._errors import (
@@ -141,6 +141,7 @@ class Batch:
             self._session,
             self._confirm_with,
             self._deadline,
+            fetch=functools.partial(fetch_order, self._session),
             confirm_timeout=self._confirm_timeout,
             per_order=self._session.deadline,
             deliver=self._confirmed,
@@ -418,7 +419,7 @@ class Batch:
                 yield attrs.evolve(held, note=f"{held.note}; {note}" if held.note else note)
                 continue
             queued = None if self._confirmer is None else self._confirmer.queued(oid)
-            age = self._session._pipeline.cancels.age(oid)
+            age = self._session.orders._cancels.age(oid)
             if queued is not None or age is not None:
                 # The exchange answered this session's cancel 2xx (``confirm=True`` was waiting to
                 # see it take effect): queued, not confirmed, never "not sent".

@@ -45,7 +45,7 @@ from .models import CancelOutcome, CancelStatus, Order, OrderState, queued_outco
 if TYPE_CHECKING:
     from ._session import AsyncTanxSession
 
-__all__ = ["cancel_one", "fetch_order", "queued", "settle"]
+__all__ = ["cancel_body", "cancel_one", "fetch_order", "queued", "settle"]
 
 #: Words in a refusal that *suggest* the order is off the book. They only annotate an outcome.
 _CLOSED_WORDS = re.compile(r"queued|pending|cancel+ed|filled|executed|closed|done", re.IGNORECASE)
@@ -111,7 +111,7 @@ async def cancel_one(
         started = time.monotonic()
     try:
         response = await session._send(
-            "POST", C.CANCEL_PATH, json={"order_id": oid}, idempotent=True, attempts=record, first=first
+            "POST", C.CANCEL_PATH, content=cancel_body(oid), idempotent=True, attempts=record, first=first
         )
         return queued(session, oid, record, started, response.body, response.content)
     except NotFoundError as exc:
@@ -151,7 +151,7 @@ def queued(
     envelope; ``content``, its bytes), remembered as evidence (``CancelMemory``). The echo is
     decoded only if the caller reads ``outcome.order``."""
     echo = cancel_echo(oid, body.get("payload"), content)  # (raises on a payload we do not know)
-    session._pipeline.cancels.accepted(oid)
+    session.orders._cancels.accepted(oid)
     # (Not decoded for the bare ``{}`` acknowledgement.)
     return queued_outcome(
         oid, record.count, time.monotonic() - started, CancelEcho(content) if echo else None
@@ -159,6 +159,12 @@ def queued(
 
 
 _Make = Callable[..., CancelOutcome]
+
+
+def cancel_body(oid: int) -> bytes:
+    """The body of the cancel of order ``oid`` (an int, checked before): the one every cancel
+    sends, from a worker task or from the batch's fast path (``_lane``)."""
+    return b'{"order_id":%d}' % oid
 
 
 async def _look_up(session: AsyncTanxSession, cause: TanxError, outcome: _Outcomes) -> CancelOutcome:
@@ -182,7 +188,7 @@ def _closed(
     if order.state != OrderState.CANCEL:
         return None
     record = outcome.record
-    if session._pipeline.cancels.age(outcome.oid) is not None:
+    if session.orders._cancels.age(outcome.oid) is not None:
         return outcome(CancelStatus.CANCELLED, order, None, "cancelled after this session's own 2xx cancel")
     if record.ambiguous and not _closed_before(order, record):
         # One of our attempts may have been processed before its answer was lost.
@@ -203,7 +209,7 @@ def _unsettled(
     seen = "" if order is None else f"; a look-up shows it {order.state.value}"
     if lookup_error is not None:
         seen = f"; the look-up failed ({brief(lookup_error)})"
-    age = session._pipeline.cancels.age(outcome.oid)
+    age = session.orders._cancels.age(outcome.oid)
     if age is not None:
         return outcome(
             CancelStatus.QUEUED,

@@ -61,6 +61,7 @@ ConfirmWith = Literal["stream", "poll", "auto"]
 CONFIRM_WITH: tuple[ConfirmWith, ...] = ("stream", "poll", "auto")
 #: Where a resolved outcome goes: done at once, or an awaitable that completes the hand-over.
 Deliver = Callable[[CancelOutcome], Awaitable[None] | None]
+Fetch = Callable[[int], Awaitable[Order]]
 _CLOSED = (OrderState.CANCEL, OrderState.DONE)
 
 
@@ -119,16 +120,17 @@ class Confirmer:
 
     def __init__(
         self,
-        session: AsyncTanxSession,
         mode: ConfirmWith,
         *,
+        fetch: Fetch,
         confirm_timeout: float,
         per_order: float | None,
         deliver: Deliver,
         lookups: int = 1,
         may_look_up: Callable[[], bool] | None = None,
     ) -> None:
-        self._session = session
+        #: The look-up of one order (``_cancel.fetch_order``).
+        self._fetch = fetch
         self.mode = mode
         self._confirm_timeout = confirm_timeout
         #: Each order's look-ups are bounded by its deadline: ``per_order`` (the session's
@@ -338,15 +340,12 @@ class Confirmer:
             tg.start_soon(_completed, handing)
 
     async def _look_up(self, wait: _Wait) -> None:
-        # (Imported here: ``_cancel`` builds on this module.)
-        from ._cancel import fetch_order
-
         per_order = self._per_order
         if per_order is not None:
             _deadline.enter(Deadline.since(per_order + self._confirm_timeout, wait.started))
         order: Order | None = None
         try:
-            order = await fetch_order(self._session, wait.oid)
+            order = await self._fetch(wait.oid)
         except TanxError as exc:
             wait.last_error = exc
             if not wait.polling:
@@ -483,6 +482,7 @@ async def open_confirmer(
     mode: ConfirmWith,
     deadline: float | None,
     *,
+    fetch: Fetch,
     confirm_timeout: float,
     per_order: float | None,
     deliver: Deliver,
@@ -497,8 +497,8 @@ async def open_confirmer(
     is slow to open costs the batch its pushes, never its cancels. With ``"stream"`` it may take
     the session's deadline (the batch's deadline cuts it, as it cuts everything)."""
     confirmer = Confirmer(
-        session,
         mode,
+        fetch=fetch,
         confirm_timeout=confirm_timeout,
         per_order=per_order,
         deliver=deliver,

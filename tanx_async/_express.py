@@ -28,10 +28,10 @@ class Express:
     and answered in a callback, with no task (``Pipeline.express``): the first attempt of a
     request on the batch's fast path (``_lane``).
 
-    ``send`` makes the attempt only if nothing stands in its way, that is, nothing that would
-    make ``Pipeline.send`` wait or do more than send: no usable access token (missing or due for
-    renewal), a rate limit or 429 pause, a full concurrency limiter, a closed session, no warm
-    idle connection. It is counted in the request's ``Attempts`` as ``send`` counts it.
+    ``send`` makes the attempt only if nothing stands in its way (``Pipeline.slot_now``, the
+    gates ``Pipeline.send`` would wait at, none of them shut), and a warm idle connection is at
+    hand. It is counted in the request's ``Attempts`` as ``send`` counts it
+    (``Pipeline.counted``).
 
     ``on_answer(body, result)`` is called when the attempt ends: ``body`` is the decoded
     envelope of a success (what ``send`` would return), or None for anything else (an error
@@ -89,18 +89,15 @@ class Express:
         """Make the request's first attempt now (``started``: ``time.monotonic()``); False,
         with nothing sent, when something stands in its way."""
         pipeline = self._pipeline
+        token = pipeline.slot_now()
+        if token is None:
+            return False
         limiter = pipeline.limiter
-        if pipeline.closed or limiter is None:
-            return False
-        auth = pipeline.auth
-        token = auth.usable()
-        if token is None or not pipeline.flow.ready() or not limiter.try_acquire():
-            return False
-        first_sent = auth.clock.best_guess() if record.first_sent is None else None
+        assert limiter is not None  # (a slot was taken)
         try:
             if token is not self._token:
                 # The head for this token, built (and its headers checked) once.
-                self._head = self._channel.head(self._method, self._url, pipeline._headers(token, True))
+                self._head = self._channel.head(self._method, self._url, pipeline.headers.get(token, True))
                 self._token = token
             sent = self._channel.send(self._method, self._url, self._head, content, self._timeout)
         except BaseException:
@@ -110,9 +107,7 @@ class Express:
             limiter.release()
             return False
         self._record, self._started, self._waiting = record, started, True
-        record.count += 1
-        if first_sent is not None:
-            record.first_sent = first_sent
+        pipeline.counted(record)
         record.sending = True
         return True
 

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from . import _constants as C
 from ._attempts import Attempt, Attempts
+from ._cancel import cancel_body
 from ._deadline import Deadline
 from ._errors import APIConnectionError
 from ._httpx import httpx
@@ -49,9 +50,6 @@ from ._transports import RawResponse
 from .models import CancelOutcome
 
 __all__ = ["Lane", "Owner", "Stop"]
-
-#: A cancel's request body (``%d``: the order id, checked to be an int).
-_CANCEL_BODY = b'{"order_id":%d}'
 
 
 class Owner(Protocol):
@@ -147,7 +145,7 @@ class Lane:
         ``time.monotonic``) and run the lane from its answer; False, with nothing sent, when
         something stands in the way (the worker then sends it the ordinary way)."""
         express = self._express
-        if express is None or not express.send(_CANCEL_BODY % oid, record, started):
+        if express is None or not express.send(cancel_body(oid), record, started):
             return False
         self._oid, self._record, self._started = oid, record, started
         return True
@@ -215,7 +213,7 @@ class Lane:
                     try:
                         self._batch.keep(self._make(oid, record, started, body, result.content))  # type: ignore[union-attr]
                     except Exception:  # a 2xx we cannot read: may have been processed
-                        record.sending = True
+                        record.ambiguous = True
                 return
             if body is None:
                 # Not a success: the worker goes on from this answer (``cancel_one(first=...)``).
@@ -223,8 +221,8 @@ class Lane:
                 return
             try:
                 outcome = self._make(oid, record, started, body, result.content)  # type: ignore[union-attr]
-            except Exception:  # a bug: the task path meets it again and reports the order UNKNOWN
-                record.sending = True  # (not handed over: still the worker's, as sent)
+            except Exception:  # a 2xx we cannot read: the worker meets it again (and looks it up)
+                record.ambiguous = True  # (as ``cancel_one`` says of it: it may have been processed)
                 self._hand_back(oid, record, started, express.first())
                 return
             batch = self._batch
@@ -241,7 +239,7 @@ class Lane:
             oid, record = taken
             started = time.monotonic()
             try:
-                sent = express.send(_CANCEL_BODY % oid, record, started)
+                sent = express.send(cancel_body(oid), record, started)
             except Exception:  # nothing was sent (a bad header, say): the worker's attempt says why
                 sent = False
             if sent:

@@ -32,7 +32,6 @@ from urllib.parse import urlencode
 
 import anyio
 
-from . import _constants as C
 from ._attempts import Attempt, Attempts, Response
 from ._auth import Auth, AuthRequest
 from ._deadline import Deadline
@@ -52,28 +51,21 @@ from ._errors import (
 )
 from ._express import Express
 from ._flow import FlowControl, Limiter
+from ._header_sets import HeaderSets
 from ._httpx import httpx
 from ._instrument import Instrumentation, operation
 from ._json import dumps
 from ._log import logger
-from ._memory import CancelMemory
 from ._owned import Owned
 from ._renewal import Flight, renewing
 from ._retry import RetryPolicy, is_ambiguous
-from ._transports import Headers, Immediate, RawResponse, Sender, TransportName, Warmable, make_sender
+from ._transports import Immediate, RawResponse, Sender, TransportName, Warmable, make_sender
 from .events import EventCallback, EventKind, RequestEvent
 
 if TYPE_CHECKING:
     from ._fleet import FleetLink
 
 __all__ = ["Pipeline"]
-
-_STATIC_HEADERS = {
-    "Accept": "application/json",
-    "Content-Type": "application/json",
-    "User-Agent": C.USER_AGENT,
-}
-
 
 _WRONG_LOOP = (
     "this AsyncTanxSession is bound to the event loop it was first used on (its connections and "
@@ -145,11 +137,10 @@ class Pipeline:
         #: The event loop the transport and limiter were built on, and how to read the current one.
         self._loop: object = None
         self._current_loop: Callable[[], object] = asyncio.get_running_loop
-        #: Orders this session recently got a 2xx cancel for (evidence for later refusals).
-        self.cancels = CancelMemory()
         #: The streams and ``cancel_iter`` batches running for the session (ended by ``aclose``).
         self.owned = Owned()
-        self._header_sets: dict[tuple[str | None, bool], Headers] = {}
+        #: The request headers per token (``_header_sets``).
+        self.headers = HeaderSets()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -259,6 +250,7 @@ class Pipeline:
         policy: RetryPolicy,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        content: bytes | None = None,
         private: bool = True,
         idempotent: bool,
         limited: bool = True,
@@ -283,8 +275,10 @@ class Pipeline:
         other requests wait on it; bounded by its own timeout) and the wait for the session's
         concurrency limiter.
 
-        ``first``: the first attempt, already made and answered (``Express``, whose ``attempts``
-        this must be): the loop goes on from its answer as if it had made it itself."""
+        ``json``: a body to encode; ``content``: one encoded already (the cancel's, which its
+        fast path sends too: ``_cancel.cancel_body``). ``first``: the first attempt, already made
+        and answered (``Express``, whose ``attempts`` this must be): the loop goes on from its
+        answer as if it had made it itself."""
         sender, limiter = self.sender, self.limiter
         if first is None and (sender is None or limiter is None or self.closed or not self.on_bound_loop()):
             sender, limiter = self.start(timeout)  # builds them, or raises the right error
@@ -293,7 +287,8 @@ class Pipeline:
         url = self.base_url + path
         if params:
             url += "?" + urlencode(params)
-        content = dumps(json) if json is not None else None
+        if json is not None:
+            content = dumps(json)
         record = attempts if attempts is not None else Attempts()
         renewed = False
         attempt = 0
@@ -462,7 +457,7 @@ class Pipeline:
         flow = self.flow
         if sender is None or limiter is None:  # pragma: no cover - built for the first attempt
             sender, limiter = self.start(timeout)
-        headers = self._headers(token, content is not None)
+        headers = self.headers.get(token, content is not None)
         ready = flow.ready()
         if deadline is not None:
             left = deadline.remaining()
@@ -479,9 +474,7 @@ class Pipeline:
                 waited = time.monotonic()
                 await flow.acquire()
                 self.instrumentation.waited("rate", time.monotonic() - waited)
-        record.count += 1
-        if record.first_sent is None:
-            record.first_sent = self.auth.clock.best_guess()
+        self.counted(record)
         started = time.monotonic()
         try:
             if limited:
@@ -505,6 +498,28 @@ class Pipeline:
         record.sending = False
         self._received(raw, method, path, time.monotonic() - started, attempt)
         return raw
+
+    def slot_now(self) -> str | None:
+        """The access token for an attempt that may leave at once, its concurrency slot taken
+        (the caller releases it), or None when one of the gates an attempt passes would make it
+        wait: the session closed, no token usable as it is (missing, or due for renewal), a rate
+        limit or 429 pause, no free slot. ``send`` waits at each (``_send_handling_auth``: the
+        token; ``_send_single_request``: the rate, the slot); an ``Express`` sends only when
+        none would make it wait."""
+        limiter = self.limiter
+        if self.closed or limiter is None:
+            return None
+        token = self.auth.usable()
+        if token is None or not self.flow.ready() or not limiter.try_acquire():
+            return None
+        return token
+
+    def counted(self, record: Attempts) -> None:
+        """An attempt leaves now: counted, and the first one's time kept (on the exchange's
+        clock as far as known: a pushed update or a look-up is judged against it)."""
+        record.count += 1
+        if record.first_sent is None:
+            record.first_sent = self.auth.clock.best_guess()
 
     def _failed(
         self, method: str, path: str, record: Attempts, exc: APIConnectionError, started: float, attempt: int
@@ -580,25 +595,6 @@ class Pipeline:
         if sender is None or not self.immediate_enabled or self.closed:
             return None
         return Express(self, sender, method, path, timeout, on_answer)
-
-    def _headers(self, token: str | None, body: bool) -> Headers:
-        """The request headers for ``token`` (None: public) with or without a body: built once
-        per token and shared by every request that sends it (a ``Headers`` cannot change, so
-        a transport may keep what it prepares from them on them). Bounded: a few entries per
-        token, cleared when tokens have rotated a few times."""
-        key = (token, body)
-        headers = self._header_sets.get(key)
-        if headers is None:
-            fields = dict(_STATIC_HEADERS)
-            if not body:
-                del fields["Content-Type"]
-            if token is not None:
-                fields["Authorization"] = "JWT " + token
-            headers = Headers(fields)
-            if len(self._header_sets) >= 8:
-                self._header_sets.clear()
-            self._header_sets[key] = headers
-        return headers
 
     # -- authentication -------------------------------------------------------------------
 

@@ -282,7 +282,7 @@ class AsyncTanxSession:
             view._retry = _retry_policy(max_retries)
         if not isinstance(deadline, NotGiven):
             view._deadline = _checked_deadline(deadline)
-        view.orders = Orders(view)
+        view.orders = Orders(view, self.orders._cancels)
         # The warning for a session never closed is its creator's alone (a view keeps it alive).
         view._origin = None
         view._owner = self._owner or self

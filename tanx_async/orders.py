@@ -8,6 +8,7 @@ exchange reports ``cancel``.
 from __future__ import annotations
 
 import builtins
+import functools
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Collection, Iterable
@@ -35,6 +36,7 @@ from ._errors import (
 from ._instrument import operation
 from ._iterate import CancelIterator, collect_all
 from ._log import logger
+from ._memory import CancelMemory
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderType, Side
 
 if TYPE_CHECKING:
@@ -47,8 +49,11 @@ __all__ = ["Orders"]
 class Orders:
     """Order operations of one session (``session.orders``)."""
 
-    def __init__(self, session: AsyncTanxSession) -> None:
+    def __init__(self, session: AsyncTanxSession, cancels: CancelMemory | None = None) -> None:
         self._session = session
+        #: The orders this session (and all its ``with_options`` views) recently got a 2xx
+        #: cancel answer for: evidence for the cancel engine (``_cancel``), not the HTTP layer's.
+        self._cancels = CancelMemory() if cancels is None else cancels
 
     # -- one order ------------------------------------------------------------------------
 
@@ -131,6 +136,7 @@ class Orders:
             session,
             confirm_with,
             session._operation(deadline),
+            fetch=functools.partial(fetch_order, session),
             confirm_timeout=confirm_timeout,
             per_order=None,  # (the whole call's deadline, ``within``, bounds the look-ups)
             deliver=settled.append,

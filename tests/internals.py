@@ -156,7 +156,7 @@ def idle_connections(sender: Http11Sender) -> int:
 
 def cancel_memory_of(session: AsyncTanxSession) -> Any:
     """The session's memory of its recent 2xx cancels (evidence for later refusals)."""
-    return session._pipeline.cancels
+    return session.orders._cancels
 
 
 def learn_clock(session: AsyncTanxSession, offset: float = 0.0) -> ExchangeClock:

@@ -461,7 +461,7 @@ async def test_a_2xx_it_cannot_read_after_the_worker_was_cancelled_leaves_the_or
     )
     assert pipeline.express_.sent == [b'{"order_id":1}'] and taken == []
     assert unsent == {}
-    assert record.sending  # what ``Batch.remaining`` reads to say unknown rather than failed
+    assert record.ambiguous  # what ``Batch.remaining`` reads to say unknown rather than failed
 
 
 @contextlib.contextmanager

@@ -106,6 +106,70 @@ def test_a_deadline_shorter_than_the_confirmations_skips_nothing(sandbox: Sandbo
     assert processed_cancels(sandbox.exchange) == set(ids)
 
 
+@pytest.mark.parametrize("confirm_with", ["poll", "auto"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_look_ups_wait_until_every_cancel_is_sent(
+    sandbox: Sandbox, backend: str, confirm_with: ConfirmWith
+) -> None:
+    """Look-ups yield to the cancels: with polling (and with ``auto`` once the push windows,
+    cut to 0.05 s here, have passed) no look-up reaches the exchange before the batch's last
+    cancel did, although each order is due for one 50 ms after its cancel was queued."""
+    sandbox.exchange.cancel_delay = 0.4
+    sandbox.exchange.latency = 0.002  # (the 300 cancels take longer than the first look-ups' wait)
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 300)
+
+    async def main() -> list[CancelOutcome]:
+        async with sandbox.session() as session:
+            return await session.orders.cancel_many(
+                ids, concurrency=8, confirm=True, confirm_with=confirm_with, confirm_timeout=0.1 * 30
+            )
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(constants, "CONFIRM_PUSH_WINDOW", 0.05)
+        patch.setattr(constants, "CONFIRM_PUSH_SHARE", 0.01)
+        outcomes = run_on(backend, main)
+    assert Counter(o.status for o in outcomes) == {CancelStatus.CANCELLED: 300}
+    log = sandbox.exchange.requests
+    cancels = [r.time for r in log if r.path == "/sapi/v1/orders/cancel/"]
+    look_ups = [r.time for r in log if r.method == "GET" and r.path.startswith("/sapi/v1/orders/")]
+    if confirm_with == "poll":
+        assert look_ups  # (each order is looked up until it shows ``cancel``)
+    assert len(cancels) == 300
+    assert not look_ups or min(look_ups) >= max(cancels)
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["sized", "lazy"])
+async def test_a_full_confirmer_holds_new_ids_back_and_frees_itself(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, lazy: bool
+) -> None:
+    """At most ``CONFIRM_MAX_PENDING`` orders wait for confirmation: past it the batch takes no
+    new id until some are confirmed (look-ups then run although ids are left to send, or
+    nothing would free it), and every order still ends confirmed."""
+    monkeypatch.setattr(constants, "CONFIRM_MAX_PENDING", 10)
+    sandbox.exchange.cancel_delay = 0.05
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 60)
+    most = 0
+
+    async def sample() -> None:
+        nonlocal most
+        while True:
+            waiting = len(processed_cancels(sandbox.exchange)) - applied(sandbox, ids)
+            most = max(most, waiting)
+            await anyio.sleep(0.005)
+
+    async with sandbox.session() as session, anyio.create_task_group() as tg:
+        tg.start_soon(sample)
+        source = iter(ids) if lazy else ids
+        outcomes = await session.orders.cancel_many(
+            source, concurrency=4, confirm=True, confirm_with="poll", confirm_timeout=10
+        )
+        tg.cancel_scope.cancel()
+    assert Counter(o.status for o in outcomes) == {CancelStatus.CANCELLED: 60}
+    # Queued and not yet applied at the exchange: at most the cap, plus one cancel per worker
+    # answered before its worker saw the confirmer full (and what the sampling missed).
+    assert most <= 10 + 4
+
+
 # -- 2. a slow consumer -------------------------------------------------------------------------
 
 

@@ -230,18 +230,14 @@ class Lane:
             if taken is None:
                 self._halt(Stop())  # no more ids
                 return
-            # The next cancel, as ``send`` sends it (inlined: this is the path every cancel of a
-            # burst takes).
-            oid = taken
-            record = in_flight[oid] = Attempts()
+            # The worker's next cancel, sent from this callback (no task wakes for it).
+            record = in_flight[taken] = Attempts()
             started = time.monotonic()
             try:
-                sent = express.send(_CANCEL_BODY % oid, record, started)
+                sent = self.send(taken, record, started)
             except Exception:  # nothing was sent (a bad header, say): the worker's attempt says why
                 sent = False
-            if sent:
-                self._oid, self._record, self._started = oid, record, started
-            else:
-                self._hand_back(oid, record, started)
+            if not sent:
+                self._hand_back(taken, record, started)
         except Exception as exc:  # pragma: no cover - a bug: the worker raises it
             self._halt(Stop(error=exc))

@@ -277,17 +277,7 @@ class Auth:
     def usable(self) -> str | None:
         """The access token when it may be sent as it is (present, not due for an early
         refresh), else None: the caller goes through ``Pipeline.token``. No coroutine."""
-        access = self._access
-        due = self._due
-        if due is not None:
-            # ``expiring()``, inlined: every request of a burst asks.
-            offset = self.clock.offset
-            if offset is not None:
-                if due <= self.clock.local() + offset:
-                    return None
-            elif self._suspect and self._suspected():
-                return None
-        return access
+        return None if self.expiring() else self._access
 
     def expiring(self) -> bool:
         """The access token is due for an early refresh on the exchange's clock; while that

@@ -234,17 +234,14 @@ class Lane:
             if taken is None:
                 self._halt(Stop())  # no more ids, or no room to confirm another yet
                 return
-            # The next cancel, as ``send`` sends it (inlined: this is the path every cancel of a
-            # burst takes).
+            # The worker's next cancel, sent from this callback (no task wakes for it).
             oid, record = taken
             started = time.monotonic()
             try:
-                sent = express.send(cancel_body(oid), record, started)
+                sent = self.send(oid, record, started)
             except Exception:  # nothing was sent (a bad header, say): the worker's attempt says why
                 sent = False
-            if sent:
-                self._oid, self._record, self._started = oid, record, started
-            else:
+            if not sent:
                 self._hand_back(oid, record, started)
         except Exception as exc:  # pragma: no cover - a bug: the worker raises it
             self._halt(Stop(error=exc))

@@ -113,11 +113,7 @@ class Channel:
             self._state = 1
             conn = self._conn
             assert conn is not None
-            # ``conn.end()`` for an answer (which dropped its read timeout already), inlined:
-            # the connection is kept open if the server keeps it, for the next request.
-            conn.waiter = None
-            if not conn.keep_alive:
-                conn.close()
+            conn.end()  # (kept open if the server keeps it, for the next request)
             if conn.closed:
                 self.release()
             self._on_answer(answer)

@@ -8,7 +8,6 @@ passed and re-arms for the earliest one left, so every timeout fires on time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Protocol
 
 __all__ = ["Deadlines", "Timed"]
@@ -24,22 +23,24 @@ class Timed(Protocol):
 
 
 class Deadlines:
-    __slots__ = ("_at", "_conns", "_handle", "_loop", "discard")
+    __slots__ = ("_at", "_conns", "_handle", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._conns: set[Timed] = set()
         self._handle: asyncio.TimerHandle | None = None
         self._at = float("inf")
-        #: Forget a connection's deadline (answered or given up): the set's own method, called
-        #: once per request (the timer re-arms itself from what is left when it fires).
-        self.discard: Callable[[Timed], None] = self._conns.discard
 
     def add(self, conn: Timed, deadline: float, seconds: float) -> None:
         conn.deadline, conn.read_timeout = deadline, seconds
         self._conns.add(conn)
         if deadline < self._at:
             self._arm(deadline)
+
+    def discard(self, conn: Timed) -> None:
+        """Forget a connection's deadline (answered or given up): the timer re-arms itself from
+        what is left when it fires."""
+        self._conns.discard(conn)
 
     def _arm(self, at: float) -> None:
         # The new timer first: if scheduling it raised, the old one would still run (and

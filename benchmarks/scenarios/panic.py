@@ -4,10 +4,10 @@ cancel is on the wire.
 Against the sandbox exchange (the only server here that applies cancels after a delay and speaks
 the private stream), served on a loopback socket from a thread of ``run.py``'s process:
 
-- ``confirm``: 500 cancels, each applied 0.5 s after it is queued, with and without
-  ``confirm=True`` (by push, the default), in alternating paired rounds (5, or ``-r``): the
-  seconds from the first cancel's arrival at the exchange to the last's (from its request log),
-  and the ratio.
+- ``confirm``: 500 cancels, each applied 0.5 s after it is queued, without ``confirm``, with
+  ``confirm=True`` (by push, the default) and with ``confirm_with="poll"``, in rounds whose
+  order rotates (5, or ``-r``): the seconds from the first cancel's arrival at the exchange to
+  the last's (from its request log), and the ratios.
 - ``consumer``: ``cancel_iter`` of 1,000 ids with ``deadline=3`` read by a consumer that spends
   5 ms per outcome: how many were ``skipped`` (must be none: the run is invalid otherwise), and
   the seconds until the last cancel arrived.
@@ -36,7 +36,11 @@ def on_the_wire(exchange: SandboxExchange) -> float:
     return max(times) - min(times)
 
 
-async def confirm_round(confirm: bool, n: int) -> tuple[float, Counter[str]]:
+#: The variants of a round: no confirmation, by push (``auto``), by polling.
+VARIANTS: tuple[str | None, ...] = (None, "auto", "poll")
+
+
+async def confirm_round(confirm_with: str | None, n: int) -> tuple[float, Counter[str]]:
     exchange = SandboxExchange(seed=1, cancel_delay=0.5)
     uid = exchange.create_user()
     access, refresh = exchange.issue_tokens(uid)
@@ -46,7 +50,12 @@ async def confirm_round(confirm: bool, n: int) -> tuple[float, Counter[str]]:
             base_url=server.url, access_token=access, refresh_token=refresh
         ) as session:
             await session.warm_up()
-            outcomes = await session.orders.cancel_many(ids, confirm=confirm, confirm_timeout=10)
+            outcomes = await session.orders.cancel_many(
+                ids,
+                confirm=confirm_with is not None,
+                confirm_with=confirm_with or "auto",  # type: ignore[arg-type]
+                confirm_timeout=10,
+            )
             wire = on_the_wire(exchange)
     return wire, Counter(o.status.value for o in outcomes)
 
@@ -72,21 +81,25 @@ async def consumer_round(n: int) -> tuple[float, Counter[str]]:
 
 def measure(ctx: Context) -> Measured:
     rounds = ctx.rounds(5)
-    pairs: list[tuple[float, float]] = []
+    pairs: list[tuple[float, float, float]] = []
     statuses: Counter[str] = Counter()
     for r in range(rounds):
-        order = (False, True) if r % 2 == 0 else (True, False)
-        wire: dict[bool, float] = {}
-        for confirm in order:
-            wire[confirm], counts = asyncio.run(confirm_round(confirm, 500))
-            if confirm:
+        order = VARIANTS[r % 3 :] + VARIANTS[: r % 3]
+        wire: dict[str | None, float] = {}
+        for variant in order:
+            wire[variant], counts = asyncio.run(confirm_round(variant, 500))
+            if variant is not None:
                 statuses += counts
-        pairs.append((wire[False], wire[True]))
-        ctx.log(f"  panic round {r + 1}: without {wire[False]:.3f} s, with confirm {wire[True]:.3f} s")
+        pairs.append((wire[None], wire["auto"], wire["poll"]))
+        ctx.log(
+            f"  panic round {r + 1}: without {wire[None]:.3f} s, by push {wire['auto']:.3f} s, "
+            f"by polling {wire['poll']:.3f} s"
+        )
     consumers = [asyncio.run(consumer_round(1000)) for _ in range(rounds)]
     for wire_s, got in consumers:
         ctx.log(f"  panic consumer: cancels on the wire within {wire_s:.3f} s, outcomes {dict(got)}")
-    ratios = [b / a for a, b in pairs]
+    ratios = [b / a for a, b, _ in pairs]
+    polled = [c / a for a, _, c in pairs]
     date = dt.date.today().isoformat()
     lines = [
         "## The panic path whatever the caller does (`run.py --scenarios panic`, issue 28)",
@@ -97,11 +110,15 @@ def measure(ctx: Context) -> Measured:
         "500 cancels, each applied 0.5 s after it is queued: seconds from the first cancel's arrival",
         "at the exchange to the last's (its request log).",
         "",
-        "| round | without `confirm` | with `confirm=True` (push) | ratio |",
-        "|---|---|---|---|",
-        *[f"| {i + 1} | {a:.3f} | {b:.3f} | {b / a:.2f}x |" for i, (a, b) in enumerate(pairs)],
-        f"| **median** | {statistics.median(a for a, _ in pairs):.3f} | "
-        f"{statistics.median(b for _, b in pairs):.3f} | **{statistics.median(ratios):.2f}x** |",
+        '| round | without `confirm` | `confirm=True` (push) | ratio | `confirm_with="poll"` | ratio |',
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {i + 1} | {a:.3f} | {b:.3f} | {b / a:.2f}x | {c:.3f} | {c / a:.2f}x |"
+            for i, (a, b, c) in enumerate(pairs)
+        ],
+        f"| **median** | {statistics.median(a for a, _, _ in pairs):.3f} | "
+        f"{statistics.median(b for _, b, _ in pairs):.3f} | **{statistics.median(ratios):.2f}x** | "
+        f"{statistics.median(c for _, _, c in pairs):.3f} | **{statistics.median(polled):.2f}x** |",
         "",
         f"With confirmation every order ended: {dict(statuses)}.",
         "",

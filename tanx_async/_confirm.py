@@ -23,8 +23,13 @@ Look-ups yield to the cancels: while the batch still has ids to send (``may_look
 False) none starts, unless the batch waits for ``room`` here; at most ``lookups`` run at once.
 An order not confirmed within ``confirm_timeout`` of its cancel being queued (with
 ``"stream"``: at once when the stream is lost) ends ``QUEUED`` with
-``CancelNotConfirmedError``. At most ``CONFIRM_MAX_PENDING`` orders wait (``full``: the batch
-takes no new id until there is ``room``).
+``CancelNotConfirmedError``; where look-ups confirm (``"poll"``, ``"auto"``), only after at
+least one look-up, made as soon as look-ups may run (the batch's deadline bounds that wait).
+
+A resolved outcome is handed over by a task of the poller's, never by the stream consumer (a
+slow consumer must not stop the pushes); it counts as waiting until it is handed over. At most
+``CONFIRM_MAX_PENDING`` orders wait (``full``: the batch takes no new id until there is
+``room``).
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ class _Wait:
         "due",
         "gap",
         "last_error",
+        "looked",
         "looking",
         "oid",
         "polling",
@@ -100,7 +106,9 @@ class _Wait:
         self.polling = False
         self.delay = C.CONFIRM_POLL_INITIAL
         self.looking = False
-        self.last_error: TanxError | None = None
+        #: A look-up of it ended (its deadline may end it only after one, when look-ups confirm).
+        self.looked = False
+        self.last_error: Exception | None = None
         #: When the poller next looks at it, the end of its push window, and its deadline
         #: (``time.monotonic``).
         self.due = 0.0
@@ -151,8 +159,11 @@ class Confirmer:
         self.pending = 0
         self._heap: list[tuple[float, int, _Wait]] = []
         self._seq = itertools.count()
-        #: Look-ups due and not started (the batch still sends, or ``lookups`` run already).
-        self._ready: deque[_Wait] = deque()
+        #: Look-ups due and not started (the batch still sends, or ``lookups`` run already),
+        #: first due first.
+        self._ready: dict[int, _Wait] = {}
+        #: Resolved outcomes whose hand-over must wait (``deliver`` returned an awaitable).
+        self._handings: deque[Awaitable[None]] = deque()
         self._looking = 0
         self._closed = False
         self._wake: anyio.Event | None = None
@@ -241,27 +252,33 @@ class Confirmer:
         ``TanxError``."""
         try:
             async for event in stream:
-                if isinstance(event, OrderUpdate):
-                    oid = event.id
-                    if oid in self._watched:  # its cancel's answer has not come yet
-                        earlier = self._watched[oid]
-                        if earlier is None or earlier.state not in _CLOSED:
-                            self._watched[oid] = event
-                        continue
-                    wait = self._waits.get(oid)
-                    if wait is None or (wait.update is not None and wait.update.state in _CLOSED):
-                        # Not ours, or closed already: a late (reordered or duplicated) "wait"
-                        # never reopens an order.
-                        continue
-                    wait.update = event
-                    settled = self._settled_by_push(wait)
-                    if settled is not None and (handing := self._resolve(wait, settled)) is not None:
-                        await handing
-                elif isinstance(event, StreamGap):
-                    self._gap()
+                try:
+                    if isinstance(event, OrderUpdate):
+                        self._pushed(event)
+                    elif isinstance(event, StreamGap):
+                        self._gap()
+                except Exception:  # a bug must not cost the other orders their pushes
+                    logger.exception("confirmation: unexpected error on a stream event (ignored)")
         except TanxError as exc:
             logger.warning("confirmation stream lost (%s): falling back to polling", brief(exc))
         self.give_up()
+
+    def _pushed(self, update: OrderUpdate) -> None:
+        oid = update.id
+        if oid in self._watched:  # its cancel's answer has not come yet
+            earlier = self._watched[oid]
+            if earlier is None or earlier.state not in _CLOSED:
+                self._watched[oid] = update
+            return
+        wait = self._waits.get(oid)
+        if wait is None or (wait.update is not None and wait.update.state in _CLOSED):
+            # Not ours, or closed already: a late (reordered or duplicated) "wait" never
+            # reopens an order.
+            return
+        wait.update = update
+        settled = self._settled_by_push(wait)
+        if settled is not None:
+            self._resolve(wait, settled)
 
     def give_up(self) -> None:
         """The stream is gone for good: orders waiting for a push are looked up now (``auto``)
@@ -304,40 +321,46 @@ class Confirmer:
 
     def _due(self, wait: _Wait, when: float) -> None:
         wait.due = when
-        heapq.heappush(self._heap, (when, next(self._seq), wait))
+        heap = self._heap
+        heapq.heappush(heap, (when, next(self._seq), wait))
+        if len(heap) > 2 * self.pending + 64:
+            # Entries of resolved or rescheduled orders go (kept, they would hold those orders
+            # and their outcomes until their old due times): memory follows ``pending``.
+            heap[:] = [e for e in heap if self._waits.get(e[2].oid) is e[2] and e[2].due == e[0]]
+            heapq.heapify(heap)
         if when < self._sleeping_until:
             self.wake()
 
     def _dispatch(self, now: float, tg: TaskGroup) -> float:
-        """Whatever is due now: deadlines, look-ups (as far as they may start). Returns when
-        something is due next."""
-        heap = self._heap
+        """Whatever is due now: hand-overs, deadlines, look-ups (as far as they may start).
+        Returns when something is due next."""
+        heap, ready = self._heap, self._ready
         while heap and heap[0][0] <= now:
             due, _, wait = heapq.heappop(heap)
             if self._waits.get(wait.oid) is not wait or wait.due != due or wait.looking:
                 continue  # resolved, or due at another time now
             if now >= wait.deadline or (self.mode == "stream" and self.lost and not wait.gap):
-                self._hand(tg, self._expire(wait))
+                if self.mode == "stream" or wait.looked:
+                    self._expire(wait)
+                else:  # never looked up (look-ups yielded to the cancels): once, first
+                    wait.polling, wait.due = True, -1.0
+                    ready[wait.oid] = wait
                 continue
             # A look-up now: after a gap, polling, or past its push window (``auto``).
             wait.polling = wait.polling or not wait.gap
-            self._ready.append(wait)
-            self._due(wait, wait.deadline)  # (ended then if it never gets its look-up)
-        ready = self._ready
+            ready[wait.oid] = wait
+            self._due(wait, wait.deadline)  # (ended then, if it has been looked up by then)
         allowed = self._room_waiters > 0 or self._may_look_up is None or self._may_look_up()
         while ready and self._looking < self._lookups and allowed:
-            wait = ready.popleft()
+            wait = ready.pop(next(iter(ready)))
             if self._waits.get(wait.oid) is not wait or wait.looking:
                 continue
             wait.looking, wait.gap = True, False
             self._looking += 1
             tg.start_soon(self._look_up, wait)
+        while self._handings:  # (the deadlines above may have added some)
+            tg.start_soon(self._completed, self._handings.popleft())
         return heap[0][0] if heap else now + 3600.0  # (woken by whatever changes meanwhile)
-
-    @staticmethod
-    def _hand(tg: TaskGroup, handing: Awaitable[None] | None) -> None:
-        if handing is not None:
-            tg.start_soon(_completed, handing)
 
     async def _look_up(self, wait: _Wait) -> None:
         per_order = self._per_order
@@ -346,30 +369,41 @@ class Confirmer:
         order: Order | None = None
         try:
             order = await self._fetch(wait.oid)
-        except TanxError as exc:
+        except Exception as exc:  # a look-up that failed says nothing: the next one may
             wait.last_error = exc
-            if not wait.polling:
+            if not isinstance(exc, TanxError):
+                logger.exception("order %d: unexpected error in a confirming look-up", wait.oid)
+            elif not wait.polling:
                 logger.info("order %d: look-up after a stream gap failed: %s", wait.oid, brief(exc))
         finally:
             self._looking -= 1
             wait.looking = False
+            wait.looked = True
             self.wake()
         if self._waits.get(wait.oid) is not wait:
             return  # a push resolved it meanwhile
         if order is not None and order.state in _CLOSED:
-            settled = self._settled_by_push(wait) or self._outcome(wait, _status(order.state), order)
-            if (handing := self._resolve(wait, settled)) is not None:
-                await handing
+            self._resolve(
+                wait, self._settled_by_push(wait) or self._outcome(wait, _status(order.state), order)
+            )
             return
         now = time.monotonic()
-        if now >= wait.deadline:
-            if (handing := self._expire(wait, order)) is not None:
-                await handing
-        elif wait.polling:
+        if wait.gap:
+            self._due(wait, now)  # a gap came while it was being looked up: once more
+        elif now >= wait.deadline or (self.mode == "stream" and self.lost):
+            self._expire(wait, order)
+        elif wait.polling or self.lost:  # (the stream was lost meanwhile: ``auto`` polls)
+            wait.polling = True
             self._due(wait, min(now + wait.delay, wait.deadline))
             wait.delay = min(wait.delay * 2, C.CONFIRM_POLL_CAP)
         else:  # a look-up after a gap: back to waiting for a push
             self._due(wait, wait.push_until)
+
+    async def _completed(self, handing: Awaitable[None]) -> None:
+        try:
+            await handing
+        finally:
+            self._handed()
 
     # -- outcomes ---------------------------------------------------------------------------
 
@@ -404,7 +438,7 @@ class Confirmer:
             elapsed=time.monotonic() - wait.started,
         )
 
-    def _expire(self, wait: _Wait, order: Order | None = None) -> Awaitable[None] | None:
+    def _expire(self, wait: _Wait, order: Order | None = None) -> None:
         """``wait``'s deadline passed (or the stream it relied on is lost): queued, not
         confirmed."""
         if order is None and wait.update is not None:
@@ -418,20 +452,26 @@ class Confirmer:
             note = f" (last look-up failed: {wait.last_error})" if wait.last_error else ""
             message = f"order {oid}: cancel queued but not confirmed in time{note}"
         error = CancelNotConfirmedError(message, order_id=oid, order=order)
-        return self._resolve(wait, self._outcome(wait, CancelStatus.QUEUED, order, error))
+        self._resolve(wait, self._outcome(wait, CancelStatus.QUEUED, order, error))
 
-    def _resolve(self, wait: _Wait, outcome: CancelOutcome) -> Awaitable[None] | None:
+    def _resolve(self, wait: _Wait, outcome: CancelOutcome) -> None:
+        """``wait``'s order is settled: its outcome handed over now, or by a task of the
+        poller's when the hand-over must wait (the order counts as waiting until then)."""
         del self._waits[wait.oid]
+        self._ready.pop(wait.oid, None)
+        handing = self._deliver(outcome)
+        if handing is None:
+            self._handed()
+        else:
+            self._handings.append(handing)
+            self.wake()
+
+    def _handed(self) -> None:
         self.pending -= 1
         if self._room is not None and not self.full:
             self._room.set()
         if self.pending == 0 and self._closed:
             self.wake()
-        return self._deliver(outcome)
-
-
-async def _completed(handing: Awaitable[None]) -> None:
-    await handing
 
 
 def _status(state: OrderState) -> CancelStatus:

@@ -38,6 +38,11 @@ from tests.sandbox import Sandbox, processed_cancels, running_sandbox
 BACKENDS = ["asyncio", "trio"]
 
 
+def in_flight_of(iterator: Any) -> dict[int, Any]:
+    """The ids a ``cancel_iter`` batch has taken and not handed over yet."""
+    return iterator._feed.batch._in_flight  # type: ignore[no-any-return]
+
+
 def run_on(backend: str, main: Callable[[], Awaitable[Any]]) -> Any:
     if backend == "trio":
         pytest.importorskip("trio")
@@ -171,6 +176,51 @@ async def test_a_full_confirmer_holds_new_ids_back_and_frees_itself(
     # Queued and not yet applied at the exchange: at most the cap, plus one cancel per worker
     # answered before its worker saw the confirmer full (and what the sampling missed).
     assert most <= 10 + 4
+
+
+@pytest.mark.parametrize("confirm_with", ["poll", "auto"])
+async def test_an_order_is_looked_up_before_its_confirmation_ends_even_when_sending_outlasts_it(
+    sandbox: Sandbox, confirm_with: ConfirmWith
+) -> None:
+    """Look-ups yield to the cancels, but an order whose ``confirm_timeout`` passes while they
+    wait is looked up once (as soon as they may run) before it is called not confirmed: the
+    exchange cancelled every one, and every one says so."""
+    sandbox.exchange.cancel_delay = 0.05
+    sandbox.exchange.faults.latency = 0.01  # 60 cancels one at a time: 0.6 s of sending
+    sandbox.exchange.faults.only_paths = ("/sapi/v1/orders/cancel/",)
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 60)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(constants, "CONFIRM_PUSH_WINDOW", 0.05)
+        async with sandbox.session() as session:
+            outcomes = await session.orders.cancel_many(
+                ids, concurrency=1, confirm=True, confirm_with=confirm_with, confirm_timeout=0.2
+            )
+    assert Counter(o.status for o in outcomes) == {CancelStatus.CANCELLED: 60}
+
+
+@pytest.mark.parametrize("confirm_with", ["stream", "auto"])
+async def test_a_slow_consumer_never_holds_the_pushes_back(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, confirm_with: ConfirmWith
+) -> None:
+    """A lazy input's consumer stops reading for 1.5 s with its buffer full: the stream's
+    updates still confirm the orders meanwhile (a push is never held behind a hand-over), and
+    what waits for the consumer stays within the confirmer's cap plus the buffer."""
+    monkeypatch.setattr(constants, "ITER_MAX_BUFFERED", 5)
+    monkeypatch.setattr(constants, "CONFIRM_MAX_PENDING", 20)
+    sandbox.exchange.cancel_delay = 0.05
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 150)
+    got: Counter[CancelStatus] = Counter()
+    most = 0
+    async with sandbox.session() as session:
+        iterator = session.orders.cancel_iter(
+            iter(ids), concurrency=4, confirm=True, confirm_with=confirm_with, confirm_timeout=1.0
+        )
+        async for outcome in iterator:
+            got[outcome.status] += 1
+            most = max(most, len(in_flight_of(iterator)))
+            await anyio.sleep(1.5 if sum(got.values()) == 1 else 0.001)
+    assert got == {CancelStatus.CANCELLED: 150}
+    assert most <= 20 + 5 + 4  # the confirmer's cap, the buffer, one cancel per worker
 
 
 # -- 2. a slow consumer -------------------------------------------------------------------------

@@ -24,7 +24,9 @@ False) none starts, unless the batch waits for ``room`` here; at most ``lookups`
 An order not confirmed within ``confirm_timeout`` of its cancel being queued (with
 ``"stream"``: at once when the stream is lost) ends ``QUEUED`` with
 ``CancelNotConfirmedError``; where look-ups confirm (``"poll"``, ``"auto"``), only after at
-least one look-up, made as soon as look-ups may run (the batch's deadline bounds that wait).
+least one look-up: one that look-ups yielding to the cancels held back is made at its deadline,
+even while the batch sends (within ``lookups``), so the answer comes within ``confirm_timeout``
+and one look-up.
 
 A resolved outcome is handed over by a task of the poller's, never by the stream consumer (a
 slow consumer must not stop the pushes); it counts as waiting until it is handed over. At most
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import inspect
 import itertools
 import time
 from collections import deque
@@ -162,8 +165,12 @@ class Confirmer:
         #: Look-ups due and not started (the batch still sends, or ``lookups`` run already),
         #: first due first.
         self._ready: dict[int, _Wait] = {}
-        #: Resolved outcomes whose hand-over must wait (``deliver`` returned an awaitable).
+        #: Look-ups due past the order's deadline, never made: they may start at once.
+        self._overdue: dict[int, _Wait] = {}
+        #: Resolved outcomes whose hand-over must wait (``deliver`` returned an awaitable), and
+        #: whether the task completing them (``_hand_over``) runs.
         self._handings: deque[Awaitable[None]] = deque()
+        self._handing_over = False
         self._looking = 0
         self._closed = False
         self._wake: anyio.Event | None = None
@@ -306,18 +313,24 @@ class Confirmer:
     async def run(self) -> None:
         """Look orders up when due and end those past their deadline, until ``close`` was
         called and no order waits."""
-        async with anyio.create_task_group() as tg:
-            while not (self._closed and self.pending == 0):
-                now = time.monotonic()
-                until = self._dispatch(now, tg)
-                if self._closed and self.pending == 0:
-                    break  # (the last ones just ended)
-                self._wake = anyio.Event()
-                self._sleeping_until = until
-                with anyio.move_on_after(until - now):
-                    await self._wake.wait()
-                self._wake = None
+        try:
+            async with anyio.create_task_group() as tg:
+                while not (self._closed and self.pending == 0):
+                    now = time.monotonic()
+                    until = self._dispatch(now, tg)
+                    if self._closed and self.pending == 0:
+                        break  # (the last ones just ended)
+                    self._wake = anyio.Event()
+                    self._sleeping_until = until
+                    with anyio.move_on_after(until - now):
+                        await self._wake.wait()
+                    self._wake = None
+        finally:
             self._sleeping_until = 0.0
+            while self._handings:  # (cancelled: the batch reports those outcomes, ``remaining``)
+                handing = self._handings.popleft()
+                if inspect.iscoroutine(handing):
+                    handing.close()
 
     def _due(self, wait: _Wait, when: float) -> None:
         wait.due = when
@@ -342,30 +355,39 @@ class Confirmer:
             if now >= wait.deadline or (self.mode == "stream" and self.lost and not wait.gap):
                 if self.mode == "stream" or wait.looked:
                     self._expire(wait)
-                else:  # never looked up (look-ups yielded to the cancels): once, first
+                else:  # never looked up (look-ups yielded to the cancels): once, first, now
                     wait.polling, wait.due = True, -1.0
-                    ready[wait.oid] = wait
+                    ready.pop(wait.oid, None)
+                    self._overdue[wait.oid] = wait
                 continue
             # A look-up now: after a gap, polling, or past its push window (``auto``).
             wait.polling = wait.polling or not wait.gap
             ready[wait.oid] = wait
             self._due(wait, wait.deadline)  # (ended then, if it has been looked up by then)
         allowed = self._room_waiters > 0 or self._may_look_up is None or self._may_look_up()
-        while ready and self._looking < self._lookups and allowed:
-            wait = ready.pop(next(iter(ready)))
-            if self._waits.get(wait.oid) is not wait or wait.looking:
-                continue
-            wait.looking, wait.gap = True, False
-            self._looking += 1
-            tg.start_soon(self._look_up, wait)
-        while self._handings:  # (the deadlines above may have added some)
-            tg.start_soon(self._completed, self._handings.popleft())
+        # An order past its deadline and never looked up may start its one look-up at once,
+        # even while the batch sends (at most ``lookups`` at a time): its answer comes within
+        # ``confirm_timeout`` and one look-up, however long the sending.
+        for pool in (self._overdue, ready) if allowed else (self._overdue,):
+            while pool and self._looking < self._lookups:
+                wait = pool.pop(next(iter(pool)))
+                if self._waits.get(wait.oid) is not wait or wait.looking:
+                    continue
+                wait.looking, wait.gap = True, False
+                self._looking += 1
+                tg.start_soon(self._look_up, wait)
+        if self._handings and not self._handing_over:  # (the deadlines above may have added some)
+            self._handing_over = True
+            tg.start_soon(self._hand_over)
         return heap[0][0] if heap else now + 3600.0  # (woken by whatever changes meanwhile)
 
     async def _look_up(self, wait: _Wait) -> None:
         per_order = self._per_order
         if per_order is not None:
-            _deadline.enter(Deadline.since(per_order + self._confirm_timeout, wait.started))
+            # Within the order's deadline (its own, plus ``confirm_timeout``); its first look-up
+            # gets at least a whole one of its own, however late look-ups could start.
+            left = per_order + self._confirm_timeout - (time.monotonic() - wait.started)
+            _deadline.enter(Deadline(left if wait.looked else max(left, per_order)))
         order: Order | None = None
         try:
             order = await self._fetch(wait.oid)
@@ -382,6 +404,14 @@ class Confirmer:
             self.wake()
         if self._waits.get(wait.oid) is not wait:
             return  # a push resolved it meanwhile
+        try:
+            self._looked_up(wait, order)
+        except Exception:  # a bug must not cost the batch its other orders: this one unconfirmed
+            logger.exception("order %d: unexpected error after a confirming look-up", wait.oid)
+            if self._waits.get(wait.oid) is wait:
+                self._resolve(wait, self._unconfirmed(wait, None))
+
+    def _looked_up(self, wait: _Wait, order: Order | None) -> None:
         if order is not None and order.state in _CLOSED:
             self._resolve(
                 wait, self._settled_by_push(wait) or self._outcome(wait, _status(order.state), order)
@@ -399,11 +429,18 @@ class Confirmer:
         else:  # a look-up after a gap: back to waiting for a push
             self._due(wait, wait.push_until)
 
-    async def _completed(self, handing: Awaitable[None]) -> None:
+    async def _hand_over(self) -> None:
+        """Complete the hand-overs that must wait, one at a time, in order (one task: the
+        consumer's reads then wake one hand-over, not all of them)."""
         try:
-            await handing
+            while self._handings:
+                handing = self._handings.popleft()
+                try:
+                    await handing
+                finally:
+                    self._handed()
         finally:
-            self._handed()
+            self._handing_over = False
 
     # -- outcomes ---------------------------------------------------------------------------
 
@@ -441,10 +478,17 @@ class Confirmer:
     def _expire(self, wait: _Wait, order: Order | None = None) -> None:
         """``wait``'s deadline passed (or the stream it relied on is lost): queued, not
         confirmed."""
-        if order is None and wait.update is not None:
-            order = _merged(wait.order(), wait.update)
-        elif order is None:
-            order = wait.order()
+        try:
+            if order is None and wait.update is not None:
+                order = _merged(wait.order(), wait.update)
+            elif order is None:
+                order = wait.order()
+        except Exception:  # a bug must not cost the batch its other orders
+            logger.exception("order %d: unexpected error reading its last known state", wait.oid)
+            order = None
+        self._resolve(wait, self._unconfirmed(wait, order))
+
+    def _unconfirmed(self, wait: _Wait, order: Order | None) -> CancelOutcome:
         oid = wait.oid
         if self.mode == "stream":
             message = f"order {oid}: cancel queued but no confirmation arrived on the stream"
@@ -452,13 +496,14 @@ class Confirmer:
             note = f" (last look-up failed: {wait.last_error})" if wait.last_error else ""
             message = f"order {oid}: cancel queued but not confirmed in time{note}"
         error = CancelNotConfirmedError(message, order_id=oid, order=order)
-        self._resolve(wait, self._outcome(wait, CancelStatus.QUEUED, order, error))
+        return self._outcome(wait, CancelStatus.QUEUED, order, error)
 
     def _resolve(self, wait: _Wait, outcome: CancelOutcome) -> None:
         """``wait``'s order is settled: its outcome handed over now, or by a task of the
         poller's when the hand-over must wait (the order counts as waiting until then)."""
         del self._waits[wait.oid]
         self._ready.pop(wait.oid, None)
+        self._overdue.pop(wait.oid, None)
         handing = self._deliver(outcome)
         if handing is None:
             self._handed()

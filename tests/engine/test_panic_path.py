@@ -198,6 +198,35 @@ async def test_an_order_is_looked_up_before_its_confirmation_ends_even_when_send
     assert Counter(o.status for o in outcomes) == {CancelStatus.CANCELLED: 60}
 
 
+@pytest.mark.parametrize("session_deadline", [None, 0.5])
+async def test_a_confirmation_ends_in_its_timeout_and_one_look_up_however_long_the_sending(
+    sandbox: Sandbox, session_deadline: float | None
+) -> None:
+    """60 cancels one at a time, 30 ms each at the exchange (1.8 s of sending), polled, with a
+    0.3 s ``confirm_timeout``: the first order's outcome comes long before the sending ends (its
+    one look-up is made at its timeout, not after the sending), and every look-up reaches the
+    exchange (one held back past the session's per-order ``deadline`` gets a deadline of its
+    own, rather than failing unsent), so every order ends ``cancelled``."""
+    sandbox.exchange.cancel_delay = 0.05
+    sandbox.exchange.faults.latency = 0.03
+    sandbox.exchange.faults.only_paths = ("/sapi/v1/orders/cancel/",)
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 60)
+    got: dict[int, CancelOutcome] = {}
+    first_after = 0.0
+    async with sandbox.session(deadline=session_deadline) as session:
+        started = time.monotonic()
+        async for outcome in session.orders.cancel_iter(
+            iter(ids), concurrency=1, confirm=True, confirm_with="poll", confirm_timeout=0.3
+        ):
+            got[outcome.order_id] = outcome
+            if len(got) == 1:
+                first_after = time.monotonic() - started
+    assert Counter(o.status for o in got.values()) == {CancelStatus.CANCELLED: 60}
+    log = sandbox.exchange.requests
+    cancels = sorted(r.time for r in log if r.path == "/sapi/v1/orders/cancel/")
+    assert first_after < (cancels[-1] - cancels[0]) / 2  # (the sending took 1.8 s)
+
+
 @pytest.mark.parametrize("confirm_with", ["stream", "auto"])
 async def test_a_slow_consumer_never_holds_the_pushes_back(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, confirm_with: ConfirmWith

@@ -34,14 +34,14 @@ from docs import build_docs
 
 OPTIONS = ("--no-soak", "--no-install")
 #: The main pytest run fails below this total coverage of tanx_async (statements and branches, as
-#: [tool.coverage] in pyproject.toml measures them). Set at the total measured on 2026-12-07
-#: after the fleet, the dead man's switch and the conformance check landed (83.73 %, ``pytest -m
-#: "not soak" --cov``) minus one point; raise it when coverage rises. Code that runs only in the
+#: [tool.coverage] in pyproject.toml measures them). Set at the total measured on 2026-12-07 on
+#: a fresh clone by ``.ci/run``, once the child processes were measured too (88.56 %, ``pytest
+#: -m "not soak" --cov``), minus one point; raise it when coverage rises. Code that runs only in the
 #: child processes the tests start (the watchdog, the guard, the conformance check, a redis://
 #: fleet member) is measured there too (``patch = ["subprocess", "_exit"]`` in
 #: [tool.coverage.run]); a child killed outright (SIGKILL) saves nothing. It applies to the whole
 #: run only: given extra pytest arguments (which may pick a few tests), the floor is not checked.
-COVERAGE_FLOOR = 82.7
+COVERAGE_FLOOR = 87.5
 
 
 def ensure_debian_package(binary: str, package: str, tests: str) -> None:

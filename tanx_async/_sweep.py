@@ -151,6 +151,10 @@ def _report(result: Sweep, who: str) -> None:
             summary,
         )
     elif result.left:
+        for oid, market in sorted(result.left.items()):
+            # Each by name, with what it is: open (a cancel never reached it, or its market's
+            # listing failed before one could be sent).
+            log.error("%s: order %d (%s): STILL OPEN", who, oid, market)
         by_market = ", ".join(f"{m}: {n}" for m, n in sorted(Counter(result.left.values()).items()))
         log.error(
             "%s: STILL OPEN after %d round(s): %d orders (%s); outcomes: %s",

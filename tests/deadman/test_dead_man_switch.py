@@ -303,7 +303,10 @@ def test_a_slow_and_failing_exchange(sandbox: tuple[Sandbox, list[int]], tmp_pat
     if open_:
         assert "STILL OPEN" in log or unverified
     else:
-        assert "nothing the switch covers is open" in log
+        # Every order is off: the log says so, or (its last listing lost to the 5xx) that it
+        # could not verify it; never that something is open.
+        assert "nothing the switch covers is open" in log or unverified
+        assert "STILL OPEN" not in log
 
 
 def test_an_exchange_that_never_answers_a_cancel(sandbox: tuple[Sandbox, list[int]], tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ from ._errors import (
     TanxError,
     brief,
 )
+from ._outcomes import Outcomes
 from .models import CancelOutcome, CancelStatus, Order, OrderState, queued_outcome
 
 if TYPE_CHECKING:
@@ -66,34 +67,6 @@ async def fetch_order(session: AsyncTanxSession, oid: int) -> Order:
     return order
 
 
-class _Outcomes:
-    """Builds the outcomes of one order's cancel (its id, attempts and elapsed time)."""
-
-    __slots__ = ("oid", "record", "started")
-
-    def __init__(self, oid: int, record: Attempts, started: float) -> None:
-        self.oid = oid
-        self.record = record
-        self.started = started
-
-    def __call__(
-        self,
-        status: CancelStatus,
-        order: Order | None = None,
-        error: TanxError | None = None,
-        note: str | None = None,
-    ) -> CancelOutcome:
-        return CancelOutcome(
-            order_id=self.oid,
-            status=status,
-            order=order,
-            error=error,
-            attempts=self.record.count,
-            elapsed=time.monotonic() - self.started,
-            note=note,
-        )
-
-
 async def cancel_one(
     session: AsyncTanxSession,
     oid: int,
@@ -115,19 +88,19 @@ async def cancel_one(
         )
         return queued(session, oid, record, started, response.body, response.content)
     except NotFoundError as exc:
-        return _Outcomes(oid, record, started)(CancelStatus.NOT_FOUND, error=exc)
+        return Outcomes(oid, record, started)(CancelStatus.NOT_FOUND, error=exc)
     except APIStatusError as exc:
-        outcome = _Outcomes(oid, record, started)
+        outcome = Outcomes(oid, record, started)
         if isinstance(exc, AuthenticationError | PermissionDeniedError | RateLimitError) or not resolve:
             return _unsettled(session, outcome, exc)
         return await _look_up(session, exc, outcome)
     except APIConnectionError as exc:
-        outcome = _Outcomes(oid, record, started)
+        outcome = Outcomes(oid, record, started)
         if not record.ambiguous or not resolve:
             return _unsettled(session, outcome, exc)
         return await _look_up(session, exc, outcome)
     except ResponseValidationError as exc:
-        outcome = _Outcomes(oid, record, started)
+        outcome = Outcomes(oid, record, started)
         if exc.method == "POST" and exc.path == C.CANCEL_PATH:
             # The exchange answered the cancel 2xx in a shape we do not know: it may well have
             # been processed. Never ok on that; a look-up says what is true.
@@ -136,7 +109,7 @@ async def cancel_one(
                 return await _look_up(session, exc, outcome)
         return _unsettled(session, outcome, exc)
     except TanxError as exc:
-        return _unsettled(session, _Outcomes(oid, record, started), exc)
+        return _unsettled(session, Outcomes(oid, record, started), exc)
 
 
 def queued(
@@ -167,7 +140,7 @@ def cancel_body(oid: int) -> bytes:
     return b'{"order_id":%d}' % oid
 
 
-async def _look_up(session: AsyncTanxSession, cause: TanxError, outcome: _Outcomes) -> CancelOutcome:
+async def _look_up(session: AsyncTanxSession, cause: TanxError, outcome: Outcomes) -> CancelOutcome:
     """The cancel was refused or unanswered: look the order up and say what is true."""
     try:
         order = await fetch_order(session, outcome.oid)
@@ -179,7 +152,7 @@ async def _look_up(session: AsyncTanxSession, cause: TanxError, outcome: _Outcom
 
 
 def _closed(
-    session: AsyncTanxSession, order: Order, cause: TanxError | None, outcome: _Outcomes
+    session: AsyncTanxSession, order: Order, cause: TanxError | None, outcome: Outcomes
 ) -> CancelOutcome | None:
     """The outcome a look-up showing the order ``cancel`` or ``done`` proves, else None."""
     if order.state == OrderState.DONE:
@@ -198,7 +171,7 @@ def _closed(
 
 def _unsettled(
     session: AsyncTanxSession,
-    outcome: _Outcomes,
+    outcome: Outcomes,
     cause: TanxError,
     order: Order | None = None,
     *,
@@ -246,7 +219,7 @@ async def settle(
     evidence; with ``confirm`` the look-ups then go on until ``cancel``). Anything else leaves
     it ``UNKNOWN``, with a note."""
     oid = unknown.order_id
-    outcome = _Outcomes(oid, record, time.monotonic() - unknown.elapsed)
+    outcome = Outcomes(oid, record, time.monotonic() - unknown.elapsed)
     delay = C.CONFIRM_POLL_INITIAL
     last: str = brief(unknown.error) if unknown.error is not None else "no answer"
     order = unknown.order

@@ -55,6 +55,7 @@ from ._attempts import Attempts
 from ._deadline import Deadline
 from ._errors import CancelNotConfirmedError, TanxError, brief
 from ._log import logger
+from ._outcomes import Outcomes
 from .models import CancelOutcome, CancelStatus, Order, OrderState, OrderUpdate, StreamGap, may_show_closed
 
 if TYPE_CHECKING:
@@ -85,11 +86,10 @@ class _Wait:
         "looked",
         "looking",
         "oid",
+        "outcome",
         "polling",
         "push_until",
         "queued",
-        "record",
-        "started",
         "update",
     )
 
@@ -97,10 +97,10 @@ class _Wait:
         self, queued: CancelOutcome, record: Attempts, started: float, update: OrderUpdate | None, gap: bool
     ) -> None:
         self.oid = queued.order_id
-        #: The cancel's ``QUEUED`` outcome, its attempts, and when it began (``time.monotonic``).
+        #: The cancel's ``QUEUED`` outcome, and how its settled one is built (its attempts, and
+        #: when it began).
         self.queued = queued
-        self.record = record
-        self.started = started
+        self.outcome = Outcomes(self.oid, record, started)
         #: The latest update the stream brought (a closed state is final).
         self.update = update
         #: Updates may have been missed (a stream gap): look it up once.
@@ -386,7 +386,7 @@ class Confirmer:
         if per_order is not None:
             # Within the order's deadline (its own, plus ``confirm_timeout``); its first look-up
             # gets at least a whole one of its own, however late look-ups could start.
-            left = per_order + self._confirm_timeout - (time.monotonic() - wait.started)
+            left = per_order + self._confirm_timeout - (time.monotonic() - wait.outcome.started)
             _deadline.enter(Deadline(left if wait.looked else max(left, per_order)))
         order: Order | None = None
         try:
@@ -413,9 +413,7 @@ class Confirmer:
 
     def _looked_up(self, wait: _Wait, order: Order | None) -> None:
         if order is not None and order.state in _CLOSED:
-            self._resolve(
-                wait, self._settled_by_push(wait) or self._outcome(wait, _status(order.state), order)
-            )
+            self._resolve(wait, self._settled_by_push(wait) or wait.outcome(_status(order.state), order))
             return
         now = time.monotonic()
         if wait.gap:
@@ -449,10 +447,12 @@ class Confirmer:
         if update is None or update.state not in _CLOSED:
             return None
         order = _merged(wait.order(), update)
-        if update.state == OrderState.CANCEL and closed_before(update.updated_at, wait.record.first_sent):
+        if update.state == OrderState.CANCEL and closed_before(
+            update.updated_at, wait.outcome.record.first_sent
+        ):
             # Cancelled before our cancel left (as the look-up path decides): not ours.
-            return self._outcome(wait, CancelStatus.ALREADY_CLOSED, order)
-        return self._outcome(wait, _status(update.state), order)
+            return wait.outcome(CancelStatus.ALREADY_CLOSED, order)
+        return wait.outcome(_status(update.state), order)
 
     def _settled_by_echo(self, wait: _Wait) -> CancelOutcome | None:
         """The cancel's answer echoed the order closed already (decoded only if it may have)."""
@@ -461,19 +461,7 @@ class Confirmer:
         order = wait.order()
         if order is None or order.state not in _CLOSED:
             return None
-        return self._outcome(wait, _status(order.state), order)
-
-    def _outcome(
-        self, wait: _Wait, status: CancelStatus, order: Order | None, error: TanxError | None = None
-    ) -> CancelOutcome:
-        return CancelOutcome(
-            order_id=wait.oid,
-            status=status,
-            order=order,
-            error=error,
-            attempts=wait.record.count,
-            elapsed=time.monotonic() - wait.started,
-        )
+        return wait.outcome(_status(order.state), order)
 
     def _expire(self, wait: _Wait, order: Order | None = None) -> None:
         """``wait``'s deadline passed (or the stream it relied on is lost): queued, not
@@ -496,7 +484,7 @@ class Confirmer:
             note = f" (last look-up failed: {wait.last_error})" if wait.last_error else ""
             message = f"order {oid}: cancel queued but not confirmed in time{note}"
         error = CancelNotConfirmedError(message, order_id=oid, order=order)
-        return self._outcome(wait, CancelStatus.QUEUED, order, error)
+        return wait.outcome(CancelStatus.QUEUED, order, error)
 
     def _resolve(self, wait: _Wait, outcome: CancelOutcome) -> None:
         """``wait``'s order is settled: its outcome handed over now, or by a task of the

@@ -54,12 +54,6 @@ __all__ = ["Batch"]
 Sink = Callable[[CancelOutcome], Awaitable[None] | None]
 
 
-async def _give(sink: Sink, outcome: CancelOutcome) -> None:
-    pending = sink(outcome)
-    if pending is not None:
-        await pending
-
-
 class Batch:
     """One run of the fan-out: ids in, one outcome per (distinct) id out.
 
@@ -130,7 +124,7 @@ class Batch:
         """Cancel everything, settle what is unknown, handing each outcome to ``sink``."""
         self._sink = sink
         try:
-            await self._run(sink)
+            await self._run()
         finally:
             self._sink = None  # (it holds the consumer, which holds the batch: no cycle left)
 
@@ -144,12 +138,12 @@ class Batch:
             fetch=functools.partial(fetch_order, self._session),
             confirm_timeout=self._confirm_timeout,
             per_order=self._session.deadline,
-            deliver=self._confirmed,
+            deliver=self._deliver,
             lookups=self.workers,
             may_look_up=self._sent_all,
         )
 
-    async def _run(self, sink: Sink) -> None:
+    async def _run(self) -> None:
         started = time.monotonic()
         with anyio.move_on_after(self._deadline) as deadline:
             # With confirm=True the stream is open before the first cancel leaves.
@@ -173,13 +167,14 @@ class Batch:
                     # As long as one operation may take (the session's deadline), at most 5 s.
                     per_order = self._session.deadline
                     budget = C.SETTLE_TIMEOUT if per_order is None else min(C.SETTLE_TIMEOUT, per_order)
-                    await self._settle_held(sink, time.monotonic() + budget)
+                    await self._settle_held(time.monotonic() + budget)
                 else:
-                    await self._settle_held(sink, started + self._deadline)
+                    await self._settle_held(started + self._deadline)
         if deadline.cancelled_caught:
             # The deadline struck: every id still gets an outcome, sent or not.
             for outcome in self.remaining(pull_lazy=True):
-                await _give(sink, outcome)
+                if (handing := self._deliver(outcome)) is not None:
+                    await handing
 
     def _take(self, stopped_too: bool = False) -> int | None:
         """The next id to cancel, or None when the source is exhausted, hit an invalid id or
@@ -249,24 +244,19 @@ class Batch:
                     error = CancelNotConfirmedError(f"order {oid}: {why}", order_id=oid, order=None)
                     settled = attrs.evolve(result, error=error)
                 if settled is None:
-                    return None  # (the confirmer delivers it: ``_confirmed``)
+                    return None  # (the confirmer delivers it: ``_deliver``)
                 result = settled
             else:
                 confirmer.unwatch(oid)
         if result.status is CancelStatus.UNKNOWN and self._resolve and len(self._held) < C.SETTLE_MAX_HELD:
             self._held[oid] = result
             return None
-        assert self._sink is not None
-        return self._deliver(result, self._sink)
+        return self._deliver(result)
 
     def keep(self, result: CancelOutcome) -> None:
         """A cancel's outcome that arrived after its worker was stopped (the batch deadline, the
         consumer gone): kept for ``remaining``."""
         self._unsent[result.order_id] = result
-
-    def _confirmed(self, result: CancelOutcome) -> Awaitable[None] | None:
-        assert self._sink is not None
-        return self._deliver(result, self._sink)
 
     def _workers_done(self) -> None:
         if self._live == 0 and not self._starting and self._confirmer is not None:
@@ -347,11 +337,13 @@ class Batch:
         )
         return lane if lane.usable else None
 
-    def _deliver(self, result: CancelOutcome, sink: Sink) -> Awaitable[None] | None:
-        """Hand ``result`` to ``sink``: done at once for a plain function, else an awaitable that
-        completes the hand-over (the outcome is kept meanwhile: a deadline may strike)."""
+    def _deliver(self, result: CancelOutcome) -> Awaitable[None] | None:
+        """Hand ``result`` to the sink ``run`` was given: done at once for a plain function, else
+        an awaitable that completes the hand-over (the outcome is kept meanwhile: a deadline may
+        strike)."""
         oid = result.order_id
-        pending = sink(result)
+        assert self._sink is not None  # (set while the batch runs)
+        pending = self._sink(result)
         if pending is None:
             self._in_flight.pop(oid, None)  # (gone already if the batch was interrupted)
             return None
@@ -370,7 +362,7 @@ class Batch:
             del self._unsent[oid]
             self._in_flight.pop(oid, None)
 
-    async def _settle_held(self, sink: Sink, until: float) -> None:
+    async def _settle_held(self, until: float) -> None:
         """The settling pass: every held ``UNKNOWN`` looked up again, ``workers`` at a time."""
         waiting = list(self._held)
         logger.info(
@@ -388,7 +380,7 @@ class Batch:
                     note = f"the settling pass failed (unexpected {type(exc).__name__}: {exc})"
                     result = attrs.evolve(held, note=f"{held.note}; {note}" if held.note else note)
                 self._held.pop(oid, None)
-                if (handing := self._deliver(result, sink)) is not None:
+                if (handing := self._deliver(result)) is not None:
                     await handing
 
         async with anyio.create_task_group() as tg:

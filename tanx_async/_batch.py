@@ -236,13 +236,7 @@ class Batch:
         confirmer = self._confirmer
         if confirmer is not None:
             if result.status is CancelStatus.QUEUED:
-                try:
-                    settled = confirmer.add(result, record, started)
-                except Exception as exc:  # a bug must not lose the outcome: queued, not confirmed
-                    logger.exception("order %d: unexpected error while confirming", oid)
-                    why = f"cancel queued; confirming failed (unexpected {type(exc).__name__})"
-                    error = CancelNotConfirmedError(f"order {oid}: {why}", order_id=oid, order=None)
-                    settled = attrs.evolve(result, error=error)
+                settled = confirmer.add(result, record, started)
                 if settled is None:
                     return None  # (the confirmer delivers it: ``_deliver``)
                 result = settled

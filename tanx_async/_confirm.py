@@ -208,7 +208,22 @@ class Confirmer:
 
     def add(self, queued: CancelOutcome, record: Attempts, started: float) -> CancelOutcome | None:
         """``queued``'s order waits for confirmation from now on; its outcome now if what is
-        known already settles it (an update that came before the answer, a closed echo)."""
+        known already settles it (an update that came before the answer, a closed echo), or if
+        a bug stopped it from waiting (queued, not confirmed: the outcome is never lost)."""
+        oid = queued.order_id
+        try:
+            return self._add(queued, record, started)
+        except Exception as exc:
+            logger.exception("order %d: unexpected error while confirming", oid)
+            wait = self._waits.get(oid)
+            if wait is not None and wait.queued is queued:
+                del self._waits[oid]  # (it waits no more: delivered here, once)
+                self.pending -= 1
+            why = f"cancel queued; confirming failed (unexpected {type(exc).__name__})"
+            error = CancelNotConfirmedError(f"order {oid}: {why}", order_id=oid, order=None)
+            return attrs.evolve(queued, error=error)
+
+    def _add(self, queued: CancelOutcome, record: Attempts, started: float) -> CancelOutcome | None:
         oid = queued.order_id
         gap = False
         if self._gapped:

@@ -145,13 +145,7 @@ class Orders:
             record, started = Attempts(), time.monotonic()
             result = await cancel_one(session, oid, record=record, started=started)
             if result.status is CancelStatus.QUEUED:
-                try:
-                    now = confirmer.add(result, record, started)
-                except Exception as exc:  # a bug must not turn a queued cancel into an error
-                    logger.exception("order %d: unexpected error while confirming", oid)
-                    why = f"cancel queued; confirming failed (unexpected {type(exc).__name__})"
-                    error = CancelNotConfirmedError(f"order {oid}: {why}", order_id=oid, order=None)
-                    now = attrs.evolve(result, error=error)
+                now = confirmer.add(result, record, started)
                 confirmer.close()
                 if now is None:
                     await confirmer.run()

@@ -505,3 +505,25 @@ async def test_a_batch_that_refuses_to_start_raises_its_error_as_it_is_with_on_o
         with pytest.raises(StreamError):
             await session.orders.cancel_many(ids, confirm=True, confirm_with="stream", on_outcome=told.append)
     assert told == [] and processed_cancels(sandbox.exchange) == set()
+
+
+async def test_a_bug_while_adding_an_order_to_the_confirmer_costs_that_order_its_confirmation_only(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Confirmer.add`` failing (a bug) leaves the order ``queued``, not confirmed, delivered
+    once, and the batch (or the one ``cancel``) ends: nothing is lost, nothing waits forever."""
+    from tanx_async._confirm import Confirmer
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Confirmer, "_add", broken)
+    ids = sandbox.exchange.seed_orders(sandbox.uid, 6)
+    async with sandbox.session() as session:
+        outcomes = await session.orders.cancel_many(ids[:5], confirm=True, confirm_with="poll")
+        with pytest.raises(CancelNotConfirmedError, match="confirming failed"):
+            await session.orders.cancel(ids[5], confirm=True, confirm_with="poll")
+    assert sorted(o.order_id for o in outcomes) == sorted(ids[:5])
+    assert all(
+        o.status is CancelStatus.QUEUED and isinstance(o.error, CancelNotConfirmedError) for o in outcomes
+    )
